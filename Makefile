@@ -1,0 +1,68 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto')
+GENERATED := gen/.generated
+BUF_VERSION := 1.47.2
+BUF := .tools/node_modules/.bin/buf
+export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
+
+.PHONY: setup gen run test test-fast lint migrate bench bench-quick soak demo clean
+
+setup: $(INSTALLED) $(GENERATED)
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Tools first (protoc), then code generation, then the project itself in editable mode.
+$(INSTALLED): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install --quiet 'grpcio-tools>=1.66,<2'
+	$(MAKE) --no-print-directory gen-force
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(GENERATED): $(PROTOS) | $(INSTALLED)
+	$(MAKE) --no-print-directory gen-force
+
+gen: $(GENERATED)
+
+gen-force:
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	find gen -type d -exec touch {}/__init__.py \;
+	rm -f gen/__init__.py
+	touch $(GENERATED)
+
+run: setup
+	$(PY) -m services.run
+
+migrate: setup
+	$(PY) -m services.migrate
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup $(BUF)
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+	$(BUF) lint
+
+$(BUF):
+	mkdir -p .tools
+	cd .tools && npm install --silent --no-save --no-package-lock @bufbuild/buf@$(BUF_VERSION)
+
+bench: setup
+	$(PY) -m bench.ledger_bench
+
+bench-quick: setup
+	$(PY) -m bench.ledger_bench --quick
+
+soak: setup
+	COALITION_SOAK=1 $(PY) -m pytest -q tests -m soak
+
+clean:
+	rm -rf $(VENV) gen var .tools .pytest_cache .hypothesis

@@ -1,0 +1,44 @@
+"""Reading settings from the environment: one place, explicit units, clear errors."""
+
+from __future__ import annotations
+
+import os
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the process should refuse to start."""
+
+
+def env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from error
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def log_format() -> str:
+    return env_choice("COALITION_LOG_FORMAT", "console", ("console", "json"))
+
+
+def log_level() -> str:
+    return env_choice("COALITION_LOG_LEVEL", "info", ("debug", "info", "warning", "error"))

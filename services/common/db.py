@@ -1,0 +1,174 @@
+"""Database plumbing shared by the services: engines, retried transactions, migrations.
+
+PostgreSQL runs READ COMMITTED with explicit row locks taken in a fixed order; SQLite (the
+zero-setup default) takes its single write lock up front with BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+_log = structlog.get_logger("db")
+T = TypeVar("T")
+
+TRANSACTION_ATTEMPTS_MAX = 8
+RETRY_BACKOFF_SECONDS_BASE = 0.002
+RETRY_BACKOFF_SECONDS_MAX = 0.2
+# Serialization failure, deadlock, lock timeout: safe to run the whole unit of work again.
+_RETRYABLE_PGCODES = {"40001", "40P01", "55P03"}
+_UNIQUE_VIOLATION_PGCODE = "23505"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOptions:
+    url: str
+    pool_size: int = 8
+    statement_timeout_ms: int = 15_000
+    lock_timeout_ms: int = 10_000
+    pool_timeout_seconds: int = 10
+
+
+class Database:
+    """A writer engine and a reader engine (the same one on PostgreSQL)."""
+
+    def __init__(self, options: DatabaseOptions) -> None:
+        self.options = options
+        self.url = make_url(options.url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.writer = _sqlite_engine(options, immediate=True)
+            self.reader = _sqlite_engine(options, immediate=False)
+        else:
+            self.writer = _postgres_engine(options)
+            self.reader = self.writer
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+    def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
+        return run_transaction(self.writer, work, retry_unique_violation=retry_unique_violation)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        return run_transaction(self.reader, work)
+
+
+def _sqlite_engine(options: DatabaseOptions, immediate: bool) -> Engine:
+    database = make_url(options.url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        options.url,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=options.pool_size,
+        max_overflow=0,
+        pool_timeout=options.pool_timeout_seconds,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Take transaction control away from pysqlite so BEGIN is ours (SQLAlchemy docs, "Serializable isolation").
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(options: DatabaseOptions) -> Engine:
+    server_options = (
+        f"-c statement_timeout={options.statement_timeout_ms} -c lock_timeout={options.lock_timeout_ms}"
+        " -c idle_in_transaction_session_timeout=60000"
+    )
+    search_path = os.environ.get("COALITION_DATABASE_SCHEMA", "")
+    if search_path:
+        server_options += f" -c search_path={search_path}"
+    return create_engine(
+        options.url,
+        pool_size=options.pool_size,
+        max_overflow=0,
+        pool_timeout=options.pool_timeout_seconds,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={"options": server_options, "connect_timeout": 5},
+    )
+
+
+def _is_retryable(error: sa_exc.DBAPIError, retry_unique_violation: bool) -> bool:
+    pgcode = getattr(error.orig, "pgcode", None)
+    if pgcode in _RETRYABLE_PGCODES:
+        return True
+    if retry_unique_violation and pgcode == _UNIQUE_VIOLATION_PGCODE:
+        return True
+    message = str(error.orig).lower()
+    if "database is locked" in message:
+        return True
+    return retry_unique_violation and "unique constraint failed" in message
+
+
+def run_transaction(
+    engine: Engine, work: Callable[[Connection], T], *, retry_unique_violation: bool = False
+) -> T:
+    """Run `work` in one transaction, retrying the whole unit on deadlock or serialization failure."""
+    for attempt in range(1, TRANSACTION_ATTEMPTS_MAX + 1):
+        try:
+            with engine.begin() as connection:
+                return work(connection)
+        except sa_exc.DBAPIError as error:
+            if error.connection_invalidated or not _is_retryable(error, retry_unique_violation):
+                raise
+            if attempt == TRANSACTION_ATTEMPTS_MAX:
+                raise
+            delay = min(RETRY_BACKOFF_SECONDS_MAX, RETRY_BACKOFF_SECONDS_BASE * 2**attempt)
+            _log.info("transaction_retried", attempt=attempt, error=type(error.orig).__name__)
+            time.sleep(delay * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+def migrate(database: Database, script_location: str, version_table: str) -> None:
+    """Bring the schema up to date. Concurrent starters on PostgreSQL serialise on an advisory lock."""
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    config.attributes["version_table"] = version_table
+    with database.writer.begin() as connection:
+        if not database.is_sqlite:
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": version_table})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def run_migrations_from_env(context) -> None:
+    """Body of each service's alembic env.py: use the connection handed over by migrate()."""
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through services.common.db.migrate or `make migrate`")
+    context.configure(
+        connection=connection,
+        version_table=config.attributes["version_table"],
+        transactional_ddl=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

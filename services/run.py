@@ -1,0 +1,39 @@
+"""`make run`: start every service in one process on SQLite files under var/ until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import structlog
+
+from services.common.config import log_format, log_level
+from services.common.grpc_server import run_until_signalled
+from services.common.logs import configure_logging
+
+# Each module exposes `async def start() -> RunningServer` (settings from the environment)
+# and may expose `async def seed_demo() -> None` run once all servers are up.
+SERVICE_MODULES = ("services.ledger.server",)
+
+
+async def _main() -> None:
+    configure_logging(log_format(), log_level())
+    log = structlog.get_logger("run")
+    modules = [importlib.import_module(name) for name in SERVICE_MODULES]
+    running = []
+    for module in modules:
+        running.append(await module.start())
+    for module in modules:
+        seed = getattr(module, "seed_demo", None)
+        if seed is not None:
+            await seed()
+    log.info("coalition_running", ports=[server.port for server in running])
+    await run_until_signalled(running)
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
