@@ -1,0 +1,715 @@
+"""Settlement domain: pricing, statement lines, netting, reconciliation and the liability roll-forward.
+
+Plain Python on purpose (no grpc, no sqlalchemy): every figure on a statement comes from
+these functions, so they are tested against hand-computed numbers.
+
+Money is an int of EUR cents. Prices are Decimal EUR per point. A statement line is
+quantity x unit price, rounded half-even to cents exactly once; every total is a sum of
+rounded lines, never a re-rounding of an unrounded sum.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from enum import Enum
+
+OPERATOR_ID = "operator"
+MONEY_CURRENCY_CODE = "EUR"
+PRICE_DECIMAL_PLACES_MAX = 12
+PRICE_DIGITS_MAX = 24
+# Wide enough for 10^18 points x a 12-decimal price without any intermediate rounding.
+_EXACT = Context(prec=80)
+_CENT = Decimal(1)
+
+# Ledger account kinds and transfer codes (conventions set by the partners service).
+KIND_MEMBER_WALLET = "member_wallet"
+KIND_PARTNER_ISSUANCE = "partner_issuance"
+KIND_PARTNER_REDEMPTION = "partner_redemption"
+KIND_OPERATOR_EXCHANGE = "operator_exchange"
+KIND_OPERATOR_BREAKAGE = "operator_breakage"
+KIND_PARTNER_SETTLEMENT = "partner_settlement"
+KIND_OPERATOR_SETTLEMENT = "operator_settlement"
+CODE_EARN = "EARN"
+CODE_REDEEM = "REDEEM"
+CODE_REVERSAL = "REVERSAL"
+CODE_CONVERSION = "CONVERSION"
+CODE_EXPIRY = "EXPIRY"
+
+RECONCILIATION_ROWS_MAX = 200_000
+RECONCILIATION_FIELD_LENGTH_MAX = 128
+RECONCILIATION_COLUMNS = ("receipt_id", "store_id", "terminal_id", "time", "type", "points")
+RECONCILIATION_TYPES = ("EARN", "EARN_REVERSAL", "REDEEM", "REDEMPTION_REVERSAL")
+
+
+class SettlementRuleError(Exception):
+    """A business rule refuses the operation; reason is stable, message says what to do."""
+
+    def __init__(self, reason: str, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = metadata
+
+
+# ---------------------------------------------------------------- prices
+
+
+def parse_price(text: str, field_name: str = "price") -> Decimal:
+    """A non-negative EUR price with at most PRICE_DECIMAL_PLACES_MAX decimals, exactly as written."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError) as error:
+        raise SettlementRuleError(
+            "INVALID_PRICE", f"{field_name} must be a decimal string such as 0.0085, got {text!r}"
+        ) from error
+    if not value.is_finite() or value < 0:
+        raise SettlementRuleError("INVALID_PRICE", f"{field_name} must be >= 0, got {text!r}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > PRICE_DECIMAL_PLACES_MAX:
+        raise SettlementRuleError(
+            "INVALID_PRICE", f"{field_name} has more than {PRICE_DECIMAL_PLACES_MAX} decimal places: {text!r}"
+        )
+    if len(value.as_tuple().digits) > PRICE_DIGITS_MAX:
+        raise SettlementRuleError("INVALID_PRICE", f"{field_name} is too large: {text!r}")
+    return value
+
+
+def line_amount_cents(quantity: int, unit_price: Decimal) -> int:
+    """quantity x unit price (EUR) in cents, rounded half-even once."""
+    cents = _EXACT.multiply(_EXACT.multiply(Decimal(quantity), unit_price), Decimal(100))
+    return int(cents.quantize(_CENT, rounding=ROUND_HALF_EVEN, context=_EXACT))
+
+
+@dataclass(frozen=True, slots=True)
+class PointPrice:
+    currency_code: str
+    issue_price: Decimal
+    reimbursement_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionPrice:
+    from_currency_code: str
+    to_currency_code: str
+    price_per_unit_received: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PriceAgreement:
+    agreement_id: str
+    partner_id: str
+    valid_from_us: int
+    point_prices: tuple[PointPrice, ...] = ()
+    conversion_prices: tuple[ConversionPrice, ...] = ()
+
+    def point_price(self, currency_code: str) -> PointPrice | None:
+        return next((p for p in self.point_prices if p.currency_code == currency_code), None)
+
+    def conversion_price(self, from_code: str, to_code: str) -> ConversionPrice | None:
+        return next(
+            (
+                p
+                for p in self.conversion_prices
+                if p.from_currency_code == from_code and p.to_currency_code == to_code
+            ),
+            None,
+        )
+
+    def content_key(self) -> tuple:
+        """What idempotency compares: everything but the id."""
+        return (
+            self.partner_id,
+            self.valid_from_us,
+            tuple(
+                sorted(
+                    (p.currency_code, str(p.issue_price), str(p.reimbursement_price))
+                    for p in self.point_prices
+                )
+            ),
+            tuple(
+                sorted(
+                    (p.from_currency_code, p.to_currency_code, str(p.price_per_unit_received))
+                    for p in self.conversion_prices
+                )
+            ),
+        )
+
+
+class AgreementBook:
+    """Every partner's agreement versions; a version applies from its start until the next one's."""
+
+    def __init__(self, agreements: Iterable[PriceAgreement]) -> None:
+        by_partner: dict[str, list[PriceAgreement]] = defaultdict(list)
+        for agreement in agreements:
+            by_partner[agreement.partner_id].append(agreement)
+        self._by_partner = {p: sorted(v, key=lambda a: a.valid_from_us) for p, v in by_partner.items()}
+
+    def valid_at(self, partner_id: str, time_us: int) -> PriceAgreement | None:
+        found = None
+        for agreement in self._by_partner.get(partner_id, ()):
+            if agreement.valid_from_us <= time_us:
+                found = agreement
+            else:
+                break
+        return found
+
+    def change_times(self, start_us: int, end_us: int) -> list[int]:
+        """Start times of versions strictly inside (start, end): where a period must be split."""
+        return sorted(
+            {
+                a.valid_from_us
+                for versions in self._by_partner.values()
+                for a in versions
+                if start_us < a.valid_from_us < end_us
+            }
+        )
+
+
+def sub_windows(start_us: int, end_us: int, book: AgreementBook) -> list[tuple[int, int]]:
+    """[start, end) split at every agreement change, so each window has one price per partner."""
+    bounds = [start_us, *book.change_times(start_us, end_us), end_us]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+# ---------------------------------------------------------------- movements from ledger activity
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Posted movement of one ledger account under one transfer code (GetActivitySummary line)."""
+
+    account_id: str
+    code: str
+    currency_code: str
+    debits: int
+    credits: int
+    owner_id: str
+    kind: str
+
+
+class LineKind(str, Enum):
+    POINTS_ISSUED = "POINTS_ISSUED"
+    EARN_REVERSALS = "EARN_REVERSALS"
+    POINTS_REDEEMED = "POINTS_REDEEMED"
+    REDEMPTION_REVERSALS = "REDEMPTION_REVERSALS"
+    CONVERSIONS_OUT = "CONVERSIONS_OUT"
+    CONVERSIONS_IN = "CONVERSIONS_IN"
+
+    @property
+    def sign(self) -> int:
+        """+1 when the partner pays for the line, -1 when it is paid."""
+        return 1 if self in _PARTNER_PAYS else -1
+
+
+_PARTNER_PAYS = {LineKind.POINTS_ISSUED, LineKind.REDEMPTION_REVERSALS, LineKind.CONVERSIONS_OUT}
+_LINE_ORDER = {kind: index for index, kind in enumerate(LineKind)}
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """An unpriced quantity on one partner's statement."""
+
+    partner_id: str
+    kind: LineKind
+    currency_code: str
+    quantity: int
+    counterparty_currency_code: str = ""
+    counterparty_id: str = ""
+    # For conversions: whose agreement prices it (owner of the delivered currency, else the payer).
+    conversion_from: str = ""
+
+
+def exchange_other_currency(account_id: str) -> str:
+    """`exchange:{CUR}:{OTHER}` -> OTHER (currency codes never contain ':')."""
+    parts = account_id.split(":")
+    if len(parts) != 3 or parts[0] != "exchange":
+        raise SettlementRuleError(
+            "UNEXPECTED_ACCOUNT_ID", f"operator exchange account {account_id!r} is not exchange:CUR:OTHER"
+        )
+    return parts[2]
+
+
+def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[str, str]) -> list[Movement]:
+    """Turn posted ledger activity into what each partner's statement prices.
+
+    Issuance debits with EARN are points issued; issuance credits with REVERSAL earn
+    reversals; redemption credits with REDEEM points redeemed; redemption debits with
+    REVERSAL redemption reversals. A conversion A -> B debits exchange:B:A for the units of
+    B delivered: the owner of A pays the owner of B for them. A party that is the operator
+    has no statement; a partner converting between two of its own currencies pays nobody.
+    """
+    movements: list[Movement] = []
+    for line in lines:
+        if line.kind == KIND_PARTNER_ISSUANCE:
+            if line.code == CODE_EARN and line.debits:
+                movements.append(
+                    Movement(line.owner_id, LineKind.POINTS_ISSUED, line.currency_code, line.debits)
+                )
+            elif line.code == CODE_REVERSAL and line.credits:
+                movements.append(
+                    Movement(line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits)
+                )
+        elif line.kind == KIND_PARTNER_REDEMPTION:
+            if line.code == CODE_REDEEM and line.credits:
+                movements.append(
+                    Movement(line.owner_id, LineKind.POINTS_REDEEMED, line.currency_code, line.credits)
+                )
+            elif line.code == CODE_REVERSAL and line.debits:
+                movements.append(
+                    Movement(line.owner_id, LineKind.REDEMPTION_REVERSALS, line.currency_code, line.debits)
+                )
+        elif line.kind == KIND_OPERATOR_EXCHANGE and line.code == CODE_CONVERSION and line.debits:
+            delivered_code = line.currency_code
+            from_code = exchange_other_currency(line.account_id)
+            payer = _owner(currency_owners, from_code)
+            payee = _owner(currency_owners, delivered_code)
+            if payer == payee:
+                continue
+            if payer != OPERATOR_ID:
+                movements.append(
+                    Movement(
+                        payer,
+                        LineKind.CONVERSIONS_OUT,
+                        delivered_code,
+                        line.debits,
+                        from_code,
+                        payee,
+                        from_code,
+                    )
+                )
+            if payee != OPERATOR_ID:
+                movements.append(
+                    Movement(
+                        payee,
+                        LineKind.CONVERSIONS_IN,
+                        delivered_code,
+                        line.debits,
+                        from_code,
+                        payer,
+                        from_code,
+                    )
+                )
+    return movements
+
+
+def _owner(currency_owners: Mapping[str, str], code: str) -> str:
+    owner = currency_owners.get(code)
+    if owner is None:
+        raise SettlementRuleError("CURRENCY_NOT_FOUND", f"currency {code} is not registered on the ledger")
+    return owner
+
+
+# ---------------------------------------------------------------- pricing and statements
+
+
+@dataclass(frozen=True, slots=True)
+class PricedMovement:
+    movement: Movement
+    unit_price: Decimal
+    agreement_id: str
+    prior_period_adjustment: bool
+
+
+def price_movements(
+    movements: Iterable[Movement],
+    book: AgreementBook,
+    time_us: int,
+    currency_owners: Mapping[str, str],
+    prior_period_adjustment: bool = False,
+) -> list[PricedMovement]:
+    """Price each movement by the agreement valid at `time_us`; refuse when a price is missing."""
+    priced = []
+    for movement in movements:
+        agreement, unit_price = _price_of(movement, book, time_us, currency_owners)
+        priced.append(PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment))
+    return priced
+
+
+def _price_of(
+    movement: Movement, book: AgreementBook, time_us: int, currency_owners: Mapping[str, str]
+) -> tuple[PriceAgreement, Decimal]:
+    if movement.kind in (LineKind.CONVERSIONS_OUT, LineKind.CONVERSIONS_IN):
+        from_code, to_code = movement.conversion_from, movement.currency_code
+        for partner in (currency_owners.get(to_code), currency_owners.get(from_code)):
+            agreement = book.valid_at(partner or "", time_us)
+            price = agreement.conversion_price(from_code, to_code) if agreement else None
+            if agreement is not None and price is not None:
+                return agreement, price.price_per_unit_received
+        raise SettlementRuleError(
+            "PRICE_MISSING",
+            f"no agreement valid at the time prices conversions {from_code} -> {to_code}; add a"
+            " conversion price to the receiving programme's price agreement",
+            from_currency_code=from_code,
+            to_currency_code=to_code,
+            time_us=time_us,
+        )
+    agreement = book.valid_at(movement.partner_id, time_us)
+    point_price = agreement.point_price(movement.currency_code) if agreement else None
+    if agreement is None or point_price is None:
+        raise SettlementRuleError(
+            "PRICE_MISSING",
+            f"partner {movement.partner_id} has {movement.currency_code} activity but no price agreement"
+            " valid at the time prices that currency; record one with SetPriceAgreement",
+            partner_id=movement.partner_id,
+            currency_code=movement.currency_code,
+            time_us=time_us,
+        )
+    if movement.kind in (LineKind.POINTS_ISSUED, LineKind.EARN_REVERSALS):
+        return agreement, point_price.issue_price
+    return agreement, point_price.reimbursement_price
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    kind: LineKind
+    currency_code: str
+    counterparty_currency_code: str
+    counterparty_id: str
+    quantity: int
+    unit_price: Decimal
+    amount_cents: int
+    agreement_id: str
+    prior_period_adjustment: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    partner_id: str
+    lines: tuple[StatementLine, ...]
+    settlement_transfer_id: str = ""
+
+    @property
+    def partner_pays_cents(self) -> int:
+        return sum(line.amount_cents for line in self.lines if line.amount_cents > 0)
+
+    @property
+    def partner_is_paid_cents(self) -> int:
+        return -sum(line.amount_cents for line in self.lines if line.amount_cents < 0)
+
+    @property
+    def net_cents(self) -> int:
+        return sum(line.amount_cents for line in self.lines)
+
+    def quantity(self, kind: LineKind) -> int:
+        return sum(line.quantity for line in self.lines if line.kind == kind)
+
+
+def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
+    """Group priced movements into lines (same kind, currency, counterparty, price, agreement),
+    round each line once, one statement per partner ordered by partner id."""
+    quantities: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    for item in priced:
+        m = item.movement
+        key = (
+            item.prior_period_adjustment,
+            _LINE_ORDER[m.kind],
+            m.currency_code,
+            m.counterparty_currency_code,
+            m.counterparty_id,
+            item.agreement_id,
+            item.unit_price,
+        )
+        quantities[m.partner_id][key] += m.quantity
+    statements = []
+    for partner_id in sorted(quantities):
+        lines = []
+        for key in sorted(quantities[partner_id], key=lambda k: (*k[:6], str(k[6]))):
+            quantity = quantities[partner_id][key]
+            if quantity == 0:
+                continue
+            prior, order, currency, other_currency, counterparty, agreement_id, unit_price = key
+            kind = list(LineKind)[order]
+            lines.append(
+                StatementLine(
+                    kind=kind,
+                    currency_code=currency,
+                    counterparty_currency_code=other_currency,
+                    counterparty_id=counterparty,
+                    quantity=quantity,
+                    unit_price=unit_price,
+                    amount_cents=kind.sign * line_amount_cents(quantity, unit_price),
+                    agreement_id=agreement_id,
+                    prior_period_adjustment=prior,
+                )
+            )
+        if lines:
+            statements.append(Statement(partner_id, tuple(lines)))
+    return statements
+
+
+@dataclass(frozen=True, slots=True)
+class Netting:
+    operator_net_cents: int
+    operator_net_from_lines_cents: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.operator_net_cents == self.operator_net_from_lines_cents
+
+
+def netting(statements: Sequence[Statement]) -> Netting:
+    """Sum of partner nets vs the operator's own side: lines whose counterparty is the operator.
+
+    Conversions between two partners appear on both statements with opposite signs and the
+    same rounding, so they cancel; the check proves it on every statement.
+    """
+    total = sum(s.net_cents for s in statements)
+    operator_side = sum(
+        line.amount_cents
+        for s in statements
+        for line in s.lines
+        if line.kind not in (LineKind.CONVERSIONS_OUT, LineKind.CONVERSIONS_IN)
+        or line.counterparty_id == OPERATOR_ID
+    )
+    return Netting(total, operator_side)
+
+
+# ---------------------------------------------------------------- roll-forward
+
+
+@dataclass(frozen=True, slots=True)
+class RollForward:
+    currency_code: str
+    opening_outstanding: int
+    issued: int = 0
+    earn_reversed: int = 0
+    redeemed: int = 0
+    redemption_reversed: int = 0
+    expired: int = 0
+    converted_in: int = 0
+    converted_out: int = 0
+    other_adjustments: int = 0
+    closing_outstanding: int = 0
+
+    def identity_holds(self) -> bool:
+        return self.closing_outstanding == (
+            self.opening_outstanding
+            + self.issued
+            - self.earn_reversed
+            - self.redeemed
+            + self.redemption_reversed
+            - self.expired
+            + self.converted_in
+            - self.converted_out
+            + self.other_adjustments
+        )
+
+
+def wallet_net_change(lines: Iterable[Activity]) -> dict[str, int]:
+    """Per currency, the change of all member wallets, computed from every other account.
+
+    Each currency sums to zero, so what wallets gained is what the non-wallet accounts were
+    debited net of credits. `lines` must cover every non-wallet account of the currency.
+    """
+    change: dict[str, int] = defaultdict(int)
+    for line in lines:
+        if line.kind != KIND_MEMBER_WALLET:
+            change[line.currency_code] += line.debits - line.credits
+    return dict(change)
+
+
+def roll_forward(currency_code: str, opening_outstanding: int, lines: Iterable[Activity]) -> RollForward:
+    """Classify one currency's flows between wallets and the rest of the ledger."""
+    figures: dict[str, int] = defaultdict(int)
+    net = 0
+    for line in lines:
+        if line.currency_code != currency_code or line.kind == KIND_MEMBER_WALLET:
+            continue
+        net += line.debits - line.credits
+        if line.kind == KIND_PARTNER_ISSUANCE and line.code == CODE_EARN:
+            figures["issued"] += line.debits
+            figures["other"] -= line.credits
+        elif line.kind == KIND_PARTNER_ISSUANCE and line.code == CODE_REVERSAL:
+            figures["earn_reversed"] += line.credits
+            figures["other"] += line.debits
+        elif line.kind == KIND_PARTNER_REDEMPTION and line.code == CODE_REDEEM:
+            figures["redeemed"] += line.credits
+            figures["other"] += line.debits
+        elif line.kind == KIND_PARTNER_REDEMPTION and line.code == CODE_REVERSAL:
+            figures["redemption_reversed"] += line.debits
+            figures["other"] -= line.credits
+        elif line.kind == KIND_OPERATOR_BREAKAGE and line.code == CODE_EXPIRY:
+            figures["expired"] += line.credits
+            figures["other"] += line.debits
+        elif line.kind == KIND_OPERATOR_EXCHANGE and line.code == CODE_CONVERSION:
+            figures["converted_in"] += line.debits
+            figures["converted_out"] += line.credits
+        else:
+            figures["other"] += line.debits - line.credits
+    return RollForward(
+        currency_code=currency_code,
+        opening_outstanding=opening_outstanding,
+        issued=figures["issued"],
+        earn_reversed=figures["earn_reversed"],
+        redeemed=figures["redeemed"],
+        redemption_reversed=figures["redemption_reversed"],
+        expired=figures["expired"],
+        converted_in=figures["converted_in"],
+        converted_out=figures["converted_out"],
+        other_adjustments=figures["other"],
+        closing_outstanding=opening_outstanding + net,
+    )
+
+
+# ---------------------------------------------------------------- reconciliation
+
+
+class MatchStatus(str, Enum):
+    MATCHED = "MATCHED"
+    MISSING_IN_LEDGER = "MISSING_IN_LEDGER"
+    MISSING_AT_PARTNER = "MISSING_AT_PARTNER"
+    AMOUNT_DIFFERS = "AMOUNT_DIFFERS"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    """One row of either side: the partner's file (line_number >= 1) or the ledger (line_number 0)."""
+
+    receipt_id: str
+    store_id: str
+    terminal_id: str
+    time: str
+    type: str
+    points: int
+    line_number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciledRow:
+    status: MatchStatus
+    line_number: int
+    receipt_id: str
+    store_id: str
+    terminal_id: str
+    type: str
+    partner_points: int
+    ledger_points: int
+    time: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationResult:
+    rows: tuple[ReconciledRow, ...]
+    counts: dict[MatchStatus, int] = field(default_factory=dict)
+
+
+def parse_partner_file(data: bytes) -> list[TransactionRow]:
+    """Parse a partner's CSV (header receipt_id,store_id,terminal_id,time,type,points)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SettlementRuleError("INVALID_FILE", "the file must be UTF-8 CSV") from error
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or tuple(h.strip().lower() for h in header) != RECONCILIATION_COLUMNS:
+        raise SettlementRuleError(
+            "INVALID_FILE", f"the first row must be the header {','.join(RECONCILIATION_COLUMNS)}"
+        )
+    rows = []
+    for number, record in enumerate(reader, start=1):
+        if not record or all(not value.strip() for value in record):
+            continue
+        if len(rows) >= RECONCILIATION_ROWS_MAX:
+            raise SettlementRuleError(
+                "INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows"
+            )
+        if len(record) != len(RECONCILIATION_COLUMNS):
+            raise SettlementRuleError(
+                "INVALID_FILE", f"row {number} has {len(record)} columns, expected 6", line_number=number
+            )
+        receipt_id, store_id, terminal_id, time_text, type_text, points_text = (v.strip() for v in record)
+        if not receipt_id or any(len(v) > RECONCILIATION_FIELD_LENGTH_MAX for v in record):
+            raise SettlementRuleError(
+                "INVALID_FILE",
+                f"row {number}: receipt_id is required, fields at most 128 characters",
+                line_number=number,
+            )
+        if type_text.upper() not in RECONCILIATION_TYPES:
+            raise SettlementRuleError(
+                "INVALID_FILE",
+                f"row {number}: type must be one of {', '.join(RECONCILIATION_TYPES)}, got {type_text!r}",
+                line_number=number,
+            )
+        try:
+            points = int(points_text)
+            datetime.fromisoformat(time_text)
+        except ValueError as error:
+            raise SettlementRuleError(
+                "INVALID_FILE",
+                f"row {number}: points must be an integer and time ISO 8601, got {points_text!r}, {time_text!r}",
+                line_number=number,
+            ) from error
+        if points <= 0:
+            raise SettlementRuleError("INVALID_FILE", f"row {number}: points must be > 0", line_number=number)
+        rows.append(
+            TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number)
+        )
+    return rows
+
+
+def reconcile(
+    partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]
+) -> ReconciliationResult:
+    """Classify each row. Rows are keyed by (receipt id, type); ledger transfers with the same
+    key are summed (partial reversals of one receipt). A repeat of a key already seen in the
+    partner's file is a DUPLICATE; the first occurrence is compared with the ledger."""
+    ledger: dict[tuple[str, str], TransactionRow] = {}
+    ledger_points: dict[tuple[str, str], int] = defaultdict(int)
+    for row in ledger_rows:
+        key = (row.receipt_id, row.type)
+        ledger.setdefault(key, row)
+        ledger_points[key] += row.points
+    seen: set[tuple[str, str]] = set()
+    results: list[ReconciledRow] = []
+    for row in partner_rows:
+        key = (row.receipt_id, row.type)
+        if key in seen:
+            status, on_ledger = MatchStatus.DUPLICATE, ledger_points.get(key, 0)
+        else:
+            seen.add(key)
+            on_ledger = ledger_points.get(key, 0)
+            if key not in ledger:
+                status = MatchStatus.MISSING_IN_LEDGER
+            elif on_ledger == row.points:
+                status = MatchStatus.MATCHED
+            else:
+                status = MatchStatus.AMOUNT_DIFFERS
+        results.append(
+            ReconciledRow(
+                status,
+                row.line_number,
+                row.receipt_id,
+                row.store_id,
+                row.terminal_id,
+                row.type,
+                row.points,
+                on_ledger,
+                row.time,
+            )
+        )
+    for key, row in ledger.items():
+        if key not in seen:
+            results.append(
+                ReconciledRow(
+                    MatchStatus.MISSING_AT_PARTNER,
+                    0,
+                    row.receipt_id,
+                    row.store_id,
+                    row.terminal_id,
+                    row.type,
+                    0,
+                    ledger_points[key],
+                    row.time,
+                )
+            )
+    counts = {status: 0 for status in MatchStatus}
+    for result in results:
+        counts[result.status] += 1
+    return ReconciliationResult(tuple(results), counts)

@@ -1,0 +1,286 @@
+"""The settlement domain against hand-computed figures (DOMAIN.md's worked illustration first)."""
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.settlement import model
+from services.settlement.model import (
+    Activity,
+    AgreementBook,
+    ConversionPrice,
+    LineKind,
+    MatchStatus,
+    PointPrice,
+    PriceAgreement,
+    SettlementRuleError,
+    TransactionRow,
+)
+
+OWNERS = {"PTS": "operator", "HOTELPTS": "hotel", "AIRMILES": "airline", "EUR": "operator"}
+
+
+def agreement(partner, valid_from_us=0, issue="0.0100", reimburse="0.0080", currency="PTS", conversions=()):
+    return PriceAgreement(
+        agreement_id=f"{partner}-{valid_from_us}",
+        partner_id=partner,
+        valid_from_us=valid_from_us,
+        point_prices=(PointPrice(currency, Decimal(issue), Decimal(reimburse)),),
+        conversion_prices=tuple(ConversionPrice(f, t, Decimal(p)) for f, t, p in conversions),
+    )
+
+
+def issuance(partner, code, debits=0, credits=0, currency="PTS"):
+    return Activity(
+        f"issuance:{currency}:{partner}", code, currency, debits, credits, partner, "partner_issuance"
+    )
+
+
+def redemption(partner, code, debits=0, credits=0, currency="PTS"):
+    return Activity(
+        f"redemption:{currency}:{partner}", code, currency, debits, credits, partner, "partner_redemption"
+    )
+
+
+def exchange(currency, other, debits=0, credits=0):
+    return Activity(
+        f"exchange:{currency}:{other}",
+        "CONVERSION",
+        currency,
+        debits,
+        credits,
+        "operator",
+        "operator_exchange",
+    )
+
+
+def statements_for(lines, agreements, time_us=0, owners=OWNERS):
+    book = AgreementBook(agreements)
+    movements = model.movements_from_activity(lines, owners)
+    return {
+        s.partner_id: s
+        for s in model.build_statements(model.price_movements(movements, book, time_us, owners))
+    }
+
+
+def test_worked_illustration_reproduces_domain_figures():
+    lines = [
+        issuance("retailer", "EARN", debits=1_000_000),
+        issuance("retailer", "REVERSAL", credits=20_000),
+        issuance("fuel", "EARN", debits=500_000),
+        redemption("fuel", "REDEEM", credits=200_000),
+        redemption("hotel", "REDEEM", credits=300_000),
+    ]
+    statements = statements_for(lines, [agreement(p) for p in ("retailer", "fuel", "hotel")])
+    assert statements["retailer"].net_cents == 980_000
+    assert statements["retailer"].partner_pays_cents == 1_000_000
+    assert statements["fuel"].net_cents == 340_000
+    assert statements["fuel"].partner_pays_cents == 500_000
+    assert statements["fuel"].partner_is_paid_cents == 160_000
+    assert statements["hotel"].net_cents == -240_000
+    overview = model.netting(list(statements.values()))
+    assert overview.operator_net_cents == 1_080_000
+    assert overview.balanced
+
+
+def test_each_line_is_rounded_half_even_once():
+    assert model.line_amount_cents(1, Decimal("0.005")) == 0  # 0.5 cent -> 0 (even)
+    assert model.line_amount_cents(3, Decimal("0.005")) == 2  # 1.5 cents -> 2 (even)
+    assert model.line_amount_cents(5, Decimal("0.005")) == 2  # 2.5 cents -> 2 (even)
+    assert model.line_amount_cents(1_234_567, Decimal("0.0085")) == 1_049_382  # 10,493.8195 EUR
+    assert model.line_amount_cents(10**18, Decimal("0.000000000001")) == 100_000_000
+
+
+def test_totals_are_sums_of_rounded_lines_not_rounded_sums():
+    # Two sub-windows with different prices: 0.5 cents each would round to 1 cent as a sum, but each
+    # line rounds half-even to 0, so the total is 0.
+    lines = [issuance("retailer", "EARN", debits=1)]
+    book = AgreementBook(
+        [agreement("retailer", 0, issue="0.005"), agreement("retailer", 100, issue="0.00500000")]
+    )
+    movements = model.movements_from_activity(lines, OWNERS)
+    priced = model.price_movements(movements, book, 0, OWNERS) + model.price_movements(
+        movements, book, 100, OWNERS
+    )
+    (statement,) = model.build_statements(priced)
+    assert [line.amount_cents for line in statement.lines] == [0, 0]
+    assert statement.net_cents == 0
+
+
+def test_price_change_inside_period_prices_each_subwindow_by_its_agreement():
+    book = AgreementBook([agreement("fuel", 0, issue="0.0100"), agreement("fuel", 500, issue="0.0120")])
+    assert model.sub_windows(100, 1000, book) == [(100, 500), (500, 1000)]
+    first = model.price_movements(
+        model.movements_from_activity([issuance("fuel", "EARN", debits=1000)], OWNERS), book, 100, OWNERS
+    )
+    second = model.price_movements(
+        model.movements_from_activity([issuance("fuel", "EARN", debits=1000)], OWNERS), book, 500, OWNERS
+    )
+    (statement,) = model.build_statements(first + second)
+    assert [(line.unit_price, line.amount_cents) for line in statement.lines] == [
+        (Decimal("0.0100"), 1000),
+        (Decimal("0.0120"), 1200),
+    ]
+
+
+def test_conversions_between_partners_cancel_in_the_netting():
+    # 60,000 hotel points -> 25,000 miles delivered; hotel pays airline 25,000 x 0.0090 = 225.00.
+    lines = [
+        exchange("HOTELPTS", "AIRMILES", credits=60_000),
+        exchange("AIRMILES", "HOTELPTS", debits=25_000),
+    ]
+    agreements = [
+        agreement("hotel", currency="HOTELPTS"),
+        agreement("airline", currency="AIRMILES", conversions=[("HOTELPTS", "AIRMILES", "0.0090")]),
+    ]
+    statements = statements_for(lines, agreements)
+    (hotel_line,) = statements["hotel"].lines
+    (airline_line,) = statements["airline"].lines
+    assert (hotel_line.kind, hotel_line.quantity, hotel_line.amount_cents) == (
+        LineKind.CONVERSIONS_OUT,
+        25_000,
+        22_500,
+    )
+    assert (airline_line.kind, airline_line.amount_cents) == (LineKind.CONVERSIONS_IN, -22_500)
+    assert hotel_line.counterparty_id == "airline" and airline_line.counterparty_id == "hotel"
+    overview = model.netting(list(statements.values()))
+    assert overview.operator_net_cents == 0 and overview.balanced
+
+
+def test_conversion_with_operator_currency_has_one_side_only():
+    # PTS -> HOTELPTS: the operator (owner of PTS) pays the hotel for the hotel points delivered.
+    lines = [exchange("PTS", "HOTELPTS", credits=1000), exchange("HOTELPTS", "PTS", debits=800)]
+    agreements = [agreement("hotel", currency="HOTELPTS", conversions=[("PTS", "HOTELPTS", "0.0075")])]
+    statements = statements_for(lines, agreements)
+    assert list(statements) == ["hotel"]
+    assert statements["hotel"].net_cents == -600
+    overview = model.netting(list(statements.values()))
+    assert overview.operator_net_cents == -600 and overview.balanced
+
+
+def test_activity_without_a_price_is_refused_by_name():
+    with pytest.raises(SettlementRuleError) as caught:
+        statements_for([issuance("retailer", "EARN", debits=5)], [])
+    assert caught.value.reason == "PRICE_MISSING"
+
+
+def test_prices_are_parsed_exactly_and_bounded():
+    assert model.parse_price("0.0085") == Decimal("0.0085")
+    for bad in ("-1", "abc", "0.0000000000001", "NaN"):
+        with pytest.raises(SettlementRuleError):
+            model.parse_price(bad)
+
+
+def test_netting_detects_conversions_that_do_not_cancel():
+    line = model.StatementLine(
+        LineKind.CONVERSIONS_OUT, "AIRMILES", "HOTELPTS", "airline", 1, Decimal(1), 100, "a", False
+    )
+    overview = model.netting([model.Statement("hotel", (line,))])
+    assert not overview.balanced
+
+
+def test_roll_forward_classifies_flows_and_holds_the_identity():
+    lines = [
+        issuance("retailer", "EARN", debits=1000),
+        issuance("retailer", "REVERSAL", credits=100),
+        redemption("fuel", "REDEEM", credits=300),
+        redemption("fuel", "REVERSAL", debits=50),
+        Activity("breakage:PTS", "EXPIRY", "PTS", 0, 70, "operator", "operator_breakage"),
+        exchange("PTS", "HOTELPTS", credits=200),
+        exchange("PTS", "AIRMILES", debits=40),
+        Activity("adjust:PTS", "ADJUSTMENT", "PTS", 5, 0, "operator", "operator_adjustment"),
+        Activity("wallet:PTS:m1", "EARN", "PTS", 0, 1000, "m1", "member_wallet"),
+    ]
+    rf = model.roll_forward("PTS", 10_000, lines)
+    assert (rf.issued, rf.earn_reversed, rf.redeemed, rf.redemption_reversed, rf.expired) == (
+        1000,
+        100,
+        300,
+        50,
+        70,
+    )
+    assert (rf.converted_in, rf.converted_out, rf.other_adjustments) == (40, 200, 5)
+    assert rf.closing_outstanding == 10_000 + 1000 - 100 - 300 + 50 - 70 + 40 - 200 + 5
+    assert rf.identity_holds()
+    assert model.wallet_net_change(lines) == {"PTS": rf.closing_outstanding - 10_000}
+
+
+activity_strategy = st.builds(
+    Activity,
+    account_id=st.sampled_from(
+        ["issuance:PTS:a", "redemption:PTS:b", "breakage:PTS", "exchange:PTS:HOTELPTS", "x"]
+    ),
+    code=st.sampled_from(["EARN", "REDEEM", "REVERSAL", "CONVERSION", "EXPIRY", "ADJUSTMENT"]),
+    currency_code=st.just("PTS"),
+    debits=st.integers(0, 10**12),
+    credits=st.integers(0, 10**12),
+    owner_id=st.sampled_from(["a", "b", "operator"]),
+    kind=st.sampled_from(
+        ["partner_issuance", "partner_redemption", "operator_breakage", "operator_exchange", "other"]
+    ),
+)
+
+
+@given(st.integers(0, 10**12), st.lists(activity_strategy, max_size=30))
+def test_roll_forward_identity_holds_for_any_flows(opening, lines):
+    assert model.roll_forward("PTS", opening, lines).identity_holds()
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**9), st.integers(0, 10**6)), min_size=1, max_size=20))
+def test_net_is_the_sum_of_rounded_lines(items):
+    priced = [
+        model.PricedMovement(
+            model.Movement("p", LineKind.POINTS_ISSUED, "PTS", quantity),
+            Decimal(price) / 10**6,
+            f"a{i}",
+            False,
+        )
+        for i, (quantity, price) in enumerate(items)
+    ]
+    (statement,) = model.build_statements(priced) or [model.Statement("p", ())]
+    assert statement.net_cents == sum(model.line_amount_cents(q, Decimal(p) / 10**6) for q, p in items)
+
+
+def row(receipt, kind, points, line=0, store="s1"):
+    return TransactionRow(receipt, store, "t1", "2026-10-01T10:00:00+02:00", kind, points, line)
+
+
+def test_reconciliation_classifies_every_kind_of_row():
+    partner = [
+        row("r1", "EARN", 100, 1),
+        row("r2", "EARN", 50, 2),
+        row("r3", "REDEEM", 30, 3),
+        row("r1", "EARN", 100, 4),
+    ]
+    ledger = [row("r1", "EARN", 100), row("r2", "EARN", 55), row("r4", "EARN", 10)]
+    result = model.reconcile(partner, ledger)
+    assert [(r.receipt_id, r.status) for r in result.rows] == [
+        ("r1", MatchStatus.MATCHED),
+        ("r2", MatchStatus.AMOUNT_DIFFERS),
+        ("r3", MatchStatus.MISSING_IN_LEDGER),
+        ("r1", MatchStatus.DUPLICATE),
+        ("r4", MatchStatus.MISSING_AT_PARTNER),
+    ]
+    assert result.counts == {status: 1 for status in MatchStatus}
+    assert result.rows[1].ledger_points == 55 and result.rows[1].partner_points == 50
+
+
+def test_partner_file_is_parsed_and_bad_rows_are_named():
+    data = (
+        "receipt_id,store_id,terminal_id,time,type,points\n"
+        "r1,s1,t1,2026-10-01T10:00:00+02:00,earn,100\n"
+        "\n"
+        "r2,s1,t2,2026-10-02T10:00:00+02:00,REDEEM,5\n"
+    ).encode()
+    rows = model.parse_partner_file(data)
+    assert [(r.receipt_id, r.type, r.points, r.line_number) for r in rows] == [
+        ("r1", "EARN", 100, 1),
+        ("r2", "REDEEM", 5, 3),
+    ]
+    with pytest.raises(SettlementRuleError) as caught:
+        model.parse_partner_file(
+            b"receipt_id,store_id,terminal_id,time,type,points\nr1,s,t,notatime,EARN,1\n"
+        )
+    assert caught.value.reason == "INVALID_FILE" and "row 1" in caught.value.message
