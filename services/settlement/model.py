@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
-from enum import Enum
+from enum import StrEnum
 
 OPERATOR_ID = "operator"
 MONEY_CURRENCY_CODE = "EUR"
@@ -193,7 +193,7 @@ class Activity:
     kind: str
 
 
-class LineKind(str, Enum):
+class LineKind(StrEnum):
     POINTS_ISSUED = "POINTS_ISSUED"
     EARN_REVERSALS = "EARN_REVERSALS"
     POINTS_REDEEMED = "POINTS_REDEEMED"
@@ -560,7 +560,7 @@ def roll_forward(currency_code: str, opening_outstanding: int, lines: Iterable[A
 # ---------------------------------------------------------------- reconciliation
 
 
-class MatchStatus(str, Enum):
+class MatchStatus(StrEnum):
     MATCHED = "MATCHED"
     MISSING_IN_LEDGER = "MISSING_IN_LEDGER"
     MISSING_AT_PARTNER = "MISSING_AT_PARTNER"
@@ -643,7 +643,8 @@ def parse_partner_file(data: bytes) -> list[TransactionRow]:
         except ValueError as error:
             raise SettlementRuleError(
                 "INVALID_FILE",
-                f"row {number}: points must be an integer and time ISO 8601, got {points_text!r}, {time_text!r}",
+                f"row {number}: points must be an integer and time ISO 8601,"
+                f" got {points_text!r}, {time_text!r}",
                 line_number=number,
             ) from error
         if points <= 0:
@@ -713,3 +714,25 @@ def reconcile(
     for result in results:
         counts[result.status] += 1
     return ReconciliationResult(tuple(results), counts)
+
+
+# ---------------------------------------------------------------- a period's settlement
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodSettlement:
+    period_id: str
+    start_us: int
+    end_us: int
+    closed: bool
+    statements: tuple[Statement, ...]
+    roll_forwards: tuple[RollForward, ...]
+    last_commit_sequence: int
+    close_time_us: int = 0
+
+    @property
+    def netting(self) -> Netting:
+        return netting(self.statements)
+
+    def statement(self, partner_id: str) -> Statement | None:
+        return next((s for s in self.statements if s.partner_id == partner_id), None)

@@ -269,11 +269,11 @@ def test_reconciliation_classifies_every_kind_of_row():
 
 def test_partner_file_is_parsed_and_bad_rows_are_named():
     data = (
-        "receipt_id,store_id,terminal_id,time,type,points\n"
-        "r1,s1,t1,2026-10-01T10:00:00+02:00,earn,100\n"
-        "\n"
-        "r2,s1,t2,2026-10-02T10:00:00+02:00,REDEEM,5\n"
-    ).encode()
+        b"receipt_id,store_id,terminal_id,time,type,points\n"
+        b"r1,s1,t1,2026-10-01T10:00:00+02:00,earn,100\n"
+        b"\n"
+        b"r2,s1,t2,2026-10-02T10:00:00+02:00,REDEEM,5\n"
+    )
     rows = model.parse_partner_file(data)
     assert [(r.receipt_id, r.type, r.points, r.line_number) for r in rows] == [
         ("r1", "EARN", 100, 1),
