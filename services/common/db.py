@@ -98,15 +98,21 @@ def _sqlite_engine(options: DatabaseOptions, immediate: bool) -> Engine:
 
 
 def _postgres_engine(options: DatabaseOptions) -> Engine:
+    url = make_url(options.url)
     server_options = (
         f"-c statement_timeout={options.statement_timeout_ms} -c lock_timeout={options.lock_timeout_ms}"
         " -c idle_in_transaction_session_timeout=60000"
     )
+    # A schema can come with the URL (?options=-csearch_path%3Dname) or from the environment.
+    extra = url.query.get("options", "")
+    if extra:
+        server_options += " " + (extra if isinstance(extra, str) else " ".join(extra))
+        url = url.difference_update_query(["options"])
     search_path = os.environ.get("COALITION_DATABASE_SCHEMA", "")
     if search_path:
         server_options += f" -c search_path={search_path}"
     return create_engine(
-        options.url,
+        url,
         pool_size=options.pool_size,
         max_overflow=0,
         pool_timeout=options.pool_timeout_seconds,

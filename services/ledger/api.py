@@ -1,0 +1,169 @@
+"""LedgerService servicer: proto in, command, use case, proto out. Nothing else lives here."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from services.common.db import Database
+from services.common.errors import InvalidArgument
+from services.common.timeconv import micros_from_timestamp
+from services.ledger import accounts, limits, queries, validation, wire
+from services.ledger.batcher import TransferBatcher
+
+
+class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, database: Database, batcher: TransferBatcher) -> None:
+        self._database = database
+        self._batcher = batcher
+
+    async def RegisterCurrency(self, request, context):
+        code, scale, owner_id = validation.currency_from_proto(request.currency)
+        row, created = await asyncio.to_thread(accounts.register_currency, self._database, code, scale, owner_id)
+        return ledger_pb2.RegisterCurrencyResponse(currency=wire.currency_message(row), created=created)
+
+    async def ListCurrencies(self, request, context):
+        rows = await asyncio.to_thread(self._database.read, queries.store.list_currencies)
+        return ledger_pb2.ListCurrenciesResponse(currencies=[wire.currency_message(row) for row in rows])
+
+    async def CreateAccounts(self, request, context):
+        validation.check_batch_size(len(request.accounts), "account")
+        requested = [validation.account_from_proto(a, i) for i, a in enumerate(request.accounts)]
+        outcomes = await asyncio.to_thread(accounts.create_accounts, self._database, requested)
+        response = ledger_pb2.CreateAccountsResponse()
+        for index, outcome in enumerate(outcomes):
+            result = response.results.add(index=index, status=int(outcome.status))
+            if outcome.failure is not None:
+                result.failure_reason = int(outcome.failure)
+                result.failure_field = outcome.failure_field
+            if outcome.account is not None:
+                result.account.CopyFrom(wire.account_message(outcome.account))
+        return response
+
+    async def GetAccount(self, request, context):
+        validation.check_id(request.account_id, "account_id")
+        view = await asyncio.to_thread(queries.get_account, self._database, request.account_id)
+        message = wire.account_message(view.account)
+        message.balance.CopyFrom(wire.balance_message(view.account, view.balance, view.as_of_us))
+        return ledger_pb2.GetAccountResponse(account=message)
+
+    async def ListAccounts(self, request, context):
+        validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
+        validation.check_length(request.kind, "kind", limits.ACCOUNT_KIND_LENGTH_MAX)
+        page_size = validation.page_size(request.page_size)
+        found, token = await asyncio.to_thread(
+            queries.list_accounts, self._database, request.owner_id, request.kind, page_size, request.page_token
+        )
+        return ledger_pb2.ListAccountsResponse(
+            accounts=[wire.account_message(a) for a in found], next_page_token=token
+        )
+
+    async def CreateTransfers(self, request, context):
+        validation.check_batch_size(len(request.transfers), "transfer")
+        commands = [validation.transfer_from_proto(item, index) for index, item in enumerate(request.transfers)]
+        outcomes = await self._batcher.submit(commands)
+        return ledger_pb2.CreateTransfersResponse(
+            results=[wire.transfer_result(index, outcome) for index, outcome in enumerate(outcomes)]
+        )
+
+    async def GetTransfers(self, request, context):
+        validation.check_lookup_size(len(request.ids), "ids")
+        for transfer_id in request.ids:
+            validation.check_length(transfer_id, "ids", limits.ID_LENGTH_MAX + 32)
+        found = await asyncio.to_thread(queries.get_transfers, self._database, list(request.ids))
+        return ledger_pb2.GetTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
+
+    async def GetBalances(self, request, context):
+        validation.check_lookup_size(len(request.account_ids), "account_ids")
+        for account_id in request.account_ids:
+            validation.check_id(account_id, "account_ids")
+        as_of_us = micros_from_timestamp(request.as_of_time) if request.HasField("as_of_time") else None
+        views = await asyncio.to_thread(queries.get_balances, self._database, list(request.account_ids), as_of_us)
+        return ledger_pb2.GetBalancesResponse(
+            balances=[wire.balance_message(v.account, v.balance, v.as_of_us) for v in views]
+        )
+
+    async def ListAccountEntries(self, request, context):
+        validation.check_id(request.account_id, "account_id")
+        start_us, end_us = _window(request, required=False)
+        page_size = validation.page_size(request.page_size)
+        views, token = await asyncio.to_thread(
+            queries.list_entries, self._database, request.account_id, start_us, end_us, page_size, request.page_token
+        )
+        response = ledger_pb2.ListAccountEntriesResponse(next_page_token=token)
+        for view in views:
+            response.entries.add(
+                transfer=wire.transfer_message(view.transfer),
+                account_id=view.account.id,
+                side=int(view.side),
+                posted_amount=view.posted_amount,
+                pending_change=view.pending_change,
+                balance_after=wire.balance_message(view.account, view.balance_after, view.as_of_us),
+            )
+        return response
+
+    async def GetTrialBalance(self, request, context):
+        rows, sequence = await asyncio.to_thread(queries.trial_balance, self._database)
+        response = ledger_pb2.GetTrialBalanceResponse(commit_sequence=sequence, balanced=True)
+        for code, debits_posted, credits_posted, debits_pending, credits_pending, count in rows:
+            balanced = debits_posted == credits_posted and debits_pending == credits_pending
+            response.balanced = response.balanced and balanced
+            response.currencies.add(
+                currency_code=code,
+                debits_posted=debits_posted,
+                credits_posted=credits_posted,
+                debits_pending=debits_pending,
+                credits_pending=credits_pending,
+                balanced=balanced,
+                account_count=count,
+            )
+        return response
+
+    async def GetActivitySummary(self, request, context):
+        start_us, end_us = _window(request, required=True)
+        if len(request.account_ids) > limits.LOOKUP_IDS_MAX:
+            raise InvalidArgument("INVALID_LOOKUP_SIZE", f"at most {limits.LOOKUP_IDS_MAX} account_ids")
+        validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
+        rows = await asyncio.to_thread(
+            queries.activity_summary, self._database, start_us, end_us, list(request.account_ids), request.owner_id
+        )
+        response = ledger_pb2.GetActivitySummaryResponse()
+        for row in rows:
+            response.lines.add(
+                account_id=row.account_id,
+                code=row.code,
+                currency_code=row.currency_code,
+                debits_posted=int(row.debits_posted),
+                credits_posted=int(row.credits_posted),
+                transfer_count=int(row.transfer_count),
+                owner_id=row.owner_id,
+                kind=row.kind,
+            )
+            response.last_commit_sequence = max(response.last_commit_sequence, int(row.last_sequence))
+        return response
+
+    async def WatchTransfers(self, request, context):
+        if request.after_commit_sequence < 0:
+            raise InvalidArgument("INVALID_CURSOR", "after_commit_sequence must be >= 0")
+        cursor = request.after_commit_sequence
+        while True:
+            found = await asyncio.to_thread(
+                queries.transfers_after, self._database, cursor, limits.WATCH_PAGE_TRANSFERS_MAX
+            )
+            if found:
+                cursor = found[-1].sequence
+                yield ledger_pb2.WatchTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
+            if len(found) < limits.WATCH_PAGE_TRANSFERS_MAX:
+                await asyncio.sleep(limits.WATCH_POLL_SECONDS)
+
+
+def _window(request, required: bool) -> tuple[int | None, int | None]:
+    has_start, has_end = request.HasField("start_time"), request.HasField("end_time")
+    if required and not (has_start and has_end):
+        raise InvalidArgument("MISSING_FIELD", "start_time and end_time are required", field="start_time")
+    start_us = micros_from_timestamp(request.start_time) if has_start else None
+    end_us = micros_from_timestamp(request.end_time) if has_end else None
+    if start_us is not None and end_us is not None and end_us <= start_us:
+        raise InvalidArgument("INVALID_TIME_RANGE", "end_time must be after start_time", field="end_time")
+    return start_us, end_us

@@ -1,0 +1,152 @@
+"""Use cases that only read: accounts, transfers, balances, entries, trial balance, activity."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, replace
+
+from services.common.db import Database
+from services.common.errors import InvalidArgument, NotFound
+from services.ledger import store
+from services.ledger.model import Account, Balance, HoldState, Kind, Side, Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    account: Account
+    balance: Balance
+    as_of_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    transfer: Transfer
+    account: Account
+    side: Side
+    posted_amount: int
+    pending_change: int
+    balance_after: Balance
+    as_of_us: int
+
+
+def encode_page_token(values: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, sort_keys=True).encode()).decode()
+
+
+def decode_page_token(token: str, expected_keys: set[str]) -> dict:
+    if not token:
+        return {}
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued") from error
+    if not isinstance(values, dict) or set(values) != expected_keys:
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
+    return values
+
+
+def _current(balance: Balance, released: Balance | None) -> Balance:
+    if released is None:
+        return balance
+    return Balance(
+        balance.debits_posted,
+        balance.credits_posted,
+        balance.debits_pending - released.debits_pending,
+        balance.credits_pending - released.credits_pending,
+    )
+
+
+def get_balances(database: Database, account_ids: list[str], as_of_us: int | None) -> list[BalanceView]:
+    def work(connection):
+        now_us = store.clock_now_us(connection)
+        found = store.read_balances(connection, account_ids)
+        missing = [account_id for account_id in account_ids if account_id not in found]
+        if missing:
+            raise NotFound("ACCOUNT_NOT_FOUND", f"account {missing[0]!r} does not exist", account_id=missing[0])
+        if as_of_us is not None and as_of_us < now_us:
+            past = store.balances_as_of(connection, account_ids, as_of_us)
+            return [BalanceView(found[a][0], past[a], as_of_us) for a in account_ids]
+        released = store.expired_unresolved_amounts(connection, account_ids, now_us)
+        return [BalanceView(found[a][0], _current(found[a][1], released.get(a)), now_us) for a in account_ids]
+
+    return database.read(work)
+
+
+def get_account(database: Database, account_id: str) -> BalanceView:
+    return get_balances(database, [account_id], None)[0]
+
+
+def list_accounts(database: Database, owner_id: str, kind: str, page_size: int, page_token: str):
+    after = decode_page_token(page_token, {"after_id"}).get("after_id", "")
+
+    def work(connection):
+        found = store.list_accounts(connection, owner_id, kind, after, page_size + 1)
+        more = len(found) > page_size
+        found = found[:page_size]
+        return found, encode_page_token({"after_id": found[-1].id}) if more else ""
+
+    return database.read(work)
+
+
+def _effective_hold_state(transfer: Transfer, now_us: int) -> Transfer:
+    if (
+        transfer.kind is Kind.PENDING
+        and transfer.hold_state is HoldState.PENDING
+        and transfer.expires_at_us is not None
+        and transfer.expires_at_us <= now_us
+    ):
+        return replace(transfer, hold_state=HoldState.EXPIRED)
+    return transfer
+
+
+def get_transfers(database: Database, ids: list[str]) -> list[Transfer]:
+    def work(connection):
+        now_us = store.clock_now_us(connection)
+        found = store.get_transfers(connection, ids)
+        return [_effective_hold_state(found[i], now_us) for i in dict.fromkeys(ids) if i in found]
+
+    return database.read(work)
+
+
+def list_entries(
+    database: Database, account_id: str, start_us: int | None, end_us: int | None, page_size: int, page_token: str
+):
+    before = decode_page_token(page_token, {"before_sequence"}).get("before_sequence")
+    if before is not None and not isinstance(before, int):
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
+
+    def work(connection):
+        accounts = store.get_accounts(connection, [account_id])
+        if account_id not in accounts:
+            raise NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", account_id=account_id)
+        rows = store.account_entries(connection, account_id, start_us, end_us, before, page_size + 1)
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        views = [
+            EntryView(transfer, accounts[account_id], side, posted, pending, after, transfer.committed_at_us)
+            for transfer, side, posted, pending, after in rows
+        ]
+        token = encode_page_token({"before_sequence": rows[-1][0].sequence}) if more else ""
+        return views, token
+
+    return database.read(work)
+
+
+def trial_balance(database: Database):
+    def work(connection):
+        return store.trial_balance(connection), store.last_sequence(connection)
+
+    return database.read(work)
+
+
+def activity_summary(database: Database, start_us: int, end_us: int, account_ids: list[str], owner_id: str):
+    return database.read(lambda connection: store.activity_summary(connection, start_us, end_us, account_ids, owner_id))
+
+
+def transfers_after(database: Database, after_sequence: int, limit: int) -> list[Transfer]:
+    return database.read(lambda connection: store.transfers_after(connection, after_sequence, limit))
+
+
+def last_sequence(database: Database) -> int:
+    return database.read(store.last_sequence)

@@ -1,0 +1,123 @@
+"""Ledger wiring: settings, database, migrations, batcher, expiry sweeper, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import structlog
+from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from services.common.config import env_int, env_str, log_format, log_level
+from services.common.db import Database, DatabaseOptions, migrate
+from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
+from services.common.logs import configure_logging
+from services.ledger import limits
+from services.ledger.api import LedgerApi
+from services.ledger.batcher import TransferBatcher
+from services.ledger.transfers import create_transfers, expire_due_holds
+
+SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+_log = structlog.get_logger("ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    database_url: str
+    listen_address: str
+    db_pool_size: int
+    db_statement_timeout_ms: int
+    writer_count: int
+    grpc_grace_period_seconds: int
+    grpc_concurrent_rpcs_max: int
+    tls_certificate_path: str
+    tls_private_key_path: str
+
+    @classmethod
+    def from_env(cls) -> LedgerSettings:
+        url = env_str("COALITION_LEDGER_DATABASE_URL", "sqlite:///var/ledger.db")
+        return cls(
+            database_url=url,
+            listen_address=env_str("COALITION_LEDGER_LISTEN_ADDRESS", "127.0.0.1:50051"),
+            db_pool_size=env_int("COALITION_LEDGER_DB_POOL_SIZE", 8, minimum=2, maximum=64),
+            db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
+            # SQLite has one writer anyway; on PostgreSQL two writers overlap I/O with decisions.
+            writer_count=env_int("COALITION_LEDGER_WRITERS", 1 if url.startswith("sqlite") else 2, 1, 16),
+            grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
+            grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
+            tls_certificate_path=env_str("COALITION_LEDGER_TLS_CERT_PATH", ""),
+            tls_private_key_path=env_str("COALITION_LEDGER_TLS_KEY_PATH", ""),
+        )
+
+
+def open_database(settings: LedgerSettings) -> Database:
+    database = Database(
+        DatabaseOptions(
+            url=settings.database_url,
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+    )
+    migrate(database, MIGRATIONS, "alembic_version_ledger")
+    return database
+
+
+async def _sweep_expired_holds(database: Database) -> None:
+    """Release expired holds in the background; batches also release the ones they touch."""
+    while True:
+        await asyncio.sleep(limits.EXPIRY_SWEEP_SECONDS)
+        try:
+            released = await asyncio.to_thread(expire_due_holds, database)
+            if released:
+                _log.info("holds_expired", count=released)
+        except Exception as error:  # the sweeper must outlive a database blip; reads stay correct meanwhile
+            _log.warning("hold_sweep_failed", error=repr(error))
+
+
+async def start(settings: LedgerSettings | None = None) -> RunningServer:
+    settings = settings or LedgerSettings.from_env()
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="io"))
+    database = await asyncio.to_thread(open_database, settings)
+    batcher = TransferBatcher(
+        lambda requests: create_transfers(database, requests), settings.writer_count, limits.BATCH_ITEMS_MAX
+    )
+    sweeper = asyncio.create_task(_sweep_expired_holds(database))
+
+    def register(server):
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerApi(database, batcher), server)
+        return [SERVICE_NAME]
+
+    async def on_stopped() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await asyncio.to_thread(batcher.stop)
+        database.dispose()
+
+    options = ServerOptions(
+        listen_address=settings.listen_address,
+        grace_period_seconds=settings.grpc_grace_period_seconds,
+        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+        tls_certificate_path=settings.tls_certificate_path,
+        tls_private_key_path=settings.tls_private_key_path,
+    )
+    return await start_server(options, register, on_stopped)
+
+
+async def _main() -> None:
+    configure_logging(log_format(), log_level())
+    running = await start()
+    await run_until_signalled([running])
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

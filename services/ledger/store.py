@@ -1,0 +1,675 @@
+"""Ledger storage: tables and the queries the use cases run (SQLAlchemy Core).
+
+The journal (transfers, entries, hold_resolutions, transfer_failures) is append-only; the
+database refuses UPDATE and DELETE on it (triggers in the first migration). account_balances
+and open_holds are the only mutable tables: the running totals and the set of live holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from services.ledger.model import (
+    Account,
+    Balance,
+    Failure,
+    HoldState,
+    Kind,
+    Posting,
+    RememberedFailure,
+    Side,
+    Transfer,
+)
+
+ID = String(160)  # caller ids are <= 128; system ids add a short prefix
+metadata = MetaData()
+
+currencies = Table(
+    "currencies",
+    metadata,
+    Column("code", String(16), primary_key=True),
+    Column("scale", SmallInteger, nullable=False),
+    Column("owner_id", String(128), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("currency_code", String(16), nullable=False),
+    Column("normal_side", SmallInteger, nullable=False),
+    Column("no_overdraft", Boolean, nullable=False),
+    Column("owner_id", String(128), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Index("accounts_owner_id", "owner_id", "id"),
+    Index("accounts_kind", "kind", "id"),
+)
+
+account_balances = Table(
+    "account_balances",
+    metadata,
+    Column("account_id", ID, primary_key=True),
+    Column("normal_side", SmallInteger, nullable=False),
+    Column("no_overdraft", Boolean, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+)
+
+ledger_clock = Table(
+    "ledger_clock",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("last_committed_at_us", BigInteger, nullable=False),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", ID, nullable=False, unique=True),
+    Column("debit_account_id", ID, nullable=False),
+    Column("credit_account_id", ID, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency_code", String(16), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("code", SmallInteger, nullable=False),
+    Column("pending_id", ID, nullable=True),
+    Column("timeout_seconds", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=True),
+    Column("reverses_transfer_id", ID, nullable=True),
+    Column("partner_id", String(128), nullable=False),
+    Column("store_id", String(128), nullable=False),
+    Column("terminal_id", String(128), nullable=False),
+    Column("receipt_id", String(128), nullable=False),
+    Column("member_id", String(128), nullable=False),
+    Column("committed_at_us", BigInteger, nullable=False),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("account_id", ID, primary_key=True),
+    Column("transfer_sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("side", SmallInteger, nullable=False),
+    Column("code", SmallInteger, nullable=False),
+    Column("posted_amount", BigInteger, nullable=False),
+    Column("pending_change", BigInteger, nullable=False),
+    Column("committed_at_us", BigInteger, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+)
+
+open_holds = Table(
+    "open_holds",
+    metadata,
+    Column("pending_id", ID, primary_key=True),
+    Column("debit_account_id", ID, nullable=False),
+    Column("credit_account_id", ID, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+)
+
+hold_resolutions = Table(
+    "hold_resolutions",
+    metadata,
+    Column("pending_id", ID, primary_key=True),
+    Column("state", SmallInteger, nullable=False),
+    Column("resolving_transfer_id", ID, nullable=False),
+    Column("resolved_at_us", BigInteger, nullable=False),
+)
+
+transfer_failures = Table(
+    "transfer_failures",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("failure_reason", SmallInteger, nullable=False),
+    Column("failure_field", String(64), nullable=False),
+    Column("failure_message", Text, nullable=False),
+    Column("failed_at_us", BigInteger, nullable=False),
+)
+
+_TRANSFER_COLUMNS = [c for c in transfers.c if c.name not in ("sequence", "committed_at_us")]
+
+
+def is_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def clock_now_us(connection: Connection) -> int:
+    """The ledger's clock: the database server's on PostgreSQL (shared by every ledger process)."""
+    if is_postgres(connection):
+        return connection.execute(
+            text("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+        ).scalar_one()
+    return time.time_ns() // 1000
+
+
+# --- currencies and accounts -------------------------------------------------------------
+
+
+def insert_currency(connection: Connection, code: str, scale: int, owner_id: str, now_us: int) -> None:
+    connection.execute(
+        currencies.insert().values(code=code, scale=scale, owner_id=owner_id, created_at_us=now_us)
+    )
+
+
+def get_currency(connection: Connection, code: str):
+    return connection.execute(select(currencies).where(currencies.c.code == code)).first()
+
+
+def list_currencies(connection: Connection):
+    return connection.execute(select(currencies).order_by(currencies.c.code)).all()
+
+
+def currency_codes(connection: Connection, codes: Iterable[str]) -> set[str]:
+    rows = connection.execute(select(currencies.c.code).where(currencies.c.code.in_(set(codes))))
+    return {row.code for row in rows}
+
+
+def _account_from_row(row) -> Account:
+    return Account(
+        id=row.id,
+        currency_code=row.currency_code,
+        normal_side=Side(row.normal_side),
+        no_overdraft=row.no_overdraft,
+        owner_id=row.owner_id,
+        kind=row.kind,
+        created_at_us=row.created_at_us,
+    )
+
+
+def get_accounts(connection: Connection, ids: Iterable[str]) -> dict[str, Account]:
+    rows = connection.execute(select(accounts).where(accounts.c.id.in_(set(ids))))
+    return {row.id: _account_from_row(row) for row in rows}
+
+
+def insert_accounts(connection: Connection, new_accounts: Sequence[Account], now_us: int) -> None:
+    connection.execute(
+        accounts.insert(),
+        [
+            {
+                "id": a.id,
+                "currency_code": a.currency_code,
+                "normal_side": int(a.normal_side),
+                "no_overdraft": a.no_overdraft,
+                "owner_id": a.owner_id,
+                "kind": a.kind,
+                "created_at_us": now_us,
+            }
+            for a in new_accounts
+        ],
+    )
+    connection.execute(
+        account_balances.insert(),
+        [
+            {
+                "account_id": a.id,
+                "normal_side": int(a.normal_side),
+                "no_overdraft": a.no_overdraft,
+                "debits_posted": 0,
+                "credits_posted": 0,
+                "debits_pending": 0,
+                "credits_pending": 0,
+            }
+            for a in new_accounts
+        ],
+    )
+
+
+def list_accounts(connection: Connection, owner_id: str, kind: str, after_id: str, limit: int) -> list[Account]:
+    query = select(accounts).order_by(accounts.c.id).limit(limit)
+    if owner_id:
+        query = query.where(accounts.c.owner_id == owner_id)
+    if kind:
+        query = query.where(accounts.c.kind == kind)
+    if after_id:
+        query = query.where(accounts.c.id > after_id)
+    return [_account_from_row(row) for row in connection.execute(query)]
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+def _balance_from_row(row) -> Balance:
+    return Balance(row.debits_posted, row.credits_posted, row.debits_pending, row.credits_pending)
+
+
+def lock_balances(connection: Connection, account_ids: Iterable[str]) -> tuple[dict[str, Account], dict[str, Balance]]:
+    """Lock the accounts' balance rows in id order (so concurrent batches cannot deadlock)."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}, {}
+    query = (
+        select(accounts, account_balances)
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .where(account_balances.c.account_id.in_(ids))
+        .order_by(account_balances.c.account_id)
+    )
+    if is_postgres(connection):
+        query = query.with_for_update(of=account_balances)
+    found_accounts: dict[str, Account] = {}
+    found_balances: dict[str, Balance] = {}
+    for row in connection.execute(query):
+        found_accounts[row.id] = _account_from_row(row)
+        found_balances[row.id] = _balance_from_row(row)
+    return found_accounts, found_balances
+
+
+def read_balances(connection: Connection, account_ids: Sequence[str]) -> dict[str, tuple[Account, Balance]]:
+    query = (
+        select(accounts, account_balances)
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .where(accounts.c.id.in_(set(account_ids)))
+    )
+    return {row.id: (_account_from_row(row), _balance_from_row(row)) for row in connection.execute(query)}
+
+
+def expired_unresolved_amounts(connection: Connection, account_ids: Sequence[str], now_us: int) -> dict[str, Balance]:
+    """Holds past their timeout that no batch has released yet, as pending amounts per account.
+
+    Reads subtract them so an expired hold's amount is free the moment it expires, before the
+    sweeper (or the next batch touching the account) writes the release.
+    """
+    ids = set(account_ids)
+    query = (
+        select(open_holds.c.debit_account_id, open_holds.c.credit_account_id, transfers.c.amount)
+        .join(transfers, transfers.c.id == open_holds.c.pending_id)
+        .where(open_holds.c.expires_at_us <= now_us)
+        .where(or_(open_holds.c.debit_account_id.in_(ids), open_holds.c.credit_account_id.in_(ids)))
+    )
+    released: dict[str, Balance] = {}
+    for row in connection.execute(query):
+        if row.debit_account_id in ids:
+            released.setdefault(row.debit_account_id, Balance()).debits_pending += row.amount
+        if row.credit_account_id in ids:
+            released.setdefault(row.credit_account_id, Balance()).credits_pending += row.amount
+    return released
+
+
+def balances_as_of(connection: Connection, account_ids: Sequence[str], as_of_us: int) -> dict[str, Balance]:
+    """Each account's balance after its last entry committed at or before `as_of_us`."""
+    found: dict[str, Balance] = {}
+    for account_id in account_ids:
+        row = connection.execute(
+            select(entries)
+            .where(entries.c.account_id == account_id, entries.c.committed_at_us <= as_of_us)
+            .order_by(entries.c.transfer_sequence.desc())
+            .limit(1)
+        ).first()
+        found[account_id] = _balance_from_row(row) if row is not None else Balance()
+    return found
+
+
+# --- transfers ----------------------------------------------------------------------------
+
+
+def _transfer_from_row(row, hold_state: HoldState = HoldState.NONE) -> Transfer:
+    return Transfer(
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount=row.amount,
+        currency_code=row.currency_code,
+        kind=Kind(row.kind),
+        code=row.code,
+        pending_id=row.pending_id or "",
+        timeout_seconds=row.timeout_seconds,
+        expires_at_us=row.expires_at_us,
+        reverses_transfer_id=row.reverses_transfer_id or "",
+        partner_id=row.partner_id,
+        store_id=row.store_id,
+        terminal_id=row.terminal_id,
+        receipt_id=row.receipt_id,
+        member_id=row.member_id,
+        sequence=row.sequence,
+        committed_at_us=row.committed_at_us,
+        hold_state=hold_state,
+    )
+
+
+def get_transfers(connection: Connection, ids: Iterable[str]) -> dict[str, Transfer]:
+    id_set = set(ids)
+    if not id_set:
+        return {}
+    rows = connection.execute(select(transfers).where(transfers.c.id.in_(id_set))).all()
+    pending_ids = [row.id for row in rows if row.kind == Kind.PENDING]
+    states = hold_states(connection, pending_ids) if pending_ids else {}
+    return {row.id: _transfer_from_row(row, states.get(row.id, HoldState.NONE)) for row in rows}
+
+
+def hold_states(connection: Connection, pending_ids: Iterable[str]) -> dict[str, HoldState]:
+    ids = set(pending_ids)
+    if not ids:
+        return {}
+    states = {pid: HoldState.PENDING for pid in ids}
+    resolved = connection.execute(
+        select(hold_resolutions.c.pending_id, hold_resolutions.c.state).where(hold_resolutions.c.pending_id.in_(ids))
+    )
+    for row in resolved:
+        states[row.pending_id] = HoldState(row.state)
+    return states
+
+
+def expired_open_holds(connection: Connection, now_us: int, account_ids: Iterable[str] | None, limit: int) -> list[str]:
+    query = select(open_holds.c.pending_id).where(open_holds.c.expires_at_us <= now_us)
+    if account_ids is not None:
+        ids = set(account_ids)
+        query = query.where(
+            or_(open_holds.c.debit_account_id.in_(ids), open_holds.c.credit_account_id.in_(ids))
+        )
+    return [row.pending_id for row in connection.execute(query.order_by(open_holds.c.pending_id).limit(limit))]
+
+
+def reversed_totals(connection: Connection, original_ids: Iterable[str]) -> dict[str, int]:
+    ids = set(original_ids)
+    if not ids:
+        return {}
+    rows = connection.execute(
+        select(transfers.c.reverses_transfer_id, func.sum(transfers.c.amount))
+        .where(transfers.c.reverses_transfer_id.in_(ids))
+        .group_by(transfers.c.reverses_transfer_id)
+    )
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def remembered_failures(connection: Connection, ids: Iterable[str]) -> dict[str, RememberedFailure]:
+    id_set = set(ids)
+    rows = connection.execute(select(transfer_failures).where(transfer_failures.c.id.in_(id_set)))
+    return {
+        row.id: RememberedFailure(
+            json.loads(row.content), Failure(row.failure_reason), row.failure_field, row.failure_message
+        )
+        for row in rows
+    }
+
+
+def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
+    """Reserve `count` commit sequence numbers and the commit time, in commit order.
+
+    The single clock row is locked until this transaction commits, so sequences become
+    visible in order with no gap (a follower never skips a later-committing smaller number).
+    """
+    if is_postgres(connection):
+        row = connection.execute(
+            text(
+                "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
+                "last_committed_at_us = GREATEST(last_committed_at_us, "
+                "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) "
+                "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
+            ),
+            {"count": count},
+        ).one()
+    else:
+        row = connection.execute(
+            text(
+                "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
+                "last_committed_at_us = MAX(last_committed_at_us, :now) "
+                "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
+            ),
+            {"count": count, "now": time.time_ns() // 1000},
+        ).one()
+    return row[0] - count + 1, row[1]
+
+
+def write_batch(
+    connection: Connection,
+    postings: Sequence[Posting],
+    failures: Sequence[tuple[str, RememberedFailure]],
+    balances: dict[str, Balance],
+    touched: Iterable[str],
+    first_sequence: int,
+    committed_at_us: int,
+) -> list[Transfer]:
+    committed: list[Transfer] = []
+    transfer_rows = []
+    entry_rows = []
+    new_holds = []
+    resolved_holds = []
+    for offset, posting in enumerate(postings):
+        sequence = first_sequence + offset
+        transfer = posting.transfer
+        row = {column.name: getattr(transfer, column.name) for column in _TRANSFER_COLUMNS}
+        row["kind"] = int(transfer.kind)
+        row["pending_id"] = transfer.pending_id or None
+        row["reverses_transfer_id"] = transfer.reverses_transfer_id or None
+        row["sequence"] = sequence
+        row["committed_at_us"] = committed_at_us
+        transfer_rows.append(row)
+        for account_id, side, after in (
+            (transfer.debit_account_id, Side.DEBIT, posting.debit_after),
+            (transfer.credit_account_id, Side.CREDIT, posting.credit_after),
+        ):
+            entry_rows.append(
+                {
+                    "account_id": account_id,
+                    "transfer_sequence": sequence,
+                    "side": int(side),
+                    "code": transfer.code,
+                    "posted_amount": posting.posted_amount,
+                    "pending_change": posting.pending_change,
+                    "committed_at_us": committed_at_us,
+                    "debits_posted": after.debits_posted,
+                    "credits_posted": after.credits_posted,
+                    "debits_pending": after.debits_pending,
+                    "credits_pending": after.credits_pending,
+                }
+            )
+        if transfer.kind is Kind.PENDING:
+            new_holds.append(
+                {
+                    "pending_id": transfer.id,
+                    "debit_account_id": transfer.debit_account_id,
+                    "credit_account_id": transfer.credit_account_id,
+                    "expires_at_us": transfer.expires_at_us,
+                }
+            )
+        elif transfer.kind in _HOLD_STATE_OF_KIND:
+            resolved_holds.append(
+                {
+                    "pending_id": transfer.pending_id,
+                    "state": int(_HOLD_STATE_OF_KIND[transfer.kind]),
+                    "resolving_transfer_id": transfer.id,
+                    "resolved_at_us": committed_at_us,
+                }
+            )
+        committed.append(_with_commit(transfer, sequence, committed_at_us))
+    if transfer_rows:
+        connection.execute(transfers.insert(), transfer_rows)
+        connection.execute(entries.insert(), entry_rows)
+    if new_holds:
+        connection.execute(open_holds.insert(), new_holds)
+    if resolved_holds:
+        connection.execute(hold_resolutions.insert(), resolved_holds)
+        connection.execute(
+            open_holds.delete().where(open_holds.c.pending_id.in_([h["pending_id"] for h in resolved_holds]))
+        )
+    if failures:
+        connection.execute(
+            transfer_failures.insert(),
+            [
+                {
+                    "id": transfer_id,
+                    "content": json.dumps(failure.content, sort_keys=True),
+                    "failure_reason": int(failure.failure),
+                    "failure_field": failure.failure_field,
+                    "failure_message": failure.failure_message,
+                    "failed_at_us": committed_at_us,
+                }
+                for transfer_id, failure in failures
+            ],
+        )
+    touched_rows = [
+        {
+            "b_account_id": account_id,
+            "b_debits_posted": balances[account_id].debits_posted,
+            "b_credits_posted": balances[account_id].credits_posted,
+            "b_debits_pending": balances[account_id].debits_pending,
+            "b_credits_pending": balances[account_id].credits_pending,
+        }
+        for account_id in sorted(touched)
+    ]
+    if touched_rows:
+        connection.execute(_UPDATE_BALANCE, touched_rows)
+    return committed
+
+
+_HOLD_STATE_OF_KIND = {
+    Kind.POST_PENDING: HoldState.POSTED,
+    Kind.VOID_PENDING: HoldState.VOIDED,
+    Kind.EXPIRE_PENDING: HoldState.EXPIRED,
+}
+
+_UPDATE_BALANCE = (
+    update(account_balances)
+    .where(account_balances.c.account_id == bindparam("b_account_id"))
+    .values(
+        debits_posted=bindparam("b_debits_posted"),
+        credits_posted=bindparam("b_credits_posted"),
+        debits_pending=bindparam("b_debits_pending"),
+        credits_pending=bindparam("b_credits_pending"),
+    )
+)
+
+
+def _with_commit(transfer: Transfer, sequence: int, committed_at_us: int) -> Transfer:
+    return replace(transfer, sequence=sequence, committed_at_us=committed_at_us)
+
+
+# --- reads over the journal ------------------------------------------------------------------
+
+
+def transfers_after(connection: Connection, after_sequence: int, limit: int) -> list[Transfer]:
+    rows = connection.execute(
+        select(transfers).where(transfers.c.sequence > after_sequence).order_by(transfers.c.sequence).limit(limit)
+    ).all()
+    return [_transfer_from_row(row) for row in rows]
+
+
+def account_entries(
+    connection: Connection,
+    account_id: str,
+    start_us: int | None,
+    end_us: int | None,
+    before_sequence: int | None,
+    limit: int,
+):
+    query = (
+        select(entries, transfers)
+        .join(transfers, transfers.c.sequence == entries.c.transfer_sequence)
+        .where(entries.c.account_id == account_id)
+        .order_by(entries.c.transfer_sequence.desc())
+        .limit(limit)
+    )
+    if start_us is not None:
+        query = query.where(entries.c.committed_at_us >= start_us)
+    if end_us is not None:
+        query = query.where(entries.c.committed_at_us < end_us)
+    if before_sequence is not None:
+        query = query.where(entries.c.transfer_sequence < before_sequence)
+    result = []
+    for row in connection.execute(query):
+        mapping = row._mapping
+        balance_after = Balance(
+            mapping[entries.c.debits_posted],
+            mapping[entries.c.credits_posted],
+            mapping[entries.c.debits_pending],
+            mapping[entries.c.credits_pending],
+        )
+        transfer = _transfer_from_row(_TransferView(mapping))
+        result.append((transfer, Side(mapping[entries.c.side]), mapping[entries.c.posted_amount],
+                       mapping[entries.c.pending_change], balance_after))
+    return result
+
+
+class _TransferView:
+    """Attribute access to the transfers columns of a joined row."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str):
+        return self._mapping[transfers.c[name]]
+
+
+def trial_balance(connection: Connection):
+    query = (
+        select(
+            accounts.c.currency_code,
+            func.coalesce(func.sum(account_balances.c.debits_posted), 0),
+            func.coalesce(func.sum(account_balances.c.credits_posted), 0),
+            func.coalesce(func.sum(account_balances.c.debits_pending), 0),
+            func.coalesce(func.sum(account_balances.c.credits_pending), 0),
+            func.count(),
+        )
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .group_by(accounts.c.currency_code)
+        .order_by(accounts.c.currency_code)
+    )
+    return [tuple(int(v) if i else v for i, v in enumerate(row)) for row in connection.execute(query)]
+
+
+def last_sequence(connection: Connection) -> int:
+    return connection.execute(select(ledger_clock.c.last_sequence).where(ledger_clock.c.id == 1)).scalar_one()
+
+
+def activity_summary(
+    connection: Connection, start_us: int, end_us: int, account_ids: Sequence[str], owner_id: str
+):
+    debits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.DEBIT))
+    credits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.CREDIT))
+    inner = (
+        select(
+            entries.c.account_id,
+            entries.c.code,
+            func.coalesce(debits, 0).label("debits_posted"),
+            func.coalesce(credits, 0).label("credits_posted"),
+            func.count().label("transfer_count"),
+            func.max(entries.c.transfer_sequence).label("last_sequence"),
+        )
+        .where(entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us)
+        .where(entries.c.posted_amount > 0)
+        .group_by(entries.c.account_id, entries.c.code)
+    )
+    if account_ids:
+        inner = inner.where(entries.c.account_id.in_(set(account_ids)))
+    if owner_id:
+        owned = select(accounts.c.id).where(accounts.c.owner_id == owner_id)
+        inner = inner.where(entries.c.account_id.in_(owned))
+    summary = inner.subquery()
+    query = (
+        select(summary, accounts.c.currency_code, accounts.c.owner_id, accounts.c.kind)
+        .join(accounts, accounts.c.id == summary.c.account_id)
+        .order_by(summary.c.account_id, summary.c.code)
+    )
+    return connection.execute(query).all()

@@ -1,0 +1,102 @@
+"""Use case: apply batches of transfers, and release holds whose timeout has passed.
+
+One database transaction per batch: read what the items reference, lock every touched
+balance row in id order, let the domain decide each item, then write the journal and each
+touched balance once. Concurrent single-transfer calls reach here already merged into one
+batch by the TransferBatcher, so a hot account is locked once per batch, not once per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import Connection
+
+from services.common.db import Database
+from services.ledger import limits, store
+from services.ledger.model import (
+    BatchState,
+    HoldState,
+    ItemStatus,
+    Outcome,
+    TransferCommand,
+    decide_batch,
+    expire_command,
+)
+
+
+def create_transfers(database: Database, requests: list[list[TransferCommand]]) -> list[list[Outcome]]:
+    """Apply several independent requests in one transaction; one outcome list per request."""
+    return database.write(lambda connection: _apply(connection, requests, sweep=False), retry_unique_violation=True)
+
+
+def expire_due_holds(database: Database) -> int:
+    """Release up to EXPIRY_SWEEP_HOLDS_MAX holds past their timeout; returns how many."""
+    outcomes = database.write(lambda connection: _apply(connection, [], sweep=True), retry_unique_violation=True)
+    return len(outcomes[0]) if outcomes else 0
+
+
+def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep: bool) -> list[list[Outcome]]:
+    now_us = store.clock_now_us(connection)
+    commands = [command for request in requests for command in request]
+    item_ids = {command.id for command in commands}
+    pending_ids = {command.pending_id for command in commands if command.pending_id}
+    reversed_ids = {command.reverses_transfer_id for command in commands if command.reverses_transfer_id}
+    account_ids = {command.debit_account_id for command in commands} | {
+        command.credit_account_id for command in commands
+    }
+    # Referenced transfers are immutable, so reading them before taking locks is safe.
+    related = store.get_transfers(connection, pending_ids | reversed_ids)
+    for transfer in related.values():
+        account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
+    account_ids.discard("")
+    expired_ids = store.expired_open_holds(
+        connection, now_us, None if sweep else account_ids, limits.EXPIRY_SWEEP_HOLDS_MAX
+    )
+    expired = store.get_transfers(connection, expired_ids)
+    for transfer in expired.values():
+        account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
+
+    accounts, balances = store.lock_balances(connection, account_ids)
+    # Under the locks: whatever resolves or creates these ids must hold the same locks first.
+    existing = store.get_transfers(connection, item_ids) if item_ids else {}
+    failures = store.remembered_failures(connection, item_ids - existing.keys()) if item_ids else {}
+    states = store.hold_states(connection, pending_ids | set(expired_ids))
+    state = BatchState(
+        now_us=now_us,
+        accounts=accounts,
+        balances=balances,
+        transfers={**related, **expired, **existing},
+        remembered_failures=failures,
+        hold_states=states,
+        reversed_totals=store.reversed_totals(connection, reversed_ids),
+    )
+    expirations = [
+        [expire_command(expired[pending_id])]
+        for pending_id in expired_ids
+        if states.get(pending_id) is HoldState.PENDING
+    ]
+    expiry_outcomes = decide_batch(state, expirations)
+    outcomes = decide_batch(state, requests)
+    if not state.postings and not state.new_failures:
+        return [[outcome for request in expiry_outcomes for outcome in request]] if sweep else outcomes
+    first_sequence, committed_at_us = store.advance_clock(connection, len(state.postings))
+    committed = store.write_batch(
+        connection,
+        state.postings,
+        state.new_failures,
+        state.balances,
+        state.touched_accounts,
+        first_sequence,
+        committed_at_us,
+    )
+    by_id = {transfer.id: transfer for transfer in committed}
+    if sweep:
+        return [[outcome for request in expiry_outcomes for outcome in request]]
+    return [[_committed(outcome, by_id) for outcome in request] for request in outcomes]
+
+
+def _committed(outcome: Outcome, by_id: dict) -> Outcome:
+    if outcome.status is ItemStatus.CREATED and outcome.transfer is not None:
+        return replace(outcome, transfer=by_id[outcome.transfer.id])
+    return outcome

@@ -1,0 +1,80 @@
+"""Domain objects to protobuf messages (the only place that knows both shapes)."""
+
+from __future__ import annotations
+
+from coalition.ledger.v1 import ledger_pb2
+
+from services.common.timeconv import timestamp_from_micros
+from services.ledger.model import Account, Balance, Outcome, Transfer
+
+
+def currency_message(row) -> ledger_pb2.Currency:
+    return ledger_pb2.Currency(
+        code=row.code, scale=row.scale, owner_id=row.owner_id, create_time=timestamp_from_micros(row.created_at_us)
+    )
+
+
+def account_message(account: Account) -> ledger_pb2.Account:
+    return ledger_pb2.Account(
+        id=account.id,
+        currency_code=account.currency_code,
+        normal_side=int(account.normal_side),
+        no_overdraft=account.no_overdraft,
+        owner_id=account.owner_id,
+        kind=account.kind,
+        create_time=timestamp_from_micros(account.created_at_us),
+    )
+
+
+def balance_message(account: Account, balance: Balance, as_of_us: int) -> ledger_pb2.Balance:
+    side = account.normal_side
+    return ledger_pb2.Balance(
+        account_id=account.id,
+        debits_posted=balance.debits_posted,
+        credits_posted=balance.credits_posted,
+        debits_pending=balance.debits_pending,
+        credits_pending=balance.credits_pending,
+        posted=balance.posted(side),
+        pending=balance.pending(side),
+        available=balance.available(side),
+        as_of_time=timestamp_from_micros(as_of_us),
+    )
+
+
+def transfer_message(transfer: Transfer) -> ledger_pb2.Transfer:
+    message = ledger_pb2.Transfer(
+        id=transfer.id,
+        debit_account_id=transfer.debit_account_id,
+        credit_account_id=transfer.credit_account_id,
+        amount=transfer.amount,
+        currency_code=transfer.currency_code,
+        kind=int(transfer.kind),
+        pending_id=transfer.pending_id,
+        timeout_seconds=transfer.timeout_seconds,
+        reverses_transfer_id=transfer.reverses_transfer_id,
+        code=transfer.code,
+        metadata=ledger_pb2.TransferMetadata(
+            partner_id=transfer.partner_id,
+            store_id=transfer.store_id,
+            terminal_id=transfer.terminal_id,
+            receipt_id=transfer.receipt_id,
+            member_id=transfer.member_id,
+        ),
+        commit_time=timestamp_from_micros(transfer.committed_at_us),
+        commit_sequence=transfer.sequence,
+        hold_state=int(transfer.hold_state),
+    )
+    if transfer.expires_at_us is not None:
+        message.expire_time.CopyFrom(timestamp_from_micros(transfer.expires_at_us))
+    return message
+
+
+def transfer_result(index: int, outcome: Outcome) -> ledger_pb2.CreateTransferResult:
+    result = ledger_pb2.CreateTransferResult(index=index, status=int(outcome.status))
+    if outcome.failure is not None:
+        result.failure_reason = int(outcome.failure)
+        result.failure_field = outcome.failure_field
+        result.failure_message = outcome.failure_message
+    if outcome.transfer is not None:
+        result.transfer.CopyFrom(transfer_message(outcome.transfer))
+    return result

@@ -1,0 +1,34 @@
+import grpc
+import pytest
+from coalition.ledger.v1 import ledger_pb2_grpc
+
+from services.common.logs import configure_logging
+from tests.support.databases import new_database_url
+from tests.support.servers import start_ledger_thread
+
+configure_logging("console", "warning")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def ledger_database_url(backend, tmp_path):
+    url, cleanup = new_database_url(backend, tmp_path, "ledger")
+    yield url
+    cleanup()
+
+
+@pytest.fixture
+def ledger_server(ledger_database_url):
+    server = start_ledger_thread(ledger_database_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ledger(ledger_server):
+    with grpc.insecure_channel(ledger_server.address) as channel:
+        yield ledger_pb2_grpc.LedgerServiceStub(channel)

@@ -1,0 +1,114 @@
+"""Real gRPC servers for tests: in a background thread (fast) or as separate processes.
+
+Both run the production `start()` of a service against a real database on a loopback port;
+nothing here stands in for a service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.grpc_server import RunningServer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ThreadedServer:
+    """Runs `start()` (a service's async start function) on its own event loop thread."""
+
+    def __init__(self, start: Callable[[], Awaitable[RunningServer]]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="test-server")
+        self._thread.start()
+        self.running: RunningServer = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=60)
+        self.address = f"127.0.0.1:{self.running.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(), self._loop).result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(address: str, timeout_seconds: float = 60) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no server became healthy at {address}")
+            time.sleep(0.1)
+
+
+class ProcessServer:
+    """A service as a separate OS process (`python -m <module>`), e.g. two ledgers on one database."""
+
+    def __init__(self, module: str, env: dict[str, str], address: str) -> None:
+        self.address = address
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, **env},
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_until_serving(address)
+        except TimeoutError:
+            self.process.kill()
+            raise RuntimeError(self.process.stderr.read().decode()[-4000:]) from None
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            if self.process.stderr:
+                self.process.stderr.close()
+
+
+def start_ledger_thread(database_url: str, **overrides) -> ThreadedServer:
+    from services.ledger.server import LedgerSettings, start
+
+    settings = LedgerSettings.from_env()
+    values = {
+        "database_url": database_url,
+        "listen_address": "127.0.0.1:0",
+        "writer_count": 1 if database_url.startswith("sqlite") else 2,
+        "grpc_grace_period_seconds": 2,
+        **overrides,
+    }
+    settings = type(settings)(**{**{f: getattr(settings, f) for f in settings.__slots__}, **values})
+    return ThreadedServer(lambda: start(settings))
+
+
+def start_ledger_process(database_url: str) -> ProcessServer:
+    port = free_port()
+    env = {
+        "COALITION_LEDGER_DATABASE_URL": database_url,
+        "COALITION_LEDGER_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "COALITION_LOG_LEVEL": "warning",
+    }
+    return ProcessServer("services.ledger.server", env, f"127.0.0.1:{port}")
