@@ -1,0 +1,26 @@
+"""What every settlement use case needs: the database, the ledger, the time zone, limits and a clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from services.common.db import Database
+from services.settlement.ledger_client import LedgerClient
+
+
+def system_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementContext:
+    database: Database
+    ledger: LedgerClient
+    time_zone: ZoneInfo
+    # A period may be closed once the ledger's clock is this far past its end: longer than any
+    # ledger transaction can take (its statement timeout), so no commit inside the window is in flight.
+    close_delay_seconds: int = 60
+    now_us: Callable[[], int] = field(default=system_clock_us)

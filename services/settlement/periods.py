@@ -1,0 +1,407 @@
+"""Use cases on periods: preview a statement, close a period, read closed periods.
+
+The rule for which period a transfer belongs to (documented in settlement.proto):
+- A transfer belongs to the period containing its ledger commit time, [start, end).
+- A period can be closed only when the ledger's clock is `close_delay_seconds` past its end,
+  and only right after the previous closed period (no gaps, no overlaps, closed in order).
+- The close records the highest commit_sequence it covered. Should a transfer still commit
+  with a time inside an already closed window (a ledger transaction in flight across the
+  close), it has a higher sequence: the next close finds it by streaming the ledger from the
+  previous close's sequence and prices it as a prior-period adjustment (at the agreement
+  valid at its commit time). The ledger's commit times are non-decreasing in sequence, so the
+  stream stops at the first transfer committed at or after the new period's start.
+- Closed statements are never recomputed: closing again returns the stored figures, and the
+  EUR transfers carry deterministic ids, so a retried close posts nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+import structlog
+from sqlalchemy import exc as sa_exc
+
+from coalition.ledger.v1 import ledger_pb2
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.settlement import model, store
+from services.settlement.context import SettlementContext
+from services.settlement.model import (
+    Activity,
+    AgreementBook,
+    PeriodSettlement,
+    SettlementRuleError,
+    Statement,
+)
+
+_log = structlog.get_logger("settlement")
+
+PERIOD_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
+TRANSFER_BATCH_MAX = 8_189
+TRANSFER_ID_LENGTH_MAX = 128
+OPERATOR_SETTLEMENT_ACCOUNT_ID = "operator_settlement:EUR"
+LATE_TRANSFERS_MAX = 100_000
+POSTED_KINDS = ("POSTED", "POST_PENDING")
+
+
+def rule_error(error: SettlementRuleError) -> FailedPrecondition:
+    return FailedPrecondition(error.reason, error.message, **error.metadata)
+
+
+def resolve_period(
+    context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
+) -> tuple[str, int, int]:
+    """A period id alone that reads YYYY-MM is that calendar month in the coalition's time zone."""
+    if not PERIOD_ID_PATTERN.match(period_id or ""):
+        raise InvalidArgument(
+            "INVALID_PERIOD_ID",
+            "period_id must be 1..64 characters of A-Z a-z 0-9 and ._:-",
+            period_id=period_id,
+        )
+    if start_us is None and end_us is None:
+        month = MONTH_PATTERN.match(period_id)
+        if month is None:
+            raise InvalidArgument(
+                "INVALID_PERIOD",
+                f"period {period_id} is not YYYY-MM; give start_time and end_time for a custom period",
+                period_id=period_id,
+            )
+        year, number = int(month.group(1)), int(month.group(2))
+        if not 1 <= number <= 12 or not 1970 <= year <= 9998:
+            raise InvalidArgument("INVALID_PERIOD", f"{period_id} is not a valid month", period_id=period_id)
+        start = datetime(year, number, 1, tzinfo=context.time_zone)
+        end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=context.time_zone)
+        return period_id, int(start.timestamp()) * 1_000_000, int(end.timestamp()) * 1_000_000
+    if start_us is None or end_us is None or end_us <= start_us:
+        raise InvalidArgument(
+            "INVALID_PERIOD",
+            "give both start_time and end_time, with end_time after start_time",
+            period_id=period_id,
+        )
+    return period_id, start_us, end_us
+
+
+# ---------------------------------------------------------------- computing
+
+
+async def _settlement_accounts(context: SettlementContext) -> dict[str, ledger_pb2.Account]:
+    """Every non-wallet points account: partner issuance and redemption, and all the operator's."""
+    accounts: dict[str, ledger_pb2.Account] = {}
+    for kind in (model.KIND_PARTNER_ISSUANCE, model.KIND_PARTNER_REDEMPTION):
+        for account in await context.ledger.list_accounts(kind=kind):
+            accounts[account.id] = account
+    for account in await context.ledger.list_accounts(owner_id=model.OPERATOR_ID):
+        accounts[account.id] = account
+    return {
+        account_id: account
+        for account_id, account in accounts.items()
+        if account.currency_code != model.MONEY_CURRENCY_CODE and account.kind != model.KIND_MEMBER_WALLET
+    }
+
+
+def _activity_of_transfer(transfer, accounts: dict[str, ledger_pb2.Account]) -> list[Activity]:
+    lines = []
+    for account_id, debits, credits in (
+        (transfer.debit_account_id, transfer.amount, 0),
+        (transfer.credit_account_id, 0, transfer.amount),
+    ):
+        account = accounts.get(account_id)
+        if account is not None:
+            lines.append(
+                Activity(
+                    account_id,
+                    transfer.code,
+                    transfer.currency_code,
+                    debits,
+                    credits,
+                    account.owner_id,
+                    account.kind,
+                )
+            )
+    return lines
+
+
+async def compute_settlement(
+    context: SettlementContext, period_id: str, start_us: int, end_us: int, after_sequence: int | None
+) -> PeriodSettlement:
+    """Statements, netting and roll-forward for [start, end) as the ledger stands now. Writes nothing.
+
+    `after_sequence` is the previous closed period's last covered sequence: transfers after it
+    committed before `start_us` are prior-period adjustments. None when there is no such period.
+    """
+    owners = await context.ledger.currency_owners()
+    accounts = await _settlement_accounts(context)
+    book = AgreementBook(context.database.read(store.all_agreements))
+    account_ids = sorted(accounts)
+    priced: list[model.PricedMovement] = []
+    window_lines: list[Activity] = []
+    last_sequence = after_sequence or 0
+    try:
+        for window_start, window_end in model.sub_windows(start_us, end_us, book):
+            lines, sequence = await context.ledger.activity(window_start, window_end, account_ids)
+            last_sequence = max(last_sequence, sequence)
+            window_lines.extend(lines)
+            priced.extend(
+                model.price_movements(
+                    model.movements_from_activity(lines, owners), book, window_start, owners
+                )
+            )
+        if after_sequence is not None:
+            late_sequence, late_priced = await _late_arrivals(
+                context, after_sequence, start_us, accounts, book, owners
+            )
+            last_sequence = max(last_sequence, late_sequence)
+            priced.extend(late_priced)
+    except SettlementRuleError as error:
+        raise rule_error(error) from error
+    opening_lines, _ = await context.ledger.activity(0, start_us, account_ids)
+    opening = model.wallet_net_change(opening_lines)
+    points_currencies = sorted(code for code in owners if code != model.MONEY_CURRENCY_CODE)
+    roll_forwards = tuple(
+        model.roll_forward(code, opening.get(code, 0), window_lines) for code in points_currencies
+    )
+    return PeriodSettlement(
+        period_id=period_id,
+        start_us=start_us,
+        end_us=end_us,
+        closed=False,
+        statements=tuple(model.build_statements(priced)),
+        roll_forwards=roll_forwards,
+        last_commit_sequence=last_sequence,
+    )
+
+
+async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners):
+    trial = await context.ledger.trial_balance()
+    priced: list[model.PricedMovement] = []
+    last_sequence = after_sequence
+    count = 0
+    async for transfer in context.ledger.transfers_after(after_sequence, trial.commit_sequence):
+        if transfer.commit_time_us >= start_us:
+            break
+        last_sequence = transfer.commit_sequence
+        count += 1
+        if count > LATE_TRANSFERS_MAX:
+            raise FailedPrecondition(
+                "TOO_MANY_LATE_TRANSFERS",
+                f"more than {LATE_TRANSFERS_MAX} transfers arrived after the last close",
+            )
+        if transfer.kind not in POSTED_KINDS:
+            continue
+        lines = _activity_of_transfer(transfer, accounts)
+        priced.extend(
+            model.price_movements(
+                model.movements_from_activity(lines, owners), book, transfer.commit_time_us, owners, True
+            )
+        )
+    if count:
+        _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
+    return last_sequence, priced
+
+
+# ---------------------------------------------------------------- use cases
+
+
+def _previous_closed(context: SettlementContext, start_us: int):
+    last = context.database.read(store.last_period_row)
+    if last is not None and last.end_us == start_us:
+        return last
+    return None
+
+
+async def preview_statement(
+    context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
+) -> PeriodSettlement:
+    period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
+    stored = context.database.read(lambda c: store.load_period(c, period_id))
+    if stored is not None and stored[0].start_us == start_us and stored[0].end_us == end_us:
+        return stored[0]
+    previous = _previous_closed(context, start_us)
+    after = previous.last_commit_sequence if previous is not None else None
+    return await compute_settlement(context, period_id, start_us, end_us, after)
+
+
+def settlement_transfer_id(period_id: str, partner_id: str) -> str:
+    transfer_id = f"settlement:{period_id}:{partner_id}"
+    if len(transfer_id) > TRANSFER_ID_LENGTH_MAX:
+        raise FailedPrecondition(
+            "TRANSFER_ID_TOO_LONG",
+            f"settlement transfer id {transfer_id!r} exceeds {TRANSFER_ID_LENGTH_MAX} characters;"
+            " use a shorter period id",
+        )
+    return transfer_id
+
+
+async def close_period(
+    context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
+) -> tuple[PeriodSettlement, bool]:
+    period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
+    stored = context.database.read(lambda c: store.load_period(c, period_id))
+    if stored is not None:
+        settlement, state = stored
+        if (settlement.start_us, settlement.end_us) != (start_us, end_us):
+            raise AlreadyExists(
+                "PERIOD_ID_REUSED",
+                f"period {period_id} was closed with a different window; choose another period id",
+                period_id=period_id,
+            )
+        if state == store.PERIOD_STATE_CLOSED:
+            return settlement, False
+        return await _post_and_mark_closed(context, settlement), True
+    last = context.database.read(store.last_period_row)
+    if last is not None and last.end_us != start_us:
+        raise FailedPrecondition(
+            "PERIOD_NOT_CONTIGUOUS",
+            "periods are closed in order without gaps:"
+            f" the next period must start where {last.period_id} ended",
+            expected_start_us=last.end_us,
+            period_id=period_id,
+        )
+    await _ensure_operator_settlement_account(context)
+    ledger_now_us = await context.ledger.clock_us(OPERATOR_SETTLEMENT_ACCOUNT_ID)
+    if ledger_now_us < end_us + context.close_delay_seconds * 1_000_000:
+        raise FailedPrecondition(
+            "PERIOD_NOT_ENDED",
+            f"period {period_id} can be closed {context.close_delay_seconds} s after it ends (ledger clock);"
+            " preview it until then",
+            period_id=period_id,
+            end_us=end_us,
+            ledger_now_us=ledger_now_us,
+        )
+    computed = await compute_settlement(
+        context, period_id, start_us, end_us, last.last_commit_sequence if last is not None else None
+    )
+    _check_invariants(computed)
+    statements = tuple(
+        replace(
+            s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else ""
+        )
+        for s in computed.statements
+    )
+    frozen = replace(computed, statements=statements)
+    try:
+        context.database.write(lambda c: store.insert_closing_period(c, frozen, context.now_us()))
+    except sa_exc.IntegrityError:
+        # Another close of the same period won the race; continue from what it stored.
+        stored = context.database.read(lambda c: store.load_period(c, period_id))
+        if stored is None:
+            raise
+        if stored[1] == store.PERIOD_STATE_CLOSED:
+            return stored[0], False
+    # Post exactly what was stored (the same figures a retried close would read back).
+    frozen = context.database.read(lambda c: store.load_period(c, period_id))[0]
+    _log.info("period_frozen", period_id=period_id, statements=len(frozen.statements))
+    return await _post_and_mark_closed(context, frozen), True
+
+
+def _check_invariants(settlement: PeriodSettlement) -> None:
+    if not settlement.netting.balanced:
+        raise FailedPrecondition(
+            "NETTING_NOT_BALANCED",
+            "partner nets do not add up to the operator's net; the period was not closed",
+            operator_net_cents=settlement.netting.operator_net_cents,
+            operator_net_from_lines_cents=settlement.netting.operator_net_from_lines_cents,
+        )
+    for rf in settlement.roll_forwards:
+        if not rf.identity_holds():
+            raise FailedPrecondition(
+                "ROLL_FORWARD_BROKEN",
+                f"the {rf.currency_code} roll-forward does not add up; the period was not closed",
+            )
+
+
+async def _ensure_operator_settlement_account(context: SettlementContext) -> None:
+    await context.ledger.create_accounts(
+        [
+            ledger_pb2.Account(
+                id=OPERATOR_SETTLEMENT_ACCOUNT_ID,
+                currency_code=model.MONEY_CURRENCY_CODE,
+                normal_side=ledger_pb2.ACCOUNT_SIDE_CREDIT,
+                owner_id=model.OPERATOR_ID,
+                kind=model.KIND_OPERATOR_SETTLEMENT,
+            )
+        ]
+    )
+
+
+def _partner_account_id(partner_id: str) -> str:
+    return f"settlement:{model.MONEY_CURRENCY_CODE}:{partner_id}"
+
+
+def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.TransferInput]:
+    """Partner pays: debit its settlement account (positive = owes); is paid: the other way round."""
+    transfers = []
+    for statement in settlement.statements:
+        if statement.net_cents == 0:
+            continue
+        partner_account = _partner_account_id(statement.partner_id)
+        debit, credit = (
+            (partner_account, OPERATOR_SETTLEMENT_ACCOUNT_ID)
+            if statement.net_cents > 0
+            else (OPERATOR_SETTLEMENT_ACCOUNT_ID, partner_account)
+        )
+        transfers.append(
+            ledger_pb2.TransferInput(
+                id=statement.settlement_transfer_id,
+                debit_account_id=debit,
+                credit_account_id=credit,
+                amount=abs(statement.net_cents),
+                currency_code=model.MONEY_CURRENCY_CODE,
+                kind=ledger_pb2.TRANSFER_KIND_POSTED,
+                code=ledger_pb2.TRANSFER_CODE_SETTLEMENT,
+                metadata=ledger_pb2.TransferMetadata(partner_id=statement.partner_id),
+            )
+        )
+    return transfers
+
+
+async def _post_and_mark_closed(context: SettlementContext, settlement: PeriodSettlement) -> PeriodSettlement:
+    partners = [s.partner_id for s in settlement.statements if s.net_cents]
+    await _ensure_operator_settlement_account(context)
+    accounts = [
+        ledger_pb2.Account(
+            id=_partner_account_id(partner_id),
+            currency_code=model.MONEY_CURRENCY_CODE,
+            normal_side=ledger_pb2.ACCOUNT_SIDE_DEBIT,
+            owner_id=partner_id,
+            kind=model.KIND_PARTNER_SETTLEMENT,
+        )
+        for partner_id in partners
+    ]
+    for index in range(0, len(accounts), TRANSFER_BATCH_MAX):
+        await context.ledger.create_accounts(accounts[index : index + TRANSFER_BATCH_MAX])
+    transfers = settlement_transfers(settlement)
+    for index in range(0, len(transfers), TRANSFER_BATCH_MAX):
+        await context.ledger.create_transfers(transfers[index : index + TRANSFER_BATCH_MAX])
+    context.database.write(lambda c: store.mark_closed(c, settlement.period_id))
+    _log.info(
+        "period_closed",
+        period_id=settlement.period_id,
+        operator_net_cents=settlement.netting.operator_net_cents,
+        settlement_transfers=len(transfers),
+    )
+    return replace(settlement, closed=True)
+
+
+def get_period(context: SettlementContext, period_id: str) -> PeriodSettlement:
+    stored = context.database.read(lambda c: store.load_period(c, period_id))
+    if stored is None:
+        raise NotFound("PERIOD_NOT_FOUND", f"period {period_id} has not been closed; preview it instead")
+    return stored[0]
+
+
+def list_periods(context: SettlementContext, before_end_us: int | None, limit: int) -> Sequence:
+    def work(connection):
+        rows = store.list_period_rows(connection, before_end_us, limit)
+        return [(row, store.operator_net_of(connection, row.period_id)) for row in rows]
+
+    return context.database.read(work)
+
+
+def statements_of(settlement: PeriodSettlement, partner_id: str) -> tuple[Statement, ...]:
+    if not partner_id:
+        return settlement.statements
+    return tuple(s for s in settlement.statements if s.partner_id == partner_id)
