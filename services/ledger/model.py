@@ -371,6 +371,7 @@ def _decide_item(state: BatchState, command: TransferCommand, undo: list[tuple])
 
 
 def _reused(transfer_id: str, differing: str) -> Outcome:
+    differing = f"metadata.{differing}" if differing in _METADATA_FIELDS else differing
     return Outcome(
         ItemStatus.FAILED,
         failure=Failure.ID_REUSED_WITH_DIFFERENT_CONTENT,
