@@ -574,3 +574,11 @@ def utc_year_bounds(micros: int) -> tuple[int, int]:
         return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND
 
     return start(year), start(year + 1)
+
+
+def fingerprint(**content: object) -> str:
+    """Digest of a request's content: a repeated request_id must carry the same content."""
+    import json
+
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

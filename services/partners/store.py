@@ -316,7 +316,9 @@ def get_terminal(connection: Connection, store_id: str, terminal_id: str) -> Row
 def partner_of_key(connection: Connection, key_hash: str) -> Row | None:
     """The active key and its partner's status, or None for an unknown or revoked key."""
     query = (
-        select(api_keys.c.key_id, api_keys.c.partner_id, partners.c.status)
+        select(
+            api_keys.c.key_id, api_keys.c.partner_id, partners.c.status, partners.c.programme_currency_code
+        )
         .join(partners, partners.c.partner_id == api_keys.c.partner_id)
         .where(and_(api_keys.c.key_hash == key_hash, api_keys.c.revoke_time_us.is_(None)))
     )

@@ -1,0 +1,80 @@
+"""Who is calling and what they may touch. Partners see only their own stores, terminals
+and transactions; the operator's admin key may do admin calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from services.common.auth import bind_principal, hash_api_key, require_bearer_token
+from services.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from services.partners import model, store
+from services.partners.app import App
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    partner_id: str  # "operator" for the admin key
+    is_admin: bool
+    active: bool = True
+    programme_currency: str = ""
+
+
+async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
+    token = require_bearer_token(context)
+    if app.admin_key.matches(token):
+        bind_principal(model.OPERATOR)
+        return Caller(model.OPERATOR, is_admin=True)
+    key_hash = hash_api_key(token)
+    row = await app.read(lambda connection: store.partner_of_key(connection, key_hash))
+    if row is None:
+        raise Unauthenticated(
+            "INVALID_API_KEY", "the API key is unknown or revoked; ask the operator for a key"
+        )
+    bind_principal(row.partner_id)
+    return Caller(
+        row.partner_id,
+        is_admin=False,
+        active=row.status == "active",
+        programme_currency=row.programme_currency_code or "",
+    )
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDenied("ADMIN_REQUIRED", "this call needs the operator's admin key")
+
+
+def require_partner(caller: Caller) -> None:
+    """POS calls act for one partner: they need that partner's key."""
+    if caller.is_admin:
+        raise PermissionDenied("PARTNER_KEY_REQUIRED", "point-of-sale calls need a partner's API key")
+
+
+def require_active(caller: Caller) -> None:
+    if not caller.active:
+        raise FailedPrecondition(
+            "PARTNER_SUSPENDED",
+            "the partner is suspended; contact the operator",
+            partner_id=caller.partner_id,
+        )
+
+
+def require_self_or_admin(caller: Caller, partner_id: str) -> None:
+    if not caller.is_admin and caller.partner_id != partner_id:
+        raise PermissionDenied("OTHER_PARTNER", "a partner may only read its own data", partner_id=partner_id)
+
+
+def check_point_of_sale(connection, caller: Caller, store_id: str, terminal_id: str) -> None:
+    """The store and terminal must exist and belong to the caller."""
+    model.check_local_id(store_id, "point_of_sale.store_id")
+    model.check_local_id(terminal_id, "point_of_sale.terminal_id")
+    row = store.get_store(connection, store_id)
+    if row is None or row.partner_id != caller.partner_id:
+        # Store ids are not secret (the operator assigns them), so say why.
+        raise PermissionDenied("STORE_NOT_OWNED", "the store is not one of your stores", store_id=store_id)
+    if store.get_terminal(connection, store_id, terminal_id) is None:
+        raise PermissionDenied(
+            "TERMINAL_NOT_OWNED", "the terminal is not registered in this store", terminal_id=terminal_id
+        )

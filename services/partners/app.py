@@ -1,0 +1,40 @@
+"""What every use case needs: the database, the ledger client, the clock and the secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Connection
+
+from services.common.auth import AdminKey
+from services.common.db import Database
+from services.partners.ledger_client import LedgerClient
+
+T = TypeVar("T")
+Clock = Callable[[], int]  # microseconds since the epoch, UTC
+
+
+def system_clock() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class App:
+    database: Database
+    ledger: LedgerClient
+    admin_key: AdminKey
+    alias_secret: bytes
+    clock: Clock = system_clock
+
+    async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
+        """One transaction on the writer, off the event loop (the driver blocks)."""
+        return await asyncio.to_thread(
+            self.database.write, work, retry_unique_violation=retry_unique_violation
+        )
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        return await asyncio.to_thread(self.database.read, work)

@@ -1,0 +1,237 @@
+"""Member use cases: enrolment, cards and aliases, look-up, wallets, balances and activity."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, Row, insert
+
+from coalition.ledger.v1 import ledger_pb2
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.partners import model, store
+from services.partners.access import Caller
+from services.partners.app import App
+from services.partners.ledger_client import CREDIT, AccountSpec
+
+_log = structlog.get_logger("partners")
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInput:
+    kind: str  # "card", "phone" or "email"
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRef:
+    """How a request names a member: the id, or one of their aliases."""
+
+    member_id: str = ""
+    alias: AliasInput | None = None
+
+
+def _alias_row_values(app: App, alias: AliasInput, member_id: str, now: int) -> dict:
+    return dict(
+        alias_hash=model.alias_hash(app.alias_secret, alias.kind, alias.value),
+        kind=alias.kind,
+        member_id=member_id,
+        create_time_us=now,
+    )
+
+
+def _attach(connection: Connection, values: dict) -> None:
+    existing = store.member_by_alias(connection, values["alias_hash"])
+    if existing is None:
+        connection.execute(insert(store.member_aliases).values(**values))
+    elif existing.member_id != values["member_id"]:
+        raise AlreadyExists(
+            "ALIAS_IN_USE", "this card or alias belongs to another member", kind=values["kind"]
+        )
+
+
+async def enroll(app: App, caller: Caller, request_id: str, aliases: list[AliasInput]) -> tuple[Row, int]:
+    model.check_request_id(request_id)
+    if len(aliases) > model.ALIASES_PER_ENROLMENT_MAX:
+        raise InvalidArgument("TOO_MANY_ALIASES", f"at most {model.ALIASES_PER_ENROLMENT_MAX} aliases")
+    now = app.clock()
+    member_id = f"m-{secrets.token_hex(10)}"
+    alias_values = [_alias_row_values(app, alias, member_id, now) for alias in aliases]  # validates first
+
+    def work(connection: Connection) -> tuple[Row, int]:
+        existing = store.member_by_enrolment(connection, caller.partner_id, request_id)
+        if existing is not None:
+            return existing, store.alias_count(connection, existing.member_id)
+        connection.execute(
+            insert(store.members).values(
+                member_id=member_id,
+                enroll_caller_id=caller.partner_id,
+                enroll_request_id=request_id,
+                create_time_us=now,
+            )
+        )
+        for values in alias_values:
+            _attach(connection, values)
+        return store.get_member(connection, member_id), store.alias_count(connection, member_id)
+
+    row, count = await app.write(work, retry_unique_violation=True)
+    if row.member_id == member_id:
+        _log.info("member_enrolled", member_id=member_id, alias_count=count)
+    return row, count
+
+
+async def attach_alias(app: App, member_id: str, alias: AliasInput) -> tuple[Row, int]:
+    now = app.clock()
+    values = _alias_row_values(app, alias, member_id, now)
+
+    def work(connection: Connection) -> tuple[Row, int]:
+        member = store.get_member(connection, member_id)
+        if member is None:
+            raise NotFound("MEMBER_NOT_FOUND", "no member with this id", member_id=member_id)
+        _attach(connection, values)
+        return member, store.alias_count(connection, member_id)
+
+    return await app.write(work, retry_unique_violation=True)
+
+
+def resolve_member(connection: Connection, app: App, ref: MemberRef) -> Row:
+    """The member a request names. NOT_FOUND (MEMBER_NOT_FOUND) for an unknown id or alias."""
+    if ref.alias is not None:
+        found = store.member_by_alias(
+            connection, model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value)
+        )
+        member = None if found is None else store.get_member(connection, found.member_id)
+    elif ref.member_id:
+        model.check_local_id(ref.member_id, "member.member_id")
+        member = store.get_member(connection, ref.member_id)
+    else:
+        raise InvalidArgument("MEMBER_REQUIRED", "name the member by member_id or alias", field="member")
+    if member is None:
+        raise NotFound("MEMBER_NOT_FOUND", "no member with this id or alias")
+    return member
+
+
+async def lookup(app: App, ref: MemberRef) -> tuple[Row, int]:
+    def work(connection: Connection) -> tuple[Row, int]:
+        member = resolve_member(connection, app, ref)
+        return member, store.alias_count(connection, member.member_id)
+
+    return await app.read(work)
+
+
+async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
+    """The member's wallet in the currency, created on first use (ledger first, then our note of it).
+
+    Must run before any transfer that names the wallet: the ledger remembers a failed
+    transfer id forever, so a transfer tried before its wallet existed could never succeed.
+    """
+    account_id = model.wallet_account_id(currency, member_id)
+    known = await app.read(lambda connection: store.has_wallet(connection, member_id, currency))
+    if known:
+        return account_id
+    await app.ledger.ensure_accounts(
+        [AccountSpec(account_id, currency, CREDIT, member_id, "member_wallet", no_overdraft=True)]
+    )
+    now = app.clock()
+
+    def note(connection: Connection) -> None:
+        if not store.has_wallet(connection, member_id, currency):
+            connection.execute(
+                insert(store.member_wallets).values(
+                    member_id=member_id, currency_code=currency, create_time_us=now
+                )
+            )
+
+    await app.write(note, retry_unique_violation=True)
+    return account_id
+
+
+@dataclass(frozen=True, slots=True)
+class WalletBalance:
+    currency_code: str
+    posted: int
+    pending: int
+    available: int
+
+
+async def balances(app: App, ref: MemberRef) -> tuple[str, list[WalletBalance]]:
+    def work(connection: Connection) -> tuple[str, list[str]]:
+        member = resolve_member(connection, app, ref)
+        return member.member_id, store.wallet_currencies(connection, member.member_id)
+
+    member_id, currencies = await app.read(work)
+    if not currencies:
+        return member_id, []
+    ledger_balances = await app.ledger.get_balances(
+        [model.wallet_account_id(code, member_id) for code in currencies]
+    )
+    return member_id, [
+        WalletBalance(code, balance.posted, balance.pending, balance.available)
+        for code, balance in zip(currencies, ledger_balances, strict=True)
+    ]
+
+
+_ACTIVITY_KINDS = {
+    ledger_pb2.TRANSFER_CODE_EARN: "earn",
+    ledger_pb2.TRANSFER_CODE_REDEEM: "redeem",
+    ledger_pb2.TRANSFER_CODE_REVERSAL: "reversal",
+    ledger_pb2.TRANSFER_CODE_CONVERSION: "conversion",
+    ledger_pb2.TRANSFER_CODE_EXPIRY: "expiry",
+    ledger_pb2.TRANSFER_CODE_ADJUSTMENT: "adjustment",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityItem:
+    commit_time_us: int
+    kind: str
+    currency_code: str
+    posted_change: int
+    pending_change: int
+    partner_id: str
+    store_id: str
+    receipt_id: str
+
+
+async def activity(
+    app: App, caller: Caller, ref: MemberRef, currency: str, page_size: int
+) -> tuple[str, list[ActivityItem]]:
+    """Newest first. A partner sees only movements it caused (another partner's are its data)."""
+    if not 0 <= page_size <= model.ACTIVITY_PAGE_SIZE_MAX:
+        raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.ACTIVITY_PAGE_SIZE_MAX}")
+    limit = page_size or model.ACTIVITY_PAGE_SIZE_DEFAULT
+
+    def work(connection: Connection) -> tuple[str, list[str]]:
+        member = resolve_member(connection, app, ref)
+        return member.member_id, store.wallet_currencies(connection, member.member_id)
+
+    member_id, currencies = await app.read(work)
+    if currency:
+        currencies = [code for code in currencies if code == currency]
+    items: list[ActivityItem] = []
+    for code in currencies:
+        # Fetch more than needed so filtering by partner still fills a page.
+        entries = await app.ledger.list_entries(
+            model.wallet_account_id(code, member_id), min(1000, limit * 4)
+        )
+        for entry in entries:
+            transfer = entry.transfer
+            if not caller.is_admin and transfer.metadata.partner_id != caller.partner_id:
+                continue
+            sign = 1 if entry.side == ledger_pb2.ACCOUNT_SIDE_CREDIT else -1
+            items.append(
+                ActivityItem(
+                    commit_time_us=transfer.commit_time.seconds * model.MICROS_PER_SECOND
+                    + transfer.commit_time.nanos // 1000,
+                    kind=_ACTIVITY_KINDS.get(transfer.code, ""),
+                    currency_code=code,
+                    posted_change=sign * entry.posted_amount,
+                    pending_change=entry.pending_change,
+                    partner_id=transfer.metadata.partner_id,
+                    store_id=transfer.metadata.store_id,
+                    receipt_id=transfer.metadata.receipt_id,
+                )
+            )
+    items.sort(key=lambda item: item.commit_time_us, reverse=True)
+    return member_id, items[:limit]

@@ -1,0 +1,352 @@
+"""Operator use cases: partners, stores, terminals, API keys, earn and conversion rules."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, Row, insert
+
+from services.common.auth import hash_api_key, new_api_key
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.partners import model, store
+from services.partners.app import App
+from services.partners.ledger_client import CREDIT, DEBIT, AccountSpec
+
+_log = structlog.get_logger("partners")
+
+PARTNER_KINDS = ("retailer", "fuel", "hotel", "airline")
+RESERVED_CURRENCIES = (model.COMMON_CURRENCY, model.MONEY_CURRENCY)
+
+
+async def bootstrap_ledger(app: App) -> None:
+    """The operator's currencies and accounts every partner relies on. Idempotent."""
+    await app.ledger.register_currency(model.COMMON_CURRENCY, 0, model.OPERATOR)
+    await app.ledger.register_currency(model.MONEY_CURRENCY, model.MONEY_SCALE, model.OPERATOR)
+    await app.ledger.ensure_accounts([_breakage(model.COMMON_CURRENCY)])
+
+
+def _breakage(currency: str) -> AccountSpec:
+    return AccountSpec(
+        model.breakage_account_id(currency), currency, CREDIT, model.OPERATOR, "operator_breakage"
+    )
+
+
+def partner_accounts(partner_id: str, programme_currency: str) -> list[AccountSpec]:
+    currencies = [model.COMMON_CURRENCY] + ([programme_currency] if programme_currency else [])
+    specs = []
+    for currency in currencies:
+        specs.append(
+            AccountSpec(
+                model.issuance_account_id(currency, partner_id),
+                currency,
+                DEBIT,
+                partner_id,
+                "partner_issuance",
+            )
+        )
+        specs.append(
+            AccountSpec(
+                model.redemption_account_id(currency, partner_id),
+                currency,
+                CREDIT,
+                partner_id,
+                "partner_redemption",
+            )
+        )
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class NewPartner:
+    partner_id: str
+    kind: str
+    display_name: str
+    programme_currency_code: str
+
+
+async def register_partner(app: App, command: NewPartner) -> tuple[Row, bool]:
+    model.check_partner_id(command.partner_id, "partner.partner_id")
+    model.check_display_name(command.display_name)
+    if command.kind not in PARTNER_KINDS:
+        raise InvalidArgument("INVALID_PARTNER_KIND", "kind must be RETAILER, FUEL, HOTEL or AIRLINE")
+    currency = command.programme_currency_code
+    if currency:
+        model.check_currency_code(currency, "partner.programme_currency_code")
+        if currency in RESERVED_CURRENCIES:
+            raise InvalidArgument(
+                "CURRENCY_RESERVED", f"{currency} belongs to the operator", currency=currency
+            )
+
+    def find(connection: Connection) -> tuple[Row | None, Row | None]:
+        other = store.partner_by_currency(connection, currency) if currency else None
+        return store.get_partner(connection, command.partner_id), other
+
+    existing, currency_owner = await app.read(find)
+    if existing is not None and (
+        existing.kind != command.kind
+        or existing.display_name != command.display_name
+        or (existing.programme_currency_code or "") != currency
+    ):
+        raise AlreadyExists(
+            "PARTNER_EXISTS_WITH_DIFFERENT_CONTENT",
+            "a partner with this id exists with a different kind, name or currency",
+            partner_id=command.partner_id,
+        )
+    if currency_owner is not None and currency_owner.partner_id != command.partner_id:
+        raise AlreadyExists("CURRENCY_IN_USE", f"{currency} is another partner's currency", currency=currency)
+    # Ledger first (idempotent), then our row: a partner we know of always has its accounts.
+    if currency:
+        await app.ledger.register_currency(currency, 0, command.partner_id)
+        await app.ledger.ensure_accounts([_breakage(currency)])
+    await app.ledger.ensure_accounts(partner_accounts(command.partner_id, currency))
+    if existing is not None:
+        return existing, False
+    now = app.clock()
+
+    def insert_partner(connection: Connection) -> tuple[Row, bool]:
+        row = store.get_partner(connection, command.partner_id)
+        if row is not None:
+            return row, False
+        connection.execute(
+            insert(store.partners).values(
+                partner_id=command.partner_id,
+                kind=command.kind,
+                display_name=command.display_name,
+                programme_currency_code=currency or None,
+                status="active",
+                create_time_us=now,
+                update_time_us=now,
+            )
+        )
+        return store.get_partner(connection, command.partner_id), True
+
+    row, created = await app.write(insert_partner, retry_unique_violation=True)
+    if created:
+        _log.info("partner_registered", registered_partner_id=command.partner_id, currency=currency)
+    return row, created
+
+
+async def get_partner(app: App, partner_id: str) -> Row:
+    row = await app.read(lambda connection: store.get_partner(connection, partner_id))
+    if row is None:
+        raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
+    return row
+
+
+async def list_partners(app: App, page_size: int, page_token: str) -> tuple[list[Row], str]:
+    if not 0 <= page_size <= model.PAGE_SIZE_MAX:
+        raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.PAGE_SIZE_MAX}")
+    limit = page_size or 100
+    rows = await app.read(lambda connection: store.list_partners(connection, page_token, limit + 1))
+    if len(rows) > limit:
+        return list(rows[:limit]), rows[limit - 1].partner_id
+    return list(rows), ""
+
+
+async def set_partner_status(app: App, partner_id: str, status: str) -> Row:
+    now = app.clock()
+
+    def work(connection: Connection) -> Row:
+        if store.get_partner(connection, partner_id) is None:
+            raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
+        store.set_partner_status(connection, partner_id, status, now)
+        return store.get_partner(connection, partner_id)
+
+    row = await app.write(work)
+    _log.info("partner_status_changed", target_partner_id=partner_id, status=status)
+    return row
+
+
+async def create_store(app: App, store_id: str, partner_id: str, display_name: str) -> tuple[Row, bool]:
+    model.check_local_id(store_id, "store.store_id")
+    model.check_display_name(display_name)
+    now = app.clock()
+
+    def work(connection: Connection) -> tuple[Row, bool]:
+        if store.get_partner(connection, partner_id) is None:
+            raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
+        existing = store.get_store(connection, store_id)
+        if existing is not None:
+            if existing.partner_id != partner_id or existing.display_name != display_name:
+                raise AlreadyExists(
+                    "STORE_EXISTS_WITH_DIFFERENT_CONTENT", "store id already in use", store_id=store_id
+                )
+            return existing, False
+        connection.execute(
+            insert(store.stores).values(
+                store_id=store_id, partner_id=partner_id, display_name=display_name, create_time_us=now
+            )
+        )
+        return store.get_store(connection, store_id), True
+
+    return await app.write(work, retry_unique_violation=True)
+
+
+async def create_terminal(app: App, store_id: str, terminal_id: str) -> bool:
+    model.check_local_id(store_id, "terminal.store_id")
+    model.check_local_id(terminal_id, "terminal.terminal_id")
+    now = app.clock()
+
+    def work(connection: Connection) -> bool:
+        if store.get_store(connection, store_id) is None:
+            raise NotFound("STORE_NOT_FOUND", "no store with this id", store_id=store_id)
+        if store.get_terminal(connection, store_id, terminal_id) is not None:
+            return False
+        connection.execute(
+            insert(store.terminals).values(store_id=store_id, terminal_id=terminal_id, create_time_us=now)
+        )
+        return True
+
+    return await app.write(work, retry_unique_violation=True)
+
+
+async def issue_api_key(app: App, partner_id: str, revoke_key_id: str = "") -> tuple[Row, str, Row | None]:
+    """A new key (returned in clear once); optionally revokes an old one in the same transaction."""
+    api_key = new_api_key()
+    key_id = f"key_{secrets.token_hex(8)}"
+    now = app.clock()
+
+    def work(connection: Connection) -> tuple[Row, Row | None]:
+        if store.get_partner(connection, partner_id) is None:
+            raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
+        revoked = None
+        if revoke_key_id:
+            old = store.get_api_key(connection, revoke_key_id)
+            if old is None or old.partner_id != partner_id:
+                raise NotFound("API_KEY_NOT_FOUND", "no such key for this partner", key_id=revoke_key_id)
+            store.revoke_api_key(connection, revoke_key_id, now)
+            revoked = store.get_api_key(connection, revoke_key_id)
+        connection.execute(
+            insert(store.api_keys).values(
+                key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
+            )
+        )
+        return store.get_api_key(connection, key_id), revoked
+
+    row, revoked = await app.write(work)
+    _log.info("api_key_issued", target_partner_id=partner_id, key_id=key_id, revoked_key_id=revoke_key_id)
+    return row, api_key, revoked
+
+
+async def revoke_api_key(app: App, partner_id: str, key_id: str) -> Row:
+    now = app.clock()
+
+    def work(connection: Connection) -> Row:
+        row = store.get_api_key(connection, key_id)
+        if row is None or row.partner_id != partner_id:
+            raise NotFound("API_KEY_NOT_FOUND", "no such key for this partner", key_id=key_id)
+        store.revoke_api_key(connection, key_id, now)
+        return store.get_api_key(connection, key_id)
+
+    row = await app.write(work)
+    _log.info("api_key_revoked", target_partner_id=partner_id, key_id=key_id)
+    return row
+
+
+async def create_earn_rule(app: App, rule: model.EarnRule) -> model.EarnRule:
+    model.check_partner_id(rule.partner_id, "rule.partner_id")
+    model.check_earn_rule(rule)
+    now = app.clock()
+
+    def work(connection: Connection) -> model.EarnRule:
+        partner = store.get_partner(connection, rule.partner_id)
+        if partner is None:
+            raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=rule.partner_id)
+        allowed = {model.COMMON_CURRENCY, partner.programme_currency_code}
+        if rule.currency_code not in allowed:
+            raise InvalidArgument(
+                "CURRENCY_NOT_ISSUABLE",
+                "a partner issues PTS or its own programme currency",
+                currency=rule.currency_code,
+            )
+        version = store.next_earn_rule_version(connection, rule.partner_id)
+        stored = _replace_version(rule, version)
+        connection.execute(insert(store.earn_rules).values(**store.earn_rule_values(stored, now)))
+        return stored
+
+    stored = await app.write(work, retry_unique_violation=True)
+    _log.info("earn_rule_created", target_partner_id=rule.partner_id, version=stored.version)
+    return stored
+
+
+def _replace_version(rule, version: int):
+    from dataclasses import replace
+
+    return replace(rule, version=version)
+
+
+async def list_earn_rules(app: App, partner_id: str) -> list[model.EarnRule]:
+    return await app.read(lambda connection: store.earn_rules_of(connection, partner_id))
+
+
+def currency_owner(connection: Connection, currency: str) -> str | None:
+    """ "operator" for PTS, the owning partner for a programme currency, None if unknown."""
+    if currency == model.COMMON_CURRENCY:
+        return model.OPERATOR
+    partner = store.partner_by_currency(connection, currency)
+    return None if partner is None else partner.partner_id
+
+
+async def create_conversion_rule(app: App, rule: model.ConversionRule) -> model.ConversionRule:
+    model.check_currency_code(rule.from_currency, "rule.from_currency_code")
+    model.check_currency_code(rule.to_currency, "rule.to_currency_code")
+    model.check_conversion_rule(rule)
+
+    def owners(connection: Connection) -> tuple[str | None, str | None]:
+        return currency_owner(connection, rule.from_currency), currency_owner(connection, rule.to_currency)
+
+    from_owner, to_owner = await app.read(owners)
+    if from_owner is None or to_owner is None:
+        raise FailedPrecondition(
+            "CURRENCY_NOT_FOUND",
+            "both currencies must be PTS or a registered partner's programme currency",
+            from_currency=rule.from_currency,
+            to_currency=rule.to_currency,
+        )
+    await app.ledger.ensure_accounts(
+        [
+            AccountSpec(
+                model.exchange_account_id(rule.from_currency, rule.to_currency),
+                rule.from_currency,
+                DEBIT,
+                model.OPERATOR,
+                "operator_exchange",
+            ),
+            AccountSpec(
+                model.exchange_account_id(rule.to_currency, rule.from_currency),
+                rule.to_currency,
+                DEBIT,
+                model.OPERATOR,
+                "operator_exchange",
+            ),
+        ]
+    )
+    now = app.clock()
+
+    def work(connection: Connection) -> model.ConversionRule:
+        version = store.next_conversion_rule_version(connection, rule.from_currency, rule.to_currency)
+        stored = _replace_version(rule, version)
+        store.insert_conversion_rule(connection, stored, now)
+        return stored
+
+    stored = await app.write(work, retry_unique_violation=True)
+    _log.info(
+        "conversion_rule_created",
+        from_currency=rule.from_currency,
+        to_currency=rule.to_currency,
+        version=stored.version,
+    )
+    return stored
+
+
+async def list_conversion_rules(app: App) -> list[model.ConversionRule]:
+    """The version in effect now of each direction."""
+    rules = await app.read(store.conversion_rules_of)
+    now = app.clock()
+    by_direction: dict[tuple[str, str], list[model.ConversionRule]] = {}
+    for rule in rules:
+        by_direction.setdefault((rule.from_currency, rule.to_currency), []).append(rule)
+    current = [model.select_version(versions, now) for _, versions in sorted(by_direction.items())]
+    return [rule for rule in current if rule is not None]
