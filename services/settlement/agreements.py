@@ -38,7 +38,7 @@ def validate_agreement(agreement: PriceAgreement) -> None:
         )
 
 
-def set_price_agreement(
+async def set_price_agreement(
     context: SettlementContext, agreement: PriceAgreement
 ) -> tuple[PriceAgreement, int, bool]:
     """Store a version; returns (agreement, create_time_us, created)."""
@@ -76,13 +76,13 @@ def set_price_agreement(
         return agreement, now_us, True
 
     try:
-        return context.database.write(work)
+        return await context.write(work)
     except sa_exc.IntegrityError:
         # A concurrent identical call won; answer as the idempotent repeat it is.
-        return context.database.write(work)
+        return await context.write(work)
 
 
-def list_price_agreements(
+async def list_price_agreements(
     context: SettlementContext, partner_id: str, after: tuple[str, int] | None, limit: int
 ):
-    return context.database.read(lambda c: store.list_agreements(c, partner_id, after, limit))
+    return await context.read(lambda c: store.list_agreements(c, partner_id, after, limit))

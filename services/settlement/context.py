@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
 
 from services.common.db import Database
 from services.settlement.ledger_client import LedgerClient
+
+T = TypeVar("T")
 
 
 def system_clock_us() -> int:
@@ -24,3 +30,10 @@ class SettlementContext:
     # ledger transaction can take (its statement timeout), so no commit inside the window is in flight.
     close_delay_seconds: int = 60
     now_us: Callable[[], int] = field(default=system_clock_us)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Database work off the event loop, so gRPC calls keep flowing meanwhile."""
+        return await asyncio.to_thread(self.database.read, work)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        return await asyncio.to_thread(self.database.write, work)

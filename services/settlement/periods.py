@@ -134,7 +134,7 @@ async def compute_settlement(
     """
     owners = await context.ledger.currency_owners()
     accounts = await _settlement_accounts(context)
-    book = AgreementBook(context.database.read(store.all_agreements))
+    book = AgreementBook(await context.read(store.all_agreements))
     account_ids = sorted(accounts)
     priced: list[model.PricedMovement] = []
     window_lines: list[Activity] = []
@@ -205,8 +205,8 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
 # ---------------------------------------------------------------- use cases
 
 
-def _previous_closed(context: SettlementContext, start_us: int):
-    last = context.database.read(store.last_period_row)
+async def _previous_closed(context: SettlementContext, start_us: int):
+    last = await context.read(store.last_period_row)
     if last is not None and last.end_us == start_us:
         return last
     return None
@@ -216,10 +216,10 @@ async def preview_statement(
     context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
 ) -> PeriodSettlement:
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
-    stored = context.database.read(lambda c: store.load_period(c, period_id))
+    stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is not None and stored[0].start_us == start_us and stored[0].end_us == end_us:
         return stored[0]
-    previous = _previous_closed(context, start_us)
+    previous = await _previous_closed(context, start_us)
     after = previous.last_commit_sequence if previous is not None else None
     return await compute_settlement(context, period_id, start_us, end_us, after)
 
@@ -239,7 +239,7 @@ async def close_period(
     context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
 ) -> tuple[PeriodSettlement, bool]:
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
-    stored = context.database.read(lambda c: store.load_period(c, period_id))
+    stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is not None:
         settlement, state = stored
         if (settlement.start_us, settlement.end_us) != (start_us, end_us):
@@ -251,7 +251,7 @@ async def close_period(
         if state == store.PERIOD_STATE_CLOSED:
             return settlement, False
         return await _post_and_mark_closed(context, settlement), True
-    last = context.database.read(store.last_period_row)
+    last = await context.read(store.last_period_row)
     if last is not None and last.end_us != start_us:
         raise FailedPrecondition(
             "PERIOD_NOT_CONTIGUOUS",
@@ -283,16 +283,16 @@ async def close_period(
     )
     frozen = replace(computed, statements=statements)
     try:
-        context.database.write(lambda c: store.insert_closing_period(c, frozen, context.now_us()))
+        await context.write(lambda c: store.insert_closing_period(c, frozen, context.now_us()))
     except sa_exc.IntegrityError:
         # Another close of the same period won the race; continue from what it stored.
-        stored = context.database.read(lambda c: store.load_period(c, period_id))
+        stored = await context.read(lambda c: store.load_period(c, period_id))
         if stored is None:
             raise
         if stored[1] == store.PERIOD_STATE_CLOSED:
             return stored[0], False
     # Post exactly what was stored (the same figures a retried close would read back).
-    frozen = context.database.read(lambda c: store.load_period(c, period_id))[0]
+    frozen = (await context.read(lambda c: store.load_period(c, period_id)))[0]
     _log.info("period_frozen", period_id=period_id, statements=len(frozen.statements))
     return await _post_and_mark_closed(context, frozen), True
 
@@ -376,7 +376,7 @@ async def _post_and_mark_closed(context: SettlementContext, settlement: PeriodSe
     transfers = settlement_transfers(settlement)
     for index in range(0, len(transfers), TRANSFER_BATCH_MAX):
         await context.ledger.create_transfers(transfers[index : index + TRANSFER_BATCH_MAX])
-    context.database.write(lambda c: store.mark_closed(c, settlement.period_id))
+    await context.write(lambda c: store.mark_closed(c, settlement.period_id))
     _log.info(
         "period_closed",
         period_id=settlement.period_id,
@@ -386,19 +386,19 @@ async def _post_and_mark_closed(context: SettlementContext, settlement: PeriodSe
     return replace(settlement, closed=True)
 
 
-def get_period(context: SettlementContext, period_id: str) -> PeriodSettlement:
-    stored = context.database.read(lambda c: store.load_period(c, period_id))
+async def get_period(context: SettlementContext, period_id: str) -> PeriodSettlement:
+    stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is None:
         raise NotFound("PERIOD_NOT_FOUND", f"period {period_id} has not been closed; preview it instead")
     return stored[0]
 
 
-def list_periods(context: SettlementContext, before_end_us: int | None, limit: int) -> Sequence:
+async def list_periods(context: SettlementContext, before_end_us: int | None, limit: int) -> Sequence:
     def work(connection):
         rows = store.list_period_rows(connection, before_end_us, limit)
         return [(row, store.operator_net_of(connection, row.period_id)) for row in rows]
 
-    return context.database.read(work)
+    return await context.read(work)
 
 
 def statements_of(settlement: PeriodSettlement, partner_id: str) -> tuple[Statement, ...]:

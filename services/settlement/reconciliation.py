@@ -19,14 +19,14 @@ _log = structlog.get_logger("settlement")
 FILE_BYTES_MAX = 10 * 1024 * 1024
 
 
-def _stored(context: SettlementContext, reconciliation_id: str):
+async def _stored(context: SettlementContext, reconciliation_id: str):
     def work(connection):
         row = store.get_reconciliation_row(connection, reconciliation_id)
         if row is None:
             return None
         return row, store.load_reconciliation_rows(connection, reconciliation_id)
 
-    return context.database.read(work)
+    return await context.read(work)
 
 
 async def reconcile(
@@ -49,7 +49,7 @@ async def reconcile(
         raise InvalidArgument("FILE_TOO_LARGE", f"the file exceeds {FILE_BYTES_MAX} bytes; split it")
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
     digest = hashlib.sha256(file_csv).hexdigest()
-    existing = _stored(context, reconciliation_id)
+    existing = await _stored(context, reconciliation_id)
     if existing is not None:
         row, result = existing
         if (row.partner_id, row.period_id, row.file_sha256) != (partner_id, period_id, digest):
@@ -70,13 +70,13 @@ async def reconcile(
             ledger_rows.extend(reconciliation_rows_from_entries(entries, account.kind))
     result: ReconciliationResult = model.reconcile(partner_rows, ledger_rows)
     try:
-        context.database.write(
+        await context.write(
             lambda c: store.insert_reconciliation(
                 c, reconciliation_id, partner_id, period_id, digest, result, context.now_us()
             )
         )
     except sa_exc.IntegrityError:
-        existing = _stored(context, reconciliation_id)
+        existing = await _stored(context, reconciliation_id)
         if existing is None:
             raise
         return existing[0], existing[1], False
@@ -86,12 +86,12 @@ async def reconcile(
         partner_id=partner_id,
         **{status.value.lower(): count for status, count in result.counts.items()},
     )
-    row, stored = _stored(context, reconciliation_id)
+    row, stored = await _stored(context, reconciliation_id)
     return row, stored, True
 
 
-def get_reconciliation(context: SettlementContext, reconciliation_id: str):
-    existing = _stored(context, reconciliation_id)
+async def get_reconciliation(context: SettlementContext, reconciliation_id: str):
+    existing = await _stored(context, reconciliation_id)
     if existing is None:
         raise NotFound("RECONCILIATION_NOT_FOUND", f"no reconciliation {reconciliation_id}")
     return existing

@@ -1,0 +1,156 @@
+"""SettlementService servicer: proto in -> use case -> proto out. Every call needs the admin key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+from coalition.settlement.v1 import settlement_pb2 as pb
+from coalition.settlement.v1 import settlement_pb2_grpc
+from services.common.auth import AdminKey
+from services.common.errors import InvalidArgument, NotFound
+from services.common.timeconv import timestamp_from_micros
+from services.settlement import agreements, audit, periods, reconciliation, reports, wire
+from services.settlement.context import SettlementContext
+
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1_000
+REPORT_FORMATS = {pb.REPORT_FORMAT_CSV: "csv", pb.REPORT_FORMAT_HTML: "html", pb.REPORT_FORMAT_PDF: "pdf"}
+
+
+def page_size(requested: int) -> int:
+    if requested < 0 or requested > PAGE_SIZE_MAX:
+        raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{PAGE_SIZE_MAX}")
+    return requested or PAGE_SIZE_DEFAULT
+
+
+def encode_token(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def decode_token(token: str):
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError as error:
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service returned") from error
+
+
+class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
+    def __init__(self, context: SettlementContext, admin_key: AdminKey) -> None:
+        self._context = context
+        self._admin = admin_key
+
+    async def SetPriceAgreement(self, request, context):
+        self._admin.require(context)
+        agreement, create_time_us, created = await agreements.set_price_agreement(
+            self._context, wire.agreement_from_pb(request.agreement)
+        )
+        return pb.SetPriceAgreementResponse(
+            agreement=wire.agreement_to_pb(agreement, create_time_us), created=created
+        )
+
+    async def ListPriceAgreements(self, request, context):
+        self._admin.require(context)
+        limit = page_size(request.page_size)
+        after = decode_token(request.page_token)
+        rows = await agreements.list_price_agreements(
+            self._context, request.partner_id, tuple(after) if after else None, limit + 1
+        )
+        token = (
+            encode_token([rows[limit - 1][0].partner_id, rows[limit - 1][0].valid_from_us])
+            if len(rows) > limit
+            else ""
+        )
+        return pb.ListPriceAgreementsResponse(
+            agreements=[wire.agreement_to_pb(a, t) for a, t in rows[:limit]], next_page_token=token
+        )
+
+    async def PreviewStatement(self, request, context):
+        self._admin.require(context)
+        settlement = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
+        return pb.PreviewStatementResponse(settlement=wire.settlement_to_pb(settlement))
+
+    async def ClosePeriod(self, request, context):
+        self._admin.require(context)
+        settlement, closed_now = await periods.close_period(
+            self._context, *wire.period_from_pb(request.period)
+        )
+        return pb.ClosePeriodResponse(settlement=wire.settlement_to_pb(settlement), closed_now=closed_now)
+
+    async def GetPeriod(self, request, context):
+        self._admin.require(context)
+        settlement = await periods.get_period(self._context, request.period_id)
+        return pb.GetPeriodResponse(settlement=wire.settlement_to_pb(settlement))
+
+    async def ListPeriods(self, request, context):
+        self._admin.require(context)
+        limit = page_size(request.page_size)
+        before = decode_token(request.page_token)
+        rows = await periods.list_periods(self._context, before, limit + 1)
+        token = encode_token(rows[limit - 1][0].end_us) if len(rows) > limit else ""
+        return pb.ListPeriodsResponse(
+            periods=[
+                pb.PeriodSummary(
+                    period_id=row.period_id,
+                    start_time=timestamp_from_micros(row.start_us),
+                    end_time=timestamp_from_micros(row.end_us),
+                    operator_net_cents=net,
+                    close_time=timestamp_from_micros(row.close_time_us),
+                )
+                for row, net in rows[:limit]
+            ],
+            next_page_token=token,
+        )
+
+    async def Reconcile(self, request, context):
+        self._admin.require(context)
+        row, result, created = await reconciliation.reconcile(
+            self._context,
+            request.reconciliation_id,
+            request.partner_id,
+            *wire.period_from_pb(request.period),
+            request.file_csv,
+        )
+        return pb.ReconcileResponse(reconciliation=wire.reconciliation_to_pb(row, result), created=created)
+
+    async def GetReconciliation(self, request, context):
+        self._admin.require(context)
+        row, result = await reconciliation.get_reconciliation(self._context, request.reconciliation_id)
+        return pb.GetReconciliationResponse(reconciliation=wire.reconciliation_to_pb(row, result))
+
+    async def Audit(self, request, context):
+        self._admin.require(context)
+        report = await audit.audit(self._context)
+        return pb.AuditResponse(
+            findings=[
+                pb.AuditFinding(invariant=f.invariant, currency_code=f.currency_code, message=f.message)
+                for f in report.findings
+            ],
+            roll_forwards=[wire.roll_forward_to_pb(rf) for rf in report.roll_forwards],
+            wallet_totals=[
+                pb.CurrencyAmount(currency_code=code, amount=amount)
+                for code, amount in sorted(report.wallet_totals.items())
+            ],
+            commit_sequence=report.commit_sequence,
+        )
+
+    async def ExportReport(self, request, context):
+        self._admin.require(context)
+        fmt = REPORT_FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidArgument("INVALID_FORMAT", "format must be REPORT_FORMAT_CSV, _HTML or _PDF")
+        settlement = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
+        if request.partner_id and settlement.statement(request.partner_id) is None:
+            raise NotFound(
+                "PARTNER_NOT_IN_PERIOD",
+                f"partner {request.partner_id} has no statement for {settlement.period_id}",
+            )
+        document = await asyncio.to_thread(
+            reports.render, settlement, fmt, request.partner_id, self._context.time_zone
+        )
+        return pb.ExportReportResponse(
+            content=document.content, media_type=document.media_type, file_name=document.file_name
+        )

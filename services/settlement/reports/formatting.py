@@ -1,0 +1,69 @@
+"""Numbers as a European finance team reads them: EUR 1.234,56 and 1.000.000 points."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from services.settlement.model import LineKind, PeriodSettlement, Statement
+
+LINE_LABELS = {
+    LineKind.POINTS_ISSUED: "Points issued",
+    LineKind.EARN_REVERSALS: "Earn reversals",
+    LineKind.POINTS_REDEEMED: "Points redeemed",
+    LineKind.REDEMPTION_REVERSALS: "Redemption reversals",
+    LineKind.CONVERSIONS_OUT: "Conversions out (units delivered)",
+    LineKind.CONVERSIONS_IN: "Conversions in (units delivered)",
+}
+
+
+def grouped(number: int) -> str:
+    """1234567 -> '1.234.567' (dot thousands separator)."""
+    return f"{number:,}".replace(",", ".")
+
+
+def eur(cents: int) -> str:
+    """123456 -> 'EUR 1.234,56'; -5 -> 'EUR -0,05'."""
+    sign = "-" if cents < 0 else ""
+    whole, fraction = divmod(abs(cents), 100)
+    return f"EUR {sign}{grouped(whole)},{fraction:02d}"
+
+
+def points(quantity: int) -> str:
+    return grouped(quantity)
+
+
+def price(unit_price) -> str:
+    """EUR 0,0085 (the agreed precision, comma decimal)."""
+    return "EUR " + format(unit_price, "f").replace(".", ",")
+
+
+def line_label(kind: LineKind, counterparty_id: str, prior: bool) -> str:
+    label = LINE_LABELS[kind]
+    if counterparty_id:
+        label += f" with {counterparty_id}"
+    return label + (" (prior-period adjustment)" if prior else "")
+
+
+def net_sentence(statement: Statement) -> str:
+    if statement.net_cents > 0:
+        return f"{statement.partner_id} pays {eur(statement.net_cents)}"
+    if statement.net_cents < 0:
+        return f"the operator pays {statement.partner_id} {eur(-statement.net_cents)}"
+    return f"nothing to settle with {statement.partner_id}"
+
+
+def period_label(settlement: PeriodSettlement, zone: ZoneInfo) -> str:
+    start = datetime.fromtimestamp(settlement.start_us / 1_000_000, zone)
+    end = datetime.fromtimestamp(settlement.end_us / 1_000_000, zone)
+    state = "closed" if settlement.closed else "preview, not closed"
+    return f"{settlement.period_id}: {start:%d.%m.%Y %H:%M} to {end:%d.%m.%Y %H:%M} ({zone.key}), {state}"
+
+
+def points_summary(statement: Statement) -> tuple[int, int]:
+    """(points issued net of reversals, points redeemed net of reversals)."""
+    issued = statement.quantity(LineKind.POINTS_ISSUED) - statement.quantity(LineKind.EARN_REVERSALS)
+    redeemed = statement.quantity(LineKind.POINTS_REDEEMED) - statement.quantity(
+        LineKind.REDEMPTION_REVERSALS
+    )
+    return issued, redeemed

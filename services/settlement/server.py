@@ -1,0 +1,120 @@
+"""Settlement wiring: settings from the environment, database and migrations, ledger client, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+
+from coalition.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
+from services.common.config import ConfigError, env_int, env_str, log_format, log_level
+from services.common.db import Database, DatabaseOptions, migrate
+from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
+from services.common.logs import configure_logging
+from services.settlement.api import SettlementApi
+from services.settlement.context import SettlementContext
+from services.settlement.ledger_client import LedgerClient
+
+SERVICE_NAME = settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+VERSION_TABLE = "alembic_version_settlement"
+_log = structlog.get_logger("settlement")
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementSettings:
+    database_url: str
+    listen_address: str
+    ledger_address: str
+    time_zone: str
+    admin_api_key: str
+    close_delay_seconds: int
+    db_pool_size: int
+    db_statement_timeout_ms: int
+    grpc_grace_period_seconds: int
+    grpc_concurrent_rpcs_max: int
+
+    @classmethod
+    def from_env(cls) -> SettlementSettings:
+        settings = cls(
+            database_url=env_str("COALITION_SETTLEMENT_DATABASE_URL", "sqlite:///var/settlement.db"),
+            listen_address=env_str("COALITION_SETTLEMENT_LISTEN_ADDRESS", "127.0.0.1:50053"),
+            ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
+            time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
+            admin_api_key=env_str("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
+            close_delay_seconds=env_int(
+                "COALITION_SETTLEMENT_CLOSE_DELAY_SECONDS", 60, minimum=0, maximum=86_400
+            ),
+            db_pool_size=env_int("COALITION_SETTLEMENT_DB_POOL_SIZE", 4, minimum=1, maximum=64),
+            db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
+            grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
+            grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 64, minimum=1),
+        )
+        settings.zone()
+        return settings
+
+    def zone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ConfigError(f"COALITION_TIME_ZONE {self.time_zone!r} is not a known time zone") from error
+
+
+def open_database(settings: SettlementSettings) -> Database:
+    database = Database(
+        DatabaseOptions(
+            url=settings.database_url,
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+    )
+    migrate(database, MIGRATIONS, VERSION_TABLE)
+    return database
+
+
+async def start(settings: SettlementSettings | None = None) -> RunningServer:
+    settings = settings or SettlementSettings.from_env()
+    admin_key = AdminKey(settings.admin_api_key)
+    if admin_key.is_dev_default:
+        _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
+    database = await asyncio.to_thread(open_database, settings)
+    ledger = LedgerClient(settings.ledger_address)
+    context = SettlementContext(
+        database=database,
+        ledger=ledger,
+        time_zone=settings.zone(),
+        close_delay_seconds=settings.close_delay_seconds,
+    )
+
+    def register(server):
+        settlement_pb2_grpc.add_SettlementServiceServicer_to_server(SettlementApi(context, admin_key), server)
+        return [SERVICE_NAME]
+
+    async def on_stopped() -> None:
+        await ledger.close()
+        database.dispose()
+
+    options = ServerOptions(
+        listen_address=settings.listen_address,
+        grace_period_seconds=settings.grpc_grace_period_seconds,
+        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+    )
+    return await start_server(options, register, on_stopped)
+
+
+async def _main() -> None:
+    configure_logging(log_format(), log_level())
+    running = await start()
+    await run_until_signalled([running])
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

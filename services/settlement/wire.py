@@ -1,0 +1,177 @@
+"""Translation between settlement.proto messages and the domain; nothing else."""
+
+from __future__ import annotations
+
+from coalition.settlement.v1 import settlement_pb2 as pb
+from services.common.errors import InvalidArgument
+from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
+from services.settlement.model import (
+    ConversionPrice,
+    MatchStatus,
+    PeriodSettlement,
+    PointPrice,
+    PriceAgreement,
+    ReconciliationResult,
+    RollForward,
+    SettlementRuleError,
+    Statement,
+    parse_price,
+)
+
+_MATCH_STATUS = {status: getattr(pb, f"MATCH_STATUS_{status.value}") for status in MatchStatus}
+
+
+def _price(text: str, field: str):
+    try:
+        return parse_price(text, field)
+    except SettlementRuleError as error:
+        raise InvalidArgument(error.reason, error.message, field=field) from error
+
+
+def agreement_from_pb(message: pb.PriceAgreement) -> PriceAgreement:
+    if not message.HasField("valid_from_time"):
+        raise InvalidArgument("INVALID_AGREEMENT", "valid_from_time is required")
+    return PriceAgreement(
+        agreement_id=message.agreement_id,
+        partner_id=message.partner_id,
+        valid_from_us=micros_from_timestamp(message.valid_from_time),
+        point_prices=tuple(
+            PointPrice(
+                p.currency_code,
+                _price(p.issue_price_per_point, "issue_price_per_point"),
+                _price(p.reimbursement_price_per_point, "reimbursement_price_per_point"),
+            )
+            for p in message.point_prices
+        ),
+        conversion_prices=tuple(
+            ConversionPrice(
+                p.from_currency_code,
+                p.to_currency_code,
+                _price(p.price_per_unit_received, "price_per_unit_received"),
+            )
+            for p in message.conversion_prices
+        ),
+    )
+
+
+def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceAgreement:
+    return pb.PriceAgreement(
+        agreement_id=agreement.agreement_id,
+        partner_id=agreement.partner_id,
+        valid_from_time=timestamp_from_micros(agreement.valid_from_us),
+        point_prices=[
+            pb.PointPrice(
+                currency_code=p.currency_code,
+                issue_price_per_point=str(p.issue_price),
+                reimbursement_price_per_point=str(p.reimbursement_price),
+            )
+            for p in agreement.point_prices
+        ],
+        conversion_prices=[
+            pb.ConversionPrice(
+                from_currency_code=p.from_currency_code,
+                to_currency_code=p.to_currency_code,
+                price_per_unit_received=str(p.price_per_unit_received),
+            )
+            for p in agreement.conversion_prices
+        ],
+        create_time=timestamp_from_micros(create_time_us),
+    )
+
+
+def period_from_pb(selector: pb.PeriodSelector) -> tuple[str, int | None, int | None]:
+    start = micros_from_timestamp(selector.start_time) if selector.HasField("start_time") else None
+    end = micros_from_timestamp(selector.end_time) if selector.HasField("end_time") else None
+    return selector.period_id, start, end
+
+
+def statement_to_pb(statement: Statement) -> pb.Statement:
+    return pb.Statement(
+        partner_id=statement.partner_id,
+        lines=[
+            pb.StatementLine(
+                kind=getattr(pb, f"STATEMENT_LINE_KIND_{line.kind.value}"),
+                currency_code=line.currency_code,
+                counterparty_currency_code=line.counterparty_currency_code,
+                counterparty_id=line.counterparty_id,
+                quantity=line.quantity,
+                unit_price=str(line.unit_price),
+                amount_cents=line.amount_cents,
+                agreement_id=line.agreement_id,
+                prior_period_adjustment=line.prior_period_adjustment,
+            )
+            for line in statement.lines
+        ],
+        partner_pays_cents=statement.partner_pays_cents,
+        partner_is_paid_cents=statement.partner_is_paid_cents,
+        net_cents=statement.net_cents,
+        settlement_transfer_id=statement.settlement_transfer_id,
+    )
+
+
+def roll_forward_to_pb(rf: RollForward) -> pb.RollForward:
+    return pb.RollForward(
+        currency_code=rf.currency_code,
+        opening_outstanding=rf.opening_outstanding,
+        issued=rf.issued,
+        earn_reversed=rf.earn_reversed,
+        redeemed=rf.redeemed,
+        redemption_reversed=rf.redemption_reversed,
+        expired=rf.expired,
+        converted_in=rf.converted_in,
+        converted_out=rf.converted_out,
+        other_adjustments=rf.other_adjustments,
+        closing_outstanding=rf.closing_outstanding,
+    )
+
+
+def settlement_to_pb(settlement: PeriodSettlement) -> pb.PeriodSettlement:
+    netting = settlement.netting
+    message = pb.PeriodSettlement(
+        period_id=settlement.period_id,
+        start_time=timestamp_from_micros(settlement.start_us),
+        end_time=timestamp_from_micros(settlement.end_us),
+        state=pb.PERIOD_STATE_CLOSED if settlement.closed else pb.PERIOD_STATE_OPEN,
+        statements=[statement_to_pb(s) for s in settlement.statements],
+        netting=pb.NettingOverview(
+            operator_net_cents=netting.operator_net_cents,
+            operator_net_from_lines_cents=netting.operator_net_from_lines_cents,
+            balanced=netting.balanced,
+        ),
+        roll_forwards=[roll_forward_to_pb(rf) for rf in settlement.roll_forwards],
+        last_commit_sequence=settlement.last_commit_sequence,
+    )
+    if settlement.closed:
+        message.close_time.CopyFrom(timestamp_from_micros(settlement.close_time_us))
+    return message
+
+
+def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation:
+    counts = result.counts
+    return pb.Reconciliation(
+        reconciliation_id=row.reconciliation_id,
+        partner_id=row.partner_id,
+        period_id=row.period_id,
+        counts=pb.ReconciliationCounts(
+            matched=counts[MatchStatus.MATCHED],
+            missing_in_ledger=counts[MatchStatus.MISSING_IN_LEDGER],
+            missing_at_partner=counts[MatchStatus.MISSING_AT_PARTNER],
+            amount_differs=counts[MatchStatus.AMOUNT_DIFFERS],
+            duplicate=counts[MatchStatus.DUPLICATE],
+        ),
+        rows=[
+            pb.ReconciliationRow(
+                status=_MATCH_STATUS[r.status],
+                file_line_number=r.line_number,
+                receipt_id=r.receipt_id,
+                store_id=r.store_id,
+                terminal_id=r.terminal_id,
+                type=r.type,
+                partner_points=r.partner_points,
+                ledger_points=r.ledger_points,
+                time=r.time,
+            )
+            for r in result.rows
+        ],
+        create_time=timestamp_from_micros(row.create_time_us),
+    )
