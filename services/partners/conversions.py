@@ -1,0 +1,274 @@
+"""Conversion use cases: quote (fixed for a short time), execute once, history.
+
+Executing moves wallet(A) -> exchange:A:B and exchange:B:A -> wallet(B) as two linked
+ledger transfers, so both happen or neither does.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import structlog
+from sqlalchemy import Connection, Row, insert
+
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.partners import model, store
+from services.partners.access import Caller, require_active
+from services.partners.app import App
+from services.partners.earning import as_service_error
+from services.partners.ledger_client import (
+    Failure,
+    TransferInput,
+    TransferMetadata,
+    failure_name,
+    ledger_pb2,
+    succeeded,
+)
+from services.partners.members import MemberRef, ensure_wallet, resolve_member
+from services.partners.partners_admin import currency_owner
+
+_log = structlog.get_logger("partners")
+
+
+def _check_caller(caller: Caller, from_currency: str, to_currency: str) -> None:
+    """The operator converts anything; a partner only into or out of its own programme."""
+    if caller.is_admin:
+        return
+    require_active(caller)
+    if not caller.programme_currency or caller.programme_currency not in (from_currency, to_currency):
+        raise PermissionDenied(
+            "CONVERSION_NOT_OWNED", "a partner may only convert into or out of its own programme currency"
+        )
+
+
+def _rule_version(connection: Connection, from_currency: str, to_currency: str, version: int | None, at: int):
+    rules = store.conversion_rules_of(connection, from_currency, to_currency)
+    if version is not None:
+        return next(rule for rule in rules if rule.version == version)
+    rule = model.select_version(rules, at)
+    if rule is None:
+        raise FailedPrecondition(
+            "NO_CONVERSION_RULE",
+            f"no conversion from {from_currency} to {to_currency} is offered now",
+            from_currency=from_currency,
+            to_currency=to_currency,
+        )
+    return rule
+
+
+def _converted_this_year(connection: Connection, member_id: str, rule: model.ConversionRule, at: int) -> int:
+    start, end = model.utc_year_bounds(at)
+    return store.converted_in_window(connection, member_id, rule.from_currency, rule.to_currency, start, end)
+
+
+async def quote(
+    app: App, caller: Caller, member: MemberRef, from_currency: str, to_currency: str, amount: int
+) -> Row:
+    model.check_currency_code(from_currency, "from_currency_code")
+    model.check_currency_code(to_currency, "to_currency_code")
+    _check_caller(caller, from_currency, to_currency)
+    now = app.clock()
+    quote_id = f"q-{secrets.token_hex(12)}"
+
+    def work(connection: Connection) -> Row:
+        member_row = resolve_member(connection, app, member)
+        rule = _rule_version(connection, from_currency, to_currency, None, now)
+        try:
+            outcome = model.convert(
+                rule, amount, _converted_this_year(connection, member_row.member_id, rule, now)
+            )
+        except model.DomainError as error:
+            raise as_service_error(error) from None
+        connection.execute(
+            insert(store.conversion_quotes).values(
+                quote_id=quote_id,
+                caller_id=caller.partner_id,
+                member_id=member_row.member_id,
+                from_currency=from_currency,
+                to_currency=to_currency,
+                from_amount=amount,
+                base_to_amount=outcome.base_to_amount,
+                bonus_to_amount=outcome.bonus_to_amount,
+                rounded_down_to_amount=str(outcome.rounded_down_to_amount),
+                rule_version=rule.version,
+                from_units=rule.from_units,
+                to_units=rule.to_units,
+                annual_remaining_from_amount=outcome.annual_remaining_from_amount,
+                expire_time_us=model.quote_expire_micros(now),
+                create_time_us=now,
+            )
+        )
+        return store.get_quote(connection, quote_id)
+
+    return await app.write(work)
+
+
+async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> tuple[Row, Row]:
+    """Executes a quote at its quoted outcome, even if a new rule version started since: a
+    quote fixes the outcome for its lifetime. The annual cap is checked again, under a lock
+    on the member, because other conversions may have happened meanwhile."""
+    model.check_request_id(request_id)
+    if not quote_id:
+        raise InvalidArgument("QUOTE_REQUIRED", "quote_id is required")
+    now = app.clock()
+    conversion_id = model.conversion_id_for(caller.partner_id, request_id)
+
+    def record(connection: Connection) -> tuple[Row, Row]:
+        quote_row = store.get_quote(connection, quote_id)
+        if quote_row is None or quote_row.caller_id != caller.partner_id:
+            raise NotFound("QUOTE_NOT_FOUND", "no quote with this id", quote_id=quote_id)
+        existing = store.conversion_by_request(connection, caller.partner_id, request_id)
+        if existing is not None:
+            if existing.quote_id != quote_id:
+                raise AlreadyExists(
+                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                    "this request_id executed another quote",
+                    request_id=request_id,
+                )
+            return existing, quote_row
+        _check_caller(caller, quote_row.from_currency, quote_row.to_currency)
+        if store.conversion_by_quote(connection, quote_id) is not None:
+            raise FailedPrecondition(
+                "QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote"
+            )
+        if model.quote_expired(quote_row.expire_time_us, now):
+            raise FailedPrecondition(
+                "QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id
+            )
+        store.lock_member(connection, quote_row.member_id)
+        rule = _rule_version(
+            connection, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now
+        )
+        if rule.annual_cap_from_amount:
+            converted = _converted_this_year(connection, quote_row.member_id, rule, now)
+            if converted + quote_row.from_amount > rule.annual_cap_from_amount:
+                raise FailedPrecondition(
+                    "ANNUAL_CAP_EXCEEDED",
+                    "the member reached the yearly conversion cap",
+                    annual_cap_from_amount=rule.annual_cap_from_amount,
+                    converted_this_year=converted,
+                )
+        connection.execute(
+            insert(store.conversions).values(
+                conversion_id=conversion_id,
+                caller_id=caller.partner_id,
+                request_id=request_id,
+                quote_id=quote_id,
+                member_id=quote_row.member_id,
+                from_currency=quote_row.from_currency,
+                to_currency=quote_row.to_currency,
+                from_amount=quote_row.from_amount,
+                to_amount=quote_row.base_to_amount + quote_row.bonus_to_amount,
+                state="pending",
+                create_time_us=now,
+            )
+        )
+        return store.conversion_by_request(connection, caller.partner_id, request_id), quote_row
+
+    conversion, quote_row = await app.write(record, retry_unique_violation=True)
+    if conversion.state == "failed":
+        raise _failed(conversion.failure_reason)
+    if conversion.state == "completed":
+        return conversion, quote_row
+    from_wallet = await ensure_wallet(app, conversion.member_id, conversion.from_currency)
+    to_wallet = await ensure_wallet(app, conversion.member_id, conversion.to_currency)
+    owners = await app.read(
+        lambda connection: (
+            currency_owner(connection, conversion.from_currency),
+            currency_owner(connection, conversion.to_currency),
+        )
+    )
+
+    def metadata(owner: str | None) -> TransferMetadata:
+        return TransferMetadata(
+            partner_id=owner or model.OPERATOR,
+            receipt_id=conversion.conversion_id,
+            member_id=conversion.member_id,
+        )
+
+    transfers = [
+        TransferInput(
+            id=f"{conversion.conversion_id}:out",
+            debit_account_id=from_wallet,
+            credit_account_id=model.exchange_account_id(conversion.from_currency, conversion.to_currency),
+            amount=conversion.from_amount,
+            currency_code=conversion.from_currency,
+            kind=ledger_pb2.TRANSFER_KIND_POSTED,
+            code=ledger_pb2.TRANSFER_CODE_CONVERSION,
+            metadata=metadata(owners[0]),
+            linked=True,
+        ),
+        TransferInput(
+            id=f"{conversion.conversion_id}:in",
+            debit_account_id=model.exchange_account_id(conversion.to_currency, conversion.from_currency),
+            credit_account_id=to_wallet,
+            amount=conversion.to_amount,
+            currency_code=conversion.to_currency,
+            kind=ledger_pb2.TRANSFER_KIND_POSTED,
+            code=ledger_pb2.TRANSFER_CODE_CONVERSION,
+            metadata=metadata(owners[1]),
+        ),
+    ]
+    results = await app.ledger.create_transfers(transfers)
+    if all(succeeded(result) for result in results):
+        state, reason = "completed", None
+    else:
+        root = next(r for r in results if r.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED)
+        state, reason = "failed", failure_name(root)
+
+    def finish(connection: Connection) -> Row:
+        from sqlalchemy import update
+
+        connection.execute(
+            update(store.conversions)
+            .where(store.conversions.c.conversion_id == conversion.conversion_id)
+            .values(state=state, failure_reason=reason)
+        )
+        return store.conversion_by_request(connection, caller.partner_id, request_id)
+
+    conversion = await app.write(finish)
+    if state == "failed":
+        raise _failed(reason)
+    _log.info(
+        "conversion_completed",
+        conversion_id=conversion.conversion_id,
+        from_amount=conversion.from_amount,
+        to_amount=conversion.to_amount,
+    )
+    return conversion, quote_row
+
+
+def _failed(reason: str | None) -> FailedPrecondition:
+    if reason == "INSUFFICIENT_FUNDS":
+        return FailedPrecondition(
+            "INSUFFICIENT_POINTS", "the member's available points do not cover the conversion"
+        )
+    return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the conversion", failure=reason or "")
+
+
+async def history(app: App, caller: Caller, member: MemberRef, page_size: int) -> list[tuple[Row, Row]]:
+    if not 0 <= page_size <= model.ACTIVITY_PAGE_SIZE_MAX:
+        raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.ACTIVITY_PAGE_SIZE_MAX}")
+    limit = page_size or model.ACTIVITY_PAGE_SIZE_DEFAULT
+
+    def work(connection: Connection) -> list[tuple[Row, Row]]:
+        member_row = resolve_member(connection, app, member)
+        rows = store.conversions_of_member(connection, member_row.member_id, limit * 4)
+        visible = [
+            row
+            for row in rows
+            if caller.is_admin
+            or (
+                caller.programme_currency
+                and caller.programme_currency in (row.from_currency, row.to_currency)
+            )
+        ]
+        return [(row, store.get_quote(connection, row.quote_id)) for row in visible[:limit]]
+
+    return await app.read(work)

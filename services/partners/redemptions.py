@@ -1,0 +1,278 @@
+"""Redemption use cases: hold points as a tender, then capture (all or part) or void.
+
+The ledger's no-overdraft check on the member's wallet is what stops concurrent holds from
+overspending; this module never decides availability itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, Row, insert
+
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.partners import model, store
+from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
+from services.partners.app import App
+from services.partners.ledger_client import (
+    Failure,
+    TransferInput,
+    TransferMetadata,
+    failure_name,
+    ledger_pb2,
+    succeeded,
+)
+from services.partners.members import MemberRef, ensure_wallet, resolve_member
+
+_log = structlog.get_logger("partners")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeCommand:
+    request_id: str
+    store_id: str
+    terminal_id: str
+    receipt_id: str
+    member: MemberRef
+    currency_code: str
+    amount: int
+    hold_timeout_seconds: int
+
+
+def _metadata(row: Row) -> TransferMetadata:
+    return TransferMetadata(
+        partner_id=row.partner_id,
+        store_id=row.store_id,
+        terminal_id=row.terminal_id,
+        receipt_id=row.receipt_id,
+        member_id=row.member_id,
+    )
+
+
+def _insufficient(row: Row) -> FailedPrecondition:
+    return FailedPrecondition(
+        "INSUFFICIENT_POINTS",
+        "the member's available points do not cover the amount",
+        requested=row.held_amount,
+        currency=row.currency_code,
+    )
+
+
+async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
+    require_partner(caller)
+    require_active(caller)
+    model.check_request_id(command.request_id)
+    model.check_local_id(command.receipt_id, "receipt_id")
+    if not 1 <= command.amount <= model.REDEMPTION_AMOUNT_MAX:
+        raise InvalidArgument("INVALID_AMOUNT", f"amount must be 1..{model.REDEMPTION_AMOUNT_MAX}")
+    timeout = command.hold_timeout_seconds or model.HOLD_TIMEOUT_SECONDS_DEFAULT
+    if not 1 <= timeout <= model.HOLD_TIMEOUT_SECONDS_MAX:
+        raise InvalidArgument(
+            "INVALID_HOLD_TIMEOUT", f"hold_timeout_seconds must be 0..{model.HOLD_TIMEOUT_SECONDS_MAX}"
+        )
+    if command.currency_code not in (
+        model.COMMON_CURRENCY,
+        caller.programme_currency or model.COMMON_CURRENCY,
+    ):
+        raise InvalidArgument(
+            "CURRENCY_NOT_ACCEPTED",
+            "a partner accepts PTS or its own programme currency",
+            currency=command.currency_code,
+        )
+    now = app.clock()
+    redemption_id = model.hold_transfer_id(caller.partner_id, command.request_id)
+
+    def record(connection: Connection) -> Row:
+        check_point_of_sale(connection, caller, command.store_id, command.terminal_id)
+        member = resolve_member(connection, app, command.member)
+        digest = model.fingerprint(
+            store=command.store_id,
+            terminal=command.terminal_id,
+            receipt=command.receipt_id,
+            member=member.member_id,
+            currency=command.currency_code,
+            amount=command.amount,
+            timeout=timeout,
+        )
+        existing = store.redemption_by_request(connection, caller.partner_id, command.request_id)
+        if existing is not None:
+            if existing.fingerprint != digest:
+                raise AlreadyExists(
+                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                    "this request_id was used for a different redemption",
+                    request_id=command.request_id,
+                )
+            return existing
+        connection.execute(
+            insert(store.redemptions).values(
+                redemption_id=redemption_id,
+                partner_id=caller.partner_id,
+                request_id=command.request_id,
+                fingerprint=digest,
+                receipt_id=command.receipt_id,
+                store_id=command.store_id,
+                terminal_id=command.terminal_id,
+                member_id=member.member_id,
+                currency_code=command.currency_code,
+                held_amount=command.amount,
+                captured_amount=0,
+                refunded_amount=0,
+                state="pending",
+                expire_time_us=now + timeout * model.MICROS_PER_SECOND,
+                create_time_us=now,
+            )
+        )
+        return store.get_redemption(connection, redemption_id)
+
+    row = await app.write(record, retry_unique_violation=True)
+    if row.state == "failed":
+        raise (
+            _insufficient(row) if row.failure_reason == "INSUFFICIENT_FUNDS" else _refused(row.failure_reason)
+        )
+    if row.state != "pending":
+        return row
+    wallet = await ensure_wallet(app, row.member_id, row.currency_code)
+    transfer = TransferInput(
+        id=row.redemption_id,
+        debit_account_id=wallet,
+        credit_account_id=model.redemption_account_id(row.currency_code, row.partner_id),
+        amount=row.held_amount,
+        currency_code=row.currency_code,
+        kind=ledger_pb2.TRANSFER_KIND_PENDING,
+        timeout_seconds=timeout,
+        code=ledger_pb2.TRANSFER_CODE_REDEEM,
+        metadata=_metadata(row),
+    )
+    (result,) = await app.ledger.create_transfers([transfer])
+    if succeeded(result):
+        expire_us = (
+            result.transfer.expire_time.seconds * model.MICROS_PER_SECOND
+            + result.transfer.expire_time.nanos // 1000
+        )
+        await app.write(
+            lambda connection: store.update_redemption(
+                connection,
+                row.redemption_id,
+                state="authorized",
+                expire_time_us=expire_us or row.expire_time_us,
+            )
+        )
+        _log.info("points_held", redemption_id=row.redemption_id, amount=row.held_amount)
+        return await _load(app, row.redemption_id)
+    reason = failure_name(result)
+    await app.write(
+        lambda connection: store.update_redemption(
+            connection, row.redemption_id, state="failed", failure_reason=reason
+        )
+    )
+    raise _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else _refused(reason)
+
+
+def _refused(reason: str | None) -> FailedPrecondition:
+    return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the redemption", failure=reason or "")
+
+
+async def _load(app: App, redemption_id: str) -> Row:
+    return await app.read(lambda connection: store.get_redemption(connection, redemption_id))
+
+
+async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
+    require_partner(caller)
+    row = await _load(app, redemption_id) if redemption_id else None
+    if row is None or row.partner_id != caller.partner_id:
+        # Another partner's redemption is reported as absent: its existence is not ours to reveal.
+        raise NotFound("REDEMPTION_NOT_FOUND", "no redemption with this id", redemption_id=redemption_id)
+    if row.state in ("pending", "failed"):
+        raise FailedPrecondition(
+            "REDEMPTION_NOT_AUTHORIZED", "the hold was never placed", redemption_id=redemption_id
+        )
+    return row
+
+
+_RESOLVE_ERRORS = {
+    Failure.FAILURE_REASON_HOLD_EXPIRED: ("HOLD_EXPIRED", "the hold expired; authorize again", "expired"),
+    Failure.FAILURE_REASON_PENDING_TRANSFER_ALREADY_POSTED: (
+        "HOLD_ALREADY_CAPTURED",
+        "the hold was captured",
+        None,
+    ),
+    Failure.FAILURE_REASON_PENDING_TRANSFER_ALREADY_VOIDED: (
+        "HOLD_ALREADY_VOIDED",
+        "the hold was voided",
+        None,
+    ),
+}
+
+
+async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.CreateTransferResult:
+    (result,) = await app.ledger.create_transfers([transfer])
+    if succeeded(result):
+        return result
+    if result.failure_reason == Failure.FAILURE_REASON_ID_REUSED_WITH_DIFFERENT_CONTENT:
+        raise AlreadyExists(
+            "ID_REUSED_WITH_DIFFERENT_CONTENT",
+            "this request_id was used for a different capture or void",
+            field=result.failure_field,
+        )
+    if result.failure_reason == Failure.FAILURE_REASON_POST_AMOUNT_EXCEEDS_PENDING:
+        raise InvalidArgument(
+            "AMOUNT_EXCEEDS_HOLD", "amount is larger than the held amount", held=row.held_amount
+        )
+    known = _RESOLVE_ERRORS.get(result.failure_reason)
+    if known is None:
+        raise _refused(failure_name(result))
+    reason, message, new_state = known
+    if new_state is not None and row.state == "authorized":
+        await app.write(
+            lambda connection: store.update_redemption(connection, row.redemption_id, state=new_state)
+        )
+    raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
+
+
+async def capture(app: App, caller: Caller, request_id: str, redemption_id: str, amount: int) -> Row:
+    model.check_request_id(request_id)
+    row = await _owned(app, caller, redemption_id)
+    require_active(caller)
+    if not 0 <= amount <= row.held_amount:
+        raise InvalidArgument(
+            "AMOUNT_EXCEEDS_HOLD", "amount must be 0 (all) .. the held amount", held=row.held_amount
+        )
+    transfer = TransferInput(
+        id=model.capture_transfer_id(caller.partner_id, request_id),
+        amount=amount or row.held_amount,
+        kind=ledger_pb2.TRANSFER_KIND_POST_PENDING,
+        pending_id=row.redemption_id,
+        code=ledger_pb2.TRANSFER_CODE_REDEEM,
+        metadata=_metadata(row),
+    )
+    result = await _resolve(app, row, transfer)
+    captured = result.transfer.amount
+    await app.write(
+        lambda connection: store.update_redemption(
+            connection,
+            row.redemption_id,
+            state="captured",
+            captured_amount=captured,
+            capture_transfer_id=result.transfer.id,
+        )
+    )
+    _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
+    return await _load(app, row.redemption_id)
+
+
+async def void(app: App, caller: Caller, request_id: str, redemption_id: str) -> Row:
+    model.check_request_id(request_id)
+    row = await _owned(app, caller, redemption_id)
+    transfer = TransferInput(
+        id=model.void_transfer_id(caller.partner_id, request_id),
+        amount=0,
+        kind=ledger_pb2.TRANSFER_KIND_VOID_PENDING,
+        pending_id=row.redemption_id,
+        code=ledger_pb2.TRANSFER_CODE_REDEEM,
+        metadata=_metadata(row),
+    )
+    await _resolve(app, row, transfer)
+    await app.write(lambda connection: store.update_redemption(connection, row.redemption_id, state="voided"))
+    _log.info("hold_voided", redemption_id=row.redemption_id)
+    return await _load(app, row.redemption_id)

@@ -1,0 +1,270 @@
+"""Return use case: reverse the earned points of returned lines and refund points spent on
+the receipt, in one linked ledger chain.
+
+If the member already spent some earned points, only what is available is taken back and
+the shortfall is reported (the partner still pays for the points it issued). The amount is
+decided from a balance read, so a concurrent spend can make the chain fail; the return is
+then decided again under a new attempt number (the ledger keeps failed ids forever).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, Row, insert, update
+
+from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.partners import model, store
+from services.partners.access import Caller, check_point_of_sale, require_partner
+from services.partners.app import App
+from services.partners.ledger_client import Failure, TransferInput, TransferMetadata, failure_name, ledger_pb2
+
+_log = structlog.get_logger("partners")
+RETURN_ATTEMPTS_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnCommand:
+    request_id: str
+    store_id: str
+    terminal_id: str
+    receipt_id: str
+    line_numbers: list[int]
+    redeemed_refund_amount: int
+
+
+def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
+    partner_id = caller.partner_id
+    return_id = f"return:{partner_id}:{command.request_id}"
+
+    def work(connection: Connection) -> Row:
+        check_point_of_sale(connection, caller, command.store_id, command.terminal_id)
+        digest = model.fingerprint(
+            store=command.store_id,
+            terminal=command.terminal_id,
+            receipt=command.receipt_id,
+            lines=sorted(command.line_numbers),
+            refund=command.redeemed_refund_amount,
+        )
+        existing = store.return_by_request(connection, partner_id, command.request_id)
+        if existing is not None:
+            if existing.fingerprint != digest:
+                raise AlreadyExists(
+                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                    "this request_id was used for a different return",
+                    request_id=command.request_id,
+                )
+            return existing
+        earn = store.earn_by_receipt(connection, partner_id, command.receipt_id)
+        redemptions = [
+            row
+            for row in store.redemptions_of_receipt(connection, partner_id, command.receipt_id)
+            if row.state == "captured"
+        ]
+        if earn is None and not redemptions:
+            raise NotFound(
+                "RECEIPT_NOT_FOUND", "no earn or redemption on this receipt", receipt_id=command.receipt_id
+            )
+        due = 0
+        completes = False
+        if command.line_numbers:
+            if earn is None:
+                raise NotFound("RECEIPT_NOT_FOUND", "no earn on this receipt", receipt_id=command.receipt_id)
+            if earn.state != "posted":
+                raise FailedPrecondition(
+                    "EARN_NOT_COMPLETE", "the earn of this receipt is not complete; retry the earn first"
+                )
+            lines = {line.line_number: line for line in store.earn_lines_of(connection, earn.earn_id)}
+            for number in command.line_numbers:
+                line = lines.get(number)
+                if line is None:
+                    raise InvalidArgument("UNKNOWN_LINE", "the receipt has no such line", line_number=number)
+                if line.return_id is not None:
+                    raise FailedPrecondition(
+                        "LINE_ALREADY_RETURNED", "the line was returned before", line_number=number
+                    )
+            due = sum(lines[number].points for number in command.line_numbers)
+            completes = all(
+                line.return_id is not None or number in command.line_numbers for number, line in lines.items()
+            )
+            connection.execute(
+                update(store.earn_lines)
+                .where(store.earn_lines.c.earn_id == earn.earn_id)
+                .where(store.earn_lines.c.line_number.in_(command.line_numbers))
+                .values(return_id=return_id)
+            )
+        remaining = [(row, row.captured_amount - row.refunded_amount) for row in redemptions]
+        refundable = sum(amount for _, amount in remaining)
+        refund_total = command.redeemed_refund_amount
+        if refund_total == 0 and completes:
+            refund_total = refundable
+        if refund_total > refundable:
+            raise FailedPrecondition(
+                "REFUND_EXCEEDS_REDEEMED", "more than the points spent on this receipt", refundable=refundable
+            )
+        refunds = []
+        left = refund_total
+        for row, amount in remaining:
+            share = min(amount, left)
+            if share > 0:
+                refunds.append([row.redemption_id, share])
+                store.update_redemption(
+                    connection, row.redemption_id, refunded_amount=row.refunded_amount + share
+                )
+                left -= share
+        member_id = earn.member_id if earn is not None else redemptions[0].member_id
+        currency = earn.currency_code if earn is not None else redemptions[0].currency_code
+        connection.execute(
+            insert(store.returns).values(
+                return_id=return_id,
+                partner_id=partner_id,
+                request_id=command.request_id,
+                fingerprint=digest,
+                receipt_id=command.receipt_id,
+                member_id=member_id,
+                earn_id=earn.earn_id if earn is not None else None,
+                currency_code=currency,
+                earned_points_due=due,
+                earned_points_reversed=0,
+                refunds=json.dumps(refunds),
+                refund_currency_code=redemptions[0].currency_code if refunds else "",
+                attempt=1,
+                state="new",
+                create_time_us=now,
+            )
+        )
+        return store.return_by_request(connection, partner_id, command.request_id)
+
+    return work
+
+
+async def return_items(app: App, caller: Caller, command: ReturnCommand) -> Row:
+    require_partner(caller)
+    model.check_request_id(command.request_id)
+    model.check_local_id(command.receipt_id, "receipt_id")
+    if len(command.line_numbers) > model.BASKET_LINES_MAX or len(set(command.line_numbers)) != len(
+        command.line_numbers
+    ):
+        raise InvalidArgument("INVALID_LINES", "line_numbers must be distinct, at most 200")
+    if not 0 <= command.redeemed_refund_amount <= model.REDEMPTION_AMOUNT_MAX:
+        raise InvalidArgument("INVALID_AMOUNT", "redeemed_refund_amount out of range")
+    if not command.line_numbers and command.redeemed_refund_amount == 0:
+        raise InvalidArgument("NOTHING_TO_RETURN", "give line_numbers and/or redeemed_refund_amount")
+    row = await app.write(_record(app, caller, command, app.clock()), retry_unique_violation=True)
+    for _ in range(RETURN_ATTEMPTS_MAX):
+        if row.state == "posted":
+            return row
+        if row.state == "new":
+            row = await _decide(app, row)
+        row = await _submit(app, row)
+    raise Aborted("RETURN_CONFLICT", "the member's balance kept changing; retry with the same request_id")
+
+
+async def _decide(app: App, row: Row) -> Row:
+    """Fix how much of the due can be taken back now: what is available, plus any refund of
+    the same currency credited earlier in the same chain."""
+    reversed_points = 0
+    if row.earned_points_due > 0:
+        wallet = model.wallet_account_id(row.currency_code, row.member_id)
+        (balance,) = await app.ledger.get_balances([wallet])
+        refunded_same_currency = (
+            sum(amount for _, amount in json.loads(row.refunds))
+            if row.refund_currency_code == row.currency_code
+            else 0
+        )
+        reversed_points = max(0, min(row.earned_points_due, balance.available + refunded_same_currency))
+
+    def work(connection: Connection) -> Row:
+        current = store.return_by_request(connection, row.partner_id, row.request_id)
+        if current.state == "new" and current.attempt == row.attempt:
+            store.update_return(
+                connection, row.return_id, earned_points_reversed=reversed_points, state="pending"
+            )
+        return store.return_by_request(connection, row.partner_id, row.request_id)
+
+    return await app.write(work)
+
+
+async def _submit(app: App, row: Row) -> Row:
+    metadata = TransferMetadata(partner_id=row.partner_id, receipt_id=row.receipt_id, member_id=row.member_id)
+    transfers: list[TransferInput] = []
+    refunds = json.loads(row.refunds)
+    if refunds:
+        redemptions = await app.read(
+            lambda connection: {rid: store.get_redemption(connection, rid) for rid, _ in refunds}
+        )
+        for index, (redemption_id, amount) in enumerate(refunds):
+            redemption = redemptions[redemption_id]
+            transfers.append(
+                TransferInput(
+                    id=model.return_transfer_id(
+                        row.partner_id, row.request_id, row.attempt, f"refund{index}"
+                    ),
+                    debit_account_id=model.redemption_account_id(redemption.currency_code, row.partner_id),
+                    credit_account_id=model.wallet_account_id(redemption.currency_code, row.member_id),
+                    amount=amount,
+                    currency_code=redemption.currency_code,
+                    kind=ledger_pb2.TRANSFER_KIND_POSTED,
+                    reverses_transfer_id=redemption.capture_transfer_id,
+                    code=ledger_pb2.TRANSFER_CODE_REVERSAL,
+                    metadata=TransferMetadata(
+                        partner_id=row.partner_id,
+                        store_id=redemption.store_id,
+                        terminal_id=redemption.terminal_id,
+                        receipt_id=row.receipt_id,
+                        member_id=row.member_id,
+                    ),
+                )
+            )
+    if row.earned_points_reversed > 0:
+        transfers.append(
+            TransferInput(
+                id=model.return_transfer_id(row.partner_id, row.request_id, row.attempt, "earn"),
+                debit_account_id=model.wallet_account_id(row.currency_code, row.member_id),
+                credit_account_id=model.issuance_account_id(row.currency_code, row.partner_id),
+                amount=row.earned_points_reversed,
+                currency_code=row.currency_code,
+                kind=ledger_pb2.TRANSFER_KIND_POSTED,
+                reverses_transfer_id=row.earn_id,
+                code=ledger_pb2.TRANSFER_CODE_REVERSAL,
+                metadata=metadata,
+            )
+        )
+    for transfer in transfers[:-1]:
+        transfer.linked = True
+    if transfers:
+        results = await app.ledger.create_transfers(transfers)
+        failed = [result for result in results if result.status == ledger_pb2.ITEM_STATUS_FAILED]
+        root = [
+            result for result in failed if result.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED
+        ]
+        if root:
+            if root[0].failure_reason == Failure.FAILURE_REASON_INSUFFICIENT_FUNDS:
+                # The member spent points between our balance read and the chain: decide again.
+                await app.write(
+                    lambda connection: store.update_return(
+                        connection,
+                        row.return_id,
+                        state="new",
+                        attempt=row.attempt + 1,
+                        earned_points_reversed=0,
+                    )
+                )
+                return await app.read(
+                    lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
+                )
+            raise FailedPrecondition(
+                "LEDGER_REFUSED", "the ledger refused the return", failure=failure_name(root[0])
+            )
+    await app.write(lambda connection: store.update_return(connection, row.return_id, state="posted"))
+    _log.info(
+        "items_returned",
+        return_id=row.return_id,
+        reversed_points=row.earned_points_reversed,
+        shortfall_points=row.earned_points_due - row.earned_points_reversed,
+    )
+    return await app.read(
+        lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
+    )
