@@ -18,9 +18,7 @@ PRICES_PER_AGREEMENT_MAX = 1_000
 
 def validate_agreement(agreement: PriceAgreement) -> None:
     if not ID_PATTERN.match(agreement.agreement_id):
-        raise InvalidArgument(
-            "INVALID_AGREEMENT_ID", "agreement_id must be 1..128 characters of A-Z a-z 0-9 ._:/@-"
-        )
+        raise InvalidArgument("INVALID_AGREEMENT_ID", "agreement_id must be 1..128 characters of A-Z a-z 0-9 ._:/@-")
     if not 1 <= len(agreement.partner_id) <= 128:
         raise InvalidArgument("INVALID_PARTNER_ID", "partner_id must be 1..128 characters")
     if len(agreement.point_prices) + len(agreement.conversion_prices) > PRICES_PER_AGREEMENT_MAX:
@@ -29,13 +27,9 @@ def validate_agreement(agreement: PriceAgreement) -> None:
     directions = [(p.from_currency_code, p.to_currency_code) for p in agreement.conversion_prices]
     for code in codes + [c for pair in directions for c in pair]:
         if not CURRENCY_PATTERN.match(code):
-            raise InvalidArgument(
-                "INVALID_CURRENCY_CODE", f"currency code {code!r} is not 2..16 of A-Z 0-9 _"
-            )
+            raise InvalidArgument("INVALID_CURRENCY_CODE", f"currency code {code!r} is not 2..16 of A-Z 0-9 _")
     if len(set(codes)) != len(codes) or len(set(directions)) != len(directions):
-        raise InvalidArgument(
-            "DUPLICATE_PRICE", "each currency and each conversion direction may be priced once"
-        )
+        raise InvalidArgument("DUPLICATE_PRICE", "each currency and each conversion direction may be priced once")
 
 
 async def set_price_agreement(
@@ -82,7 +76,5 @@ async def set_price_agreement(
         return await context.write(work)
 
 
-async def list_price_agreements(
-    context: SettlementContext, partner_id: str, after: tuple[str, int] | None, limit: int
-):
+async def list_price_agreements(context: SettlementContext, partner_id: str, after: tuple[str, int] | None, limit: int):
     return await context.read(lambda c: store.list_agreements(c, partner_id, after, limit))

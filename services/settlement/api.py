@@ -48,9 +48,7 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         agreement, create_time_us, created = await agreements.set_price_agreement(
             self._context, wire.agreement_from_pb(request.agreement)
         )
-        return pb.SetPriceAgreementResponse(
-            agreement=wire.agreement_to_pb(agreement, create_time_us), created=created
-        )
+        return pb.SetPriceAgreementResponse(agreement=wire.agreement_to_pb(agreement, create_time_us), created=created)
 
     async def ListPriceAgreements(self, request, context):
         self._admin.require(context)
@@ -60,9 +58,7 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
             self._context, request.partner_id, tuple(after) if after else None, limit + 1
         )
         token = (
-            encode_token([rows[limit - 1][0].partner_id, rows[limit - 1][0].valid_from_us])
-            if len(rows) > limit
-            else ""
+            encode_token([rows[limit - 1][0].partner_id, rows[limit - 1][0].valid_from_us]) if len(rows) > limit else ""
         )
         return pb.ListPriceAgreementsResponse(
             agreements=[wire.agreement_to_pb(a, t) for a, t in rows[:limit]], next_page_token=token
@@ -75,9 +71,7 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
 
     async def ClosePeriod(self, request, context):
         self._admin.require(context)
-        settlement, closed_now = await periods.close_period(
-            self._context, *wire.period_from_pb(request.period)
-        )
+        settlement, closed_now = await periods.close_period(self._context, *wire.period_from_pb(request.period))
         return pb.ClosePeriodResponse(settlement=wire.settlement_to_pb(settlement), closed_now=closed_now)
 
     async def GetPeriod(self, request, context):
@@ -148,9 +142,7 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
                 "PARTNER_NOT_IN_PERIOD",
                 f"partner {request.partner_id} has no statement for {settlement.period_id}",
             )
-        document = await asyncio.to_thread(
-            reports.render, settlement, fmt, request.partner_id, self._context.time_zone
-        )
+        document = await asyncio.to_thread(reports.render, settlement, fmt, request.partner_id, self._context.time_zone)
         return pb.ExportReportResponse(
             content=document.content, media_type=document.media_type, file_name=document.file_name
         )

@@ -9,10 +9,6 @@ from services.settlement import model
 from services.settlement.context import SettlementContext
 from services.settlement.periods import _settlement_accounts
 
-# Balances and flows are read as of a time this far behind the ledger's clock, so that no
-# transaction committing with an earlier time can still be in flight between the two reads.
-AUDIT_LAG_SECONDS = 2
-
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -49,7 +45,7 @@ async def audit(context: SettlementContext) -> AuditReport:
     wallet_totals: dict[str, int] = defaultdict(int)
     roll_forwards = []
     if probe:
-        as_of_us = await context.ledger.clock_us(probe) - AUDIT_LAG_SECONDS * 1_000_000
+        as_of_us = await context.ledger.clock_us(probe) - context.audit_lag_seconds * 1_000_000
         balances = await context.ledger.balances_as_of([w.id for w in wallets], as_of_us)
         currency_of = {w.id: w.currency_code for w in wallets}
         for balance in balances:

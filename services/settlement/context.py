@@ -29,6 +29,9 @@ class SettlementContext:
     # A period may be closed once the ledger's clock is this far past its end: longer than any
     # ledger transaction can take (its statement timeout), so no commit inside the window is in flight.
     close_delay_seconds: int = 60
+    # Audit reads balances and flows as of this long ago, so that no ledger transaction with an
+    # earlier commit time can still be in flight between its reads.
+    audit_lag_seconds: int = 2
     now_us: Callable[[], int] = field(default=system_clock_us)
 
     async def read(self, work: Callable[[Connection], T]) -> T:

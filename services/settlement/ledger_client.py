@@ -76,9 +76,7 @@ class LedgerClient:
         for _ in range(PAGES_MAX):
             response = await self._call(
                 self._stub.ListAccounts,
-                ledger_pb2.ListAccountsRequest(
-                    owner_id=owner_id, kind=kind, page_size=PAGE_SIZE, page_token=token
-                ),
+                ledger_pb2.ListAccountsRequest(owner_id=owner_id, kind=kind, page_size=PAGE_SIZE, page_token=token),
             )
             accounts.extend(response.accounts)
             token = response.next_page_token
@@ -86,9 +84,7 @@ class LedgerClient:
                 return accounts
         raise FailedPrecondition("TOO_MANY_ACCOUNTS", f"more than {PAGES_MAX} pages of accounts")
 
-    async def activity(
-        self, start_us: int, end_us: int, account_ids: Sequence[str]
-    ) -> tuple[list[Activity], int]:
+    async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
         """Posted debits/credits per account and code committed in [start, end); and the last sequence."""
         lines: list[Activity] = []
         last_sequence = 0
@@ -122,14 +118,17 @@ class LedgerClient:
         return await self._call(self._stub.GetTrialBalance, ledger_pb2.GetTrialBalanceRequest())
 
     async def balances(self, account_ids: Sequence[str]) -> list[ledger_pb2.Balance]:
+        return await self.balances_as_of(account_ids, None)
+
+    async def balances_as_of(self, account_ids: Sequence[str], as_of_us: int | None) -> list[ledger_pb2.Balance]:
         result: list[ledger_pb2.Balance] = []
         for index in range(0, len(account_ids), ACCOUNT_IDS_PER_CALL_MAX):
-            response = await self._call(
-                self._stub.GetBalances,
-                ledger_pb2.GetBalancesRequest(
-                    account_ids=list(account_ids[index : index + ACCOUNT_IDS_PER_CALL_MAX])
-                ),
+            request = ledger_pb2.GetBalancesRequest(
+                account_ids=list(account_ids[index : index + ACCOUNT_IDS_PER_CALL_MAX])
             )
+            if as_of_us is not None:
+                request.as_of_time.CopyFrom(timestamp_from_micros(as_of_us))
+            response = await self._call(self._stub.GetBalances, request)
             result.extend(response.balances)
         return result
 
@@ -151,9 +150,7 @@ class LedgerClient:
                     account_id=accounts[result.index].id,
                 )
 
-    async def create_transfers(
-        self, transfers: Sequence[ledger_pb2.TransferInput]
-    ) -> list[ledger_pb2.Transfer]:
+    async def create_transfers(self, transfers: Sequence[ledger_pb2.TransferInput]) -> list[ledger_pb2.Transfer]:
         response = await self._call(
             self._stub.CreateTransfers, ledger_pb2.CreateTransfersRequest(transfers=list(transfers))
         )
@@ -170,9 +167,7 @@ class LedgerClient:
             created.append(result.transfer)
         return created
 
-    async def transfers_after(
-        self, after_sequence: int, through_sequence: int
-    ) -> AsyncIterator[LedgerTransfer]:
+    async def transfers_after(self, after_sequence: int, through_sequence: int) -> AsyncIterator[LedgerTransfer]:
         """Transfers with after_sequence < commit_sequence <= through_sequence, in commit order."""
         if through_sequence <= after_sequence:
             return
@@ -226,9 +221,7 @@ class LedgerClient:
         raise FailedPrecondition("TOO_MANY_ENTRIES", f"more than {PAGES_MAX} pages of entries")
 
 
-def reconciliation_rows_from_entries(
-    entries: Sequence[ledger_pb2.Entry], account_kind: str
-) -> list[TransactionRow]:
+def reconciliation_rows_from_entries(entries: Sequence[ledger_pb2.Entry], account_kind: str) -> list[TransactionRow]:
     """Ledger side of a reconciliation: posted EARN/REVERSAL on issuance, REDEEM/REVERSAL on redemption."""
     rows = []
     for entry in entries:

@@ -113,11 +113,7 @@ class PriceAgreement:
 
     def conversion_price(self, from_code: str, to_code: str) -> ConversionPrice | None:
         return next(
-            (
-                p
-                for p in self.conversion_prices
-                if p.from_currency_code == from_code and p.to_currency_code == to_code
-            ),
+            (p for p in self.conversion_prices if p.from_currency_code == from_code and p.to_currency_code == to_code),
             None,
         )
 
@@ -126,12 +122,7 @@ class PriceAgreement:
         return (
             self.partner_id,
             self.valid_from_us,
-            tuple(
-                sorted(
-                    (p.currency_code, str(p.issue_price), str(p.reimbursement_price))
-                    for p in self.point_prices
-                )
-            ),
+            tuple(sorted((p.currency_code, str(p.issue_price), str(p.reimbursement_price)) for p in self.point_prices)),
             tuple(
                 sorted(
                     (p.from_currency_code, p.to_currency_code, str(p.price_per_unit_received))
@@ -248,18 +239,12 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
     for line in lines:
         if line.kind == KIND_PARTNER_ISSUANCE:
             if line.code == CODE_EARN and line.debits:
-                movements.append(
-                    Movement(line.owner_id, LineKind.POINTS_ISSUED, line.currency_code, line.debits)
-                )
+                movements.append(Movement(line.owner_id, LineKind.POINTS_ISSUED, line.currency_code, line.debits))
             elif line.code == CODE_REVERSAL and line.credits:
-                movements.append(
-                    Movement(line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits)
-                )
+                movements.append(Movement(line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits))
         elif line.kind == KIND_PARTNER_REDEMPTION:
             if line.code == CODE_REDEEM and line.credits:
-                movements.append(
-                    Movement(line.owner_id, LineKind.POINTS_REDEEMED, line.currency_code, line.credits)
-                )
+                movements.append(Movement(line.owner_id, LineKind.POINTS_REDEEMED, line.currency_code, line.credits))
             elif line.code == CODE_REVERSAL and line.debits:
                 movements.append(
                     Movement(line.owner_id, LineKind.REDEMPTION_REVERSALS, line.currency_code, line.debits)
@@ -464,8 +449,7 @@ def netting(statements: Sequence[Statement]) -> Netting:
         line.amount_cents
         for s in statements
         for line in s.lines
-        if line.kind not in (LineKind.CONVERSIONS_OUT, LineKind.CONVERSIONS_IN)
-        or line.counterparty_id == OPERATOR_ID
+        if line.kind not in (LineKind.CONVERSIONS_OUT, LineKind.CONVERSIONS_IN) or line.counterparty_id == OPERATOR_ID
     )
     return Netting(total, operator_side)
 
@@ -617,9 +601,7 @@ def parse_partner_file(data: bytes) -> list[TransactionRow]:
         if not record or all(not value.strip() for value in record):
             continue
         if len(rows) >= RECONCILIATION_ROWS_MAX:
-            raise SettlementRuleError(
-                "INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows"
-            )
+            raise SettlementRuleError("INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows")
         if len(record) != len(RECONCILIATION_COLUMNS):
             raise SettlementRuleError(
                 "INVALID_FILE", f"row {number} has {len(record)} columns, expected 6", line_number=number
@@ -643,21 +625,16 @@ def parse_partner_file(data: bytes) -> list[TransactionRow]:
         except ValueError as error:
             raise SettlementRuleError(
                 "INVALID_FILE",
-                f"row {number}: points must be an integer and time ISO 8601,"
-                f" got {points_text!r}, {time_text!r}",
+                f"row {number}: points must be an integer and time ISO 8601, got {points_text!r}, {time_text!r}",
                 line_number=number,
             ) from error
         if points <= 0:
             raise SettlementRuleError("INVALID_FILE", f"row {number}: points must be > 0", line_number=number)
-        rows.append(
-            TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number)
-        )
+        rows.append(TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number))
     return rows
 
 
-def reconcile(
-    partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]
-) -> ReconciliationResult:
+def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]) -> ReconciliationResult:
     """Classify each row. Rows are keyed by (receipt id, type); ledger transfers with the same
     key are summed (partial reversals of one receipt). A repeat of a key already seen in the
     partner's file is a DUPLICATE; the first occurrence is compared with the ledger."""

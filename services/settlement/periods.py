@@ -145,14 +145,10 @@ async def compute_settlement(
             last_sequence = max(last_sequence, sequence)
             window_lines.extend(lines)
             priced.extend(
-                model.price_movements(
-                    model.movements_from_activity(lines, owners), book, window_start, owners
-                )
+                model.price_movements(model.movements_from_activity(lines, owners), book, window_start, owners)
             )
         if after_sequence is not None:
-            late_sequence, late_priced = await _late_arrivals(
-                context, after_sequence, start_us, accounts, book, owners
-            )
+            late_sequence, late_priced = await _late_arrivals(context, after_sequence, start_us, accounts, book, owners)
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
     except SettlementRuleError as error:
@@ -160,9 +156,7 @@ async def compute_settlement(
     opening_lines, _ = await context.ledger.activity(0, start_us, account_ids)
     opening = model.wallet_net_change(opening_lines)
     points_currencies = sorted(code for code in owners if code != model.MONEY_CURRENCY_CODE)
-    roll_forwards = tuple(
-        model.roll_forward(code, opening.get(code, 0), window_lines) for code in points_currencies
-    )
+    roll_forwards = tuple(model.roll_forward(code, opening.get(code, 0), window_lines) for code in points_currencies)
     return PeriodSettlement(
         period_id=period_id,
         start_us=start_us,
@@ -255,8 +249,7 @@ async def close_period(
     if last is not None and last.end_us != start_us:
         raise FailedPrecondition(
             "PERIOD_NOT_CONTIGUOUS",
-            "periods are closed in order without gaps:"
-            f" the next period must start where {last.period_id} ended",
+            f"periods are closed in order without gaps: the next period must start where {last.period_id} ended",
             expected_start_us=last.end_us,
             period_id=period_id,
         )
@@ -276,9 +269,7 @@ async def close_period(
     )
     _check_invariants(computed)
     statements = tuple(
-        replace(
-            s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else ""
-        )
+        replace(s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else "")
         for s in computed.statements
     )
     frozen = replace(computed, statements=statements)

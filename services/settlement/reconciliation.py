@@ -40,9 +40,7 @@ async def reconcile(
 ):
     """Returns (row, result, created)."""
     if not ID_PATTERN.match(reconciliation_id):
-        raise InvalidArgument(
-            "INVALID_RECONCILIATION_ID", "reconciliation_id must be 1..128 of A-Z a-z 0-9 ._:/@-"
-        )
+        raise InvalidArgument("INVALID_RECONCILIATION_ID", "reconciliation_id must be 1..128 of A-Z a-z 0-9 ._:/@-")
     if not 1 <= len(partner_id) <= 128:
         raise InvalidArgument("INVALID_PARTNER_ID", "partner_id must be 1..128 characters")
     if len(file_csv) > FILE_BYTES_MAX:
@@ -55,8 +53,7 @@ async def reconcile(
         if (row.partner_id, row.period_id, row.file_sha256) != (partner_id, period_id, digest):
             raise AlreadyExists(
                 "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                f"reconciliation {reconciliation_id} was made for another file, partner or period;"
-                " use a new id",
+                f"reconciliation {reconciliation_id} was made for another file, partner or period; use a new id",
             )
         return row, result, False
     try:

@@ -33,6 +33,7 @@ class SettlementSettings:
     time_zone: str
     admin_api_key: str
     close_delay_seconds: int
+    audit_lag_seconds: int
     db_pool_size: int
     db_statement_timeout_ms: int
     grpc_grace_period_seconds: int
@@ -46,9 +47,8 @@ class SettlementSettings:
             ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
             time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
             admin_api_key=env_str("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
-            close_delay_seconds=env_int(
-                "COALITION_SETTLEMENT_CLOSE_DELAY_SECONDS", 60, minimum=0, maximum=86_400
-            ),
+            close_delay_seconds=env_int("COALITION_SETTLEMENT_CLOSE_DELAY_SECONDS", 60, minimum=0, maximum=86_400),
+            audit_lag_seconds=env_int("COALITION_SETTLEMENT_AUDIT_LAG_SECONDS", 2, minimum=0, maximum=3_600),
             db_pool_size=env_int("COALITION_SETTLEMENT_DB_POOL_SIZE", 4, minimum=1, maximum=64),
             db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
@@ -88,6 +88,7 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         ledger=ledger,
         time_zone=settings.zone(),
         close_delay_seconds=settings.close_delay_seconds,
+        audit_lag_seconds=settings.audit_lag_seconds,
     )
 
     def register(server):

@@ -168,8 +168,7 @@ def _prices_json(agreement: PriceAgreement) -> str:
     return json.dumps(
         {
             "point_prices": [
-                [p.currency_code, str(p.issue_price), str(p.reimbursement_price)]
-                for p in agreement.point_prices
+                [p.currency_code, str(p.issue_price), str(p.reimbursement_price)] for p in agreement.point_prices
             ],
             "conversion_prices": [
                 [p.from_currency_code, p.to_currency_code, str(p.price_per_unit_received)]
@@ -311,9 +310,7 @@ def insert_closing_period(connection: Connection, settlement: PeriodSettlement, 
 
 
 def mark_closed(connection: Connection, period_id: str) -> None:
-    connection.execute(
-        periods.update().where(periods.c.period_id == period_id).values(state=PERIOD_STATE_CLOSED)
-    )
+    connection.execute(periods.update().where(periods.c.period_id == period_id).values(state=PERIOD_STATE_CLOSED))
 
 
 def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlement, str] | None:
@@ -346,16 +343,12 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
     ).all()
     loaded = []
     for s in statement_rows:
-        statement = Statement(
-            s.partner_id, tuple(lines_by_partner.get(s.partner_id, ())), s.settlement_transfer_id
-        )
+        statement = Statement(s.partner_id, tuple(lines_by_partner.get(s.partner_id, ())), s.settlement_transfer_id)
         if statement.net_cents != s.net_cents:
             raise RuntimeError(f"stored statement {period_id}/{s.partner_id} does not add up to its net")
         loaded.append(statement)
     rf_rows = connection.execute(
-        select(roll_forwards)
-        .where(roll_forwards.c.period_id == period_id)
-        .order_by(roll_forwards.c.currency_code)
+        select(roll_forwards).where(roll_forwards.c.period_id == period_id).order_by(roll_forwards.c.currency_code)
     ).all()
     settlement = PeriodSettlement(
         period_id=row.period_id,
@@ -364,9 +357,7 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
         closed=row.state == PERIOD_STATE_CLOSED,
         statements=tuple(loaded),
         roll_forwards=tuple(
-            RollForward(
-                currency_code=r.currency_code, **{name: getattr(r, name) for name in _ROLL_FORWARD_FIELDS}
-            )
+            RollForward(currency_code=r.currency_code, **{name: getattr(r, name) for name in _ROLL_FORWARD_FIELDS})
             for r in rf_rows
         ),
         last_commit_sequence=row.last_commit_sequence,

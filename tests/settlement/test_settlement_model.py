@@ -33,15 +33,11 @@ def agreement(partner, valid_from_us=0, issue="0.0100", reimburse="0.0080", curr
 
 
 def issuance(partner, code, debits=0, credits=0, currency="PTS"):
-    return Activity(
-        f"issuance:{currency}:{partner}", code, currency, debits, credits, partner, "partner_issuance"
-    )
+    return Activity(f"issuance:{currency}:{partner}", code, currency, debits, credits, partner, "partner_issuance")
 
 
 def redemption(partner, code, debits=0, credits=0, currency="PTS"):
-    return Activity(
-        f"redemption:{currency}:{partner}", code, currency, debits, credits, partner, "partner_redemption"
-    )
+    return Activity(f"redemption:{currency}:{partner}", code, currency, debits, credits, partner, "partner_redemption")
 
 
 def exchange(currency, other, debits=0, credits=0):
@@ -59,10 +55,7 @@ def exchange(currency, other, debits=0, credits=0):
 def statements_for(lines, agreements, time_us=0, owners=OWNERS):
     book = AgreementBook(agreements)
     movements = model.movements_from_activity(lines, owners)
-    return {
-        s.partner_id: s
-        for s in model.build_statements(model.price_movements(movements, book, time_us, owners))
-    }
+    return {s.partner_id: s for s in model.build_statements(model.price_movements(movements, book, time_us, owners))}
 
 
 def test_worked_illustration_reproduces_domain_figures():
@@ -97,13 +90,9 @@ def test_totals_are_sums_of_rounded_lines_not_rounded_sums():
     # Two sub-windows with different prices: 0.5 cents each would round to 1 cent as a sum, but each
     # line rounds half-even to 0, so the total is 0.
     lines = [issuance("retailer", "EARN", debits=1)]
-    book = AgreementBook(
-        [agreement("retailer", 0, issue="0.005"), agreement("retailer", 100, issue="0.00500000")]
-    )
+    book = AgreementBook([agreement("retailer", 0, issue="0.005"), agreement("retailer", 100, issue="0.00500000")])
     movements = model.movements_from_activity(lines, OWNERS)
-    priced = model.price_movements(movements, book, 0, OWNERS) + model.price_movements(
-        movements, book, 100, OWNERS
-    )
+    priced = model.price_movements(movements, book, 0, OWNERS) + model.price_movements(movements, book, 100, OWNERS)
     (statement,) = model.build_statements(priced)
     assert [line.amount_cents for line in statement.lines] == [0, 0]
     assert statement.net_cents == 0
@@ -209,17 +198,13 @@ def test_roll_forward_classifies_flows_and_holds_the_identity():
 
 activity_strategy = st.builds(
     Activity,
-    account_id=st.sampled_from(
-        ["issuance:PTS:a", "redemption:PTS:b", "breakage:PTS", "exchange:PTS:HOTELPTS", "x"]
-    ),
+    account_id=st.sampled_from(["issuance:PTS:a", "redemption:PTS:b", "breakage:PTS", "exchange:PTS:HOTELPTS", "x"]),
     code=st.sampled_from(["EARN", "REDEEM", "REVERSAL", "CONVERSION", "EXPIRY", "ADJUSTMENT"]),
     currency_code=st.just("PTS"),
     debits=st.integers(0, 10**12),
     credits=st.integers(0, 10**12),
     owner_id=st.sampled_from(["a", "b", "operator"]),
-    kind=st.sampled_from(
-        ["partner_issuance", "partner_redemption", "operator_breakage", "operator_exchange", "other"]
-    ),
+    kind=st.sampled_from(["partner_issuance", "partner_redemption", "operator_breakage", "operator_exchange", "other"]),
 )
 
 
@@ -280,7 +265,5 @@ def test_partner_file_is_parsed_and_bad_rows_are_named():
         ("r2", "REDEEM", 5, 3),
     ]
     with pytest.raises(SettlementRuleError) as caught:
-        model.parse_partner_file(
-            b"receipt_id,store_id,terminal_id,time,type,points\nr1,s,t,notatime,EARN,1\n"
-        )
+        model.parse_partner_file(b"receipt_id,store_id,terminal_id,time,type,points\nr1,s,t,notatime,EARN,1\n")
     assert caught.value.reason == "INVALID_FILE" and "row 1" in caught.value.message

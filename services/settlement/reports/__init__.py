@@ -17,9 +17,7 @@ class Document:
     file_name: str
 
 
-def render(
-    settlement: PeriodSettlement, fmt: str, partner_id: str = "", time_zone: ZoneInfo | None = None
-) -> Document:
+def render(settlement: PeriodSettlement, fmt: str, partner_id: str = "", time_zone: ZoneInfo | None = None) -> Document:
     """`partner_id` empty: the overview of all partners; else that partner's statement (HTML, PDF)."""
     zone = time_zone or ZoneInfo("Europe/Amsterdam")
     subject = partner_id or "overview"

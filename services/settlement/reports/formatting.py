@@ -63,7 +63,5 @@ def period_label(settlement: PeriodSettlement, zone: ZoneInfo) -> str:
 def points_summary(statement: Statement) -> tuple[int, int]:
     """(points issued net of reversals, points redeemed net of reversals)."""
     issued = statement.quantity(LineKind.POINTS_ISSUED) - statement.quantity(LineKind.EARN_REVERSALS)
-    redeemed = statement.quantity(LineKind.POINTS_REDEEMED) - statement.quantity(
-        LineKind.REDEMPTION_REVERSALS
-    )
+    redeemed = statement.quantity(LineKind.POINTS_REDEEMED) - statement.quantity(LineKind.REDEMPTION_REVERSALS)
     return issued, redeemed

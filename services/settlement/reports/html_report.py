@@ -125,9 +125,7 @@ def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -
         "<table><tr><th>currency</th><th class='n'>opening</th><th class='n'>issued (net)</th>"
         "<th class='n'>redeemed (net)</th><th class='n'>expired</th><th class='n'>converted (in - out)</th>"
         f"<th class='n'>other</th><th class='n'>closing</th></tr>{roll}</table>"
-        + "".join(
-            f"<h2>Statement: {escape(s.partner_id)}</h2>" + _statement_table(s) for s in settlement.statements
-        )
+        + "".join(f"<h2>Statement: {escape(s.partner_id)}</h2>" + _statement_table(s) for s in settlement.statements)
         + note
     )
     return _page(f"Settlement {settlement.period_id} overview", body)

@@ -146,9 +146,7 @@ def render_pdf(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) ->
             ),
             Paragraph("Points issued and redeemed per partner", styles["Heading2"]),
             _issued_redeemed_chart(chart_rows),
-            Paragraph(
-                "Net positions (positive: partner pays; negative: partner is paid)", styles["Heading2"]
-            ),
+            Paragraph("Net positions (positive: partner pays; negative: partner is paid)", styles["Heading2"]),
             _net_chart([(s.partner_id, s.net_cents) for s in settlement.statements]),
         ]
         for statement in settlement.statements:
