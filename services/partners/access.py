@@ -29,9 +29,7 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
     key_hash = hash_api_key(token)
     row = await app.read(lambda connection: store.partner_of_key(connection, key_hash))
     if row is None:
-        raise Unauthenticated(
-            "INVALID_API_KEY", "the API key is unknown or revoked; ask the operator for a key"
-        )
+        raise Unauthenticated("INVALID_API_KEY", "the API key is unknown or revoked; ask the operator for a key")
     bind_principal(row.partner_id)
     return Caller(
         row.partner_id,

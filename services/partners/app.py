@@ -32,9 +32,7 @@ class App:
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One transaction on the writer, off the event loop (the driver blocks)."""
-        return await asyncio.to_thread(
-            self.database.write, work, retry_unique_violation=retry_unique_violation
-        )
+        return await asyncio.to_thread(self.database.write, work, retry_unique_violation=retry_unique_violation)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.database.read, work)

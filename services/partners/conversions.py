@@ -67,9 +67,7 @@ def _converted_this_year(connection: Connection, member_id: str, rule: model.Con
     return store.converted_in_window(connection, member_id, rule.from_currency, rule.to_currency, start, end)
 
 
-async def quote(
-    app: App, caller: Caller, member: MemberRef, from_currency: str, to_currency: str, amount: int
-) -> Row:
+async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str, to_currency: str, amount: int) -> Row:
     model.check_currency_code(from_currency, "from_currency_code")
     model.check_currency_code(to_currency, "to_currency_code")
     _check_caller(caller, from_currency, to_currency)
@@ -80,9 +78,7 @@ async def quote(
         member_row = resolve_member(connection, app, member)
         rule = _rule_version(connection, from_currency, to_currency, None, now)
         try:
-            outcome = model.convert(
-                rule, amount, _converted_this_year(connection, member_row.member_id, rule, now)
-            )
+            outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
         except model.DomainError as error:
             raise as_service_error(error) from None
         connection.execute(
@@ -134,17 +130,11 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
             return existing, quote_row
         _check_caller(caller, quote_row.from_currency, quote_row.to_currency)
         if store.conversion_by_quote(connection, quote_id) is not None:
-            raise FailedPrecondition(
-                "QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote"
-            )
+            raise FailedPrecondition("QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote")
         if model.quote_expired(quote_row.expire_time_us, now):
-            raise FailedPrecondition(
-                "QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id
-            )
+            raise FailedPrecondition("QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id)
         store.lock_member(connection, quote_row.member_id)
-        rule = _rule_version(
-            connection, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now
-        )
+        rule = _rule_version(connection, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now)
         if rule.annual_cap_from_amount:
             converted = _converted_this_year(connection, quote_row.member_id, rule, now)
             if converted + quote_row.from_amount > rule.annual_cap_from_amount:
@@ -246,9 +236,7 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
 
 def _failed(reason: str | None) -> FailedPrecondition:
     if reason == "INSUFFICIENT_FUNDS":
-        return FailedPrecondition(
-            "INSUFFICIENT_POINTS", "the member's available points do not cover the conversion"
-        )
+        return FailedPrecondition("INSUFFICIENT_POINTS", "the member's available points do not cover the conversion")
     return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the conversion", failure=reason or "")
 
 
@@ -264,10 +252,7 @@ async def history(app: App, caller: Caller, member: MemberRef, page_size: int) -
             row
             for row in rows
             if caller.is_admin
-            or (
-                caller.programme_currency
-                and caller.programme_currency in (row.from_currency, row.to_currency)
-            )
+            or (caller.programme_currency and caller.programme_currency in (row.from_currency, row.to_currency))
         ]
         return [(row, store.get_quote(connection, row.quote_id)) for row in visible[:limit]]
 

@@ -100,10 +100,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
             terminal=command.terminal_id,
             receipt=command.receipt_id,
             member=member.member_id,
-            lines=[
-                (line.line_number, line.sku, line.category, line.quantity, line.amount)
-                for line in command.lines
-            ],
+            lines=[(line.line_number, line.sku, line.category, line.quantity, line.amount) for line in command.lines],
             occur=command.occur_time_us,
         )
         existing = store.earn_by_request(connection, partner_id, command.request_id)
@@ -168,9 +165,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     row = record_.earn
     if row.state == "pending":
         await _post_earn(app, row)
-        row = await app.read(
-            lambda connection: store.earn_by_request(connection, partner_id, command.request_id)
-        )
+        row = await app.read(lambda connection: store.earn_by_request(connection, partner_id, command.request_id))
         _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code)
     lines = await app.read(lambda connection: list(store.earn_lines_of(connection, row.earn_id)))
     return EarnRecord(row, lines)

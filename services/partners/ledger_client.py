@@ -106,8 +106,7 @@ class LedgerClient:
         for spec, result in zip(missing, response.results, strict=True):
             if result.status == Status.ITEM_STATUS_FAILED:
                 raise LedgerRefused(
-                    f"account {spec.account_id} refused: {Failure.Name(result.failure_reason)}"
-                    f" {result.failure_field}"
+                    f"account {spec.account_id} refused: {Failure.Name(result.failure_reason)} {result.failure_field}"
                 )
         if len(self._known_accounts) < KNOWN_ACCOUNTS_MAX:
             self._known_accounts.update(spec.account_id for spec in missing)

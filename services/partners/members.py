@@ -46,9 +46,7 @@ def _attach(connection: Connection, values: dict) -> None:
     if existing is None:
         connection.execute(insert(store.member_aliases).values(**values))
     elif existing.member_id != values["member_id"]:
-        raise AlreadyExists(
-            "ALIAS_IN_USE", "this card or alias belongs to another member", kind=values["kind"]
-        )
+        raise AlreadyExists("ALIAS_IN_USE", "this card or alias belongs to another member", kind=values["kind"])
 
 
 async def enroll(app: App, caller: Caller, request_id: str, aliases: list[AliasInput]) -> tuple[Row, int]:
@@ -98,9 +96,7 @@ async def attach_alias(app: App, member_id: str, alias: AliasInput) -> tuple[Row
 def resolve_member(connection: Connection, app: App, ref: MemberRef) -> Row:
     """The member a request names. NOT_FOUND (MEMBER_NOT_FOUND) for an unknown id or alias."""
     if ref.alias is not None:
-        found = store.member_by_alias(
-            connection, model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value)
-        )
+        found = store.member_by_alias(connection, model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value))
         member = None if found is None else store.get_member(connection, found.member_id)
     elif ref.member_id:
         model.check_local_id(ref.member_id, "member.member_id")
@@ -138,9 +134,7 @@ async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
     def note(connection: Connection) -> None:
         if not store.has_wallet(connection, member_id, currency):
             connection.execute(
-                insert(store.member_wallets).values(
-                    member_id=member_id, currency_code=currency, create_time_us=now
-                )
+                insert(store.member_wallets).values(member_id=member_id, currency_code=currency, create_time_us=now)
             )
 
     await app.write(note, retry_unique_violation=True)
@@ -163,9 +157,7 @@ async def balances(app: App, ref: MemberRef) -> tuple[str, list[WalletBalance]]:
     member_id, currencies = await app.read(work)
     if not currencies:
         return member_id, []
-    ledger_balances = await app.ledger.get_balances(
-        [model.wallet_account_id(code, member_id) for code in currencies]
-    )
+    ledger_balances = await app.ledger.get_balances([model.wallet_account_id(code, member_id) for code in currencies])
     return member_id, [
         WalletBalance(code, balance.posted, balance.pending, balance.available)
         for code, balance in zip(currencies, ledger_balances, strict=True)
@@ -212,9 +204,7 @@ async def activity(
     items: list[ActivityItem] = []
     for code in currencies:
         # Fetch more than needed so filtering by partner still fills a page.
-        entries = await app.ledger.list_entries(
-            model.wallet_account_id(code, member_id), min(1000, limit * 4)
-        )
+        entries = await app.ledger.list_entries(model.wallet_account_id(code, member_id), min(1000, limit * 4))
         for entry in entries:
             transfer = entry.transfer
             if not caller.is_admin and transfer.metadata.partner_id != caller.partner_id:

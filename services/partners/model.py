@@ -82,17 +82,13 @@ def check_partner_id(value: str, name: str = "partner_id") -> str:
 
 def check_local_id(value: str, name: str) -> str:
     if not LOCAL_ID_PATTERN.match(value or ""):
-        raise invalid(
-            "INVALID_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._-", field=name, value=value
-        )
+        raise invalid("INVALID_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._-", field=name, value=value)
     return value
 
 
 def check_request_id(value: str, name: str = "request_id") -> str:
     if not REQUEST_ID_PATTERN.match(value or ""):
-        raise invalid(
-            "INVALID_REQUEST_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._:-/@", field=name
-        )
+        raise invalid("INVALID_REQUEST_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._:-/@", field=name)
     return value
 
 
@@ -114,9 +110,7 @@ def parse_decimal(text: str, name: str, *, minimum: Decimal, maximum: Decimal) -
     except (InvalidOperation, TypeError):
         raise invalid("INVALID_DECIMAL", f"{name} must be a decimal string like '1.5'", field=name) from None
     if not value.is_finite() or value < minimum or value > maximum:
-        raise invalid(
-            "INVALID_DECIMAL", f"{name} must be between {minimum} and {maximum}", field=name, value=text
-        )
+        raise invalid("INVALID_DECIMAL", f"{name} must be between {minimum} and {maximum}", field=name, value=text)
     return value
 
 
@@ -185,9 +179,7 @@ def normalize_alias(kind: str, value: str) -> str:
     if kind == "phone":
         phone = re.sub(r"[\s()-]", "", value)
         if not _PHONE_PATTERN.match(phone):
-            raise invalid(
-                "INVALID_ALIAS", "a phone number must be E.164, e.g. +491701234567", field="alias.value"
-            )
+            raise invalid("INVALID_ALIAS", "a phone number must be E.164, e.g. +491701234567", field="alias.value")
         return phone
     if kind == "email":
         email = value.strip().lower()
@@ -253,44 +245,25 @@ def check_earn_rule(rule: EarnRule) -> None:
         raise invalid("INVALID_EARN_RULE", "basis must be AMOUNT or QUANTITY", field="basis")
     if not Decimal(0) <= rule.base_rate <= BASE_RATE_MAX:
         raise invalid("INVALID_EARN_RULE", "base_rate out of range", field="base_rate")
-    if (
-        len(rule.category_multipliers) > RULE_CATEGORIES_MAX
-        or len(rule.excluded_categories) > RULE_CATEGORIES_MAX
-    ):
-        raise invalid(
-            "INVALID_EARN_RULE", f"at most {RULE_CATEGORIES_MAX} categories per list", field="categories"
-        )
+    if len(rule.category_multipliers) > RULE_CATEGORIES_MAX or len(rule.excluded_categories) > RULE_CATEGORIES_MAX:
+        raise invalid("INVALID_EARN_RULE", f"at most {RULE_CATEGORIES_MAX} categories per list", field="categories")
     for category, multiplier in rule.category_multipliers.items():
-        if (
-            not category
-            or len(category) > CATEGORY_LENGTH_MAX
-            or not Decimal(0) <= multiplier <= MULTIPLIER_MAX
-        ):
-            raise invalid(
-                "INVALID_EARN_RULE", f"bad multiplier for {category!r}", field="category_multipliers"
-            )
+        if not category or len(category) > CATEGORY_LENGTH_MAX or not Decimal(0) <= multiplier <= MULTIPLIER_MAX:
+            raise invalid("INVALID_EARN_RULE", f"bad multiplier for {category!r}", field="category_multipliers")
     if rule.cap_points < 0:
         raise invalid("INVALID_EARN_RULE", "cap_points_per_transaction must be >= 0", field="cap")
     if rule.valid_to_micros is not None and rule.valid_to_micros <= rule.valid_from_micros:
-        raise invalid(
-            "INVALID_EARN_RULE", "valid_to_time must be after valid_from_time", field="valid_to_time"
-        )
+        raise invalid("INVALID_EARN_RULE", "valid_to_time must be after valid_from_time", field="valid_to_time")
     promotion = rule.promotion
     if promotion is not None:
         if promotion.end_micros <= promotion.start_micros:
-            raise invalid(
-                "INVALID_EARN_RULE", "promotion end_time must be after start_time", field="promotion"
-            )
+            raise invalid("INVALID_EARN_RULE", "promotion end_time must be after start_time", field="promotion")
         if promotion.kind == PROMOTION_MULTIPLIER and not Decimal(0) < promotion.multiplier <= MULTIPLIER_MAX:
-            raise invalid(
-                "INVALID_EARN_RULE", "promotion multiplier out of range", field="promotion.multiplier"
-            )
+            raise invalid("INVALID_EARN_RULE", "promotion multiplier out of range", field="promotion.multiplier")
         if promotion.kind == PROMOTION_FIXED_BONUS and not 0 < promotion.bonus_points <= BONUS_POINTS_MAX:
             raise invalid("INVALID_EARN_RULE", "promotion bonus_points out of range", field="promotion")
         if promotion.kind not in (PROMOTION_MULTIPLIER, PROMOTION_FIXED_BONUS):
-            raise invalid(
-                "INVALID_EARN_RULE", "promotion kind must be MULTIPLIER or FIXED_BONUS", field="promotion"
-            )
+            raise invalid("INVALID_EARN_RULE", "promotion kind must be MULTIPLIER or FIXED_BONUS", field="promotion")
         if promotion.threshold_amount < 0:
             raise invalid("INVALID_EARN_RULE", "promotion threshold_amount must be >= 0", field="promotion")
 
@@ -328,16 +301,12 @@ def check_basket(lines: Sequence[BasketLine]) -> None:
     seen: set[int] = set()
     for line in lines:
         if line.line_number < 1 or line.line_number in seen:
-            raise invalid(
-                "INVALID_BASKET", "line_number must be >= 1 and unique", field="lines", line=line.line_number
-            )
+            raise invalid("INVALID_BASKET", "line_number must be >= 1 and unique", field="lines", line=line.line_number)
         seen.add(line.line_number)
         if not line.category or len(line.category) > CATEGORY_LENGTH_MAX or len(line.sku) > SKU_LENGTH_MAX:
             raise invalid("INVALID_BASKET", "category 1..64 and sku 0..64 characters", line=line.line_number)
         if not 0 <= line.amount <= LINE_AMOUNT_MAX:
-            raise invalid(
-                "INVALID_BASKET", f"amount must be 0..{LINE_AMOUNT_MAX} cents", line=line.line_number
-            )
+            raise invalid("INVALID_BASKET", f"amount must be 0..{LINE_AMOUNT_MAX} cents", line=line.line_number)
         if not 1 <= line.quantity <= LINE_QUANTITY_MAX:
             raise invalid(
                 "INVALID_BASKET",
@@ -474,9 +443,7 @@ def check_conversion_rule(rule: ConversionRule) -> None:
     if rule.bonus_block_from_amount < 0 or rule.bonus_to_amount < 0:
         raise bad("bonus_to_amount", "bonus block and bonus must be >= 0")
     if (rule.bonus_block_from_amount == 0) != (rule.bonus_to_amount == 0):
-        raise bad(
-            "bonus_block_from_amount", "set both bonus_block_from_amount and bonus_to_amount, or neither"
-        )
+        raise bad("bonus_block_from_amount", "set both bonus_block_from_amount and bonus_to_amount, or neither")
     if rule.min_from_amount < 1 or rule.step_from_amount < 1:
         raise bad("min_from_amount", "min_from_amount and step_from_amount must be >= 1")
     if rule.max_from_amount < 0 or (0 < rule.max_from_amount < rule.min_from_amount):
@@ -503,9 +470,7 @@ class ConversionOutcome:
 def convert(rule: ConversionRule, from_amount: int, converted_this_year: int) -> ConversionOutcome:
     """What `from_amount` buys under `rule`, or why it is refused."""
     if not 1 <= from_amount <= CONVERSION_AMOUNT_MAX:
-        raise invalid(
-            "INVALID_AMOUNT", f"from_amount must be 1..{CONVERSION_AMOUNT_MAX}", field="from_amount"
-        )
+        raise invalid("INVALID_AMOUNT", f"from_amount must be 1..{CONVERSION_AMOUNT_MAX}", field="from_amount")
     if from_amount < rule.min_from_amount:
         raise invalid(
             "BELOW_MINIMUM",
@@ -539,19 +504,11 @@ def convert(rule: ConversionRule, from_amount: int, converted_this_year: int) ->
     numerator = from_amount * rule.to_units
     base, leftover = divmod(numerator, rule.from_units)
     with localcontext(_EXACT):
-        rounded_down = (Decimal(leftover) / Decimal(rule.from_units)).quantize(
-            Decimal("0.000001"), rounding=ROUND_DOWN
-        )
-    bonus = (
-        (from_amount // rule.bonus_block_from_amount) * rule.bonus_to_amount
-        if rule.bonus_block_from_amount
-        else 0
-    )
+        rounded_down = (Decimal(leftover) / Decimal(rule.from_units)).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+    bonus = (from_amount // rule.bonus_block_from_amount) * rule.bonus_to_amount if rule.bonus_block_from_amount else 0
     if base + bonus <= 0:
         raise invalid("ZERO_OUTCOME", "the amount converts to nothing; convert more", field="from_amount")
-    return ConversionOutcome(
-        from_amount, base, bonus, rounded_down.normalize() if leftover else Decimal(0), remaining
-    )
+    return ConversionOutcome(from_amount, base, bonus, rounded_down.normalize() if leftover else Decimal(0), remaining)
 
 
 def quote_expire_micros(now_micros: int, ttl_seconds: int = QUOTE_TTL_SECONDS) -> int:

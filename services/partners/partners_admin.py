@@ -28,9 +28,7 @@ async def bootstrap_ledger(app: App) -> None:
 
 
 def _breakage(currency: str) -> AccountSpec:
-    return AccountSpec(
-        model.breakage_account_id(currency), currency, CREDIT, model.OPERATOR, "operator_breakage"
-    )
+    return AccountSpec(model.breakage_account_id(currency), currency, CREDIT, model.OPERATOR, "operator_breakage")
 
 
 def partner_accounts(partner_id: str, programme_currency: str) -> list[AccountSpec]:
@@ -75,9 +73,7 @@ async def register_partner(app: App, command: NewPartner) -> tuple[Row, bool]:
     if currency:
         model.check_currency_code(currency, "partner.programme_currency_code")
         if currency in RESERVED_CURRENCIES:
-            raise InvalidArgument(
-                "CURRENCY_RESERVED", f"{currency} belongs to the operator", currency=currency
-            )
+            raise InvalidArgument("CURRENCY_RESERVED", f"{currency} belongs to the operator", currency=currency)
 
     def find(connection: Connection) -> tuple[Row | None, Row | None]:
         other = store.partner_by_currency(connection, currency) if currency else None
@@ -170,9 +166,7 @@ async def create_store(app: App, store_id: str, partner_id: str, display_name: s
         existing = store.get_store(connection, store_id)
         if existing is not None:
             if existing.partner_id != partner_id or existing.display_name != display_name:
-                raise AlreadyExists(
-                    "STORE_EXISTS_WITH_DIFFERENT_CONTENT", "store id already in use", store_id=store_id
-                )
+                raise AlreadyExists("STORE_EXISTS_WITH_DIFFERENT_CONTENT", "store id already in use", store_id=store_id)
             return existing, False
         connection.execute(
             insert(store.stores).values(

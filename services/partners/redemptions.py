@@ -127,9 +127,7 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
 
     row = await app.write(record, retry_unique_violation=True)
     if row.state == "failed":
-        raise (
-            _insufficient(row) if row.failure_reason == "INSUFFICIENT_FUNDS" else _refused(row.failure_reason)
-        )
+        raise (_insufficient(row) if row.failure_reason == "INSUFFICIENT_FUNDS" else _refused(row.failure_reason))
     if row.state != "pending":
         return row
     wallet = await ensure_wallet(app, row.member_id, row.currency_code)
@@ -147,8 +145,7 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
     (result,) = await app.ledger.create_transfers([transfer])
     if succeeded(result):
         expire_us = (
-            result.transfer.expire_time.seconds * model.MICROS_PER_SECOND
-            + result.transfer.expire_time.nanos // 1000
+            result.transfer.expire_time.seconds * model.MICROS_PER_SECOND + result.transfer.expire_time.nanos // 1000
         )
         await app.write(
             lambda connection: store.update_redemption(
@@ -162,9 +159,7 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
         return await _load(app, row.redemption_id)
     reason = failure_name(result)
     await app.write(
-        lambda connection: store.update_redemption(
-            connection, row.redemption_id, state="failed", failure_reason=reason
-        )
+        lambda connection: store.update_redemption(connection, row.redemption_id, state="failed", failure_reason=reason)
     )
     raise _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else _refused(reason)
 
@@ -184,9 +179,7 @@ async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
         # Another partner's redemption is reported as absent: its existence is not ours to reveal.
         raise NotFound("REDEMPTION_NOT_FOUND", "no redemption with this id", redemption_id=redemption_id)
     if row.state in ("pending", "failed"):
-        raise FailedPrecondition(
-            "REDEMPTION_NOT_AUTHORIZED", "the hold was never placed", redemption_id=redemption_id
-        )
+        raise FailedPrecondition("REDEMPTION_NOT_AUTHORIZED", "the hold was never placed", redemption_id=redemption_id)
     return row
 
 
@@ -216,17 +209,13 @@ async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.Cr
             field=result.failure_field,
         )
     if result.failure_reason == Failure.FAILURE_REASON_POST_AMOUNT_EXCEEDS_PENDING:
-        raise InvalidArgument(
-            "AMOUNT_EXCEEDS_HOLD", "amount is larger than the held amount", held=row.held_amount
-        )
+        raise InvalidArgument("AMOUNT_EXCEEDS_HOLD", "amount is larger than the held amount", held=row.held_amount)
     known = _RESOLVE_ERRORS.get(result.failure_reason)
     if known is None:
         raise _refused(failure_name(result))
     reason, message, new_state = known
     if new_state is not None and row.state == "authorized":
-        await app.write(
-            lambda connection: store.update_redemption(connection, row.redemption_id, state=new_state)
-        )
+        await app.write(lambda connection: store.update_redemption(connection, row.redemption_id, state=new_state))
     raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
 
 
@@ -235,9 +224,7 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     row = await _owned(app, caller, redemption_id)
     require_active(caller)
     if not 0 <= amount <= row.held_amount:
-        raise InvalidArgument(
-            "AMOUNT_EXCEEDS_HOLD", "amount must be 0 (all) .. the held amount", held=row.held_amount
-        )
+        raise InvalidArgument("AMOUNT_EXCEEDS_HOLD", "amount must be 0 (all) .. the held amount", held=row.held_amount)
     transfer = TransferInput(
         id=model.capture_transfer_id(caller.partner_id, request_id),
         amount=amount or row.held_amount,

@@ -64,9 +64,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             if row.state == "captured"
         ]
         if earn is None and not redemptions:
-            raise NotFound(
-                "RECEIPT_NOT_FOUND", "no earn or redemption on this receipt", receipt_id=command.receipt_id
-            )
+            raise NotFound("RECEIPT_NOT_FOUND", "no earn or redemption on this receipt", receipt_id=command.receipt_id)
         due = 0
         completes = False
         if command.line_numbers:
@@ -110,9 +108,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             share = min(amount, left)
             if share > 0:
                 refunds.append([row.redemption_id, share])
-                store.update_redemption(
-                    connection, row.redemption_id, refunded_amount=row.refunded_amount + share
-                )
+                store.update_redemption(connection, row.redemption_id, refunded_amount=row.refunded_amount + share)
                 left -= share
         member_id = earn.member_id if earn is not None else redemptions[0].member_id
         currency = earn.currency_code if earn is not None else redemptions[0].currency_code
@@ -170,18 +166,14 @@ async def _decide(app: App, row: Row) -> Row:
         wallet = model.wallet_account_id(row.currency_code, row.member_id)
         (balance,) = await app.ledger.get_balances([wallet])
         refunded_same_currency = (
-            sum(amount for _, amount in json.loads(row.refunds))
-            if row.refund_currency_code == row.currency_code
-            else 0
+            sum(amount for _, amount in json.loads(row.refunds)) if row.refund_currency_code == row.currency_code else 0
         )
         reversed_points = max(0, min(row.earned_points_due, balance.available + refunded_same_currency))
 
     def work(connection: Connection) -> Row:
         current = store.return_by_request(connection, row.partner_id, row.request_id)
         if current.state == "new" and current.attempt == row.attempt:
-            store.update_return(
-                connection, row.return_id, earned_points_reversed=reversed_points, state="pending"
-            )
+            store.update_return(connection, row.return_id, earned_points_reversed=reversed_points, state="pending")
         return store.return_by_request(connection, row.partner_id, row.request_id)
 
     return await app.write(work)
@@ -199,9 +191,7 @@ async def _submit(app: App, row: Row) -> Row:
             redemption = redemptions[redemption_id]
             transfers.append(
                 TransferInput(
-                    id=model.return_transfer_id(
-                        row.partner_id, row.request_id, row.attempt, f"refund{index}"
-                    ),
+                    id=model.return_transfer_id(row.partner_id, row.request_id, row.attempt, f"refund{index}"),
                     debit_account_id=model.redemption_account_id(redemption.currency_code, row.partner_id),
                     credit_account_id=model.wallet_account_id(redemption.currency_code, row.member_id),
                     amount=amount,
@@ -237,9 +227,7 @@ async def _submit(app: App, row: Row) -> Row:
     if transfers:
         results = await app.ledger.create_transfers(transfers)
         failed = [result for result in results if result.status == ledger_pb2.ITEM_STATUS_FAILED]
-        root = [
-            result for result in failed if result.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED
-        ]
+        root = [result for result in failed if result.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED]
         if root:
             if root[0].failure_reason == Failure.FAILURE_REASON_INSUFFICIENT_FUNDS:
                 # The member spent points between our balance read and the chain: decide again.
@@ -255,9 +243,7 @@ async def _submit(app: App, row: Row) -> Row:
                 return await app.read(
                     lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
                 )
-            raise FailedPrecondition(
-                "LEDGER_REFUSED", "the ledger refused the return", failure=failure_name(root[0])
-            )
+            raise FailedPrecondition("LEDGER_REFUSED", "the ledger refused the return", failure=failure_name(root[0]))
     await app.write(lambda connection: store.update_return(connection, row.return_id, state="posted"))
     _log.info(
         "items_returned",
@@ -265,6 +251,4 @@ async def _submit(app: App, row: Row) -> Row:
         reversed_points=row.earned_points_reversed,
         shortfall_points=row.earned_points_due - row.earned_points_reversed,
     )
-    return await app.read(
-        lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
-    )
+    return await app.read(lambda connection: store.return_by_request(connection, row.partner_id, row.request_id))

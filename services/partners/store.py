@@ -296,9 +296,7 @@ def partner_by_currency(connection: Connection, currency_code: str) -> Row | Non
 
 def set_partner_status(connection: Connection, partner_id: str, status: str, now_us: int) -> None:
     connection.execute(
-        update(partners)
-        .where(partners.c.partner_id == partner_id)
-        .values(status=status, update_time_us=now_us)
+        update(partners).where(partners.c.partner_id == partner_id).values(status=status, update_time_us=now_us)
     )
 
 
@@ -307,18 +305,14 @@ def get_store(connection: Connection, store_id: str) -> Row | None:
 
 
 def get_terminal(connection: Connection, store_id: str, terminal_id: str) -> Row | None:
-    query = select(terminals).where(
-        and_(terminals.c.store_id == store_id, terminals.c.terminal_id == terminal_id)
-    )
+    query = select(terminals).where(and_(terminals.c.store_id == store_id, terminals.c.terminal_id == terminal_id))
     return connection.execute(query).first()
 
 
 def partner_of_key(connection: Connection, key_hash: str) -> Row | None:
     """The active key and its partner's status, or None for an unknown or revoked key."""
     query = (
-        select(
-            api_keys.c.key_id, api_keys.c.partner_id, partners.c.status, partners.c.programme_currency_code
-        )
+        select(api_keys.c.key_id, api_keys.c.partner_id, partners.c.status, partners.c.programme_currency_code)
         .join(partners, partners.c.partner_id == api_keys.c.partner_id)
         .where(and_(api_keys.c.key_hash == key_hash, api_keys.c.revoke_time_us.is_(None)))
     )
@@ -356,9 +350,7 @@ def earn_rule_from_row(row: Row) -> model.EarnRule:
         currency_code=row.currency_code,
         basis=row.basis,
         base_rate=Decimal(row.base_rate),
-        category_multipliers={
-            key: Decimal(value) for key, value in json.loads(row.category_multipliers).items()
-        },
+        category_multipliers={key: Decimal(value) for key, value in json.loads(row.category_multipliers).items()},
         excluded_categories=frozenset(json.loads(row.excluded_categories)),
         promotion=promotion,
         cap_points=row.cap_points,
@@ -375,9 +367,7 @@ def earn_rule_values(rule: model.EarnRule, now_us: int) -> dict:
         currency_code=rule.currency_code,
         basis=rule.basis,
         base_rate=str(rule.base_rate),
-        category_multipliers=json.dumps(
-            {key: str(value) for key, value in sorted(rule.category_multipliers.items())}
-        ),
+        category_multipliers=json.dumps({key: str(value) for key, value in sorted(rule.category_multipliers.items())}),
         excluded_categories=json.dumps(sorted(rule.excluded_categories)),
         promotion=None
         if promotion is None
@@ -409,9 +399,7 @@ def earn_rules_of(connection: Connection, partner_id: str, limit: int = 100) -> 
 
 
 def next_earn_rule_version(connection: Connection, partner_id: str) -> int:
-    query = select(func.coalesce(func.max(earn_rules.c.version), 0)).where(
-        earn_rules.c.partner_id == partner_id
-    )
+    query = select(func.coalesce(func.max(earn_rules.c.version), 0)).where(earn_rules.c.partner_id == partner_id)
     return int(connection.execute(query).scalar_one()) + 1
 
 
@@ -433,9 +421,7 @@ def conversion_rule_from_row(row: Row) -> model.ConversionRule:
     )
 
 
-def conversion_rules_of(
-    connection: Connection, from_currency: str | None = None, to_currency: str | None = None
-):
+def conversion_rules_of(connection: Connection, from_currency: str | None = None, to_currency: str | None = None):
     query = select(conversion_rules).order_by(
         conversion_rules.c.from_currency, conversion_rules.c.to_currency, conversion_rules.c.version
     )
@@ -484,9 +470,7 @@ def get_member(connection: Connection, member_id: str) -> Row | None:
 
 def lock_member(connection: Connection, member_id: str) -> Row | None:
     """Serialises a member's conversions (annual cap) on PostgreSQL; SQLite already holds its write lock."""
-    return connection.execute(
-        select(members).where(members.c.member_id == member_id).with_for_update()
-    ).first()
+    return connection.execute(select(members).where(members.c.member_id == member_id).with_for_update()).first()
 
 
 def member_by_enrolment(connection: Connection, caller_id: str, request_id: str) -> Row | None:
@@ -563,16 +547,12 @@ def redemptions_of_receipt(connection: Connection, partner_id: str, receipt_id: 
 
 
 def update_redemption(connection: Connection, redemption_id: str, **values: object) -> None:
-    connection.execute(
-        update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
-    )
+    connection.execute(update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values))
 
 
 # ---- returns ----
 def return_by_request(connection: Connection, partner_id: str, request_id: str) -> Row | None:
-    query = select(returns).where(
-        and_(returns.c.partner_id == partner_id, returns.c.request_id == request_id)
-    )
+    query = select(returns).where(and_(returns.c.partner_id == partner_id, returns.c.request_id == request_id))
     return connection.execute(query).first()
 
 
@@ -582,9 +562,7 @@ def update_return(connection: Connection, return_id: str, **values: object) -> N
 
 # ---- conversions ----
 def get_quote(connection: Connection, quote_id: str) -> Row | None:
-    return connection.execute(
-        select(conversion_quotes).where(conversion_quotes.c.quote_id == quote_id)
-    ).first()
+    return connection.execute(select(conversion_quotes).where(conversion_quotes.c.quote_id == quote_id)).first()
 
 
 def conversion_by_request(connection: Connection, caller_id: str, request_id: str) -> Row | None:

@@ -87,9 +87,7 @@ def upgrade() -> None:
         sa.Column("annual_remaining_from_amount", sa.BigInteger(), nullable=False),
         sa.Column("expire_time_us", sa.BigInteger(), nullable=False),
         sa.Column("create_time_us", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint(
-            "from_amount > 0 AND base_to_amount + bonus_to_amount > 0", name="ck_quotes_amounts"
-        ),
+        sa.CheckConstraint("from_amount > 0 AND base_to_amount + bonus_to_amount > 0", name="ck_quotes_amounts"),
         sa.ForeignKeyConstraint(
             ["member_id"],
             ["members.member_id"],

@@ -1,0 +1,150 @@
+"""Partners wiring: settings, database, migrations, ledger client, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import structlog
+
+from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
+from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
+from services.common.config import ConfigError, env_int, env_str, log_format, log_level
+from services.common.db import Database, DatabaseOptions, migrate
+from services.common.errors import Unavailable
+from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
+from services.common.logs import configure_logging
+from services.partners import partners_admin
+from services.partners.api import PartnersApi
+from services.partners.app import App, Clock, system_clock
+from services.partners.ledger_client import LedgerClient
+
+SERVICE_NAME = partners_pb2.DESCRIPTOR.services_by_name["PartnersService"].full_name
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+DEV_ALIAS_HASH_KEY = "coalition-dev-alias-hash-key"
+LEDGER_BOOTSTRAP_ATTEMPTS_MAX = 20
+LEDGER_BOOTSTRAP_BACKOFF_SECONDS = 0.5
+_log = structlog.get_logger("partners")
+
+# The App of the server started last in this process, for seed_demo().
+_current: App | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartnersSettings:
+    database_url: str
+    listen_address: str
+    ledger_address: str
+    ledger_deadline_ms: int
+    admin_api_key: str
+    alias_hash_key: str
+    db_pool_size: int
+    db_statement_timeout_ms: int
+    grpc_grace_period_seconds: int
+    grpc_concurrent_rpcs_max: int
+    tls_certificate_path: str
+    tls_private_key_path: str
+
+    @classmethod
+    def from_env(cls) -> PartnersSettings:
+        settings = cls(
+            database_url=env_str("COALITION_PARTNERS_DATABASE_URL", "sqlite:///var/partners.db"),
+            listen_address=env_str("COALITION_PARTNERS_LISTEN_ADDRESS", "127.0.0.1:50052"),
+            ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
+            ledger_deadline_ms=env_int("COALITION_PARTNERS_LEDGER_DEADLINE_MS", 3_000, minimum=50, maximum=60_000),
+            # Development default, documented; production sets its own secret.
+            admin_api_key=env_str("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
+            alias_hash_key=env_str("COALITION_PARTNERS_ALIAS_HASH_KEY", DEV_ALIAS_HASH_KEY),
+            db_pool_size=env_int("COALITION_PARTNERS_DB_POOL_SIZE", 8, minimum=2, maximum=64),
+            db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
+            grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
+            grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
+            tls_certificate_path=env_str("COALITION_PARTNERS_TLS_CERT_PATH", ""),
+            tls_private_key_path=env_str("COALITION_PARTNERS_TLS_KEY_PATH", ""),
+        )
+        if bool(settings.tls_certificate_path) != bool(settings.tls_private_key_path):
+            raise ConfigError(
+                "set both COALITION_PARTNERS_TLS_CERT_PATH and COALITION_PARTNERS_TLS_KEY_PATH, or neither"
+            )
+        return settings
+
+
+def open_database(settings: PartnersSettings) -> Database:
+    database = Database(
+        DatabaseOptions(
+            url=settings.database_url,
+            pool_size=settings.db_pool_size,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+    )
+    migrate(database, MIGRATIONS, "alembic_version_partners")
+    return database
+
+
+async def _bootstrap_ledger(app: App) -> None:
+    """The ledger may still be starting (make run starts both): retry a bounded number of times."""
+    for attempt in range(1, LEDGER_BOOTSTRAP_ATTEMPTS_MAX + 1):
+        try:
+            await partners_admin.bootstrap_ledger(app)
+            return
+        except Unavailable:
+            if attempt == LEDGER_BOOTSTRAP_ATTEMPTS_MAX:
+                raise
+            _log.info("ledger_not_ready", attempt=attempt)
+            await asyncio.sleep(LEDGER_BOOTSTRAP_BACKOFF_SECONDS)
+
+
+async def start(settings: PartnersSettings | None = None, clock: Clock = system_clock) -> RunningServer:
+    """Start serving; `clock` (microseconds, UTC) is injectable so tests can move time."""
+    global _current
+    settings = settings or PartnersSettings.from_env()
+    admin_key = AdminKey(settings.admin_api_key)
+    if admin_key.is_dev_default:
+        _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
+    database = await asyncio.to_thread(open_database, settings)
+    ledger = LedgerClient(settings.ledger_address, settings.ledger_deadline_ms / 1000)
+    app = App(database, ledger, admin_key, settings.alias_hash_key.encode(), clock)
+    await _bootstrap_ledger(app)
+
+    def register(server):
+        partners_pb2_grpc.add_PartnersServiceServicer_to_server(PartnersApi(app), server)
+        return [SERVICE_NAME]
+
+    async def on_stopped() -> None:
+        await ledger.close()
+        database.dispose()
+
+    options = ServerOptions(
+        listen_address=settings.listen_address,
+        grace_period_seconds=settings.grpc_grace_period_seconds,
+        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+        tls_certificate_path=settings.tls_certificate_path,
+        tls_private_key_path=settings.tls_private_key_path,
+    )
+    running = await start_server(options, register, on_stopped)
+    _current = app
+    return running
+
+
+async def seed_demo() -> None:
+    """Idempotently seed the demo coalition into the server started by start()."""
+    from services.partners.demo import seed
+
+    if _current is None:
+        raise RuntimeError("start() the partners server before seeding")
+    await seed(_current)
+
+
+async def _main() -> None:
+    configure_logging(log_format(), log_level())
+    running = await start()
+    await run_until_signalled([running])
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
