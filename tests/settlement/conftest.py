@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from coalition.ledger.v1 import ledger_pb2_grpc
 from coalition.settlement.v1 import settlement_pb2_grpc
-
 from services.settlement.server import SettlementSettings, start
 from tests.support.databases import new_database_url
 from tests.support.servers import ThreadedServer

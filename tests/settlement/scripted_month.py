@@ -17,7 +17,6 @@ import time
 
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
-
 from services.common.timeconv import timestamp_from_micros
 
 EXPECTED_NETS = {"retailer": 980, "fuel": 1540, "hotel": 22260, "airline": -22500}

@@ -7,9 +7,9 @@ import io
 
 import grpc
 import pytest
+
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
-
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
 from tests.settlement import scripted_month as month
@@ -172,13 +172,13 @@ def test_reconciliation_classifies_a_partner_file(settlement, ledger_stub):
     month.setup_ledger(ledger_stub)
     start, end, _ = month.script_period(ledger_stub, set_agreement_with(settlement))
     file_csv = (
-        "receipt_id,store_id,terminal_id,time,type,points\n"
-        "e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # matched
-        "e4,s1,t1,2026-10-01T11:00:00+02:00,EARN,999\n"  # amount differs (ledger 1000)
-        "zz,s1,t1,2026-10-01T12:00:00+02:00,EARN,10\n"  # missing in the ledger
-        "e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # duplicate
+        b"receipt_id,store_id,terminal_id,time,type,points\n"
+        b"e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # matched
+        b"e4,s1,t1,2026-10-01T11:00:00+02:00,EARN,999\n"  # amount differs (ledger 1000)
+        b"zz,s1,t1,2026-10-01T12:00:00+02:00,EARN,10\n"  # missing in the ledger
+        b"e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # duplicate
         # h1 (redeem 200) is missing at the partner
-    ).encode()
+    )
     request = spb.ReconcileRequest(
         reconciliation_id="rec-1", partner_id="fuel", period=selector("p1", start, end), file_csv=file_csv
     )

@@ -1,0 +1,123 @@
+"""Prior-period adjustments: a transfer committed inside a closed window after the close read.
+
+A real ledger cannot be made to race on demand, so the first close reads the ledger through a
+client that hides the last transfer of the window (exactly what a close sees when that
+transfer's transaction commits just after the close's reads). The next close must find it by
+commit sequence and price it as a prior-period adjustment, at the agreement valid then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from coalition.ledger.v1 import ledger_pb2 as lpb
+from services.common.db import Database, DatabaseOptions, migrate
+from services.settlement import agreements, model, periods, wire
+from services.settlement.context import SettlementContext
+from services.settlement.ledger_client import LedgerClient
+from services.settlement.server import MIGRATIONS, VERSION_TABLE
+from tests.settlement import scripted_month as month
+
+
+class HidingLedgerClient(LedgerClient):
+    """Hides one posted EARN transfer from activity reads, as if it committed after them."""
+
+    def __init__(self, address: str, hidden: lpb.Transfer) -> None:
+        super().__init__(address)
+        self.hidden = hidden
+
+    async def activity(self, start_us, end_us, account_ids):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+        commit_us = self.hidden.commit_time.seconds * 1_000_000 + self.hidden.commit_time.nanos // 1000
+        if not start_us <= commit_us < end_us:
+            return lines, last_sequence
+        adjusted = []
+        for line in lines:
+            if line.account_id == self.hidden.debit_account_id and line.code == "EARN":
+                line = replace(line, debits=line.debits - self.hidden.amount)
+            adjusted.append(line)
+        return adjusted, min(last_sequence, self.hidden.commit_sequence - 1)
+
+
+@pytest.fixture
+def settlement_database(settlement_database_url):
+    database = Database(DatabaseOptions(url=settlement_database_url, pool_size=2))
+    migrate(database, MIGRATIONS, VERSION_TABLE)
+    yield database
+    database.dispose()
+
+
+def test_transfer_committed_after_the_close_is_a_prior_period_adjustment(
+    settlement_database, ledger_server, ledger_stub
+):
+    month.setup_ledger(ledger_stub)
+
+    async def scenario():
+        real = LedgerClient(ledger_server.address)
+        context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
+
+        start = month.tick()
+        for message in month.base_agreements(start - 1):
+            await agreements.set_price_agreement(context, wire.agreement_from_pb(message))
+        month.transfer(
+            ledger_stub,
+            "a1",
+            "issuance:PTS:retailer",
+            "wallet:PTS:m1",
+            1000,
+            "PTS",
+            lpb.TRANSFER_CODE_EARN,
+            partner="retailer",
+        )
+        racing = month.transfer(
+            ledger_stub,
+            "a2",
+            "issuance:PTS:retailer",
+            "wallet:PTS:m1",
+            300,
+            "PTS",
+            lpb.TRANSFER_CODE_EARN,
+            partner="retailer",
+        )
+        end = month.tick()
+        hiding = SettlementContext(
+            settlement_database, HidingLedgerClient(ledger_server.address, racing), context.time_zone, 0, 0
+        )
+        first, _ = await periods.close_period(hiding, "p1", start, end)
+        assert first.statement("retailer").net_cents == 1000
+        assert first.last_commit_sequence == racing.commit_sequence - 1
+        # A price change after p1: the late transfer is still priced by the agreement valid at its commit time.
+        await agreements.set_price_agreement(
+            context,
+            model.PriceAgreement(
+                "retailer-v2",
+                "retailer",
+                end,
+                (model.PointPrice("PTS", model.parse_price("0.05"), model.parse_price("0")),),
+            ),
+        )
+        month.transfer(
+            ledger_stub,
+            "a3",
+            "issuance:PTS:retailer",
+            "wallet:PTS:m1",
+            10,
+            "PTS",
+            lpb.TRANSFER_CODE_EARN,
+            partner="retailer",
+        )
+        second_end = month.tick()
+        second, _ = await periods.close_period(context, "p2", end, second_end)
+        lines = [
+            (line.prior_period_adjustment, line.quantity, line.amount_cents)
+            for line in second.statement("retailer").lines
+        ]
+        assert lines == [(False, 10, 50), (True, 300, 300)]
+        assert second.netting.balanced
+        await real.close()
+
+    asyncio.run(scenario())
