@@ -38,9 +38,7 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key != AUTHORIZATION_HEADER or not isinstance(value, str):
             continue
-        if len(value) > API_KEY_LENGTH_MAX + len(BEARER_PREFIX) or not value.lower().startswith(
-            BEARER_PREFIX
-        ):
+        if len(value) > API_KEY_LENGTH_MAX + len(BEARER_PREFIX) or not value.lower().startswith(BEARER_PREFIX):
             return None
         token = value[len(BEARER_PREFIX) :].strip()
         return token or None
@@ -50,9 +48,7 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
 def require_bearer_token(context: grpc.aio.ServicerContext) -> str:
     token = bearer_token(context)
     if token is None:
-        raise Unauthenticated(
-            "MISSING_CREDENTIALS", "send your API key as metadata `authorization: Bearer <key>`"
-        )
+        raise Unauthenticated("MISSING_CREDENTIALS", "send your API key as metadata `authorization: Bearer <key>`")
     return token
 
 

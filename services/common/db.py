@@ -134,9 +134,7 @@ def _is_retryable(error: sa_exc.DBAPIError, retry_unique_violation: bool) -> boo
     return retry_unique_violation and "unique constraint failed" in message
 
 
-def run_transaction(
-    engine: Engine, work: Callable[[Connection], T], *, retry_unique_violation: bool = False
-) -> T:
+def run_transaction(engine: Engine, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
     """Run `work` in one transaction, retrying the whole unit on deadlock or serialization failure."""
     for attempt in range(1, TRANSACTION_ATTEMPTS_MAX + 1):
         try:

@@ -26,9 +26,7 @@ class ServiceError(Exception):
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
         detail = any_pb2.Any()
         detail.Pack(info)
-        return status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=[detail]
-        )
+        return status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=[detail])
 
 
 class InvalidArgument(ServiceError):

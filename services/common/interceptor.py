@@ -45,7 +45,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None
 class _Call:
     """Bookkeeping of one RPC: binds context, then logs its outcome exactly once."""
 
-    __slots__ = ("method", "started", "status", "reason")
+    __slots__ = ("method", "reason", "started", "status")
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.method = method
@@ -53,9 +53,7 @@ class _Call:
         self.status = "OK"
         self.reason = ""
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            request_id=_request_id(context), rpc_method=method, peer=context.peer()
-        )
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc_method=method, peer=context.peer())
 
     async def fail(self, error: Exception, context: grpc.aio.ServicerContext) -> None:
         service_error = as_service_error(error)

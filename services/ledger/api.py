@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-
 from services.common.db import Database
 from services.common.errors import InvalidArgument
 from services.common.timeconv import micros_from_timestamp
@@ -55,9 +54,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         found, token = await asyncio.to_thread(
             queries.list_accounts, self._database, request.owner_id, request.kind, page_size, request.page_token
         )
-        return ledger_pb2.ListAccountsResponse(
-            accounts=[wire.account_message(a) for a in found], next_page_token=token
-        )
+        return ledger_pb2.ListAccountsResponse(accounts=[wire.account_message(a) for a in found], next_page_token=token)
 
     async def CreateTransfers(self, request, context):
         validation.check_batch_size(len(request.transfers), "transfer")

@@ -7,7 +7,7 @@ and what must be written. Everything here is deterministic given the state and `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
 from services.ledger.limits import AMOUNT_MAX, BALANCE_MAX
@@ -172,9 +172,12 @@ _CONTENT_FIELDS = tuple(f.name for f in fields(TransferCommand) if f.name != "li
 _METADATA_FIELDS = ("partner_id", "store_id", "terminal_id", "receipt_id", "member_id")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transfer:
-    """A committed (or about to be committed) transfer, as stored."""
+    """A committed (or about to be committed) transfer, as stored.
+
+    Mutable only so the store can stamp sequence and commit time on the batch's new transfers.
+    """
 
     id: str
     debit_account_id: str
@@ -333,9 +336,7 @@ def _rollback(state: BatchState, undo: list[tuple], postings_mark: int, failures
 def _remember(state: BatchState, command: TransferCommand, outcome: Outcome) -> None:
     if command.id.startswith(SYSTEM_ID_PREFIX):
         return
-    remembered = RememberedFailure(
-        command.content(), outcome.failure, outcome.failure_field, outcome.failure_message
-    )
+    remembered = RememberedFailure(command.content(), outcome.failure, outcome.failure_field, outcome.failure_message)
     state.remembered_failures[command.id] = remembered
     state.new_failures.append((command.id, remembered))
 
@@ -405,9 +406,9 @@ def _compare_existing(state: BatchState, command: TransferCommand, existing: Tra
             continue
         if name == "code" and not given and command.kind in (Kind.POST_PENDING, Kind.VOID_PENDING):
             continue
-        if name in _METADATA_FIELDS and command.kind in (Kind.POST_PENDING, Kind.VOID_PENDING):
-            if _metadata_empty(command):
-                continue
+        resolves = command.kind in (Kind.POST_PENDING, Kind.VOID_PENDING)
+        if name in _METADATA_FIELDS and resolves and _metadata_empty(command):
+            continue
         if given != stored:
             return _reused(command.id, name)
     return Outcome(ItemStatus.ALREADY_EXISTS, transfer=existing)
@@ -514,10 +515,7 @@ def _check_reversal(state: BatchState, command: TransferCommand) -> None:
             f"transfer {original.id!r} moved no posted value; void a hold instead of reversing it",
             "reverses_transfer_id",
         )
-    if (
-        command.debit_account_id != original.credit_account_id
-        or command.credit_account_id != original.debit_account_id
-    ):
+    if command.debit_account_id != original.credit_account_id or command.credit_account_id != original.debit_account_id:
         raise _ItemFailed(
             Failure.REVERSAL_ACCOUNTS_MISMATCH,
             f"a reversal of {original.id!r} must debit {original.credit_account_id!r} "
@@ -555,15 +553,15 @@ def _resolve_pending(state: BatchState, command: TransferCommand, undo: list[tup
     hold_state = state.hold_states.get(pending.id, HoldState.PENDING)
     if hold_state is not HoldState.PENDING:
         failure = _RESOLVED_STATE_FAILURE[hold_state]
-        raise _ItemFailed(failure, f"pending transfer {pending.id!r} is already {hold_state.name.lower()}", "pending_id")
+        raise _ItemFailed(
+            failure, f"pending transfer {pending.id!r} is already {hold_state.name.lower()}", "pending_id"
+        )
     if command.kind is not Kind.EXPIRE_PENDING and state.now_us >= (pending.expires_at_us or 0):
         raise _ItemFailed(Failure.HOLD_EXPIRED, f"the hold {pending.id!r} has expired", "pending_id")
     held = pending.amount
     posted = command.amount if command.kind is Kind.POST_PENDING else 0
     if posted > held:
-        raise _ItemFailed(
-            Failure.POST_AMOUNT_EXCEEDS_PENDING, f"cannot post {posted}: only {held} is held", "amount"
-        )
+        raise _ItemFailed(Failure.POST_AMOUNT_EXCEEDS_PENDING, f"cannot post {posted}: only {held} is held", "amount")
     debit = state.accounts[pending.debit_account_id]
     credit = state.accounts[pending.credit_account_id]
     debit_after = state.balances[debit.id].copy()
@@ -609,10 +607,6 @@ def _commit(
     state.touched_accounts.add(transfer.debit_account_id)
     state.touched_accounts.add(transfer.credit_account_id)
     state.postings.append(Posting(transfer, debit_after, credit_after, posted_amount, pending_change))
-
-
-def with_sequence(transfer: Transfer, sequence: int, committed_at_us: int) -> Transfer:
-    return replace(transfer, sequence=sequence, committed_at_us=committed_at_us)
 
 
 def amount_is_valid(amount: int) -> bool:

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
-from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.config import env_int, env_str, log_format, log_level
 from services.common.db import Database, DatabaseOptions, migrate
 from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server

@@ -8,8 +8,6 @@ batch by the TransferBatcher, so a hot account is locked once per batch, not onc
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from sqlalchemy import Connection
 
 from services.common.db import Database
@@ -17,7 +15,6 @@ from services.ledger import limits, store
 from services.ledger.model import (
     BatchState,
     HoldState,
-    ItemStatus,
     Outcome,
     TransferCommand,
     decide_batch,
@@ -90,13 +87,7 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
         first_sequence,
         committed_at_us,
     )
-    by_id = {transfer.id: transfer for transfer in committed}
+    del committed  # the outcomes hold the same Transfer objects, now stamped with sequence and time
     if sweep:
         return [[outcome for request in expiry_outcomes for outcome in request]]
-    return [[_committed(outcome, by_id) for outcome in request] for request in outcomes]
-
-
-def _committed(outcome: Outcome, by_id: dict) -> Outcome:
-    if outcome.status is ItemStatus.CREATED and outcome.transfer is not None:
-        return replace(outcome, transfer=by_id[outcome.transfer.id])
-    return outcome
+    return outcomes

@@ -8,13 +8,12 @@ from __future__ import annotations
 import re
 
 from coalition.ledger.v1 import ledger_pb2
-
 from services.common.errors import InvalidArgument
 from services.ledger import limits
 from services.ledger.model import Account, Code, Kind, Side, TransferCommand
 
-_ID = re.compile(r"[A-Za-z0-9._:\-/@]{1,%d}" % limits.ID_LENGTH_MAX)
-_CURRENCY = re.compile(r"[A-Z0-9_]{2,%d}" % limits.CURRENCY_CODE_LENGTH_MAX)
+_ID = re.compile(rf"[A-Za-z0-9._:\-/@]{{1,{limits.ID_LENGTH_MAX}}}")
+_CURRENCY = re.compile(rf"[A-Z0-9_]{{2,{limits.CURRENCY_CODE_LENGTH_MAX}}}")
 _REQUEST_KINDS = {Kind.POSTED, Kind.PENDING, Kind.POST_PENDING, Kind.VOID_PENDING}
 _CODES = {code.value for code in Code}
 
@@ -67,7 +66,9 @@ def check_batch_size(count: int, what: str) -> None:
 
 def check_lookup_size(count: int, field: str) -> None:
     if count == 0 or count > limits.LOOKUP_IDS_MAX:
-        raise _invalid("INVALID_LOOKUP_SIZE", f"{field} must hold 1..{limits.LOOKUP_IDS_MAX} ids, got {count}", field=field)
+        raise _invalid(
+            "INVALID_LOOKUP_SIZE", f"{field} must hold 1..{limits.LOOKUP_IDS_MAX} ids, got {count}", field=field
+        )
 
 
 def page_size(requested: int) -> int:
@@ -79,7 +80,9 @@ def page_size(requested: int) -> int:
 def currency_from_proto(currency: ledger_pb2.Currency) -> tuple[str, int, str]:
     check_currency_code(currency.code, "currency.code")
     if not 0 <= currency.scale <= limits.CURRENCY_SCALE_MAX:
-        raise _invalid("INVALID_SCALE", f"currency.scale must be 0..{limits.CURRENCY_SCALE_MAX}", field="currency.scale")
+        raise _invalid(
+            "INVALID_SCALE", f"currency.scale must be 0..{limits.CURRENCY_SCALE_MAX}", field="currency.scale"
+        )
     if not currency.owner_id:
         raise _invalid("MISSING_FIELD", "currency.owner_id is required", field="currency.owner_id")
     check_length(currency.owner_id, "currency.owner_id", limits.OWNER_ID_LENGTH_MAX)
@@ -91,8 +94,10 @@ def account_from_proto(account: ledger_pb2.Account, index: int) -> Account:
     check_currency_code(account.currency_code, "currency_code", index=index)
     if account.normal_side not in (Side.DEBIT, Side.CREDIT):
         raise _invalid(
-            "INVALID_ENUM_VALUE", "normal_side must be ACCOUNT_SIDE_DEBIT or ACCOUNT_SIDE_CREDIT",
-            field="normal_side", index=index,
+            "INVALID_ENUM_VALUE",
+            "normal_side must be ACCOUNT_SIDE_DEBIT or ACCOUNT_SIDE_CREDIT",
+            field="normal_side",
+            index=index,
         )
     check_length(account.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX, index=index)
     check_length(account.kind, "kind", limits.ACCOUNT_KIND_LENGTH_MAX, index=index)
@@ -112,7 +117,8 @@ def transfer_from_proto(item: ledger_pb2.TransferInput, index: int) -> TransferC
         raise _invalid(
             "INVALID_ENUM_VALUE",
             "kind must be TRANSFER_KIND_POSTED, _PENDING, _POST_PENDING or _VOID_PENDING",
-            field="kind", index=index,
+            field="kind",
+            index=index,
         )
     kind = Kind(item.kind)
     resolves = kind in (Kind.POST_PENDING, Kind.VOID_PENDING)
@@ -160,7 +166,8 @@ def _check_amount(item: ledger_pb2.TransferInput, kind: Kind, index: int) -> Non
         raise _invalid(
             "INVALID_AMOUNT",
             f"amount must be 1..{limits.AMOUNT_MAX} minor units, got {item.amount}",
-            field="amount", index=index,
+            field="amount",
+            index=index,
         )
 
 
@@ -168,20 +175,24 @@ def _check_kind_fields(item: ledger_pb2.TransferInput, kind: Kind, index: int) -
     if kind in (Kind.POST_PENDING, Kind.VOID_PENDING):
         check_id(item.pending_id, "pending_id", index=index)
     elif item.pending_id:
-        raise _invalid("UNEXPECTED_FIELD", "pending_id is only for POST_PENDING and VOID_PENDING",
-                       field="pending_id", index=index)
+        raise _invalid(
+            "UNEXPECTED_FIELD", "pending_id is only for POST_PENDING and VOID_PENDING", field="pending_id", index=index
+        )
     if kind is Kind.PENDING:
         if not 0 < item.timeout_seconds <= limits.HOLD_TIMEOUT_SECONDS_MAX:
             raise _invalid(
                 "INVALID_TIMEOUT",
                 f"timeout_seconds must be 1..{limits.HOLD_TIMEOUT_SECONDS_MAX} for a PENDING transfer",
-                field="timeout_seconds", index=index,
+                field="timeout_seconds",
+                index=index,
             )
     elif item.timeout_seconds:
-        raise _invalid("UNEXPECTED_FIELD", "timeout_seconds is only for PENDING transfers",
-                       field="timeout_seconds", index=index)
+        raise _invalid(
+            "UNEXPECTED_FIELD", "timeout_seconds is only for PENDING transfers", field="timeout_seconds", index=index
+        )
     if item.reverses_transfer_id:
         check_id(item.reverses_transfer_id, "reverses_transfer_id", index=index)
         if kind is not Kind.POSTED:
-            raise _invalid("UNEXPECTED_FIELD", "a reversal must be a POSTED transfer",
-                           field="reverses_transfer_id", index=index)
+            raise _invalid(
+                "UNEXPECTED_FIELD", "a reversal must be a POSTED transfer", field="reverses_transfer_id", index=index
+            )

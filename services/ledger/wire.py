@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from coalition.ledger.v1 import ledger_pb2
-
 from services.common.timeconv import timestamp_from_micros
 from services.ledger.model import Account, Balance, Outcome, Transfer
 

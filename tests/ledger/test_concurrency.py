@@ -12,9 +12,9 @@ from collections import defaultdict
 
 import grpc
 import pytest
+
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
-
 from tests.ledger.helpers import CREATED, CREDIT, DEBIT, account, create_accounts, posted, register_currency
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_process, start_ledger_thread

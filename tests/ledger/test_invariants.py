@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import uuid
 
-from coalition.ledger.v1 import ledger_pb2 as pb
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from tests.ledger.helpers import CREATED, DEBIT, CREDIT, account, create_accounts, register_currency
+from coalition.ledger.v1 import ledger_pb2 as pb
+from tests.ledger.helpers import CREATED, CREDIT, DEBIT, account, create_accounts, register_currency
 
 WALLETS = 3
 
@@ -58,9 +65,15 @@ def make_machine(ledger):
         @rule(wallet=st.integers(0, WALLETS - 1), amount=st.integers(1, 500))
         def earn(self, wallet, amount):
             transfer_id = self._id("earn")
-            item = pb.TransferInput(id=transfer_id, debit_account_id=self.issuance,
-                                    credit_account_id=self.wallets[wallet], amount=amount, currency_code="PTS",
-                                    kind=pb.TRANSFER_KIND_POSTED, code=pb.TRANSFER_CODE_EARN)
+            item = pb.TransferInput(
+                id=transfer_id,
+                debit_account_id=self.issuance,
+                credit_account_id=self.wallets[wallet],
+                amount=amount,
+                currency_code="PTS",
+                kind=pb.TRANSFER_KIND_POSTED,
+                code=pb.TRANSFER_CODE_EARN,
+            )
             [result] = self._send(item)
             assert result.status == CREATED
             self._apply_posted(self.issuance, self.wallets[wallet], amount)
@@ -73,9 +86,17 @@ def make_machine(ledger):
             if debit == credit:
                 return
             transfer_id = self._id("move")
-            [result] = self._send(pb.TransferInput(id=transfer_id, debit_account_id=debit, credit_account_id=credit,
-                                                   amount=amount, currency_code="PTS", kind=pb.TRANSFER_KIND_POSTED,
-                                                   code=pb.TRANSFER_CODE_REDEEM))
+            [result] = self._send(
+                pb.TransferInput(
+                    id=transfer_id,
+                    debit_account_id=debit,
+                    credit_account_id=credit,
+                    amount=amount,
+                    currency_code="PTS",
+                    kind=pb.TRANSFER_KIND_POSTED,
+                    code=pb.TRANSFER_CODE_REDEEM,
+                )
+            )
             expected_ok = self._available(debit) >= amount
             assert (result.status == CREATED) == expected_ok, (result, self.model[debit])
             if expected_ok:
@@ -88,9 +109,18 @@ def make_machine(ledger):
         def hold(self, source, amount):
             debit = self.wallets[source]
             transfer_id = self._id("hold")
-            [result] = self._send(pb.TransferInput(id=transfer_id, debit_account_id=debit, credit_account_id=self.shop,
-                                                   amount=amount, currency_code="PTS", kind=pb.TRANSFER_KIND_PENDING,
-                                                   timeout_seconds=3600, code=pb.TRANSFER_CODE_REDEEM))
+            [result] = self._send(
+                pb.TransferInput(
+                    id=transfer_id,
+                    debit_account_id=debit,
+                    credit_account_id=self.shop,
+                    amount=amount,
+                    currency_code="PTS",
+                    kind=pb.TRANSFER_KIND_PENDING,
+                    timeout_seconds=3600,
+                    code=pb.TRANSFER_CODE_REDEEM,
+                )
+            )
             expected_ok = self._available(debit) >= amount
             assert (result.status == CREATED) == expected_ok
             if expected_ok:
@@ -104,8 +134,12 @@ def make_machine(ledger):
             pending_id = data.draw(st.sampled_from(sorted(self.holds)))
             debit, credit, amount = self.holds.pop(pending_id)
             post_amount = 0 if void else data.draw(st.integers(1, amount))
-            item = pb.TransferInput(id=self._id("resolve"), pending_id=pending_id, amount=post_amount,
-                                    kind=pb.TRANSFER_KIND_VOID_PENDING if void else pb.TRANSFER_KIND_POST_PENDING)
+            item = pb.TransferInput(
+                id=self._id("resolve"),
+                pending_id=pending_id,
+                amount=post_amount,
+                kind=pb.TRANSFER_KIND_VOID_PENDING if void else pb.TRANSFER_KIND_POST_PENDING,
+            )
             [result] = self._send(item)
             assert result.status == CREATED, result
             self.model[debit][2] -= amount
@@ -121,9 +155,18 @@ def make_machine(ledger):
             debit, credit, amount, reversed_amount = self.posted[original_id]
             remaining = amount - reversed_amount
             ask = data.draw(st.integers(1, amount))
-            [result] = self._send(pb.TransferInput(id=self._id("rev"), debit_account_id=credit, credit_account_id=debit,
-                                                   amount=ask, currency_code="PTS", kind=pb.TRANSFER_KIND_POSTED,
-                                                   code=pb.TRANSFER_CODE_REVERSAL, reverses_transfer_id=original_id))
+            [result] = self._send(
+                pb.TransferInput(
+                    id=self._id("rev"),
+                    debit_account_id=credit,
+                    credit_account_id=debit,
+                    amount=ask,
+                    currency_code="PTS",
+                    kind=pb.TRANSFER_KIND_POSTED,
+                    code=pb.TRANSFER_CODE_REVERSAL,
+                    reverses_transfer_id=original_id,
+                )
+            )
             within_bounds = credit not in self.wallets or self._available(credit) >= ask
             expected_ok = ask <= remaining and within_bounds
             assert (result.status == CREATED) == expected_ok, (result, ask, remaining)
@@ -136,9 +179,16 @@ def make_machine(ledger):
             """Two wallets pay the shop together, or neither does."""
             first, second = self.wallets[source], self.wallets[(source + 1) % WALLETS]
             items = [
-                pb.TransferInput(id=self._id("pair"), debit_account_id=wallet, credit_account_id=self.shop,
-                                 amount=amount, currency_code="PTS", kind=pb.TRANSFER_KIND_POSTED,
-                                 code=pb.TRANSFER_CODE_REDEEM, linked=linked)
+                pb.TransferInput(
+                    id=self._id("pair"),
+                    debit_account_id=wallet,
+                    credit_account_id=self.shop,
+                    amount=amount,
+                    currency_code="PTS",
+                    kind=pb.TRANSFER_KIND_POSTED,
+                    code=pb.TRANSFER_CODE_REDEEM,
+                    linked=linked,
+                )
                 for wallet, linked in ((first, True), (second, False))
             ]
             results = self._send(*items)

@@ -7,8 +7,8 @@ import time
 
 import grpc
 import pytest
-from coalition.ledger.v1 import ledger_pb2 as pb
 
+from coalition.ledger.v1 import ledger_pb2 as pb
 from services.common.errors import error_info_of
 from services.ledger import limits
 from tests.ledger.helpers import (
@@ -119,7 +119,7 @@ def test_no_overdraft_wallet_refuses_spending_more_than_available(ledger):
 
 
 def test_transfer_between_currencies_is_refused(ledger):
-    issuance, (wallet, _) = setup_pts(ledger)
+    issuance, _ = setup_pts(ledger)
     ledger.RegisterCurrency(pb.RegisterCurrencyRequest(currency=pb.Currency(code="MILES", owner_id="air")))
     ledger.CreateAccounts(
         pb.CreateAccountsRequest(
@@ -167,17 +167,20 @@ def test_pending_transfer_resolves_exactly_once_under_concurrent_post_and_void(l
     def resolve(item):
         results.extend(transfer(ledger, item))
 
-    threads = [threading.Thread(target=resolve, args=(item,)) for item in
-               [post(f"capture-{n}", "hold", 80) for n in range(4)] + [void(f"void-{n}", "hold") for n in range(4)]]
+    threads = [
+        threading.Thread(target=resolve, args=(item,))
+        for item in [post(f"capture-{n}", "hold", 80) for n in range(4)] + [void(f"void-{n}", "hold") for n in range(4)]
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sum(r.status == CREATED for r in results) == 1
     assert all(
-        r.failure_reason in (pb.FAILURE_REASON_PENDING_TRANSFER_ALREADY_POSTED,
-                             pb.FAILURE_REASON_PENDING_TRANSFER_ALREADY_VOIDED)
-        for r in results if r.status != CREATED
+        r.failure_reason
+        in (pb.FAILURE_REASON_PENDING_TRANSFER_ALREADY_POSTED, pb.FAILURE_REASON_PENDING_TRANSFER_ALREADY_VOIDED)
+        for r in results
+        if r.status != CREATED
     )
     final = balance(ledger, wallet)
     assert final.pending == 0 and final.posted in (20, 100)
@@ -275,8 +278,14 @@ def test_open_chain_at_the_end_of_a_batch_fails(ledger):
 
 
 def _bad_items(issuance, wallet):
-    ok = {"debit_account_id": issuance, "credit_account_id": wallet, "currency_code": "PTS",
-          "kind": pb.TRANSFER_KIND_POSTED, "code": pb.TRANSFER_CODE_EARN, "amount": 5}
+    ok = {
+        "debit_account_id": issuance,
+        "credit_account_id": wallet,
+        "currency_code": "PTS",
+        "kind": pb.TRANSFER_KIND_POSTED,
+        "code": pb.TRANSFER_CODE_EARN,
+        "amount": 5,
+    }
     return {
         "missing id": pb.TransferInput(**ok),
         "zero amount": pb.TransferInput(id="b", **{**ok, "amount": 0}),

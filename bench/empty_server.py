@@ -1,0 +1,49 @@
+"""The baseline: a gRPC server on our own stack whose one method does nothing.
+
+`--bare` drops our interceptor (request context + one log line per RPC) to show the raw
+Python gRPC ceiling; by default the handler runs through exactly what ledger calls run through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import grpc
+
+from services.common.config import log_format, log_level
+from services.common.grpc_server import ServerOptions, run_until_signalled, start_server
+from services.common.logs import configure_logging
+
+METHOD_SERVICE = "coalition.bench.v1.BenchService"
+
+
+async def _ping(request: bytes, context) -> bytes:
+    return b""
+
+
+def _register(server: grpc.aio.Server):
+    handler = grpc.method_handlers_generic_handler(METHOD_SERVICE, {"Ping": grpc.unary_unary_rpc_method_handler(_ping)})
+    server.add_generic_rpc_handlers((handler,))
+    return []
+
+
+async def _main(address: str, bare: bool) -> None:
+    configure_logging(log_format(), log_level())
+    if bare:
+        server = grpc.aio.server()
+        _register(server)
+        server.add_insecure_port(address)
+        await server.start()
+        await server.wait_for_termination()
+        return
+    running = await start_server(ServerOptions(listen_address=address), _register)
+    await run_until_signalled([running])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--bare", action="store_true")
+    arguments = parser.parse_args()
+    asyncio.run(_main(arguments.address, arguments.bare))
