@@ -218,3 +218,30 @@ def test_every_call_needs_the_admin_key(settlement):
     with pytest.raises(grpc.RpcError) as caught:
         settlement.Audit(spb.AuditRequest(), metadata=(("authorization", "Bearer wrong"),))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_finance_cli_previews_closes_and_exports(
+    settlement, settlement_server, ledger_stub, tmp_path, monkeypatch, capsys
+):
+    from services.settlement import cli
+
+    month.setup_ledger(ledger_stub)
+    start, end, _ = month.script_period(ledger_stub, set_agreement_with(settlement))
+    monkeypatch.setenv("COALITION_SETTLEMENT_ADDRESS", settlement_server.address)
+    monkeypatch.setenv("COALITION_ADMIN_API_KEY", "test-admin-key-settlement")
+    window = ["p1", "--start", _iso(start), "--end", _iso(end)]
+    assert cli.main(["preview", *window]) == 0
+    assert "EUR 22,80" in capsys.readouterr().out
+    assert cli.main(["close", *window]) == 0
+    output = tmp_path / "overview.pdf"
+    assert cli.main(["export", *window, "--format", "pdf", "--output", str(output)]) == 0
+    assert output.read_bytes().startswith(b"%PDF")
+    assert cli.main(["audit"]) == 0
+    assert cli.main(["close", "2999-01"]) == 2
+    assert "PERIOD_NOT_CONTIGUOUS" in capsys.readouterr().err
+
+
+def _iso(micros: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()

@@ -1,0 +1,177 @@
+"""Finance command-line tool: preview, close, export, reconcile and audit through the settlement API.
+
+    python -m services.settlement.cli preview 2026-10
+    python -m services.settlement.cli close 2026-10
+    python -m services.settlement.cli export 2026-10 --format pdf --output october.pdf
+    python -m services.settlement.cli export 2026-10 --format html --partner hotel
+    python -m services.settlement.cli reconcile 2026-10 --partner fuel --file fuel-october.csv --id fuel-2026-10
+    python -m services.settlement.cli set-agreement --id fuel-2026 --partner fuel \\
+        --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --conversion HOTELPTS:AIRMILES:0.009
+    python -m services.settlement.cli audit
+
+Settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+
+from coalition.settlement.v1 import settlement_pb2 as pb
+from coalition.settlement.v1 import settlement_pb2_grpc
+from services.common.auth import DEV_ADMIN_API_KEY
+from services.common.config import env_str
+from services.common.errors import error_info_of
+from services.common.timeconv import timestamp_from_micros
+from services.settlement.reports.formatting import eur, points
+
+CALL_DEADLINE_SECONDS = 300.0
+FORMATS = {"csv": pb.REPORT_FORMAT_CSV, "html": pb.REPORT_FORMAT_HTML, "pdf": pb.REPORT_FORMAT_PDF}
+
+
+def _micros(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise SystemExit(f"time {text!r} needs an offset, e.g. 2026-10-01T00:00:00+02:00")
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _selector(args) -> pb.PeriodSelector:
+    selector = pb.PeriodSelector(period_id=args.period)
+    if args.start or args.end:
+        if not (args.start and args.end):
+            raise SystemExit("give both --start and --end")
+        selector.start_time.CopyFrom(timestamp_from_micros(_micros(args.start)))
+        selector.end_time.CopyFrom(timestamp_from_micros(_micros(args.end)))
+    return selector
+
+
+def print_settlement(settlement: pb.PeriodSettlement) -> None:
+    state = pb.PeriodState.Name(settlement.state).removeprefix("PERIOD_STATE_").lower()
+    print(f"period {settlement.period_id} ({state}), ledger sequence {settlement.last_commit_sequence}")
+    print(f"{'partner':<20}{'pays':>20}{'is paid':>20}{'net':>20}")
+    for statement in settlement.statements:
+        print(
+            f"{statement.partner_id:<20}{eur(statement.partner_pays_cents):>20}"
+            f"{eur(statement.partner_is_paid_cents):>20}{eur(statement.net_cents):>20}"
+        )
+    netting = settlement.netting
+    check = "balanced" if netting.balanced else "NOT BALANCED"
+    print(f"{'operator net':<60}{eur(netting.operator_net_cents):>20}  ({check})")
+    for rf in settlement.roll_forwards:
+        print(
+            f"liability {rf.currency_code}: opening {points(rf.opening_outstanding)}"
+            f" -> closing {points(rf.closing_outstanding)}"
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coalition-finance", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("preview", "close", "export", "reconcile"):
+        command = commands.add_parser(name)
+        command.add_argument("period", help="YYYY-MM, or any id with --start/--end")
+        command.add_argument("--start", help="ISO 8601 with offset, inclusive")
+        command.add_argument("--end", help="ISO 8601 with offset, exclusive")
+        if name == "export":
+            command.add_argument("--format", choices=sorted(FORMATS), required=True)
+            command.add_argument("--partner", default="", help="one partner's statement (HTML, PDF)")
+            command.add_argument("--output", help="file to write (default: the suggested file name)")
+        if name == "reconcile":
+            command.add_argument("--partner", required=True)
+            command.add_argument("--file", required=True, type=Path)
+            command.add_argument("--id", required=True, help="reconciliation id (idempotency)")
+    agreement = commands.add_parser("set-agreement")
+    agreement.add_argument("--id", required=True)
+    agreement.add_argument("--partner", required=True)
+    agreement.add_argument("--valid-from", required=True, help="ISO 8601 with offset")
+    agreement.add_argument("--price", action="append", default=[], help="CUR:ISSUE:REIMBURSEMENT (EUR per point)")
+    agreement.add_argument("--conversion", action="append", default=[], help="FROM:TO:PRICE_PER_UNIT_RECEIVED")
+    commands.add_parser("audit")
+    commands.add_parser("periods")
+    return parser
+
+
+def run(args, stub, metadata) -> int:
+    call = {"metadata": metadata, "timeout": CALL_DEADLINE_SECONDS}
+    if args.command == "preview":
+        print_settlement(stub.PreviewStatement(pb.PreviewStatementRequest(period=_selector(args)), **call).settlement)
+    elif args.command == "close":
+        response = stub.ClosePeriod(pb.ClosePeriodRequest(period=_selector(args)), **call)
+        print("closed now" if response.closed_now else "already closed; stored figures:")
+        print_settlement(response.settlement)
+    elif args.command == "export":
+        request = pb.ExportReportRequest(period=_selector(args), format=FORMATS[args.format], partner_id=args.partner)
+        response = stub.ExportReport(request, **call)
+        output = Path(args.output or response.file_name)
+        output.write_bytes(response.content)
+        print(f"wrote {output} ({len(response.content)} bytes, {response.media_type})")
+    elif args.command == "reconcile":
+        request = pb.ReconcileRequest(
+            reconciliation_id=args.id, partner_id=args.partner, period=_selector(args), file_csv=args.file.read_bytes()
+        )
+        result = stub.Reconcile(request, **call).reconciliation
+        counts = result.counts
+        print(
+            f"matched {counts.matched}, missing in ledger {counts.missing_in_ledger}, missing at partner"
+            f" {counts.missing_at_partner}, amount differs {counts.amount_differs}, duplicate {counts.duplicate}"
+        )
+        for row in result.rows:
+            if row.status != pb.MATCH_STATUS_MATCHED:
+                status = pb.MatchStatus.Name(row.status).removeprefix("MATCH_STATUS_")
+                print(
+                    f"  {status:<20} {row.receipt_id} {row.type}"
+                    f" partner {row.partner_points} ledger {row.ledger_points}"
+                )
+    elif args.command == "set-agreement":
+        message = pb.PriceAgreement(
+            agreement_id=args.id,
+            partner_id=args.partner,
+            valid_from_time=timestamp_from_micros(_micros(args.valid_from)),
+        )
+        for price in args.price:
+            code, issue, reimbursement = price.split(":")
+            message.point_prices.add(
+                currency_code=code, issue_price_per_point=issue, reimbursement_price_per_point=reimbursement
+            )
+        for conversion in args.conversion:
+            source, target, unit_price = conversion.split(":")
+            message.conversion_prices.add(
+                from_currency_code=source, to_currency_code=target, price_per_unit_received=unit_price
+            )
+        response = stub.SetPriceAgreement(pb.SetPriceAgreementRequest(agreement=message), **call)
+        print("recorded" if response.created else "already recorded identically")
+    elif args.command == "audit":
+        response = stub.Audit(pb.AuditRequest(), **call)
+        for total in response.wallet_totals:
+            print(f"member wallets {total.currency_code}: {points(total.amount)}")
+        for finding in response.findings:
+            print(f"BROKEN {finding.invariant} {finding.currency_code}: {finding.message}")
+        print("all invariants hold" if not response.findings else f"{len(response.findings)} broken invariant(s)")
+        return 1 if response.findings else 0
+    elif args.command == "periods":
+        for period in stub.ListPeriods(pb.ListPeriodsRequest(page_size=100), **call).periods:
+            print(f"{period.period_id:<20}{eur(period.operator_net_cents):>20}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    address = env_str("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053")
+    metadata = (("authorization", f"Bearer {env_str('COALITION_ADMIN_API_KEY', DEV_ADMIN_API_KEY)}"),)
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return run(args, settlement_pb2_grpc.SettlementServiceStub(channel), metadata)
+        except grpc.RpcError as error:
+            info = error_info_of(error)
+            reason = f" [{info.reason}]" if info is not None else ""
+            print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
