@@ -40,9 +40,7 @@ def test_base_rate_rounds_down_once_per_basket_not_per_line():
 
 
 def test_excluded_category_earns_nothing_and_does_not_count_for_threshold():
-    promo = Promotion(
-        model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=100, threshold_amount=5000
-    )
+    promo = Promotion(model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=100, threshold_amount=5000)
     pricing = model.price_basket(
         rule(excluded_categories=frozenset({"tobacco"}), promotion=promo),
         [line(1, 1000), line(2, 9000, "tobacco")],
@@ -71,9 +69,7 @@ def test_promotion_multiplier_only_inside_its_window():
 
 
 def test_fixed_bonus_needs_the_threshold():
-    promo = Promotion(
-        model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=50, threshold_amount=5000
-    )
+    promo = Promotion(model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=50, threshold_amount=5000)
     assert model.price_basket(rule(promotion=promo), [line(1, 4999)], NOW).points == 24
     priced = model.price_basket(rule(promotion=promo), [line(1, 5000)], NOW)
     assert priced.points == 25 + 50 and priced.bonus_points == 50 and priced.promotion_applied
@@ -258,9 +254,7 @@ def test_fraction_rounds_down_in_the_operators_favour_and_is_shown():
     st.integers(0, 10_000),
     st.integers(1, 10**9),
 )
-def test_conversion_never_gives_more_than_the_exact_ratio_plus_bonus(
-    from_units, to_units, block, bonus, amount
-):
+def test_conversion_never_gives_more_than_the_exact_ratio_plus_bonus(from_units, to_units, block, bonus, amount):
     conversion = ConversionRule("PTS", "AIRMILES", 1, from_units, to_units, block, bonus if block else 0)
     try:
         outcome = model.convert(conversion, amount, 0)
@@ -289,15 +283,9 @@ def test_quote_expires_at_its_ttl():
 
 def test_alias_normalisation_and_keyed_hash():
     secret = b"k"
-    assert model.alias_hash(secret, "card", "4000 1234 5678") == model.alias_hash(
-        secret, "card", "400012345678"
-    )
-    assert model.alias_hash(secret, "email", "A@B.example") == model.alias_hash(
-        secret, "email", "a@b.example"
-    )
-    assert model.alias_hash(secret, "email", "a@b.example") != model.alias_hash(
-        b"other", "email", "a@b.example"
-    )
+    assert model.alias_hash(secret, "card", "4000 1234 5678") == model.alias_hash(secret, "card", "400012345678")
+    assert model.alias_hash(secret, "email", "A@B.example") == model.alias_hash(secret, "email", "a@b.example")
+    assert model.alias_hash(secret, "email", "a@b.example") != model.alias_hash(b"other", "email", "a@b.example")
     with pytest.raises(DomainError):
         model.normalize_alias("phone", "0170 123")
 
