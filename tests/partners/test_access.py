@@ -1,0 +1,142 @@
+"""Authentication and partner isolation: every call without a key, and with another partner's key."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from coalition.partners.v1 import partners_pb2 as pb
+from tests.partners.conftest import unique
+
+Code = grpc.StatusCode
+SERVICE = pb.DESCRIPTOR.services_by_name["PartnersService"]
+
+
+@pytest.mark.parametrize("method", [method.name for method in SERVICE.methods])
+def test_every_call_without_a_key_is_unauthenticated(coalition, method):
+    request = getattr(pb, SERVICE.methods_by_name[method].input_type.name)()
+    assert coalition.error(method, request, key=None) == (Code.UNAUTHENTICATED, "MISSING_CREDENTIALS")
+    assert coalition.error(method, request, key="cpk_not-a-real-key") == (Code.UNAUTHENTICATED, "INVALID_API_KEY")
+
+
+ADMIN_CALLS = [
+    ("RegisterPartner", pb.RegisterPartnerRequest()),
+    ("ListPartners", pb.ListPartnersRequest()),
+    ("SuspendPartner", pb.SuspendPartnerRequest()),
+    ("ReactivatePartner", pb.ReactivatePartnerRequest()),
+    ("CreateStore", pb.CreateStoreRequest()),
+    ("CreateTerminal", pb.CreateTerminalRequest()),
+    ("IssueApiKey", pb.IssueApiKeyRequest()),
+    ("RotateApiKey", pb.RotateApiKeyRequest()),
+    ("RevokeApiKey", pb.RevokeApiKeyRequest()),
+    ("CreateEarnRule", pb.CreateEarnRuleRequest()),
+    ("CreateConversionRule", pb.CreateConversionRuleRequest()),
+]
+
+
+def test_partner_keys_cannot_make_admin_calls(coalition):
+    shop = coalition.register_partner()
+    for method, request in ADMIN_CALLS:
+        assert coalition.error(method, request, shop.key) == (Code.PERMISSION_DENIED, "ADMIN_REQUIRED"), method
+
+
+def test_admin_key_cannot_act_at_a_till(coalition):
+    shop = coalition.register_partner()
+    member_id, _ = coalition.enroll()
+    earn = pb.EarnRequest(
+        request_id=unique("e"),
+        point_of_sale=shop.pos(),
+        receipt_id=unique("r"),
+        member=pb.MemberIdentity(member_id=member_id),
+        lines=[pb.BasketLine(line_number=1, category="grocery", quantity=1000, amount=100)],
+    )
+    assert coalition.error("Earn", earn) == (Code.PERMISSION_DENIED, "PARTNER_KEY_REQUIRED")
+
+
+def test_a_partner_cannot_use_another_partners_store_receipts_or_holds(coalition):
+    shop, rival = coalition.register_partner(), coalition.register_partner()
+    member_id, _ = coalition.enroll()
+    _, earn = coalition.earn(shop, member_id, [10_000])
+    # Rival's key at the shop's till.
+    earn.request_id = unique("e")
+    assert coalition.error("Earn", earn, rival.key) == (Code.PERMISSION_DENIED, "STORE_NOT_OWNED")
+    quote = pb.QuoteEarnRequest(point_of_sale=shop.pos(), lines=earn.lines)
+    assert coalition.error("QuoteEarn", quote, rival.key) == (Code.PERMISSION_DENIED, "STORE_NOT_OWNED")
+    wrong_terminal = pb.PointOfSale(store_id=rival.store_id, terminal_id="not-there")
+    quote = pb.QuoteEarnRequest(point_of_sale=wrong_terminal, lines=earn.lines)
+    assert coalition.error("QuoteEarn", quote, rival.key) == (Code.PERMISSION_DENIED, "TERMINAL_NOT_OWNED")
+    # Rival's key on the shop's receipt, from the rival's own till: the receipt does not exist for it.
+    back = pb.ReturnRequest(
+        request_id=unique("ret"), point_of_sale=rival.pos(), receipt_id=earn.receipt_id, line_numbers=[1]
+    )
+    assert coalition.error("Return", back, rival.key) == (Code.NOT_FOUND, "RECEIPT_NOT_FOUND")
+    hold = pb.AuthorizeRedemptionRequest(
+        request_id=unique("h"),
+        point_of_sale=shop.pos(),
+        receipt_id=unique("r"),
+        member=pb.MemberIdentity(member_id=member_id),
+        currency_code="PTS",
+        amount=5,
+    )
+    assert coalition.error("AuthorizeRedemption", hold, rival.key) == (Code.PERMISSION_DENIED, "STORE_NOT_OWNED")
+    redemption = coalition.call("AuthorizeRedemption", hold, shop.key).redemption
+    capture = pb.CaptureRedemptionRequest(request_id=unique("c"), redemption_id=redemption.redemption_id)
+    assert coalition.error("CaptureRedemption", capture, rival.key) == (Code.NOT_FOUND, "REDEMPTION_NOT_FOUND")
+    void = pb.VoidRedemptionRequest(request_id=unique("v"), redemption_id=redemption.redemption_id)
+    assert coalition.error("VoidRedemption", void, rival.key) == (Code.NOT_FOUND, "REDEMPTION_NOT_FOUND")
+    # Partner data.
+    other = pb.GetPartnerRequest(partner_id=shop.partner_id)
+    assert coalition.error("GetPartner", other, rival.key) == (Code.PERMISSION_DENIED, "OTHER_PARTNER")
+    rules = pb.ListEarnRulesRequest(partner_id=shop.partner_id)
+    assert coalition.error("ListEarnRules", rules, rival.key) == (Code.PERMISSION_DENIED, "OTHER_PARTNER")
+    assert coalition.call("GetPartner", pb.GetPartnerRequest(partner_id=rival.partner_id), rival.key)
+    # Activity: the rival sees none of the shop's movements; the shop sees its own.
+    activity = pb.ListMemberActivityRequest(member=pb.MemberIdentity(member_id=member_id))
+    assert list(coalition.call("ListMemberActivity", activity, rival.key).items) == []
+    own = coalition.call("ListMemberActivity", activity, shop.key).items
+    assert {item.partner_id for item in own} == {shop.partner_id}
+    assert any(item.kind == pb.ACTIVITY_KIND_EARN and item.posted_change == 50 for item in own)
+
+
+def test_revoked_and_rotated_keys_stop_working(coalition):
+    shop = coalition.register_partner()
+    own = pb.GetPartnerRequest(partner_id=shop.partner_id)
+    rotated = coalition.call("RotateApiKey", pb.RotateApiKeyRequest(partner_id=shop.partner_id, key_id=shop.key_id))
+    assert rotated.revoked_key_info.HasField("revoke_time")
+    assert coalition.error("GetPartner", own, shop.key) == (Code.UNAUTHENTICATED, "INVALID_API_KEY")
+    assert coalition.call("GetPartner", own, rotated.api_key).partner.partner_id == shop.partner_id
+    revoke = pb.RevokeApiKeyRequest(partner_id=shop.partner_id, key_id=rotated.key_info.key_id)
+    coalition.call("RevokeApiKey", revoke)
+    coalition.call("RevokeApiKey", revoke)  # idempotent
+    assert coalition.error("GetPartner", own, rotated.api_key) == (Code.UNAUTHENTICATED, "INVALID_API_KEY")
+
+
+def test_register_partner_is_idempotent_and_refuses_different_content(coalition):
+    partner = pb.Partner(partner_id=unique("p"), kind=pb.PARTNER_KIND_FUEL, display_name="Fuel Co")
+    first = coalition.call("RegisterPartner", pb.RegisterPartnerRequest(partner=partner))
+    again = coalition.call("RegisterPartner", pb.RegisterPartnerRequest(partner=partner))
+    assert first.created and not again.created
+    partner.display_name = "Other"
+    assert coalition.error("RegisterPartner", pb.RegisterPartnerRequest(partner=partner)) == (
+        Code.ALREADY_EXISTS,
+        "PARTNER_EXISTS_WITH_DIFFERENT_CONTENT",
+    )
+    bad = pb.Partner(partner_id="Bad Id", kind=pb.PARTNER_KIND_FUEL, display_name="x")
+    assert coalition.error("RegisterPartner", pb.RegisterPartnerRequest(partner=bad))[0] == Code.INVALID_ARGUMENT
+
+
+def test_alias_lookup_and_alias_in_use(coalition):
+    member_id, card = coalition.enroll()
+    found = coalition.call("LookupMember", pb.LookupMemberRequest(alias=pb.Alias(kind=pb.ALIAS_KIND_CARD, value=card)))
+    assert found.member.member_id == member_id
+    email = pb.Alias(kind=pb.ALIAS_KIND_EMAIL, value=f"{unique('m')}@example.com")
+    coalition.call("AttachAlias", pb.AttachAliasRequest(member_id=member_id, alias=email))
+    upper = pb.Alias(kind=pb.ALIAS_KIND_EMAIL, value=email.value.upper())
+    assert coalition.call("LookupMember", pb.LookupMemberRequest(alias=upper)).member.member_id == member_id
+    other_id, _ = coalition.enroll()
+    assert coalition.error("AttachAlias", pb.AttachAliasRequest(member_id=other_id, alias=email)) == (
+        Code.ALREADY_EXISTS,
+        "ALIAS_IN_USE",
+    )
+    unknown = pb.LookupMemberRequest(alias=pb.Alias(kind=pb.ALIAS_KIND_CARD, value="999999999999"))
+    assert coalition.error("LookupMember", unknown) == (Code.NOT_FOUND, "MEMBER_NOT_FOUND")
