@@ -153,7 +153,7 @@ async def compute_settlement(
             priced.extend(late_priced)
     except SettlementRuleError as error:
         raise rule_error(error) from error
-    opening_lines, _ = await context.ledger.activity(0, start_us, account_ids)
+    opening_lines = (await context.ledger.activity(0, start_us, account_ids))[0] if start_us > 0 else []
     opening = model.wallet_net_change(opening_lines)
     points_currencies = sorted(code for code in owners if code != model.MONEY_CURRENCY_CODE)
     roll_forwards = tuple(model.roll_forward(code, opening.get(code, 0), window_lines) for code in points_currencies)
