@@ -23,6 +23,8 @@ SERVICE_NAME = settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].f
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 VERSION_TABLE = "alembic_version_settlement"
 _log = structlog.get_logger("settlement")
+# The context of the server started last in this process, for seed_demo().
+_started: list[SettlementContext] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,8 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         audit_lag_seconds=settings.audit_lag_seconds,
     )
 
+    _started.append(context)
+
     def register(server):
         settlement_pb2_grpc.add_SettlementServiceServicer_to_server(SettlementApi(context, admin_key), server)
         return [SERVICE_NAME]
@@ -105,6 +109,14 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
     )
     return await start_server(options, register, on_stopped)
+
+
+async def seed_demo() -> None:
+    """Idempotently record demo price agreements for the partners the demo put on the ledger."""
+    from services.settlement.demo import seed
+
+    if _started:
+        await seed(_started[-1])
 
 
 async def _main() -> None:

@@ -245,3 +245,24 @@ def _iso(micros: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
+
+
+def test_demo_seed_prices_every_partner_so_a_preview_works(settlement, settlement_server, ledger_stub):
+    import asyncio
+
+    from services.settlement import server as settlement_server_module
+
+    month.setup_ledger(ledger_stub)
+    start = month.tick()
+    month.transfer(ledger_stub, "d1", "issuance:PTS:fuel", "wallet:PTS:m1", 100, "PTS", lpb.TRANSFER_CODE_EARN)
+    end = month.tick()
+    asyncio.run_coroutine_threadsafe(settlement_server_module.seed_demo(), settlement_server._loop).result(30)
+    asyncio.run_coroutine_threadsafe(settlement_server_module.seed_demo(), settlement_server._loop).result(30)
+    listed = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(page_size=2))
+    assert len(listed.agreements) == 2 and listed.next_page_token
+    airline = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(partner_id="airline")).agreements
+    assert [(c.from_currency_code, c.to_currency_code) for c in airline[0].conversion_prices] == [
+        ("HOTELPTS", "AIRMILES")
+    ]
+    preview = settlement.PreviewStatement(spb.PreviewStatementRequest(period=selector("demo", start, end)))
+    assert nets(preview.settlement) == {"fuel": 100}
