@@ -344,3 +344,20 @@ async def list_conversion_rules(app: App) -> list[model.ConversionRule]:
         by_direction.setdefault((rule.from_currency, rule.to_currency), []).append(rule)
     current = [model.select_version(versions, now) for _, versions in sorted(by_direction.items())]
     return [rule for rule in current if rule is not None]
+
+
+async def ensure_known_api_key(app: App, partner_id: str, key_id: str, api_key: str) -> bool:
+    """Demo and fixtures only: store a key chosen by the operator, once. Returns True if added."""
+    now = app.clock()
+
+    def work(connection: Connection) -> bool:
+        if store.get_api_key(connection, key_id) is not None:
+            return False
+        connection.execute(
+            insert(store.api_keys).values(
+                key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
+            )
+        )
+        return True
+
+    return await app.write(work, retry_unique_violation=True)
