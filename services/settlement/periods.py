@@ -253,6 +253,12 @@ async def close_period(
             expected_start_us=last.end_us,
             period_id=period_id,
         )
+    if last is not None and last.state != store.PERIOD_STATE_CLOSED:
+        raise FailedPrecondition(
+            "PREVIOUS_PERIOD_NOT_CLOSED",
+            f"closing {last.period_id} was interrupted; close {last.period_id} again to finish it first",
+            previous_period_id=last.period_id,
+        )
     await _ensure_operator_settlement_account(context)
     ledger_now_us = await context.ledger.clock_us(OPERATOR_SETTLEMENT_ACCOUNT_ID)
     if ledger_now_us < end_us + context.close_delay_seconds * 1_000_000:

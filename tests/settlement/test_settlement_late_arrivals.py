@@ -121,3 +121,45 @@ def test_transfer_committed_after_the_close_is_a_prior_period_adjustment(
         await real.close()
 
     asyncio.run(scenario())
+
+
+class FailingPostLedgerClient(LedgerClient):
+    """Loses the connection when posting the nets, as a crash between freezing and posting would."""
+
+    async def create_transfers(self, transfers):
+        from services.common.errors import Unavailable
+
+        raise Unavailable("LEDGER_UNAVAILABLE", "simulated outage while posting")
+
+
+def test_interrupted_close_is_finished_by_closing_again(settlement_database, ledger_server, ledger_stub):
+    from services.common.errors import FailedPrecondition, Unavailable
+
+    month.setup_ledger(ledger_stub)
+
+    async def scenario():
+        real = LedgerClient(ledger_server.address)
+        failing = FailingPostLedgerClient(ledger_server.address)
+        context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
+        broken = SettlementContext(settlement_database, failing, context.time_zone, 0, 0)
+        start = month.tick()
+        for message in month.base_agreements(start - 1):
+            await agreements.set_price_agreement(context, wire.agreement_from_pb(message))
+        month.transfer(ledger_stub, "b1", "issuance:PTS:fuel", "wallet:PTS:m2", 700, "PTS", lpb.TRANSFER_CODE_EARN)
+        end = month.tick()
+        with pytest.raises(Unavailable):
+            await periods.close_period(broken, "p1", start, end)
+        # The figures are frozen but not posted: the next period must wait.
+        month.transfer(ledger_stub, "b2", "issuance:PTS:fuel", "wallet:PTS:m2", 5, "PTS", lpb.TRANSFER_CODE_EARN)
+        later = month.tick()
+        with pytest.raises(FailedPrecondition) as caught:
+            await periods.close_period(context, "p2", end, later)
+        assert caught.value.reason == "PREVIOUS_PERIOD_NOT_CLOSED"
+        finished, closed_now = await periods.close_period(context, "p1", start, end)
+        assert closed_now and finished.closed and finished.statement("fuel").net_cents == 700
+        posted = ledger_stub.GetTransfers(lpb.GetTransfersRequest(ids=["settlement:p1:fuel"]), timeout=10)
+        assert [t.amount for t in posted.transfers] == [700]
+        await real.close()
+        await failing.close()
+
+    asyncio.run(scenario())
