@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -29,6 +29,8 @@ class App:
     admin_key: AdminKey
     alias_secret: bytes
     clock: Clock = system_clock
+    # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
+    known_wallets: set[str] = field(default_factory=set)
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One transaction on the writer, off the event loop (the driver blocks)."""

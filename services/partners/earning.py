@@ -161,14 +161,21 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
         )
         return EarnRecord(store.earn_by_request(connection, partner_id, command.request_id), [])
 
-    record_ = await app.write(record, retry_unique_violation=True)
-    row = record_.earn
-    if row.state == "pending":
+    row = (await app.write(record, retry_unique_violation=True)).earn
+    posting = row.state == "pending"
+    if posting:
         await _post_earn(app, row)
-        row = await app.read(lambda connection: store.earn_by_request(connection, partner_id, command.request_id))
+
+    def finish(connection: Connection) -> EarnRecord:
+        if posting:
+            store.mark_earn_posted(connection, row.earn_id)
+        earn_row = store.earn_by_request(connection, partner_id, command.request_id)
+        return EarnRecord(earn_row, list(store.earn_lines_of(connection, row.earn_id)))
+
+    done = await (app.write(finish) if posting else app.read(finish))
+    if posting:
         _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code)
-    lines = await app.read(lambda connection: list(store.earn_lines_of(connection, row.earn_id)))
-    return EarnRecord(row, lines)
+    return done
 
 
 async def _post_earn(app: App, row: Row) -> None:
@@ -196,7 +203,6 @@ async def _post_earn(app: App, row: Row) -> None:
             f"the ledger refused the earn: {result.failure_message}",
             failure=failure_name(result),
         )
-    await app.write(lambda connection: store.mark_earn_posted(connection, row.earn_id))
 
 
 @dataclass(frozen=True, slots=True)

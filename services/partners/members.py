@@ -123,8 +123,11 @@ async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
     transfer id forever, so a transfer tried before its wallet existed could never succeed.
     """
     account_id = model.wallet_account_id(currency, member_id)
+    if account_id in app.known_wallets:
+        return account_id
     known = await app.read(lambda connection: store.has_wallet(connection, member_id, currency))
     if known:
+        _remember(app, account_id)
         return account_id
     await app.ledger.ensure_accounts(
         [AccountSpec(account_id, currency, CREDIT, member_id, "member_wallet", no_overdraft=True)]
@@ -138,7 +141,17 @@ async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
             )
 
     await app.write(note, retry_unique_violation=True)
+    _remember(app, account_id)
     return account_id
+
+
+KNOWN_WALLETS_MAX = 200_000
+
+
+def _remember(app: App, account_id: str) -> None:
+    if len(app.known_wallets) >= KNOWN_WALLETS_MAX:
+        app.known_wallets.clear()  # a bounded cache; forgetting only costs one read
+    app.known_wallets.add(account_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,16 +147,16 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
         expire_us = (
             result.transfer.expire_time.seconds * model.MICROS_PER_SECOND + result.transfer.expire_time.nanos // 1000
         )
-        await app.write(
-            lambda connection: store.update_redemption(
-                connection,
-                row.redemption_id,
-                state="authorized",
-                expire_time_us=expire_us or row.expire_time_us,
+
+        def authorized(connection: Connection) -> Row:
+            store.update_redemption(
+                connection, row.redemption_id, state="authorized", expire_time_us=expire_us or row.expire_time_us
             )
-        )
+            return store.get_redemption(connection, row.redemption_id)
+
+        done = await app.write(authorized)
         _log.info("points_held", redemption_id=row.redemption_id, amount=row.held_amount)
-        return await _load(app, row.redemption_id)
+        return done
     reason = failure_name(result)
     await app.write(
         lambda connection: store.update_redemption(connection, row.redemption_id, state="failed", failure_reason=reason)
