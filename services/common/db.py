@@ -52,8 +52,9 @@ class Database:
             self.writer = _sqlite_engine(options, immediate=True)
             self.reader = _sqlite_engine(options, immediate=False)
         else:
-            self.writer = _postgres_engine(options)
-            self.reader = self.writer
+            self.writer = _postgres_engine(options, "READ COMMITTED")
+            # Reads that take several statements (a trial balance and its sequence) see one snapshot.
+            self.reader = _postgres_engine(options, "REPEATABLE READ")
 
     def dispose(self) -> None:
         self.writer.dispose()
@@ -97,7 +98,7 @@ def _sqlite_engine(options: DatabaseOptions, immediate: bool) -> Engine:
     return engine
 
 
-def _postgres_engine(options: DatabaseOptions) -> Engine:
+def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
     url = make_url(options.url)
     server_options = (
         f"-c statement_timeout={options.statement_timeout_ms} -c lock_timeout={options.lock_timeout_ms}"
@@ -116,8 +117,10 @@ def _postgres_engine(options: DatabaseOptions) -> Engine:
         pool_size=options.pool_size,
         max_overflow=0,
         pool_timeout=options.pool_timeout_seconds,
-        pool_pre_ping=True,
-        isolation_level="READ COMMITTED",
+        # No pre-ping round trip per checkout: a dead connection fails the unit of work, which is
+        # retried on a fresh one (every unit of work here is idempotent).
+        pool_recycle=1800,
+        isolation_level=isolation_level,
         connect_args={"options": server_options, "connect_timeout": 5},
     )
 
@@ -141,7 +144,8 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T], *, retry_un
             with engine.begin() as connection:
                 return work(connection)
         except sa_exc.DBAPIError as error:
-            if error.connection_invalidated or not _is_retryable(error, retry_unique_violation):
+            retryable = error.connection_invalidated or _is_retryable(error, retry_unique_violation)
+            if not retryable:
                 raise
             if attempt == TRANSACTION_ATTEMPTS_MAX:
                 raise

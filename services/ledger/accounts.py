@@ -48,7 +48,13 @@ def create_accounts(database: Database, requested: list[Account]) -> list[Accoun
             if outcomes[-1].status is ItemStatus.CREATED:
                 new[account.id] = account
         if any(o.status is ItemStatus.FAILED for o in outcomes):
-            return outcomes  # all or nothing: nothing of a batch with a failed item is written
+            # All or nothing: nothing of the batch is written, so nothing may be reported CREATED.
+            return [
+                AccountOutcome(ItemStatus.FAILED, failure=Failure.LINKED_EVENT_FAILED)
+                if o.status is ItemStatus.CREATED
+                else o
+                for o in outcomes
+            ]
         now_us = store.clock_now_us(connection)
         if new:
             store.insert_accounts(connection, list(new.values()), now_us)

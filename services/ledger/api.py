@@ -122,10 +122,10 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         if len(request.account_ids) > limits.LOOKUP_IDS_MAX:
             raise InvalidArgument("INVALID_LOOKUP_SIZE", f"at most {limits.LOOKUP_IDS_MAX} account_ids")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
-        rows = await asyncio.to_thread(
+        rows, last_sequence = await asyncio.to_thread(
             queries.activity_summary, self._database, start_us, end_us, list(request.account_ids), request.owner_id
         )
-        response = ledger_pb2.GetActivitySummaryResponse()
+        response = ledger_pb2.GetActivitySummaryResponse(last_commit_sequence=last_sequence)
         for row in rows:
             response.lines.add(
                 account_id=row.account_id,
@@ -137,7 +137,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 owner_id=row.owner_id,
                 kind=row.kind,
             )
-            response.last_commit_sequence = max(response.last_commit_sequence, int(row.last_sequence))
         return response
 
     async def WatchTransfers(self, request, context):

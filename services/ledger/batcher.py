@@ -32,13 +32,24 @@ class _Waiting:
         self.loop = loop
 
 
-def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
-    if future.done():  # the caller went away (deadline, cancel); the write still stands
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle(settlements: list[tuple[asyncio.Future, object, BaseException | None]]) -> None:
+    for future, result, error in settlements:
+        if future.done():  # the caller went away (deadline, cancel); the write still stands
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _wake(taken: list[_Waiting], results: list | None, error: BaseException | None) -> None:
+    """One wake-up per event loop per batch, not one per call: each wake-up is a syscall."""
+    by_loop: dict = {}
+    for index, waiting in enumerate(taken):
+        result = None if results is None else results[index]
+        by_loop.setdefault(waiting.loop, []).append((waiting.future, result, error))
+    for loop, settlements in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settlements)
 
 
 class TransferBatcher:
@@ -91,8 +102,6 @@ class TransferBatcher:
                 results = self._apply([waiting.commands for waiting in taken])
             except Exception as error:  # every caller of the batch gets the failure
                 _log.warning("transfer_batch_failed", error=repr(error), calls=len(taken))
-                for waiting in taken:
-                    waiting.loop.call_soon_threadsafe(_settle, waiting.future, None, error)
+                _wake(taken, None, error)
                 continue
-            for waiting, result in zip(taken, results, strict=True):
-                waiting.loop.call_soon_threadsafe(_settle, waiting.future, result, None)
+            _wake(taken, results, None)

@@ -79,6 +79,8 @@ def get_account(database: Database, account_id: str) -> BalanceView:
 
 def list_accounts(database: Database, owner_id: str, kind: str, page_size: int, page_token: str):
     after = decode_page_token(page_token, {"after_id"}).get("after_id", "")
+    if not isinstance(after, str) or (page_token and not after):
+        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
 
     def work(connection):
         found = store.list_accounts(connection, owner_id, kind, after, page_size + 1)
@@ -120,11 +122,20 @@ def list_entries(
         accounts = store.get_accounts(connection, [account_id])
         if account_id not in accounts:
             raise NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", account_id=account_id)
+        now_us = store.clock_now_us(connection)
         rows = store.account_entries(connection, account_id, start_us, end_us, before, page_size + 1)
         more = len(rows) > page_size
         rows = rows[:page_size]
         views = [
-            EntryView(transfer, accounts[account_id], side, posted, pending, after, transfer.committed_at_us)
+            EntryView(
+                _effective_hold_state(transfer, now_us),
+                accounts[account_id],
+                side,
+                posted,
+                pending,
+                after,
+                transfer.committed_at_us,
+            )
             for transfer, side, posted, pending, after in rows
         ]
         token = encode_page_token({"before_sequence": rows[-1][0].sequence}) if more else ""
@@ -141,7 +152,13 @@ def trial_balance(database: Database):
 
 
 def activity_summary(database: Database, start_us: int, end_us: int, account_ids: list[str], owner_id: str):
-    return database.read(lambda connection: store.activity_summary(connection, start_us, end_us, account_ids, owner_id))
+    """The lines, and the highest commit sequence in the window (moving posted value or not)."""
+
+    def work(connection):
+        lines = store.activity_summary(connection, start_us, end_us, account_ids, owner_id)
+        return lines, store.last_sequence_in_window(connection, start_us, end_us, account_ids, owner_id)
+
+    return database.read(work)
 
 
 def transfers_after(database: Database, after_sequence: int, limit: int) -> list[Transfer]:

@@ -693,7 +693,8 @@ def transfers_after(connection: Connection, after_sequence: int, limit: int) -> 
     rows = connection.execute(
         select(transfers).where(transfers.c.sequence > after_sequence).order_by(transfers.c.sequence).limit(limit)
     ).all()
-    return [_transfer_from_row(row) for row in rows]
+    states = hold_states(connection, [row.id for row in rows if row.kind == Kind.PENDING])
+    return [_transfer_from_row(row, states.get(row.id, HoldState.NONE)) for row in rows]
 
 
 def account_entries(
@@ -718,7 +719,10 @@ def account_entries(
     if before_sequence is not None:
         query = query.where(entries.c.transfer_sequence < before_sequence)
     result = []
-    for row in connection.execute(query):
+    rows = connection.execute(query).all()
+    pending_ids = [row._mapping[transfers.c.id] for row in rows if row._mapping[transfers.c.kind] == Kind.PENDING]
+    states = hold_states(connection, pending_ids)
+    for row in rows:
         mapping = row._mapping
         balance_after = Balance(
             mapping[entries.c.debits_posted],
@@ -726,7 +730,7 @@ def account_entries(
             mapping[entries.c.debits_pending],
             mapping[entries.c.credits_pending],
         )
-        transfer = _transfer_from_row(_TransferView(mapping))
+        transfer = _transfer_from_row(_TransferView(mapping), states.get(mapping[transfers.c.id], HoldState.NONE))
         result.append(
             (
                 transfer,
@@ -772,6 +776,23 @@ def last_sequence(connection: Connection) -> int:
     return connection.execute(select(ledger_clock.c.last_sequence).where(ledger_clock.c.id == 1)).scalar_one()
 
 
+def _entry_filters(connection: Connection, query, account_ids: Sequence[str], owner_id: str):
+    if account_ids:
+        query = query.where(_one_of(connection, entries.c.account_id, account_ids))
+    if owner_id:
+        query = query.where(entries.c.account_id.in_(select(accounts.c.id).where(accounts.c.owner_id == owner_id)))
+    return query
+
+
+def last_sequence_in_window(
+    connection: Connection, start_us: int, end_us: int, account_ids: Sequence[str], owner_id: str
+) -> int:
+    query = select(func.max(entries.c.transfer_sequence)).where(
+        entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us
+    )
+    return int(connection.execute(_entry_filters(connection, query, account_ids, owner_id)).scalar() or 0)
+
+
 def activity_summary(connection: Connection, start_us: int, end_us: int, account_ids: Sequence[str], owner_id: str):
     debits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.DEBIT))
     credits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.CREDIT))
@@ -788,12 +809,7 @@ def activity_summary(connection: Connection, start_us: int, end_us: int, account
         .where(entries.c.posted_amount > 0)
         .group_by(entries.c.account_id, entries.c.code)
     )
-    if account_ids:
-        inner = inner.where(entries.c.account_id.in_(set(account_ids)))
-    if owner_id:
-        owned = select(accounts.c.id).where(accounts.c.owner_id == owner_id)
-        inner = inner.where(entries.c.account_id.in_(owned))
-    summary = inner.subquery()
+    summary = _entry_filters(connection, inner, account_ids, owner_id).subquery()
     query = (
         select(summary, accounts.c.currency_code, accounts.c.owner_id, accounts.c.kind)
         .join(accounts, accounts.c.id == summary.c.account_id)

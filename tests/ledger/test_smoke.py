@@ -1,5 +1,4 @@
 from coalition.ledger.v1 import ledger_pb2 as pb
-
 from tests.ledger.helpers import CREATED, EXISTS, FAILED, balance, pending, post, posted, setup_pts, transfer, void
 
 
