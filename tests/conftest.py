@@ -1,7 +1,7 @@
 import grpc
 import pytest
-from coalition.ledger.v1 import ledger_pb2_grpc
 
+from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.logs import configure_logging
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread
