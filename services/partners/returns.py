@@ -116,6 +116,8 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             insert(store.returns).values(
                 return_id=return_id,
                 partner_id=partner_id,
+                store_id=command.store_id,
+                terminal_id=command.terminal_id,
                 request_id=command.request_id,
                 fingerprint=digest,
                 receipt_id=command.receipt_id,
@@ -180,7 +182,13 @@ async def _decide(app: App, row: Row) -> Row:
 
 
 async def _submit(app: App, row: Row) -> Row:
-    metadata = TransferMetadata(partner_id=row.partner_id, receipt_id=row.receipt_id, member_id=row.member_id)
+    metadata = TransferMetadata(
+        partner_id=row.partner_id,
+        store_id=row.store_id,
+        terminal_id=row.terminal_id,
+        receipt_id=row.receipt_id,
+        member_id=row.member_id,
+    )
     transfers: list[TransferInput] = []
     refunds = json.loads(row.refunds)
     if refunds:
@@ -199,13 +207,7 @@ async def _submit(app: App, row: Row) -> Row:
                     kind=ledger_pb2.TRANSFER_KIND_POSTED,
                     reverses_transfer_id=redemption.capture_transfer_id,
                     code=ledger_pb2.TRANSFER_CODE_REVERSAL,
-                    metadata=TransferMetadata(
-                        partner_id=row.partner_id,
-                        store_id=redemption.store_id,
-                        terminal_id=redemption.terminal_id,
-                        receipt_id=row.receipt_id,
-                        member_id=row.member_id,
-                    ),
+                    metadata=metadata,
                 )
             )
     if row.earned_points_reversed > 0:

@@ -222,6 +222,8 @@ returns = Table(
     Column("receipt_id", String(64), nullable=False),
     Column("member_id", String(64), nullable=False),
     Column("earn_id", String(128), nullable=True),
+    Column("store_id", String(64), nullable=False, server_default=""),
+    Column("terminal_id", String(64), nullable=False, server_default=""),
     Column("currency_code", String(16), nullable=False),
     Column("earned_points_due", BigInteger, nullable=False),
     Column("earned_points_reversed", BigInteger, nullable=False),
