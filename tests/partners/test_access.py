@@ -140,3 +140,22 @@ def test_alias_lookup_and_alias_in_use(coalition):
     )
     unknown = pb.LookupMemberRequest(alias=pb.Alias(kind=pb.ALIAS_KIND_CARD, value="999999999999"))
     assert coalition.error("LookupMember", unknown) == (Code.NOT_FOUND, "MEMBER_NOT_FOUND")
+
+
+def test_enrolment_and_store_registration_are_idempotent(coalition):
+    shop = coalition.register_partner()
+    card = pb.Alias(
+        kind=pb.ALIAS_KIND_CARD,
+        value="6001 2000 0000 0001"[:-4] + unique("x")[-4:].translate(str.maketrans("abcdef", "123456")),
+    )
+    request = pb.EnrollMemberRequest(request_id=unique("enroll"), aliases=[card])
+    first = coalition.call("EnrollMember", request, shop.key).member
+    assert coalition.call("EnrollMember", request, shop.key).member == first
+    assert first.alias_count == 1
+    store = pb.Store(store_id=shop.store_id, partner_id=shop.partner_id, display_name="Main")
+    assert not coalition.call("CreateStore", pb.CreateStoreRequest(store=store)).created
+    store.display_name = "Renamed"
+    assert coalition.error("CreateStore", pb.CreateStoreRequest(store=store)) == (
+        Code.ALREADY_EXISTS,
+        "STORE_EXISTS_WITH_DIFFERENT_CONTENT",
+    )
