@@ -9,7 +9,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
 export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: setup gen run test test-fast lint migrate bench bench-quick soak demo clean
+.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement demo clean
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -61,8 +61,13 @@ bench: setup
 bench-quick: setup
 	$(PY) -m bench.ledger_bench --quick
 
-soak: setup
-	COALITION_SOAK=1 $(PY) -m pytest -q tests -m soak
+bench-settlement: setup
+	$(PY) -m bench.settlement_close
+
+# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview.
+demo: setup
+	$(PY) -m services.partners.demo_client
+	$(PY) -m services.settlement.cli preview $$(date +%Y-%m)
 
 clean:
 	rm -rf $(VENV) gen var .tools .pytest_cache .hypothesis

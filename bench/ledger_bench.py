@@ -19,6 +19,7 @@ import time
 import uuid
 
 import grpc
+from sqlalchemy import create_engine
 
 from bench.empty_server import METHOD_SERVICE
 from coalition.ledger.v1 import ledger_pb2 as pb
@@ -83,7 +84,7 @@ async def _drive(name: str, make_call, seconds: float, concurrency: int, items_p
 async def _baseline(address: str, seconds: float) -> dict:
     async with grpc.aio.insecure_channel(address) as channel:
         ping = channel.unary_unary(f"/{METHOD_SERVICE}/Ping")
-        await ping(b"", timeout=10)
+        await ping(b"", timeout=30, wait_for_ready=True)
 
         async def call(_worker: int, _sequence: int) -> None:
             await ping(b"", timeout=10)
@@ -119,11 +120,20 @@ def _transfer(transfer_id: str, debit: str, credit: str, amount: int) -> pb.Tran
     )
 
 
-async def _ledger_workloads(address: str, seconds: float, batches: int) -> list[dict]:
+def _analyze(database_url: str) -> None:
+    """A production database has planner statistics; a schema made seconds ago has none yet."""
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    engine.dispose()
+
+
+async def _ledger_workloads(address: str, database_url: str, seconds: float, batches: int) -> list[dict]:
     run = uuid.uuid4().hex[:8]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         hot, wallets = await _prepare(stub, run)
+        _analyze(database_url)
         rng = random.Random(7)
 
         def single(prefix: str, debit_of):
@@ -227,7 +237,7 @@ async def _main(arguments) -> None:
         bare = await _baseline(bare_address, seconds)
         bare["workload"] = "raw grpc.aio empty handler (no interceptor)"
         baseline = await _baseline(empty_address, seconds)
-        results = await _ledger_workloads(ledger_address, seconds, arguments.batches)
+        results = await _ledger_workloads(ledger_address, schema.url, seconds, arguments.batches)
     finally:
         for process in processes:
             _stop(process)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
@@ -13,12 +14,15 @@ from services.common.logs import configure_logging
 
 # Each module exposes `async def start() -> RunningServer` (settings from the environment)
 # and may expose `async def seed_demo() -> None` run once all servers are up.
-SERVICE_MODULES = ("services.ledger.server",)
+SERVICE_MODULES = ("services.ledger.server", "services.partners.server", "services.settlement.server")
+# Blocking database work of all three services runs on the loop's default executor.
+IO_THREADS = 32
 
 
 async def _main() -> None:
     configure_logging(log_format(), log_level())
     log = structlog.get_logger("run")
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     modules = [importlib.import_module(name) for name in SERVICE_MODULES]
     running = []
     for module in modules:
@@ -28,6 +32,12 @@ async def _main() -> None:
         if seed is not None:
             await seed()
     log.info("coalition_running", ports=[server.port for server in running])
+    print(
+        "\nThe coalition is running: ledger 127.0.0.1:50051, partners 127.0.0.1:50052, settlement 127.0.0.1:50053."
+        "\nIn another terminal: `make demo` walks a till through earn, hold/capture, return and conversion."
+        "\nCtrl-C stops everything.\n",
+        flush=True,
+    )
     await run_until_signalled(running)
 
 

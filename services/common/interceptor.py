@@ -127,12 +127,22 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, package_prefix: str = "/coalition.") -> None:
         self._prefix = package_prefix
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per method: wrap once, not per call
 
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(self._prefix):
             return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary_unary(method, handler.unary_unary),

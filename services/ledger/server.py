@@ -80,8 +80,6 @@ async def _sweep_expired_holds(database: Database) -> None:
 
 async def start(settings: LedgerSettings | None = None) -> RunningServer:
     settings = settings or LedgerSettings.from_env()
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="io"))
     database = await asyncio.to_thread(open_database, settings)
     batcher = TransferBatcher(
         lambda requests: create_transfers(database, requests), settings.writer_count, limits.BATCH_ITEMS_MAX
@@ -111,7 +109,10 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
 
 async def _main() -> None:
     configure_logging(log_format(), log_level())
-    running = await start()
+    settings = LedgerSettings.from_env()
+    # Reads run on the default executor: as many threads as database connections.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="io"))
+    running = await start(settings)
     await run_until_signalled([running])
 
 
