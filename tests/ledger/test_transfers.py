@@ -91,14 +91,18 @@ def test_a_failed_item_retried_returns_the_same_failure_even_after_funds_arrive(
 
 
 def test_retry_after_a_client_deadline_does_not_double_post(ledger):
-    issuance, (wallet, _) = setup_pts(ledger)
-    item = posted("earn-deadline", issuance, wallet, 10)
+    """The client gives up while the server is still writing; the retry must not post again."""
+    issuance, wallets = setup_pts(ledger, wallets=4)
+    # A full batch takes far longer than 50 ms, so the deadline always expires mid-write.
+    items = [posted(f"deadline-{n}", issuance, wallets[n % 4], 1) for n in range(limits.BATCH_ITEMS_MAX)]
     with pytest.raises(grpc.RpcError) as raised:
-        ledger.CreateTransfers(pb.CreateTransfersRequest(transfers=[item]), timeout=0.0001)
+        ledger.CreateTransfers(pb.CreateTransfersRequest(transfers=items), timeout=0.05)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    [retry] = transfer(ledger, item)
-    assert retry.status in (CREATED, EXISTS)
-    assert balance(ledger, wallet).posted == 10
+    retry = ledger.CreateTransfers(pb.CreateTransfersRequest(transfers=items), timeout=120).results
+    assert {r.status for r in retry} <= {CREATED, EXISTS}
+    assert sum(balance(ledger, w).posted for w in wallets) == limits.BATCH_ITEMS_MAX
+    again = ledger.CreateTransfers(pb.CreateTransfersRequest(transfers=items), timeout=120).results
+    assert {r.status for r in again} == {EXISTS}
 
 
 # --- no overdraft and currencies --------------------------------------------------------------
