@@ -9,7 +9,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
 export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement demo clean
+.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement soak demo clean
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -60,6 +60,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.ledger_bench --quick
+
+# Longer fault and load runs of the suite's short versions (same tests, COALITION_SOAK_SCALE times the work).
+soak: setup
+	COALITION_SOAK_SCALE=$${COALITION_SOAK_SCALE:-10} $(PY) -m pytest -q tests/ledger/test_concurrency.py tests/ledger/test_faults.py
 
 bench-settlement: setup
 	$(PY) -m bench.settlement_close

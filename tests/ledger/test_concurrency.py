@@ -6,6 +6,7 @@ each final balance equals exactly what the CREATED results imply (nothing lost, 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections import defaultdict
@@ -19,8 +20,9 @@ from tests.ledger.helpers import CREATED, CREDIT, DEBIT, account, create_account
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_process, start_ledger_thread
 
+SCALE = int(os.environ.get("COALITION_SOAK_SCALE", "1"))  # `make soak` raises it
 CLIENTS = 16
-TRANSFERS_PER_CLIENT = 250
+TRANSFERS_PER_CLIENT = 250 * SCALE
 WALLETS = 5
 SEED_PER_WALLET = 2_000
 
