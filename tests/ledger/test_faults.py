@@ -13,9 +13,9 @@ import threading
 import time
 
 import grpc
+
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
-
 from tests.ledger.helpers import CREATED, CREDIT, DEBIT, EXISTS, account, create_accounts, posted, register_currency
 from tests.support.servers import start_ledger_process
 
