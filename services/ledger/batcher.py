@@ -105,3 +105,4 @@ class TransferBatcher:
                 _wake(taken, None, error)
                 continue
             _wake(taken, results, None)
+            _log.debug("transfer_batch_applied", calls=len(taken), items=sum(len(w.commands) for w in taken))

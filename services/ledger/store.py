@@ -26,9 +26,11 @@ from sqlalchemy import (
     any_,
     bindparam,
     func,
+    literal,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -270,11 +272,27 @@ def _balance_from_row(row) -> Balance:
     return Balance(row.debits_posted, row.credits_posted, row.debits_pending, row.credits_pending)
 
 
+_LOCK_BALANCES_SQL = (
+    "SELECT a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us, "
+    "b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending "
+    "FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id "
+    "WHERE b.account_id = ANY(%(ids)s::varchar[]) ORDER BY b.account_id FOR UPDATE OF b"
+)
+
+
 def lock_balances(connection: Connection, account_ids: Iterable[str]) -> tuple[dict[str, Account], dict[str, Balance]]:
     """Lock the accounts' balance rows in id order (so concurrent batches cannot deadlock)."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}, {}
+    if is_postgres(connection):
+        # The hottest statement of the write path: plain SQL and tuples, no ORM-level row processing.
+        found_accounts = {}
+        found_balances = {}
+        for row in connection.exec_driver_sql(_LOCK_BALANCES_SQL, {"ids": ids}):
+            found_accounts[row[0]] = Account(row[0], row[1], Side(row[2]), row[3], row[4], row[5], row[6])
+            found_balances[row[0]] = Balance(row[7], row[8], row[9], row[10])
+        return found_accounts, found_balances
     query = (
         select(accounts, account_balances)
         .join(account_balances, account_balances.c.account_id == accounts.c.id)
@@ -391,6 +409,51 @@ def hold_states(connection: Connection, pending_ids: Iterable[str]) -> dict[str,
     for row in resolved:
         states[row.pending_id] = HoldState(row.state)
     return states
+
+
+_CLOCK_AND_EXPIRED_SQL = (
+    "SELECT n.now_us, h.pending_id, h.debit_account_id, h.credit_account_id "
+    "FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now_us) AS n "
+    "LEFT JOIN LATERAL (SELECT pending_id, debit_account_id, credit_account_id FROM open_holds "
+    "WHERE expires_at_us <= n.now_us ORDER BY expires_at_us LIMIT %(limit)s) AS h ON true"
+)
+
+
+def clock_and_expired_holds(connection: Connection, account_ids: set[str] | None, limit: int) -> tuple[int, list[str]]:
+    """The clock, and the holds past their timeout that touch `account_ids` (all, if None).
+
+    Expired holds wait at most a sweep interval, so there are few: one cheap range scan on
+    expires_at plus a filter here beats an indexed OR over thousands of account ids. When the
+    backlog is larger than `limit`, fall back to the precise per-account query.
+    """
+    if not is_postgres(connection):
+        now_us = clock_now_us(connection)
+        return now_us, expired_open_holds(connection, now_us, account_ids, limit)
+    rows = connection.exec_driver_sql(_CLOCK_AND_EXPIRED_SQL, {"limit": limit}).all()
+    now_us = rows[0][0]
+    holds = [row for row in rows if row[1] is not None]
+    if account_ids is None:
+        return now_us, sorted(row[1] for row in holds)
+    if len(holds) >= limit:
+        return now_us, expired_open_holds(connection, now_us, account_ids, limit)
+    return now_us, sorted(row[1] for row in holds if row[2] in account_ids or row[3] in account_ids)
+
+
+def known_ids(connection: Connection, ids: set[str]) -> tuple[set[str], set[str]]:
+    """Which ids are committed transfers and which are remembered failures, in one statement."""
+    if not ids:
+        return set(), set()
+    query = union_all(
+        select(transfers.c.id, literal(1).label("source")).where(_one_of(connection, transfers.c.id, ids)),
+        select(transfer_failures.c.id, literal(2).label("source")).where(
+            _one_of(connection, transfer_failures.c.id, ids)
+        ),
+    )
+    committed: set[str] = set()
+    failed: set[str] = set()
+    for row in connection.execute(query):
+        (committed if row[1] == 1 else failed).add(row[0])
+    return committed, failed
 
 
 def expired_open_holds(connection: Connection, now_us: int, account_ids: Iterable[str] | None, limit: int) -> list[str]:

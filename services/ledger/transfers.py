@@ -34,7 +34,6 @@ def expire_due_holds(database: Database) -> int:
 
 
 def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep: bool) -> list[list[Outcome]]:
-    now_us = store.clock_now_us(connection)
     commands = [command for request in requests for command in request]
     item_ids = {command.id for command in commands}
     pending_ids = {command.pending_id for command in commands if command.pending_id}
@@ -47,8 +46,8 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
     for transfer in related.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
     account_ids.discard("")
-    expired_ids = store.expired_open_holds(
-        connection, now_us, None if sweep else account_ids, limits.EXPIRY_SWEEP_HOLDS_MAX
+    now_us, expired_ids = store.clock_and_expired_holds(
+        connection, None if sweep else account_ids, limits.EXPIRY_SWEEP_HOLDS_MAX
     )
     expired = store.get_transfers(connection, expired_ids)
     for transfer in expired.values():
@@ -56,8 +55,9 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
 
     accounts, balances = store.lock_balances(connection, account_ids)
     # Under the locks: whatever resolves or creates these ids must hold the same locks first.
-    existing = store.get_transfers(connection, item_ids) if item_ids else {}
-    failures = store.remembered_failures(connection, item_ids - existing.keys()) if item_ids else {}
+    committed_ids, failed_ids = store.known_ids(connection, item_ids)
+    existing = store.get_transfers(connection, committed_ids)
+    failures = store.remembered_failures(connection, failed_ids - committed_ids) if failed_ids else {}
     states = store.hold_states(connection, pending_ids | set(expired_ids))
     state = BatchState(
         now_us=now_us,
