@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from services.common.config import log_format, log_level
+from services.common.config import apply_gil_switch_interval, log_format, log_level
 from services.common.grpc_server import run_until_signalled
 from services.common.logs import configure_logging
 
@@ -21,6 +21,7 @@ IO_THREADS = 32
 
 async def _main() -> None:
     configure_logging(log_format(), log_level())
+    apply_gil_switch_interval()
     log = structlog.get_logger("run")
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     modules = [importlib.import_module(name) for name in SERVICE_MODULES]

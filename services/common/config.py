@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 class ConfigError(ValueError):
@@ -42,3 +43,13 @@ def log_format() -> str:
 
 def log_level() -> str:
     return env_choice("COALITION_LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+
+
+def apply_gil_switch_interval() -> None:
+    """Hand the GIL over sooner than Python's 5 ms default.
+
+    A writer thread coming back from a database round trip waits for the event loop thread to
+    release the GIL; with 5 ms slices that wait dominates a small batch (make bench: single
+    transfers about 10% faster at 0.5 ms on 2 cores).
+    """
+    sys.setswitchinterval(env_int("COALITION_GIL_SWITCH_INTERVAL_US", 500, minimum=100, maximum=100_000) / 1e6)
