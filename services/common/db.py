@@ -155,6 +155,13 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T], *, retry_un
     raise AssertionError("unreachable")
 
 
+def open_migrated(options: DatabaseOptions, script_location: str, version_table: str) -> Database:
+    """A service's database, its schema brought up to date first."""
+    database = Database(options)
+    migrate(database, script_location, version_table)
+    return database
+
+
 def migrate(database: Database, script_location: str, version_table: str) -> None:
     """Bring the schema up to date. Concurrent starters on PostgreSQL serialise on an advisory lock."""
     config = Config()

@@ -101,3 +101,21 @@ async def run_until_signalled(running: Sequence[RunningServer]) -> None:
     await stop.wait()
     _log.info("shutdown_requested")
     await asyncio.gather(*(server.stop() for server in running))
+
+
+def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -> None:
+    """Entry point of one service process: logging, GIL hand-over, IO threads, serve until signalled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.common.config import apply_gil_switch_interval, log_format, log_level
+    from services.common.logs import configure_logging
+
+    async def _main() -> None:
+        configure_logging(log_format(), log_level())
+        apply_gil_switch_interval()
+        # Blocking database work runs on the default executor: one thread per connection.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
+        running = await start()
+        await run_until_signalled([running])
+
+    asyncio.run(_main())

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.config import apply_gil_switch_interval, env_int, env_str, log_format, log_level
-from services.common.db import Database, DatabaseOptions, migrate
-from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
-from services.common.logs import configure_logging
+from services.common.config import env_int, env_str
+from services.common.db import Database, DatabaseOptions, open_migrated
+from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
@@ -57,15 +55,12 @@ class LedgerSettings:
 
 
 def open_database(settings: LedgerSettings) -> Database:
-    database = Database(
-        DatabaseOptions(
-            url=settings.database_url,
-            pool_size=settings.db_pool_size,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-        )
+    options = DatabaseOptions(
+        url=settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    migrate(database, MIGRATIONS, "alembic_version_ledger")
-    return database
+    return open_migrated(options, MIGRATIONS, "alembic_version_ledger")
 
 
 async def _sweep_expired_holds(database: Database) -> None:
@@ -109,18 +104,9 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
     return await start_server(options, register, on_stopped)
 
 
-async def _main() -> None:
-    configure_logging(log_format(), log_level())
-    settings = LedgerSettings.from_env()
-    apply_gil_switch_interval()
-    # Reads run on the default executor: as many threads as database connections.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="io"))
-    running = await start(settings)
-    await run_until_signalled([running])
-
-
 def main() -> None:
-    asyncio.run(_main())
+    settings = LedgerSettings.from_env()
+    serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 
 if __name__ == "__main__":
