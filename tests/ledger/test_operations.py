@@ -119,6 +119,35 @@ def test_sigterm_stops_the_ledger_process_with_exit_code_zero_and_stops_serving(
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_sigterm_lets_an_in_flight_batch_finish_and_commit(ledger_database_url):
+    """A batch already being written when SIGTERM arrives completes and answers its caller."""
+    server = start_ledger_process(ledger_database_url)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+            register_currency(stub)
+            create_accounts(stub, account("iss", pb.ACCOUNT_SIDE_DEBIT), account("wal", pb.ACCOUNT_SIDE_CREDIT))
+            items = [posted(f"inflight-{n}", "iss", "wal", 1) for n in range(8_000)]
+            future = stub.CreateTransfers.future(pb.CreateTransfersRequest(transfers=items), timeout=60)
+            time.sleep(0.15)  # the call is on the server, its batch being written
+            server.process.send_signal(signal.SIGTERM)
+            results = future.result().results
+            assert len(results) == 8_000 and all(r.status == CREATED for r in results)
+        assert server.process.wait(timeout=10 + EXIT_SLACK_SECONDS) == 0
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        server.process.stderr.close()
+    restarted = start_ledger_process(ledger_database_url)
+    try:
+        with grpc.insecure_channel(restarted.address) as channel:
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+            wallet = stub.GetBalances(pb.GetBalancesRequest(account_ids=["wal"]), timeout=TIMEOUT).balances[0]
+            assert wallet.posted == 8_000
+    finally:
+        assert restarted.stop() == 0
+
+
 def test_sigterm_turns_health_not_serving_and_cuts_open_streams_after_the_grace_period(logged_ledger):
     server = logged_ledger(COALITION_LOG_LEVEL="info", COALITION_LOG_FORMAT="json")
     with grpc.insecure_channel(server.address) as channel:
