@@ -355,8 +355,28 @@ def balances_as_of(connection: Connection, account_ids: Sequence[str], as_of_us:
             .order_by(entries.c.transfer_sequence.desc())
             .limit(1)
         ).first()
-        found[account_id] = _balance_from_row(row) if row is not None else Balance()
+        balance = _balance_from_row(row) if row is not None else Balance()
+        # Holds already past their timeout at `as_of_us` but released later (by a sweep or a batch)
+        # were free at that time, as a read made then would have said.
+        for side, amount in _expired_unreleased_at(connection, account_id, as_of_us):
+            if side == Side.DEBIT:
+                balance.debits_pending -= amount
+            else:
+                balance.credits_pending -= amount
+        found[account_id] = balance
     return found
+
+
+def _expired_unreleased_at(connection: Connection, account_id: str, as_of_us: int) -> list[tuple[int, int]]:
+    query = (
+        select(entries.c.side, transfers.c.amount)
+        .join(transfers, transfers.c.sequence == entries.c.transfer_sequence)
+        .outerjoin(hold_resolutions, hold_resolutions.c.pending_id == transfers.c.id)
+        .where(entries.c.account_id == account_id, entries.c.committed_at_us <= as_of_us)
+        .where(entries.c.pending_change > 0, transfers.c.expires_at_us <= as_of_us)
+        .where(or_(hold_resolutions.c.resolved_at_us.is_(None), hold_resolutions.c.resolved_at_us > as_of_us))
+    )
+    return [(row[0], row[1]) for row in connection.execute(query)]
 
 
 # --- transfers ----------------------------------------------------------------------------

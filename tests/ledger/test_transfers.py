@@ -205,6 +205,22 @@ def test_expired_hold_cannot_be_posted_and_its_amount_is_free_again(ledger):
     assert _trial(ledger).balanced
 
 
+def test_balance_as_of_a_time_after_expiry_shows_the_hold_released_even_before_the_sweep(ledger):
+    issuance, (wallet, shop) = setup_pts(ledger)
+    transfer(ledger, posted("earn", issuance, wallet, 100))
+    [hold] = transfer(ledger, pending("hold", wallet, shop, 60, timeout_seconds=1))
+    expire_us = hold.transfer.expire_time.seconds * 1_000_000 + hold.transfer.expire_time.nanos // 1000
+    time.sleep(1.1)
+    as_of = pb.GetBalancesRequest(account_ids=[wallet])
+    as_of.as_of_time.FromMicroseconds(expire_us + 1)
+    past = ledger.GetBalances(as_of, timeout=10).balances[0]
+    assert (past.posted, past.pending, past.available) == (100, 0, 100)
+    before = pb.GetBalancesRequest(account_ids=[wallet])
+    before.as_of_time.FromMicroseconds(expire_us - 1)
+    held = ledger.GetBalances(before, timeout=10).balances[0]
+    assert (held.posted, held.pending, held.available) == (100, 60, 40)
+
+
 def test_void_releases_the_whole_hold(ledger):
     issuance, (wallet, shop) = setup_pts(ledger)
     transfer(ledger, posted("earn", issuance, wallet, 100), pending("hold", wallet, shop, 70))
