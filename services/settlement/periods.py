@@ -8,7 +8,8 @@ The rule for which period a transfer belongs to (documented in settlement.proto)
   with a time inside an already closed window (a ledger transaction in flight across the
   close), it has a higher sequence: the next close finds it by streaming the ledger from the
   previous close's sequence and prices it as a prior-period adjustment (at the agreement
-  valid at its commit time). The ledger's commit times are non-decreasing in sequence, so the
+  valid at its commit time); its points move this period's liability roll-forward, which opens
+  where the previous closed period closed. The ledger's commit times are non-decreasing in sequence, so the
   stream stops at the first transfer committed at or after the new period's start.
 - Closed statements are never recomputed: closing again returns the stored figures, and the
   EUR transfers carry deterministic ids, so a retried close posts nothing twice.
@@ -138,6 +139,7 @@ async def compute_settlement(
     account_ids = sorted(accounts)
     priced: list[model.PricedMovement] = []
     window_lines: list[Activity] = []
+    late_lines: list[Activity] = []
     last_sequence = after_sequence or 0
     try:
         for window_start, window_end in model.sub_windows(start_us, end_us, book):
@@ -148,15 +150,23 @@ async def compute_settlement(
                 model.price_movements(model.movements_from_activity(lines, owners), book, window_start, owners)
             )
         if after_sequence is not None:
-            late_sequence, late_priced = await _late_arrivals(context, after_sequence, start_us, accounts, book, owners)
+            late_sequence, late_priced, late_lines = await _late_arrivals(
+                context, after_sequence, start_us, accounts, book, owners
+            )
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
     except SettlementRuleError as error:
         raise rule_error(error) from error
     opening_lines = (await context.ledger.activity(0, start_us, account_ids))[0] if start_us > 0 else []
+    # The previous close did not see the late transfers: the liability it closed with is today's
+    # opening without them, and they move the liability in this period (as they are billed in it),
+    # so this period opens where the previous one closed and still closes at the wallets' sum.
     opening = model.wallet_net_change(opening_lines)
+    for code, change in model.wallet_net_change(late_lines).items():
+        opening[code] = opening.get(code, 0) - change
+    flow_lines = window_lines + late_lines
     points_currencies = sorted(code for code in owners if code != model.MONEY_CURRENCY_CODE)
-    roll_forwards = tuple(model.roll_forward(code, opening.get(code, 0), window_lines) for code in points_currencies)
+    roll_forwards = tuple(model.roll_forward(code, opening.get(code, 0), flow_lines) for code in points_currencies)
     return PeriodSettlement(
         period_id=period_id,
         start_us=start_us,
@@ -171,6 +181,7 @@ async def compute_settlement(
 async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners):
     trial = await context.ledger.trial_balance()
     priced: list[model.PricedMovement] = []
+    late_lines: list[Activity] = []
     last_sequence = after_sequence
     count = 0
     async for transfer in context.ledger.transfers_after(after_sequence, trial.commit_sequence):
@@ -186,6 +197,7 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
         if transfer.kind not in POSTED_KINDS:
             continue
         lines = _activity_of_transfer(transfer, accounts)
+        late_lines.extend(lines)
         priced.extend(
             model.price_movements(
                 model.movements_from_activity(lines, owners), book, transfer.commit_time_us, owners, True
@@ -193,7 +205,7 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
         )
     if count:
         _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
-    return last_sequence, priced
+    return last_sequence, priced, late_lines
 
 
 # ---------------------------------------------------------------- use cases

@@ -4,10 +4,11 @@ Figures (issue 0.0100, reimbursement 0.0080 per PTS point; fuel's issue price be
 in the middle of the period; the airline is paid 0.0090 per mile delivered from hotel points):
   retailer: issued 1,000 (10.00) - reversed 20 (-0.20)                          net  9.80
   fuel:     issued 500 (5.00) + 1,000 after the price change (12.00), redeemed 200 (-1.60) net 15.40
-  hotel:    redeemed 300 PTS (-2.40), issued 60,000 HOTELPTS at 0 (0.00),
-            its members converted 60,000 HOTELPTS into 25,000 miles (225.00)  net 222.60
+  hotel:    redeemed 300 PTS (-2.40), 30 of them reversed (0.24), issued 60,000 HOTELPTS at 0 (0.00),
+            its members converted 60,000 HOTELPTS into 25,000 miles (225.00)  net 222.84
   airline:  25,000 miles delivered (-225.00)                                    net -225.00
-  operator net = 9.80 + 15.40 + 222.60 - 225.00 = 22.80
+  operator net = 9.80 + 15.40 + 222.84 - 225.00 = 23.04
+PTS liability: 2,500 issued - 20 reversed - 500 redeemed + 30 reversed - 10 expired = 2,000.
 A hold of 50 points at fuel made inside the period is captured after it ends (next period).
 """
 
@@ -19,9 +20,9 @@ from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
 from services.common.timeconv import timestamp_from_micros
 
-EXPECTED_NETS = {"retailer": 980, "fuel": 1540, "hotel": 22260, "airline": -22500}
-EXPECTED_OPERATOR_NET = 2280
-EXPECTED_PTS_CLOSING = 1970
+EXPECTED_NETS = {"retailer": 980, "fuel": 1540, "hotel": 22284, "airline": -22500}
+EXPECTED_OPERATOR_NET = 2304
+EXPECTED_PTS_CLOSING = 2000
 
 CREDIT, DEBIT = lpb.ACCOUNT_SIDE_CREDIT, lpb.ACCOUNT_SIDE_DEBIT
 
@@ -189,6 +190,17 @@ def script_period(ledger, set_agreement) -> tuple[int, int, str]:
         pending_id="h1",
     )
     transfer(ledger, "r1", "wallet:PTS:m1", "redemption:PTS:hotel", 300, "PTS", REDEEM, partner="hotel")
+    transfer(
+        ledger,
+        "r1-rev",
+        "redemption:PTS:hotel",
+        "wallet:PTS:m1",
+        30,
+        "PTS",
+        REVERSAL,
+        partner="hotel",
+        reverses_transfer_id="r1",
+    )
     transfer(
         ledger,
         "e3",

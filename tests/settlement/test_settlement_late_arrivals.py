@@ -118,6 +118,15 @@ def test_transfer_committed_after_the_close_is_a_prior_period_adjustment(
         ]
         assert lines == [(False, 10, 50), (True, 300, 300)]
         assert second.netting.balanced
+        # The liability continues where p1 closed; the late points move it in p2, which bills them,
+        # and p2 still closes at the sum of the member wallets.
+        (first_pts,) = [rf for rf in first.roll_forwards if rf.currency_code == "PTS"]
+        (second_pts,) = [rf for rf in second.roll_forwards if rf.currency_code == "PTS"]
+        assert first_pts.closing_outstanding == 1000
+        assert (second_pts.opening_outstanding, second_pts.issued, second_pts.closing_outstanding) == (1000, 310, 1310)
+        assert second_pts.identity_holds()
+        (wallet,) = ledger_stub.GetBalances(lpb.GetBalancesRequest(account_ids=["wallet:PTS:m1"]), timeout=10).balances
+        assert wallet.posted == second_pts.closing_outstanding
         await real.close()
 
     asyncio.run(scenario())

@@ -69,14 +69,36 @@ def test_scripted_period_closes_with_hand_computed_statements(settlement, ledger
         if line.kind == spb.STATEMENT_LINE_KIND_POINTS_ISSUED
     ]
     assert issued == [(500, "0.0100", 500), (1000, "0.0120", 1200)]
+    # Every line kind, each quantity x unit price rounded once, signed by who pays.
+    hotel = next(s for s in result.statements if s.partner_id == "hotel")
+    assert [
+        (spb.StatementLineKind.Name(line.kind), line.currency_code, line.quantity, line.unit_price, line.amount_cents)
+        for line in hotel.lines
+    ] == [
+        ("STATEMENT_LINE_KIND_POINTS_ISSUED", "HOTELPTS", 60_000, "0", 0),
+        ("STATEMENT_LINE_KIND_POINTS_REDEEMED", "PTS", 300, "0.0080", -240),
+        ("STATEMENT_LINE_KIND_REDEMPTION_REVERSALS", "PTS", 30, "0.0080", 24),
+        ("STATEMENT_LINE_KIND_CONVERSIONS_OUT", "AIRMILES", 25_000, "0.009000", 22_500),
+    ]
+    assert (hotel.partner_pays_cents, hotel.partner_is_paid_cents, hotel.net_cents) == (22_524, 240, 22_284)
+    retailer = next(s for s in result.statements if s.partner_id == "retailer")
+    assert [(spb.StatementLineKind.Name(line.kind), line.quantity, line.amount_cents) for line in retailer.lines] == [
+        ("STATEMENT_LINE_KIND_POINTS_ISSUED", 1000, 1000),
+        ("STATEMENT_LINE_KIND_EARN_REVERSALS", 20, -20),
+    ]
+    airline = next(s for s in result.statements if s.partner_id == "airline")
+    assert [(spb.StatementLineKind.Name(line.kind), line.counterparty_id) for line in airline.lines] == [
+        ("STATEMENT_LINE_KIND_CONVERSIONS_IN", "hotel")
+    ]
     (pts,) = [rf for rf in result.roll_forwards if rf.currency_code == "PTS"]
-    assert (pts.opening_outstanding, pts.issued, pts.earn_reversed, pts.redeemed, pts.expired) == (
-        0,
-        2500,
-        20,
-        500,
-        10,
-    )
+    assert (
+        pts.opening_outstanding,
+        pts.issued,
+        pts.earn_reversed,
+        pts.redeemed,
+        pts.redemption_reversed,
+        pts.expired,
+    ) == (0, 2500, 20, 500, 30, 10)
     assert pts.closing_outstanding == month.EXPECTED_PTS_CLOSING
 
     # Idempotent: closing again returns the identical stored result and posts nothing new.
@@ -89,7 +111,7 @@ def test_scripted_period_closes_with_hand_computed_statements(settlement, ledger
     assert {t.id: (t.debit_account_id, t.amount) for t in posted} == {
         "settlement:p1:retailer": ("settlement:EUR:retailer", 980),
         "settlement:p1:fuel": ("settlement:EUR:fuel", 1540),
-        "settlement:p1:hotel": ("settlement:EUR:hotel", 22260),
+        "settlement:p1:hotel": ("settlement:EUR:hotel", 22284),
         "settlement:p1:airline": ("operator_settlement:EUR", 22500),
     }
     balance = ledger_stub.GetBalances(lpb.GetBalancesRequest(account_ids=["operator_settlement:EUR"]), timeout=10)
@@ -100,11 +122,11 @@ def test_scripted_period_closes_with_hand_computed_statements(settlement, ledger
     second = settlement.ClosePeriod(spb.ClosePeriodRequest(period=selector("p2", end, next_end))).settlement
     assert nets(second) == {"fuel": -40}
     (pts2,) = [rf for rf in second.roll_forwards if rf.currency_code == "PTS"]
-    assert pts2.opening_outstanding == month.EXPECTED_PTS_CLOSING and pts2.closing_outstanding == 1920
+    assert pts2.opening_outstanding == month.EXPECTED_PTS_CLOSING and pts2.closing_outstanding == 1950
 
     audit = settlement.Audit(spb.AuditRequest())
     assert list(audit.findings) == []
-    assert {t.currency_code: t.amount for t in audit.wallet_totals}["PTS"] == 1920
+    assert {t.currency_code: t.amount for t in audit.wallet_totals}["PTS"] == 1950
 
     listed = settlement.ListPeriods(spb.ListPeriodsRequest(page_size=1))
     assert [p.period_id for p in listed.periods] == ["p2"] and listed.next_page_token
@@ -131,16 +153,16 @@ def test_reports_carry_the_right_totals(settlement, ledger_stub):
     html = settlement.ExportReport(
         spb.ExportReportRequest(period=period, format=spb.REPORT_FORMAT_HTML)
     ).content.decode()
-    assert "<svg" in html and "EUR 222,60" in html and "EUR 22,80" in html and "EUR -225,00" in html
+    assert "<svg" in html and "EUR 222,84" in html and "EUR 23,04" in html and "EUR -225,00" in html
     assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
     partner_html = settlement.ExportReport(
         spb.ExportReportRequest(period=period, format=spb.REPORT_FORMAT_HTML, partner_id="hotel")
     ).content.decode()
-    assert "EUR 225,00" in partner_html and "EUR 222,60" in partner_html
+    assert "EUR 225,00" in partner_html and "EUR 222,84" in partner_html and "EUR 0,24" in partner_html
 
     pdf = settlement.ExportReport(spb.ExportReportRequest(period=period, format=spb.REPORT_FORMAT_PDF))
     assert pdf.content.startswith(b"%PDF") and len(pdf.content) > 1000
-    assert b"222,60" in _pdf_text(pdf.content)
+    assert b"222,84" in _pdf_text(pdf.content) and b"23,04" in _pdf_text(pdf.content)
 
 
 def _pdf_text(content: bytes) -> bytes:
@@ -231,7 +253,7 @@ def test_finance_cli_previews_closes_and_exports(
     monkeypatch.setenv("COALITION_ADMIN_API_KEY", "test-admin-key-settlement")
     window = ["p1", "--start", _iso(start), "--end", _iso(end)]
     assert cli.main(["preview", *window]) == 0
-    assert "EUR 22,80" in capsys.readouterr().out
+    assert "EUR 23,04" in capsys.readouterr().out
     assert cli.main(["close", *window]) == 0
     output = tmp_path / "overview.pdf"
     assert cli.main(["export", *window, "--format", "pdf", "--output", str(output)]) == 0
