@@ -9,6 +9,13 @@ period through CreateTransfers (earns, earn reversals, redemptions, expiries at 
 settlement use case, which reads the ledger only via gRPC: the ledger's database aggregates
 (GetActivitySummary per agreement sub-window), settlement prices a few hundred lines.
 Loading is not timed; closing is, and must stay under 60 s.
+
+Output of the full run on this machine (2 CPUs, PostgreSQL on loopback, 2026-11-24):
+
+    loaded 1,000,000 transfers in 84.7 s
+    closed period of 1,000,000 transfers in 1.40 s (40 statements, 160 lines,
+      operator net 690,187.60 EUR, netting balanced True, closed_now True)
+    target: close under 60 s: met
 """
 
 from __future__ import annotations
