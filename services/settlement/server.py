@@ -11,10 +11,9 @@ import structlog
 
 from coalition.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
-from services.common.config import ConfigError, env_int, env_str, log_format, log_level
-from services.common.db import Database, DatabaseOptions, migrate
-from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
-from services.common.logs import configure_logging
+from services.common.config import ConfigError, env_int, env_str
+from services.common.db import Database, DatabaseOptions, open_migrated
+from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
@@ -67,15 +66,12 @@ class SettlementSettings:
 
 
 def open_database(settings: SettlementSettings) -> Database:
-    database = Database(
-        DatabaseOptions(
-            url=settings.database_url,
-            pool_size=settings.db_pool_size,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-        )
+    options = DatabaseOptions(
+        url=settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    migrate(database, MIGRATIONS, VERSION_TABLE)
-    return database
+    return open_migrated(options, MIGRATIONS, VERSION_TABLE)
 
 
 async def start(settings: SettlementSettings | None = None) -> RunningServer:
@@ -119,14 +115,9 @@ async def seed_demo() -> None:
         await seed(_started[-1])
 
 
-async def _main() -> None:
-    configure_logging(log_format(), log_level())
-    running = await start()
-    await run_until_signalled([running])
-
-
 def main() -> None:
-    asyncio.run(_main())
+    settings = SettlementSettings.from_env()
+    serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 
 if __name__ == "__main__":
