@@ -523,6 +523,11 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
         return pb.VoidRedemptionResponse(redemption=_redemption(row))
 
     @_rpc()
+    async def GetRedemption(self, request, caller: Caller):
+        row = await redemptions.get(self.app, caller, request.redemption_id)
+        return pb.GetRedemptionResponse(redemption=_redemption(row))
+
+    @_rpc()
     async def Return(self, request, caller: Caller):
         command = returns.ReturnCommand(
             request_id=request.request_id,

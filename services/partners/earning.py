@@ -104,6 +104,15 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
             occur=command.occur_time_us,
         )
         existing = store.earn_by_request(connection, partner_id, command.request_id)
+        if existing is None:
+            same_receipt = store.earn_by_receipt(connection, partner_id, command.receipt_id)
+            if same_receipt is not None and same_receipt.request_id != command.request_id:
+                raise AlreadyExists(
+                    "RECEIPT_ALREADY_EARNED",
+                    "this receipt already earned points under another request_id",
+                    receipt_id=command.receipt_id,
+                )
+            existing = same_receipt  # this very request, committed meanwhile (a retry racing its first send)
         if existing is not None:
             if existing.fingerprint != digest:
                 raise AlreadyExists(
@@ -112,12 +121,6 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
                     request_id=command.request_id,
                 )
             return EarnRecord(existing, list(store.earn_lines_of(connection, existing.earn_id)))
-        if store.earn_by_receipt(connection, partner_id, command.receipt_id) is not None:
-            raise AlreadyExists(
-                "RECEIPT_ALREADY_EARNED",
-                "this receipt already earned points under another request_id",
-                receipt_id=command.receipt_id,
-            )
         pricing = model.price_basket(_rule_at(connection, partner_id, at), command.lines, at)
         connection.execute(
             insert(store.earns).values(
@@ -203,6 +206,31 @@ async def _post_earn(app: App, row: Row) -> None:
             f"the ledger refused the earn: {result.failure_message}",
             failure=failure_name(result),
         )
+
+
+# An earn younger than this is left to its client's own retry; older ones were given up on.
+PENDING_EARN_AGE_SECONDS_MIN = 10
+PENDING_EARNS_PER_PASS_MAX = 100
+
+
+async def post_pending_earns(app: App) -> int:
+    """Post earns that were recorded but never posted (the ledger was down and the client
+    never retried). Uses the same transfer id as the client's retry would, so the two can
+    race harmlessly. Returns how many were posted; UNAVAILABLE propagates (try again later)."""
+    cutoff = app.clock() - PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
+    rows = await app.read(lambda connection: store.pending_earns(connection, cutoff, PENDING_EARNS_PER_PASS_MAX))
+    posted = 0
+    for row in rows:
+        try:
+            await _post_earn(app, row)
+        except FailedPrecondition as error:
+            # Refused, not unreachable: it stays pending, visible to the client's retry and to operators.
+            _log.error("earn_not_posted", earn_id=row.earn_id, reason=error.reason, message=error.message)
+            continue
+        await app.write(lambda connection, earn_id=row.earn_id: store.mark_earn_posted(connection, earn_id))
+        posted += 1
+        _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)
+    return posted
 
 
 @dataclass(frozen=True, slots=True)

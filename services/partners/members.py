@@ -56,16 +56,25 @@ async def enroll(app: App, caller: Caller, request_id: str, aliases: list[AliasI
     now = app.clock()
     member_id = f"m-{secrets.token_hex(10)}"
     alias_values = [_alias_row_values(app, alias, member_id, now) for alias in aliases]  # validates first
+    # Keyed hashes only: the digest reveals no phone number or e-mail either.
+    digest = model.fingerprint(aliases=sorted(values["alias_hash"] for values in alias_values))
 
     def work(connection: Connection) -> tuple[Row, int]:
         existing = store.member_by_enrolment(connection, caller.partner_id, request_id)
         if existing is not None:
+            if existing.enroll_fingerprint is not None and existing.enroll_fingerprint != digest:
+                raise AlreadyExists(
+                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                    "this request_id enrolled a member with other cards or aliases; use a new request_id",
+                    request_id=request_id,
+                )
             return existing, store.alias_count(connection, existing.member_id)
         connection.execute(
             insert(store.members).values(
                 member_id=member_id,
                 enroll_caller_id=caller.partner_id,
                 enroll_request_id=request_id,
+                enroll_fingerprint=digest,
                 create_time_us=now,
             )
         )

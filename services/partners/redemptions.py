@@ -263,3 +263,23 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
     await app.write(lambda connection: store.update_redemption(connection, row.redemption_id, state="voided"))
     _log.info("hold_voided", redemption_id=row.redemption_id)
     return await _load(app, row.redemption_id)
+
+
+async def get(app: App, caller: Caller, redemption_id: str) -> Row:
+    """A redemption as it stands: an authorized hold is checked against the ledger, which
+    decides expiry by its own clock, so a hold nobody captured or voided shows EXPIRED."""
+    row = await _owned(app, caller, redemption_id)
+    if row.state != "authorized":
+        return row
+    transfers = await app.ledger.get_transfers([row.redemption_id])
+    if transfers and transfers[0].hold_state == ledger_pb2.HOLD_STATE_EXPIRED:
+
+        def expired(connection: Connection) -> Row:
+            current = store.get_redemption(connection, row.redemption_id)
+            if current.state == "authorized":
+                store.update_redemption(connection, row.redemption_id, state="expired")
+                _log.info("hold_expired", redemption_id=row.redemption_id, amount=row.held_amount)
+            return store.get_redemption(connection, row.redemption_id)
+
+        return await app.write(expired)
+    return row

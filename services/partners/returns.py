@@ -48,8 +48,8 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             lines=sorted(command.line_numbers),
             refund=command.redeemed_refund_amount,
         )
-        existing = store.return_by_request(connection, partner_id, command.request_id)
-        if existing is not None:
+
+        def same_request(existing: Row) -> Row:
             if existing.fingerprint != digest:
                 raise AlreadyExists(
                     "ID_REUSED_WITH_DIFFERENT_CONTENT",
@@ -57,6 +57,10 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                     request_id=command.request_id,
                 )
             return existing
+
+        existing = store.return_by_request(connection, partner_id, command.request_id)
+        if existing is not None:
+            return same_request(existing)
         earn = store.earn_by_receipt(connection, partner_id, command.receipt_id)
         redemptions = [
             row
@@ -79,6 +83,9 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 line = lines.get(number)
                 if line is None:
                     raise InvalidArgument("UNKNOWN_LINE", "the receipt has no such line", line_number=number)
+                if line.return_id == return_id:
+                    # This very request committed meanwhile (a retry racing its first send).
+                    return same_request(store.return_by_request(connection, partner_id, command.request_id))
                 if line.return_id is not None:
                     raise FailedPrecondition(
                         "LINE_ALREADY_RETURNED", "the line was returned before", line_number=number
@@ -154,10 +161,42 @@ async def return_items(app: App, caller: Caller, command: ReturnCommand) -> Row:
     for _ in range(RETURN_ATTEMPTS_MAX):
         if row.state == "posted":
             return row
+        if row.state == "failed":
+            raise _refused(row.failure_reason)
         if row.state == "new":
             row = await _decide(app, row)
         row = await _submit(app, row)
     raise Aborted("RETURN_CONFLICT", "the member's balance kept changing; retry with the same request_id")
+
+
+def _refused(reason: str | None) -> FailedPrecondition:
+    return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the return", failure=reason or "")
+
+
+def _release(row: Row, reason: str):
+    """The ledger refused the chain, so nothing moved: give back what the return reserved (its
+    lines and the refundable points of its redemptions), so a later return may claim them."""
+
+    def work(connection: Connection) -> None:
+        current = store.return_by_request(connection, row.partner_id, row.request_id)
+        if current.state == "failed":
+            return
+        for redemption_id, amount in json.loads(current.refunds):
+            connection.execute(
+                update(store.redemptions)
+                .where(store.redemptions.c.redemption_id == redemption_id)
+                .values(refunded_amount=store.redemptions.c.refunded_amount - amount)
+            )
+        if current.earn_id is not None:
+            connection.execute(
+                update(store.earn_lines)
+                .where(store.earn_lines.c.earn_id == current.earn_id)
+                .where(store.earn_lines.c.return_id == current.return_id)
+                .values(return_id=None)
+            )
+        store.update_return(connection, current.return_id, state="failed", failure_reason=reason)
+
+    return work
 
 
 async def _decide(app: App, row: Row) -> Row:
@@ -245,7 +284,10 @@ async def _submit(app: App, row: Row) -> Row:
                 return await app.read(
                     lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
                 )
-            raise FailedPrecondition("LEDGER_REFUSED", "the ledger refused the return", failure=failure_name(root[0]))
+            reason = failure_name(root[0])
+            await app.write(_release(row, reason))
+            _log.error("return_refused", return_id=row.return_id, failure=reason)
+            raise _refused(reason)
     await app.write(lambda connection: store.update_return(connection, row.return_id, state="posted"))
     _log.info(
         "items_returned",

@@ -15,7 +15,7 @@ from services.common.db import Database, DatabaseOptions, migrate
 from services.common.errors import Unavailable
 from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
 from services.common.logs import configure_logging
-from services.partners import partners_admin
+from services.partners import earning, partners_admin
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
 from services.partners.ledger_client import LedgerClient
@@ -45,6 +45,7 @@ class PartnersSettings:
     grpc_concurrent_rpcs_max: int
     tls_certificate_path: str
     tls_private_key_path: str
+    pending_earn_recovery_interval_seconds: float = 30
 
     @classmethod
     def from_env(cls) -> PartnersSettings:
@@ -62,6 +63,9 @@ class PartnersSettings:
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
             tls_certificate_path=env_str("COALITION_PARTNERS_TLS_CERT_PATH", ""),
             tls_private_key_path=env_str("COALITION_PARTNERS_TLS_KEY_PATH", ""),
+            pending_earn_recovery_interval_seconds=env_int(
+                "COALITION_PARTNERS_PENDING_EARN_RECOVERY_INTERVAL_SECONDS", 30, minimum=1, maximum=3_600
+            ),
         )
         if bool(settings.tls_certificate_path) != bool(settings.tls_private_key_path):
             raise ConfigError(
@@ -95,6 +99,22 @@ async def _bootstrap_ledger(app: App) -> None:
             await asyncio.sleep(LEDGER_BOOTSTRAP_BACKOFF_SECONDS)
 
 
+async def _recover_pending_earns(app: App, interval_seconds: float) -> None:
+    """Forever, every interval: post earns whose client gave up while the ledger was away."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            posted = await earning.post_pending_earns(app)
+        except Unavailable:
+            _log.info("ledger_not_ready", task="pending_earn_recovery")
+            continue
+        except Exception:  # the task must outlive one bad pass; the next pass tries again
+            _log.exception("pending_earn_recovery_failed")
+            continue
+        if posted:
+            _log.info("pending_earns_posted", count=posted)
+
+
 async def start(settings: PartnersSettings | None = None, clock: Clock = system_clock) -> RunningServer:
     """Start serving; `clock` (microseconds, UTC) is injectable so tests can move time."""
     global _current
@@ -111,7 +131,12 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
         partners_pb2_grpc.add_PartnersServiceServicer_to_server(PartnersApi(app), server)
         return [SERVICE_NAME]
 
+    background: list[asyncio.Task] = []
+
     async def on_stopped() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await ledger.close()
         database.dispose()
 
@@ -123,6 +148,11 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
         tls_private_key_path=settings.tls_private_key_path,
     )
     running = await start_server(options, register, on_stopped)
+    background.append(
+        asyncio.create_task(
+            _recover_pending_earns(app, settings.pending_earn_recovery_interval_seconds), name="pending-earn-recovery"
+        )
+    )
     _current = app
     return running
 

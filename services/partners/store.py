@@ -118,6 +118,7 @@ members = Table(
     Column("member_id", String(64), primary_key=True),
     Column("enroll_caller_id", String(32), nullable=False),
     Column("enroll_request_id", String(64), nullable=False),
+    Column("enroll_fingerprint", String(64), nullable=True),  # NULL before migration 0003
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("enroll_caller_id", "enroll_request_id", name="uq_members_enroll_request"),
 )
@@ -162,6 +163,7 @@ earns = Table(
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_earns_request"),
     UniqueConstraint("partner_id", "receipt_id", name="uq_earns_receipt"),
+    Index("ix_earns_state", "state", "create_time_us"),
     CheckConstraint("points >= 0", name="ck_earns_points"),
     CheckConstraint("state IN ('pending', 'posted')", name="ck_earns_state"),
 )
@@ -230,7 +232,8 @@ returns = Table(
     Column("refunds", Text, nullable=False),  # JSON [[redemption_id, points], ...]
     Column("refund_currency_code", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # new, pending, posted, failed
+    Column("failure_reason", String(64), nullable=True),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_returns_request"),
     CheckConstraint(
@@ -525,6 +528,17 @@ def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
 
 def mark_earn_posted(connection: Connection, earn_id: str) -> None:
     connection.execute(update(earns).where(earns.c.earn_id == earn_id).values(state="posted"))
+
+
+def pending_earns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
+    """Earns recorded but not yet posted to the ledger, oldest first."""
+    query = (
+        select(earns)
+        .where(and_(earns.c.state == "pending", earns.c.create_time_us < created_before_us))
+        .order_by(earns.c.create_time_us, earns.c.earn_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
 
 
 # ---- redemptions ----

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from coalition.partners.v1 import partners_pb2 as pb
+from services.common.timeconv import timestamp_from_micros
 from tests.partners.conftest import unique
 
 Code = grpc.StatusCode
@@ -86,6 +87,14 @@ def test_a_partner_cannot_use_another_partners_store_receipts_or_holds(coalition
     assert coalition.error("CaptureRedemption", capture, rival.key) == (Code.NOT_FOUND, "REDEMPTION_NOT_FOUND")
     void = pb.VoidRedemptionRequest(request_id=unique("v"), redemption_id=redemption.redemption_id)
     assert coalition.error("VoidRedemption", void, rival.key) == (Code.NOT_FOUND, "REDEMPTION_NOT_FOUND")
+    look = pb.GetRedemptionRequest(redemption_id=redemption.redemption_id)
+    assert coalition.error("GetRedemption", look, rival.key) == (Code.NOT_FOUND, "REDEMPTION_NOT_FOUND")
+    assert coalition.call("GetRedemption", look, shop.key).redemption.state == pb.REDEMPTION_STATE_AUTHORIZED
+    # An offline batch made at the shop's till, uploaded with the rival's key: every item refused.
+    offline = pb.OfflineEarn(earn=earn, occur_time=timestamp_from_micros(coalition.clock() - 60_000_000))
+    offline.earn.request_id, offline.earn.receipt_id = unique("off"), unique("r")
+    uploaded = coalition.call("UploadOfflineBatch", pb.UploadOfflineBatchRequest(earns=[offline]), rival.key)
+    assert (uploaded.succeeded_count, uploaded.results[0].error_reason) == (0, "STORE_NOT_OWNED")
     # Partner data.
     other = pb.GetPartnerRequest(partner_id=shop.partner_id)
     assert coalition.error("GetPartner", other, rival.key) == (Code.PERMISSION_DENIED, "OTHER_PARTNER")
@@ -151,6 +160,15 @@ def test_enrolment_and_store_registration_are_idempotent(coalition):
     first = coalition.call("EnrollMember", request, shop.key).member
     assert coalition.call("EnrollMember", request, shop.key).member == first
     assert first.alias_count == 1
+    # The same request_id with other aliases is a different enrolment, not a retry.
+    other = pb.Alias(kind=pb.ALIAS_KIND_PHONE, value=f"+49170{uuid.uuid4().int % 10**7:07d}")
+    reused = pb.EnrollMemberRequest(request_id=request.request_id, aliases=[card, other])
+    assert coalition.error("EnrollMember", reused, shop.key) == (
+        Code.ALREADY_EXISTS,
+        "ID_REUSED_WITH_DIFFERENT_CONTENT",
+    )
+    unknown = pb.LookupMemberRequest(alias=other)
+    assert coalition.error("LookupMember", unknown) == (Code.NOT_FOUND, "MEMBER_NOT_FOUND")
     store = pb.Store(store_id=shop.store_id, partner_id=shop.partner_id, display_name="Main")
     assert not coalition.call("CreateStore", pb.CreateStoreRequest(store=store)).created
     store.display_name = "Renamed"

@@ -204,3 +204,17 @@ def test_pts_to_programme_and_rules_listing(coalition, programmes):
     assert coalition.balance(member_id, hotel.currency).posted == 200_200
     missing = _quote(coalition, programmes, member_id, 100, hotel.currency, "PTS")
     assert coalition.error("QuoteConversion", missing, hotel.key) == (Code.FAILED_PRECONDITION, "NO_CONVERSION_RULE")
+
+
+def test_execute_retried_after_a_client_timeout_converts_once(coalition, programmes):
+    hotel, airline, member_id = programmes
+    quote = coalition.call("QuoteConversion", _quote(coalition, programmes, member_id, 3_000), hotel.key).quote
+    execute = pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote.quote_id)
+    try:
+        coalition.call("ExecuteConversion", execute, hotel.key, timeout=0.001)
+    except grpc.RpcError as error:
+        assert error.code() == Code.DEADLINE_EXCEEDED
+    done = coalition.call("ExecuteConversion", execute, hotel.key).conversion
+    assert coalition.call("ExecuteConversion", execute, hotel.key).conversion == done
+    assert coalition.balance(member_id, hotel.currency).posted == 200_000 - 3_000
+    assert coalition.balance(member_id, airline.currency).posted == 1_000

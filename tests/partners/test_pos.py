@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import uuid
 
 import grpc
 
@@ -193,7 +194,12 @@ def test_capture_after_hold_expiry_is_refused(coalition):
     member_id, _ = coalition.enroll()
     coalition.earn(shop, member_id, [2_000])
     hold = coalition.call("AuthorizeRedemption", _authorize(coalition, shop, member_id, 10, timeout=1), shop.key)
+    look = pb.GetRedemptionRequest(redemption_id=hold.redemption.redemption_id)
+    assert coalition.call("GetRedemption", look, shop.key).redemption.state == pb.REDEMPTION_STATE_AUTHORIZED
     time.sleep(1.6)
+    # Nobody captured or voided it: reading it says EXPIRED, and the points are free again.
+    expired = coalition.call("GetRedemption", look, shop.key).redemption
+    assert (expired.state, expired.held_amount, expired.captured_amount) == (pb.REDEMPTION_STATE_EXPIRED, 10, 0)
     capture = pb.CaptureRedemptionRequest(request_id=unique("cap"), redemption_id=hold.redemption.redemption_id)
     assert coalition.error("CaptureRedemption", capture, shop.key) == (OK.FAILED_PRECONDITION, "HOLD_EXPIRED")
     assert coalition.balance(member_id).available == 10
@@ -325,3 +331,58 @@ def test_suspended_partner_cannot_earn_or_redeem(coalition):
     assert coalition.error("AuthorizeRedemption", hold, shop.key) == (OK.FAILED_PRECONDITION, "PARTNER_SUSPENDED")
     coalition.call("ReactivatePartner", pb.ReactivatePartnerRequest(partner_id=shop.partner_id))
     assert coalition.call("Earn", earn, shop.key).pricing.points == 10
+
+
+def _after_a_client_timeout(coalition, method, request, key):
+    """Send with a deadline too short to be answered, then retry twice with the same request:
+    both retries return the same outcome. The first send may or may not have been applied."""
+    try:
+        coalition.call(method, request, key, timeout=0.001)
+    except grpc.RpcError as error:
+        assert error.code() == OK.DEADLINE_EXCEEDED
+    first = coalition.call(method, request, key)
+    assert coalition.call(method, request, key) == first
+    return first
+
+
+def test_every_pos_mutation_retried_after_a_client_timeout_applies_once(coalition):
+    shop = coalition.register_partner()
+    enrolled = pb.EnrollMemberRequest(
+        request_id=unique("enroll"), aliases=[pb.Alias(kind=pb.ALIAS_KIND_CARD, value=str(uuid.uuid4().int)[:16])]
+    )
+    member_id = _after_a_client_timeout(coalition, "EnrollMember", enrolled, shop.key).member.member_id
+    _, earn = coalition.earn(shop, member_id, [20_000, 20_000])  # 200 points, 100 per line
+    hold = _authorize(coalition, shop, member_id, 60)
+    hold.receipt_id = earn.receipt_id
+    redemption = _after_a_client_timeout(coalition, "AuthorizeRedemption", hold, shop.key).redemption
+    assert coalition.balance(member_id).pending == 60
+    capture = pb.CaptureRedemptionRequest(request_id=unique("c"), redemption_id=redemption.redemption_id, amount=50)
+    assert _after_a_client_timeout(coalition, "CaptureRedemption", capture, shop.key).redemption.captured_amount == 50
+    second = coalition.call("AuthorizeRedemption", _authorize(coalition, shop, member_id, 20), shop.key).redemption
+    void = pb.VoidRedemptionRequest(request_id=unique("v"), redemption_id=second.redemption_id)
+    assert _after_a_client_timeout(coalition, "VoidRedemption", void, shop.key).redemption.state == (
+        pb.REDEMPTION_STATE_VOIDED
+    )
+    balance = coalition.balance(member_id)
+    assert (balance.posted, balance.pending) == (150, 0)
+    back = pb.ReturnRequest(
+        request_id=unique("ret"),
+        point_of_sale=shop.pos(),
+        receipt_id=earn.receipt_id,
+        line_numbers=[1],
+        redeemed_refund_amount=50,
+    )
+    returned = _after_a_client_timeout(coalition, "Return", back, shop.key)
+    assert (returned.earned_points_reversed, returned.redeemed_points_refunded) == (100, 50)
+    offline = pb.EarnRequest(
+        request_id=unique("off"),
+        point_of_sale=shop.pos(),
+        receipt_id=unique("r"),
+        member=pb.MemberIdentity(member_id=member_id),
+        lines=[pb.BasketLine(line_number=1, category="grocery", quantity=1000, amount=2000)],
+    )
+    batch = pb.UploadOfflineBatchRequest(
+        earns=[pb.OfflineEarn(earn=offline, occur_time=timestamp_from_micros(coalition.clock() - 3_600_000_000))]
+    )
+    assert _after_a_client_timeout(coalition, "UploadOfflineBatch", batch, shop.key).succeeded_count == 1
+    assert coalition.balance(member_id).posted == 150 - 100 + 50 + 10

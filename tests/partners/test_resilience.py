@@ -7,9 +7,12 @@ import time
 
 import grpc
 
+from coalition.ledger.v1 import ledger_pb2
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
+from services.partners import earning, server
+from services.partners.ledger_client import Failure
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
@@ -79,3 +82,141 @@ def test_a_new_earn_rule_version_applies_from_its_start(coalition):
     assert (response.pricing.points, response.pricing.rule_version) == (20, 2)
     rules = coalition.call("ListEarnRules", pb.ListEarnRulesRequest(partner_id=shop.partner_id), shop.key).rules
     assert [rule.version for rule in rules] == [2, 1]
+
+
+def _posted_once_reachable(client: Coalition, member_id: str) -> int:
+    """The member's posted PTS, waiting out the partners server's reconnection to a restarted ledger."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return client.balance(member_id).posted
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_an_earn_whose_client_gave_up_is_posted_by_the_server(tmp_path):
+    """The ledger is down, the earn is recorded but not posted, and the till never retries:
+    the server's recovery pass posts it once the ledger is back, exactly once."""
+    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
+    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
+    ledger_address = f"127.0.0.1:{free_port()}"
+    ledger = start_ledger_thread(ledger_url, listen_address=ledger_address)
+    settings = dataclasses.replace(
+        PartnersSettings.from_env(),
+        database_url=partners_url,
+        listen_address="127.0.0.1:0",
+        ledger_address=ledger_address,
+        admin_api_key=ADMIN_KEY,
+        ledger_deadline_ms=500,
+        grpc_grace_period_seconds=1,
+        pending_earn_recovery_interval_seconds=0.2,
+    )
+    clock = MovableClock()
+    partners = ThreadedServer(lambda: start(settings, clock))
+    client = Coalition(partners.address, clock, ledger_address)
+    try:
+        shop = client.register_partner()
+        member_id, _ = client.enroll()
+        client.earn(shop, member_id, [1000])  # 5 points; the wallet exists now
+        ledger.stop()
+        request = pb.EarnRequest(
+            request_id=unique("earn"),
+            point_of_sale=shop.pos(),
+            receipt_id=unique("r"),
+            member=pb.MemberIdentity(member_id=member_id),
+            lines=[pb.BasketLine(line_number=1, category="grocery", quantity=1000, amount=4000)],
+        )
+        try:
+            client.call("Earn", request, shop.key)
+            raise AssertionError("the earn cannot succeed without a ledger")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+        ledger = start_ledger_thread(ledger_url, listen_address=ledger_address)
+        assert _posted_once_reachable(client, member_id) == 5  # young earns are left to the client's retry
+        clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+        deadline = time.monotonic() + 15
+        while _posted_once_reachable(client, member_id) != 25:
+            assert time.monotonic() < deadline, "the recorded earn was never posted"
+            time.sleep(0.1)
+        # A late retry by the till returns the same earn and posts nothing more.
+        assert client.call("Earn", request, shop.key).pricing.points == 20
+        time.sleep(0.5)
+        assert client.balance(member_id).posted == 25
+    finally:
+        client.close()
+        partners.stop()
+        ledger.stop()
+
+
+def test_a_return_the_ledger_refuses_gives_back_its_lines_and_refund(tmp_path):
+    """If the ledger refuses a return's chain, nothing moved: the lines and the refundable points
+    it reserved are released, a retry of the same request says the same, and a new return works."""
+    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
+    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
+    ledger = start_ledger_thread(ledger_url)
+    settings = dataclasses.replace(
+        PartnersSettings.from_env(),
+        database_url=partners_url,
+        listen_address="127.0.0.1:0",
+        ledger_address=ledger.address,
+        admin_api_key=ADMIN_KEY,
+        grpc_grace_period_seconds=1,
+    )
+    clock = MovableClock()
+    partners = ThreadedServer(lambda: start(settings, clock))
+    app = server._current
+    client = Coalition(partners.address, clock, ledger.address)
+    real_create_transfers = app.ledger.create_transfers
+
+    async def refuse_returns(transfers):
+        if not any(transfer.id.startswith("return:") for transfer in transfers):
+            return await real_create_transfers(transfers)
+        first = ledger_pb2.CreateTransferResult(
+            status=ledger_pb2.ITEM_STATUS_FAILED, failure_reason=Failure.FAILURE_REASON_REVERSAL_EXCEEDS_ORIGINAL
+        )
+        rest = ledger_pb2.CreateTransferResult(
+            status=ledger_pb2.ITEM_STATUS_FAILED, failure_reason=Failure.FAILURE_REASON_LINKED_EVENT_FAILED
+        )
+        return [first] + [rest] * (len(transfers) - 1)
+
+    try:
+        shop = client.register_partner()
+        member_id, _ = client.enroll()
+        _, earn = client.earn(shop, member_id, [10_000, 10_000])  # 100 points over two lines
+        hold = pb.AuthorizeRedemptionRequest(
+            request_id=unique("h"),
+            point_of_sale=shop.pos(),
+            receipt_id=earn.receipt_id,
+            member=pb.MemberIdentity(member_id=member_id),
+            currency_code="PTS",
+            amount=30,
+        )
+        redemption = client.call("AuthorizeRedemption", hold, shop.key).redemption
+        capture = pb.CaptureRedemptionRequest(request_id=unique("c"), redemption_id=redemption.redemption_id)
+        client.call("CaptureRedemption", capture, shop.key)
+        back = pb.ReturnRequest(
+            request_id=unique("ret"),
+            point_of_sale=shop.pos(),
+            receipt_id=earn.receipt_id,
+            line_numbers=[1],
+            redeemed_refund_amount=30,
+        )
+        app.ledger.create_transfers = refuse_returns
+        assert client.error("Return", back, shop.key) == (grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED")
+        assert client.error("Return", back, shop.key) == (grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED")
+        app.ledger.create_transfers = real_create_transfers
+        assert client.balance(member_id).posted == 70
+        look = pb.GetRedemptionRequest(redemption_id=redemption.redemption_id)
+        assert client.call("GetRedemption", look, shop.key).redemption.refunded_amount == 0
+        # The same lines and refund are still returnable under a new request.
+        back.request_id = unique("ret")
+        result = client.call("Return", back, shop.key)
+        assert (result.earned_points_reversed, result.redeemed_points_refunded) == (50, 30)
+        assert client.balance(member_id).posted == 70 + 30 - 50
+        assert client.call("GetRedemption", look, shop.key).redemption.refunded_amount == 30
+    finally:
+        app.ledger.create_transfers = real_create_transfers
+        client.close()
+        partners.stop()
+        ledger.stop()
