@@ -10,11 +10,10 @@ import structlog
 
 from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
-from services.common.config import ConfigError, env_int, env_str, log_format, log_level
-from services.common.db import Database, DatabaseOptions, migrate
+from services.common.config import ConfigError, env_int, env_str
+from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
-from services.common.grpc_server import RunningServer, ServerOptions, run_until_signalled, start_server
-from services.common.logs import configure_logging
+from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
 from services.partners import earning, partners_admin
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
@@ -75,15 +74,12 @@ class PartnersSettings:
 
 
 def open_database(settings: PartnersSettings) -> Database:
-    database = Database(
-        DatabaseOptions(
-            url=settings.database_url,
-            pool_size=settings.db_pool_size,
-            statement_timeout_ms=settings.db_statement_timeout_ms,
-        )
+    options = DatabaseOptions(
+        url=settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    migrate(database, MIGRATIONS, "alembic_version_partners")
-    return database
+    return open_migrated(options, MIGRATIONS, "alembic_version_partners")
 
 
 async def _bootstrap_ledger(app: App) -> None:
@@ -166,14 +162,9 @@ async def seed_demo() -> None:
     await seed(_current)
 
 
-async def _main() -> None:
-    configure_logging(log_format(), log_level())
-    running = await start()
-    await run_until_signalled([running])
-
-
 def main() -> None:
-    asyncio.run(_main())
+    settings = PartnersSettings.from_env()
+    serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 
 if __name__ == "__main__":
