@@ -361,3 +361,28 @@ def test_a_full_batch_of_the_maximum_size_is_applied(ledger):
     sequences = [r.transfer.commit_sequence for r in results]
     assert sequences == list(range(sequences[0], sequences[0] + limits.BATCH_ITEMS_MAX))
     assert sum(balance(ledger, w).posted for w in wallets) == limits.BATCH_ITEMS_MAX
+
+
+def test_bad_accounts_and_currencies_are_invalid_argument_and_write_nothing(ledger):
+    setup_pts(ledger)
+    bad_accounts = {
+        "unknown side": pb.Account(id="acc-x", currency_code="PTS", normal_side=7),
+        "missing side": pb.Account(id="acc-x", currency_code="PTS"),
+        "overlong id": pb.Account(id="a" * 129, currency_code="PTS", normal_side=pb.ACCOUNT_SIDE_CREDIT),
+        "overlong kind": pb.Account(id="acc-x", currency_code="PTS", normal_side=pb.ACCOUNT_SIDE_CREDIT, kind="k" * 65),
+    }
+    for name, bad in bad_accounts.items():
+        good = pb.Account(id=unique("good"), currency_code="PTS", normal_side=pb.ACCOUNT_SIDE_CREDIT)
+        with pytest.raises(grpc.RpcError) as raised:
+            ledger.CreateAccounts(pb.CreateAccountsRequest(accounts=[good, bad]), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert error_info_of(raised.value).reason, name
+        with pytest.raises(grpc.RpcError) as missing:
+            ledger.GetAccount(pb.GetAccountRequest(account_id=good.id), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND, name
+    for bad_currency in (pb.Currency(code="x", owner_id="operator"), pb.Currency(code="ABC", scale=9, owner_id="o")):
+        with pytest.raises(grpc.RpcError) as raised:
+            ledger.RegisterCurrency(pb.RegisterCurrencyRequest(currency=bad_currency), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    codes = [c.code for c in ledger.ListCurrencies(pb.ListCurrenciesRequest(), timeout=10).currencies]
+    assert codes == ["PTS"]
