@@ -377,14 +377,18 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc(admin=True)
     async def IssueApiKey(self, request, caller: Caller):
-        row, api_key, _ = await partners_admin.issue_api_key(self.app, request.partner_id)
+        row, api_key, _ = await partners_admin.issue_api_key(
+            self.app, caller.partner_id, request.partner_id, request.request_id
+        )
         return pb.IssueApiKeyResponse(key_info=_key_info(row), api_key=api_key)
 
     @_rpc(admin=True)
     async def RotateApiKey(self, request, caller: Caller):
         if not request.key_id:
             raise InvalidArgument("KEY_ID_REQUIRED", "key_id names the key to rotate")
-        row, api_key, revoked = await partners_admin.issue_api_key(self.app, request.partner_id, request.key_id)
+        row, api_key, revoked = await partners_admin.issue_api_key(
+            self.app, caller.partner_id, request.partner_id, request.request_id, request.key_id
+        )
         return pb.RotateApiKeyResponse(key_info=_key_info(row), api_key=api_key, revoked_key_info=_key_info(revoked))
 
     @_rpc(admin=True)
@@ -394,7 +398,9 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc(admin=True)
     async def CreateEarnRule(self, request, caller: Caller):
-        rule = await partners_admin.create_earn_rule(self.app, _earn_rule(request.rule))
+        rule = await partners_admin.create_earn_rule(
+            self.app, caller.partner_id, request.request_id, _earn_rule(request.rule)
+        )
         return pb.CreateEarnRuleResponse(rule=_earn_rule_message(rule))
 
     @_rpc()
@@ -405,7 +411,9 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc(admin=True)
     async def CreateConversionRule(self, request, caller: Caller):
-        rule = await partners_admin.create_conversion_rule(self.app, _conversion_rule(request.rule))
+        rule = await partners_admin.create_conversion_rule(
+            self.app, caller.partner_id, request.request_id, _conversion_rule(request.rule)
+        )
         return pb.CreateConversionRuleResponse(rule=_conversion_rule_message(rule))
 
     # ---- members ----
@@ -427,7 +435,7 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc()
     async def GetMemberBalance(self, request, caller: Caller):
-        member_id, balances = await members.balances(self.app, _member_ref(request.member))
+        member_id, balances = await members.balances(self.app, caller, _member_ref(request.member))
         return pb.GetMemberBalanceResponse(
             member_id=member_id,
             balances=[

@@ -80,11 +80,12 @@ async def seed(app: App) -> None:
         await partners_admin.ensure_known_api_key(app, partner_id, f"demo-{partner_id}", DEMO_KEYS[partner_id])
     for rule in _earn_rules(now):
         if not await partners_admin.list_earn_rules(app, rule.partner_id):
-            await partners_admin.create_earn_rule(app, rule)
+            await partners_admin.create_earn_rule(app, model.OPERATOR, f"demo-earn-rule-{rule.partner_id}", rule)
     existing = {(rule.from_currency, rule.to_currency) for rule in await partners_admin.list_conversion_rules(app)}
     for rule in _conversion_rules(now):
         if (rule.from_currency, rule.to_currency) not in existing:
-            await partners_admin.create_conversion_rule(app, rule)
+            request_id = f"demo-conversion-rule-{rule.from_currency}-{rule.to_currency}"
+            await partners_admin.create_conversion_rule(app, model.OPERATOR, request_id, rule)
     operator = Caller(model.OPERATOR, is_admin=True)
     for index, card in enumerate(DEMO_CARDS, start=1):
         await members.enroll(app, operator, f"demo-member-{index}", [members.AliasInput("card", card)])

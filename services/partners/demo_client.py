@@ -137,8 +137,11 @@ def run(address: str) -> None:
         )
         print(f"   executed as {done.conversion.conversion_id}")
 
-        print(f"5. Balances of card {card}")
-        _show_balances(supermarket, card)
+        # A partner sees PTS and its own programme currency only, so ask each programme.
+        print(f"5. Balances of card {card}, as FreshMart, Grand Hotels and SkyAir see them")
+        for pos in (supermarket, hotel, Pos(stub, "skyair", "sa-web", "web-1")):
+            print(f"   {pos.partner_id}:")
+            _show_balances(pos, card)
 
 
 def main() -> None:

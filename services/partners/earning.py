@@ -165,9 +165,11 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
         return EarnRecord(store.earn_by_request(connection, partner_id, command.request_id), [])
 
     row = (await app.write(record, retry_unique_violation=True)).earn
+    if row.state == "failed":
+        raise _refused(row.earn_id, row.failure_reason)
     posting = row.state == "pending"
     if posting:
-        await _post_earn(app, row)
+        await _post_or_fail(app, row)
 
     def finish(connection: Connection) -> EarnRecord:
         if posting:
@@ -201,11 +203,31 @@ async def _post_earn(app: App, row: Row) -> None:
     )
     (result,) = await app.ledger.create_transfers([transfer])
     if not succeeded(result):
-        raise FailedPrecondition(
-            "LEDGER_REFUSED",
-            f"the ledger refused the earn: {result.failure_message}",
-            failure=failure_name(result),
-        )
+        raise _refused(row.earn_id, failure_name(result), result.failure_message)
+
+
+def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition:
+    return FailedPrecondition(
+        "LEDGER_REFUSED",
+        f"the ledger refused the earn{': ' + detail if detail else ''}; nothing was issued, "
+        "and a retry of this request_id gets the same answer",
+        earn_id=earn_id,
+        failure=failure,
+    )
+
+
+async def _post_or_fail(app: App, row: Row) -> None:
+    """Post a pending earn. The ledger remembers a refused transfer id forever, so a refusal
+    is final: the earn is marked failed with the reason, and every retry answers with it."""
+    try:
+        await _post_earn(app, row)
+    except FailedPrecondition as error:
+        if error.reason != "LEDGER_REFUSED":
+            raise
+        failure = str(error.metadata.get("failure", "")) or "UNKNOWN"
+        await app.write(lambda connection: store.mark_earn_failed(connection, row.earn_id, failure))
+        _log.error("earn_failed", earn_id=row.earn_id, failure=failure, message=error.message)
+        raise
 
 
 # An earn younger than this is left to its client's own retry; older ones were given up on.
@@ -222,11 +244,9 @@ async def post_pending_earns(app: App) -> int:
     posted = 0
     for row in rows:
         try:
-            await _post_earn(app, row)
-        except FailedPrecondition as error:
-            # Refused, not unreachable: it stays pending, visible to the client's retry and to operators.
-            _log.error("earn_not_posted", earn_id=row.earn_id, reason=error.reason, message=error.message)
-            continue
+            await _post_or_fail(app, row)
+        except FailedPrecondition:
+            continue  # marked failed and logged once; later passes no longer see it
         await app.write(lambda connection, earn_id=row.earn_id: store.mark_earn_posted(connection, earn_id))
         posted += 1
         _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)

@@ -171,12 +171,18 @@ class WalletBalance:
     available: int
 
 
-async def balances(app: App, ref: MemberRef) -> tuple[str, list[WalletBalance]]:
+async def balances(app: App, caller: Caller, ref: MemberRef) -> tuple[str, list[WalletBalance]]:
+    """The operator sees every wallet; a partner sees PTS and its own programme currency only
+    (a balance in another partner's programme currency is that partner's data)."""
+
     def work(connection: Connection) -> tuple[str, list[str]]:
         member = resolve_member(connection, app, ref)
         return member.member_id, store.wallet_currencies(connection, member.member_id)
 
     member_id, currencies = await app.read(work)
+    if not caller.is_admin:
+        visible = {model.COMMON_CURRENCY, caller.programme_currency} - {""}
+        currencies = [code for code in currencies if code in visible]
     if not currencies:
         return member_id, []
     ledger_balances = await app.ledger.get_balances([model.wallet_account_id(code, member_id) for code in currencies])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, Row, insert
 
 from services.common.auth import hash_api_key, new_api_key
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.partners import model, store
+from services.partners import admin_requests, model, store
 from services.partners.app import App
 from services.partners.ledger_client import CREDIT, DEBIT, AccountSpec
 
@@ -196,13 +197,44 @@ async def create_terminal(app: App, store_id: str, terminal_id: str) -> bool:
     return await app.write(work, retry_unique_violation=True)
 
 
-async def issue_api_key(app: App, partner_id: str, revoke_key_id: str = "") -> tuple[Row, str, Row | None]:
-    """A new key (returned in clear once); optionally revokes an old one in the same transaction."""
+async def issue_api_key(
+    app: App, caller_id: str, partner_id: str, request_id: str, revoke_key_id: str = ""
+) -> tuple[Row, str, Row | None]:
+    """A new key (returned in clear once); optionally revokes an old one in the same transaction.
+
+    Idempotent on (caller, request_id): an exact retry within the retry window returns the
+    same key and secret; later, FAILED_PRECONDITION (API_KEY_RETRY_WINDOW_PASSED)."""
+    model.check_request_id(request_id)
+    operation = admin_requests.ROTATE_API_KEY if revoke_key_id else admin_requests.ISSUE_API_KEY
+    content: dict[str, object] = {"partner_id": partner_id}
+    if revoke_key_id:
+        content["key_id"] = revoke_key_id
     api_key = new_api_key()
     key_id = f"key_{secrets.token_hex(8)}"
     now = app.clock()
+    window_start = now - model.API_KEY_RETRY_WINDOW_SECONDS * model.MICROS_PER_SECOND
 
-    def work(connection: Connection) -> tuple[Row, Row | None]:
+    def retry(connection: Connection, done: Row) -> tuple[Row, str, Row | None, bool]:
+        admin_requests.check_same_content(done, content, request_id)
+        row = store.get_api_key(connection, done.result_id)
+        secret = None
+        if done.sealed_secret is not None and done.create_time_us >= window_start:
+            secret = admin_requests.unseal(app.alias_secret, row.key_id, done.sealed_secret)
+        if secret is None or hash_api_key(secret) != row.key_hash:
+            raise FailedPrecondition(
+                "API_KEY_RETRY_WINDOW_PASSED",
+                "this request issued a key whose secret can no longer be shown; "
+                "revoke that key if its secret was lost and issue a new one under a new request_id",
+                key_id=row.key_id,
+                request_id=request_id,
+            )
+        revoked = store.get_api_key(connection, revoke_key_id) if revoke_key_id else None
+        return row, secret, revoked, False
+
+    def work(connection: Connection) -> tuple[Row, str, Row | None, bool]:
+        done = store.admin_request(connection, caller_id, operation, request_id)
+        if done is not None:
+            return retry(connection, done)
         if store.get_partner(connection, partner_id) is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
         revoked = None
@@ -217,11 +249,23 @@ async def issue_api_key(app: App, partner_id: str, revoke_key_id: str = "") -> t
                 key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
             )
         )
-        return store.get_api_key(connection, key_id), revoked
+        store.forget_sealed_secrets(connection, window_start)
+        store.insert_admin_request(
+            connection,
+            caller_id=caller_id,
+            operation=operation,
+            request_id=request_id,
+            content=admin_requests.content_json(content),
+            result_id=key_id,
+            sealed_secret=admin_requests.seal(app.alias_secret, key_id, api_key),
+            create_time_us=now,
+        )
+        return store.get_api_key(connection, key_id), api_key, revoked, True
 
-    row, revoked = await app.write(work)
-    _log.info("api_key_issued", target_partner_id=partner_id, key_id=key_id, revoked_key_id=revoke_key_id)
-    return row, api_key, revoked
+    row, secret, revoked, created = await app.write(work, retry_unique_violation=True)
+    if created:
+        _log.info("api_key_issued", target_partner_id=partner_id, key_id=key_id, revoked_key_id=revoke_key_id)
+    return row, secret, revoked
 
 
 async def revoke_api_key(app: App, partner_id: str, key_id: str) -> Row:
@@ -239,12 +283,33 @@ async def revoke_api_key(app: App, partner_id: str, key_id: str) -> Row:
     return row
 
 
-async def create_earn_rule(app: App, rule: model.EarnRule) -> model.EarnRule:
+_EARN_RULE_FIELDS = {
+    "cap_points": "cap_points_per_transaction",
+    "valid_from_us": "valid_from_time",
+    "valid_to_us": "valid_to_time",
+}
+
+
+def _earn_rule_content(rule: model.EarnRule) -> dict[str, object]:
+    """The request's rule under its proto field names, so a changed field can be named."""
+    values = store.earn_rule_values(rule, 0)
+    del values["version"], values["create_time_us"]
+    return {f"rule.{_EARN_RULE_FIELDS.get(name, name)}": value for name, value in values.items()}
+
+
+async def create_earn_rule(app: App, caller_id: str, request_id: str, rule: model.EarnRule) -> model.EarnRule:
+    """A new version of the partner's rule, once per (caller, request_id)."""
+    model.check_request_id(request_id)
     model.check_partner_id(rule.partner_id, "rule.partner_id")
     model.check_earn_rule(rule)
+    content = _earn_rule_content(rule)
     now = app.clock()
 
-    def work(connection: Connection) -> model.EarnRule:
+    def work(connection: Connection) -> tuple[model.EarnRule, bool]:
+        done = store.admin_request(connection, caller_id, admin_requests.CREATE_EARN_RULE, request_id)
+        if done is not None:
+            admin_requests.check_same_content(done, content, request_id)
+            return store.get_earn_rule(connection, rule.partner_id, int(done.result_id)), False
         partner = store.get_partner(connection, rule.partner_id)
         if partner is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=rule.partner_id)
@@ -256,19 +321,23 @@ async def create_earn_rule(app: App, rule: model.EarnRule) -> model.EarnRule:
                 currency=rule.currency_code,
             )
         version = store.next_earn_rule_version(connection, rule.partner_id)
-        stored = _replace_version(rule, version)
+        stored = dataclasses.replace(rule, version=version)
         connection.execute(insert(store.earn_rules).values(**store.earn_rule_values(stored, now)))
-        return stored
+        store.insert_admin_request(
+            connection,
+            caller_id=caller_id,
+            operation=admin_requests.CREATE_EARN_RULE,
+            request_id=request_id,
+            content=admin_requests.content_json(content),
+            result_id=str(version),
+            create_time_us=now,
+        )
+        return stored, True
 
-    stored = await app.write(work, retry_unique_violation=True)
-    _log.info("earn_rule_created", target_partner_id=rule.partner_id, version=stored.version)
+    stored, created = await app.write(work, retry_unique_violation=True)
+    if created:
+        _log.info("earn_rule_created", target_partner_id=rule.partner_id, version=stored.version)
     return stored
-
-
-def _replace_version(rule, version: int):
-    from dataclasses import replace
-
-    return replace(rule, version=version)
 
 
 async def list_earn_rules(app: App, partner_id: str) -> list[model.EarnRule]:
@@ -283,10 +352,29 @@ def currency_owner(connection: Connection, currency: str) -> str | None:
     return None if partner is None else partner.partner_id
 
 
-async def create_conversion_rule(app: App, rule: model.ConversionRule) -> model.ConversionRule:
+_CONVERSION_RULE_FIELDS = {
+    "from_currency": "from_currency_code",
+    "to_currency": "to_currency_code",
+    "valid_from_micros": "valid_from_time",
+    "valid_to_micros": "valid_to_time",
+}
+
+
+def _conversion_rule_content(rule: model.ConversionRule) -> dict[str, object]:
+    values = dataclasses.asdict(rule)
+    del values["version"]
+    return {f"rule.{_CONVERSION_RULE_FIELDS.get(name, name)}": value for name, value in values.items()}
+
+
+async def create_conversion_rule(
+    app: App, caller_id: str, request_id: str, rule: model.ConversionRule
+) -> model.ConversionRule:
+    """A new version of the direction's rule, once per (caller, request_id)."""
+    model.check_request_id(request_id)
     model.check_currency_code(rule.from_currency, "rule.from_currency_code")
     model.check_currency_code(rule.to_currency, "rule.to_currency_code")
     model.check_conversion_rule(rule)
+    content = _conversion_rule_content(rule)
 
     def owners(connection: Connection) -> tuple[str | None, str | None]:
         return currency_owner(connection, rule.from_currency), currency_owner(connection, rule.to_currency)
@@ -319,13 +407,29 @@ async def create_conversion_rule(app: App, rule: model.ConversionRule) -> model.
     )
     now = app.clock()
 
-    def work(connection: Connection) -> model.ConversionRule:
+    def work(connection: Connection) -> tuple[model.ConversionRule, bool]:
+        done = store.admin_request(connection, caller_id, admin_requests.CREATE_CONVERSION_RULE, request_id)
+        if done is not None:
+            admin_requests.check_same_content(done, content, request_id)
+            found = store.get_conversion_rule(connection, rule.from_currency, rule.to_currency, int(done.result_id))
+            return found, False
         version = store.next_conversion_rule_version(connection, rule.from_currency, rule.to_currency)
-        stored = _replace_version(rule, version)
+        stored = dataclasses.replace(rule, version=version)
         store.insert_conversion_rule(connection, stored, now)
-        return stored
+        store.insert_admin_request(
+            connection,
+            caller_id=caller_id,
+            operation=admin_requests.CREATE_CONVERSION_RULE,
+            request_id=request_id,
+            content=admin_requests.content_json(content),
+            result_id=str(version),
+            create_time_us=now,
+        )
+        return stored, True
 
-    stored = await app.write(work, retry_unique_violation=True)
+    stored, created = await app.write(work, retry_unique_violation=True)
+    if not created:
+        return stored
     _log.info(
         "conversion_rule_created",
         from_currency=rule.from_currency,

@@ -74,6 +74,12 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
         if command.line_numbers:
             if earn is None:
                 raise NotFound("RECEIPT_NOT_FOUND", "no earn on this receipt", receipt_id=command.receipt_id)
+            if earn.state == "failed":
+                raise FailedPrecondition(
+                    "EARN_FAILED",
+                    "the earn of this receipt failed in the ledger; no points were issued to return",
+                    receipt_id=command.receipt_id,
+                )
             if earn.state != "posted":
                 raise FailedPrecondition(
                     "EARN_NOT_COMPLETE", "the earn of this receipt is not complete; retry the earn first"

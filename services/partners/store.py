@@ -112,6 +112,26 @@ conversion_rules = Table(
     CheckConstraint("from_units > 0 AND to_units > 0", name="ck_conversion_rules_ratio"),
 )
 
+# What an admin request created, so a retry (same caller, operation and request_id) returns
+# it instead of creating another rule version or key. `content` is the request's canonical
+# JSON, compared field by field to name what a reused request_id changed.
+admin_requests = Table(
+    "admin_requests",
+    metadata,
+    Column("caller_id", String(32), primary_key=True),
+    Column("operation", String(32), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("result_id", String(128), nullable=False),  # key_id, or the rule version
+    # An issued key's secret sealed with a server secret, kept for the retry window only.
+    Column("sealed_secret", String(256), nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint(
+        "operation IN ('create_earn_rule', 'create_conversion_rule', 'issue_api_key', 'rotate_api_key')",
+        name="ck_admin_requests_operation",
+    ),
+)
+
 members = Table(
     "members",
     metadata,
@@ -159,13 +179,14 @@ earns = Table(
     Column("capped", Boolean, nullable=False),
     Column("rule_version", Integer, nullable=False),
     Column("state", String(16), nullable=False),
+    Column("failure_reason", String(64), nullable=True),  # why the ledger refused a failed earn
     Column("occur_time_us", BigInteger, nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_earns_request"),
     UniqueConstraint("partner_id", "receipt_id", name="uq_earns_receipt"),
     Index("ix_earns_state", "state", "create_time_us"),
     CheckConstraint("points >= 0", name="ck_earns_points"),
-    CheckConstraint("state IN ('pending', 'posted')", name="ck_earns_state"),
+    CheckConstraint("state IN ('pending', 'posted', 'failed')", name="ck_earns_state"),
 )
 
 earn_lines = Table(
@@ -393,6 +414,12 @@ def earn_rule_values(rule: model.EarnRule, now_us: int) -> dict:
     )
 
 
+def get_earn_rule(connection: Connection, partner_id: str, version: int) -> model.EarnRule | None:
+    query = select(earn_rules).where(and_(earn_rules.c.partner_id == partner_id, earn_rules.c.version == version))
+    row = connection.execute(query).first()
+    return None if row is None else earn_rule_from_row(row)
+
+
 def earn_rules_of(connection: Connection, partner_id: str, limit: int = 100) -> list[model.EarnRule]:
     query = (
         select(earn_rules)
@@ -440,6 +467,20 @@ def conversion_rules_of(connection: Connection, from_currency: str | None = None
     return [conversion_rule_from_row(row) for row in connection.execute(query)]
 
 
+def get_conversion_rule(
+    connection: Connection, from_currency: str, to_currency: str, version: int
+) -> model.ConversionRule | None:
+    query = select(conversion_rules).where(
+        and_(
+            conversion_rules.c.from_currency == from_currency,
+            conversion_rules.c.to_currency == to_currency,
+            conversion_rules.c.version == version,
+        )
+    )
+    row = connection.execute(query).first()
+    return None if row is None else conversion_rule_from_row(row)
+
+
 def next_conversion_rule_version(connection: Connection, from_currency: str, to_currency: str) -> int:
     query = select(func.coalesce(func.max(conversion_rules.c.version), 0)).where(
         and_(conversion_rules.c.from_currency == from_currency, conversion_rules.c.to_currency == to_currency)
@@ -465,6 +506,31 @@ def insert_conversion_rule(connection: Connection, rule: model.ConversionRule, n
             valid_to_us=rule.valid_to_micros,
             create_time_us=now_us,
         )
+    )
+
+
+# ---- admin requests ----
+def admin_request(connection: Connection, caller_id: str, operation: str, request_id: str) -> Row | None:
+    query = select(admin_requests).where(
+        and_(
+            admin_requests.c.caller_id == caller_id,
+            admin_requests.c.operation == operation,
+            admin_requests.c.request_id == request_id,
+        )
+    )
+    return connection.execute(query).first()
+
+
+def insert_admin_request(connection: Connection, **values: object) -> None:
+    connection.execute(insert(admin_requests).values(**values))
+
+
+def forget_sealed_secrets(connection: Connection, created_before_us: int) -> None:
+    """Past the retry window a key's secret is gone for good, sealed or not."""
+    connection.execute(
+        update(admin_requests)
+        .where(and_(admin_requests.c.sealed_secret.is_not(None), admin_requests.c.create_time_us < created_before_us))
+        .values(sealed_secret=None)
     )
 
 
@@ -528,6 +594,15 @@ def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
 
 def mark_earn_posted(connection: Connection, earn_id: str) -> None:
     connection.execute(update(earns).where(earns.c.earn_id == earn_id).values(state="posted"))
+
+
+def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
+    """Only a pending earn fails: one the client's retry already posted stays posted."""
+    connection.execute(
+        update(earns)
+        .where(and_(earns.c.earn_id == earn_id, earns.c.state == "pending"))
+        .values(state="failed", failure_reason=reason)
+    )
 
 
 def pending_earns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:

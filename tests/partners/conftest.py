@@ -90,7 +90,7 @@ class Coalition:
         self.call(
             "CreateTerminal", pb.CreateTerminalRequest(terminal=pb.Terminal(store_id=store_id, terminal_id=terminal_id))
         )
-        issued = self.call("IssueApiKey", pb.IssueApiKeyRequest(partner_id=partner_id))
+        issued = self.call("IssueApiKey", pb.IssueApiKeyRequest(partner_id=partner_id, request_id=unique("key")))
         if base_rate is not None:
             self.create_earn_rule(partner_id, currency=currency or "PTS", base_rate=base_rate, **rule_fields)
         return PartnerHandle(partner_id, issued.api_key, issued.key_info.key_id, store_id, terminal_id, currency)
@@ -99,7 +99,8 @@ class Coalition:
         fields.setdefault("basis", pb.EARN_BASIS_AMOUNT)
         fields.setdefault("valid_from_time", timestamp_from_micros(self.clock() - DAY_US))
         rule = pb.EarnRule(partner_id=partner_id, currency_code=currency, base_rate=base_rate, **fields)
-        return self.call("CreateEarnRule", pb.CreateEarnRuleRequest(rule=rule)).rule
+        request = pb.CreateEarnRuleRequest(rule=rule, request_id=unique("rule"))
+        return self.call("CreateEarnRule", request).rule
 
     def enroll(self, card: str | None = None, key: str = ADMIN_KEY) -> tuple[str, str]:
         card = card or str(uuid.uuid4().int)[:16]

@@ -112,7 +112,9 @@ def test_a_partner_cannot_use_another_partners_store_receipts_or_holds(coalition
 def test_revoked_and_rotated_keys_stop_working(coalition):
     shop = coalition.register_partner()
     own = pb.GetPartnerRequest(partner_id=shop.partner_id)
-    rotated = coalition.call("RotateApiKey", pb.RotateApiKeyRequest(partner_id=shop.partner_id, key_id=shop.key_id))
+    rotated = coalition.call(
+        "RotateApiKey", pb.RotateApiKeyRequest(partner_id=shop.partner_id, key_id=shop.key_id, request_id=unique("rot"))
+    )
     assert rotated.revoked_key_info.HasField("revoke_time")
     assert coalition.error("GetPartner", own, shop.key) == (Code.UNAUTHENTICATED, "INVALID_API_KEY")
     assert coalition.call("GetPartner", own, rotated.api_key).partner.partner_id == shop.partner_id

@@ -36,7 +36,7 @@ def programmes(coalition):
         max_from_amount=300_000,
         annual_cap_from_amount=120_000,
     )
-    coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=rule))
+    coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=rule, request_id=unique("rule")))
     member_id, _ = coalition.enroll()
     coalition.earn(hotel, member_id, [200_000])  # EUR 2,000 -> 200,000 hotel points
     return hotel, airline, member_id
@@ -134,7 +134,12 @@ def test_a_quote_keeps_its_outcome_when_a_new_rule_version_starts(coalition, pro
         min_from_amount=3_000,
         step_from_amount=3_000,
     )
-    assert coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=worse)).rule.version == 2
+    assert (
+        coalition.call(
+            "CreateConversionRule", pb.CreateConversionRuleRequest(rule=worse, request_id=unique("rule"))
+        ).rule.version
+        == 2
+    )
     done = coalition.call(
         "ExecuteConversion", pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote.quote_id), hotel.key
     ).conversion
@@ -191,7 +196,7 @@ def test_pts_to_programme_and_rules_listing(coalition, programmes):
         min_from_amount=10,
         step_from_amount=10,
     )
-    coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=rule))
+    coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=rule, request_id=unique("rule")))
     listed = coalition.call("ListConversionRules", pb.ListConversionRulesRequest(), shop.key).rules
     assert any(item.from_currency_code == "PTS" and item.to_currency_code == hotel.currency for item in listed)
     quote = coalition.call(
