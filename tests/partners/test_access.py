@@ -178,3 +178,120 @@ def test_enrolment_and_store_registration_are_idempotent(coalition):
         Code.ALREADY_EXISTS,
         "STORE_EXISTS_WITH_DIFFERENT_CONTENT",
     )
+
+
+def test_every_call_with_another_partners_key_gets_the_documented_outcome(coalition):
+    """Each RPC tried with a rival's key on the shop's things: admin calls are refused, the
+    shop's stores, receipts, holds and quotes are refused or hidden, member look-ups are
+    coalition-wide (documented), and balances, activity and conversions are filtered."""
+    shop = coalition.register_partner(pb.PARTNER_KIND_HOTEL, currency=f"H{uuid.uuid4().hex[:8].upper()}")
+    rival = coalition.register_partner()
+    coalition.call(
+        "CreateConversionRule",
+        pb.CreateConversionRuleRequest(
+            request_id=unique("rule"),
+            rule=pb.ConversionRule(
+                from_currency_code=shop.currency,
+                to_currency_code="PTS",
+                from_units=1,
+                to_units=1,
+                min_from_amount=1,
+                step_from_amount=1,
+            ),
+        ),
+    )
+    member_id, card = coalition.enroll()
+    member = pb.MemberIdentity(member_id=member_id)
+    _, earn = coalition.earn(shop, member_id, [10_000])  # 50 of the shop's own points
+    coalition.earn(coalition.register_partner(), member_id, [10_000])  # 50 PTS elsewhere
+    hold = pb.AuthorizeRedemptionRequest(
+        request_id=unique("h"),
+        point_of_sale=shop.pos(),
+        receipt_id=unique("r"),
+        member=member,
+        currency_code=shop.currency,
+        amount=5,
+    )
+    redemption_id = coalition.call("AuthorizeRedemption", hold, shop.key).redemption.redemption_id
+    convert = pb.QuoteConversionRequest(
+        member=member, from_currency_code=shop.currency, to_currency_code="PTS", from_amount=10
+    )
+    quote_id = coalition.call("QuoteConversion", convert, shop.key).quote.quote_id
+    executed = pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote_id)
+    coalition.call("ExecuteConversion", executed, shop.key)
+    quote_id = coalition.call("QuoteConversion", convert, shop.key).quote.quote_id
+    rival_hold = pb.AuthorizeRedemptionRequest()
+    rival_hold.CopyFrom(hold)
+    rival_hold.request_id, rival_hold.currency_code = unique("h"), "PTS"  # the shop's currency is refused sooner
+    card_alias = pb.Alias(kind=pb.ALIAS_KIND_CARD, value=card)
+    offline = pb.OfflineEarn(earn=earn, occur_time=timestamp_from_micros(coalition.clock() - 60_000_000))
+    offline.earn.request_id, offline.earn.receipt_id = unique("off"), unique("r")
+    refused, hidden, allowed = Code.PERMISSION_DENIED, Code.NOT_FOUND, Code.OK
+    earn.request_id = unique("e")
+    email = pb.Alias(kind=pb.ALIAS_KIND_EMAIL, value=f"{unique('m')}@example.com")
+    partner_calls = {
+        "GetPartner": (pb.GetPartnerRequest(partner_id=shop.partner_id), refused, "OTHER_PARTNER"),
+        "ListEarnRules": (pb.ListEarnRulesRequest(partner_id=shop.partner_id), refused, "OTHER_PARTNER"),
+        "EnrollMember": (pb.EnrollMemberRequest(request_id=unique("en")), allowed, ""),
+        "AttachAlias": (pb.AttachAliasRequest(member_id=member_id, alias=email), allowed, ""),
+        "LookupMember": (pb.LookupMemberRequest(alias=card_alias), allowed, ""),
+        "GetMemberBalance": (pb.GetMemberBalanceRequest(member=member), allowed, ""),
+        "ListMemberActivity": (pb.ListMemberActivityRequest(member=member), allowed, ""),
+        "QuoteEarn": (pb.QuoteEarnRequest(point_of_sale=shop.pos(), lines=earn.lines), refused, "STORE_NOT_OWNED"),
+        "Earn": (earn, refused, "STORE_NOT_OWNED"),
+        "UploadOfflineBatch": (pb.UploadOfflineBatchRequest(earns=[offline]), allowed, ""),
+        "AuthorizeRedemption": (rival_hold, refused, "STORE_NOT_OWNED"),
+        "CaptureRedemption": (
+            pb.CaptureRedemptionRequest(request_id=unique("c"), redemption_id=redemption_id),
+            hidden,
+            "REDEMPTION_NOT_FOUND",
+        ),
+        "VoidRedemption": (
+            pb.VoidRedemptionRequest(request_id=unique("v"), redemption_id=redemption_id),
+            hidden,
+            "REDEMPTION_NOT_FOUND",
+        ),
+        "GetRedemption": (pb.GetRedemptionRequest(redemption_id=redemption_id), hidden, "REDEMPTION_NOT_FOUND"),
+        "Return": (
+            pb.ReturnRequest(
+                request_id=unique("ret"), point_of_sale=rival.pos(), receipt_id=earn.receipt_id, line_numbers=[1]
+            ),
+            hidden,
+            "RECEIPT_NOT_FOUND",
+        ),
+        "ListConversionRules": (pb.ListConversionRulesRequest(), allowed, ""),
+        "QuoteConversion": (convert, refused, "CONVERSION_NOT_OWNED"),
+        "ExecuteConversion": (
+            pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote_id),
+            hidden,
+            "QUOTE_NOT_FOUND",
+        ),
+        "ListConversions": (pb.ListConversionsRequest(member=member), allowed, ""),
+    }
+    admin_calls = dict(ADMIN_CALLS)
+    assert set(partner_calls) | set(admin_calls) == {method.name for method in SERVICE.methods}
+    for method, request in admin_calls.items():
+        assert coalition.error(method, request, rival.key) == (refused, "ADMIN_REQUIRED"), method
+        assert coalition.error(method, request, None) == (Code.UNAUTHENTICATED, "MISSING_CREDENTIALS"), method
+    answers = {}
+    for method, (request, code, reason) in partner_calls.items():
+        assert coalition.error(method, request, None) == (Code.UNAUTHENTICATED, "MISSING_CREDENTIALS"), method
+        if code == allowed:
+            answers[method] = coalition.call(method, request, rival.key)
+        else:
+            assert coalition.error(method, request, rival.key) == (code, reason), method
+    # What the allowed calls show the rival: nothing of the shop's.
+    assert answers["LookupMember"].member.member_id == member_id  # members belong to the coalition
+    assert answers["AttachAlias"].member.member_id == member_id
+    assert [item.currency_code for item in answers["GetMemberBalance"].balances] == ["PTS"]
+    assert coalition.balance(member_id, shop.currency, shop.key).posted == 50 - 10
+    assert list(answers["ListMemberActivity"].items) == []
+    assert (answers["UploadOfflineBatch"].succeeded_count, answers["UploadOfflineBatch"].results[0].error_reason) == (
+        0,
+        "STORE_NOT_OWNED",
+    )
+    assert list(answers["ListConversions"].conversions) == []
+    assert len(coalition.call("ListConversions", pb.ListConversionsRequest(member=member), shop.key).conversions) == 1
+    assert coalition.call("GetRedemption", partner_calls["GetRedemption"][0], shop.key).redemption.state == (
+        pb.REDEMPTION_STATE_AUTHORIZED
+    )
