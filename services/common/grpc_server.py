@@ -12,7 +12,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.interceptor import ServiceInterceptor
+from services.common.interceptor import InstrumentingServer
 
 _log = structlog.get_logger("server")
 
@@ -61,7 +61,6 @@ async def start_server(
 ) -> RunningServer:
     """Start serving; `register` adds servicers and returns their full service names."""
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor()],
         maximum_concurrent_rpcs=options.concurrent_rpcs_max,
         options=[
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
@@ -69,7 +68,7 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    service_names = list(register(server))
+    service_names = list(register(InstrumentingServer(server)))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in service_names:

@@ -122,6 +122,58 @@ def _wrap_unary_stream(method: str, behavior):
     return handle
 
 
+def wrap_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The same request context, log line and error mapping, bound to one method handler."""
+    return ServiceInterceptor._wrap(method, handler)
+
+
+class InstrumentingServer:
+    """Stands in for the server while services register: wraps each of our method handlers once.
+
+    This does what ServiceInterceptor does without grpc.aio's per-call interceptor machinery,
+    which cost about a fifth of an empty call (make bench: bare versus intercepted handler).
+    """
+
+    def __init__(self, server: grpc.aio.Server, package_prefix: str = "coalition.") -> None:
+        self._server = server
+        self._prefix = package_prefix
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict) -> None:
+        if service_name.startswith(self._prefix):
+            handlers = {name: wrap_handler(f"/{service_name}/{name}", h) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service_name, handlers)
+
+    def add_generic_rpc_handlers(self, generic_handlers) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(
+                _WrappingGenericHandler(h) if _service_name(h).startswith(self._prefix) else h for h in generic_handlers
+            )
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
+
+
+class _WrappingGenericHandler(grpc.GenericRpcHandler):
+    """For calls that arrive without the registered-method fast path: wrap on first use."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        if method not in self._wrapped:
+            handler = self._inner.service(handler_call_details)
+            self._wrapped[method] = None if handler is None else wrap_handler(method, handler)
+        return self._wrapped[method]
+
+
+def _service_name(generic_handler) -> str:
+    service_name = getattr(generic_handler, "service_name", None)
+    return service_name() if callable(service_name) else ""
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps our own unary and server-streaming handlers; health and reflection pass through."""
 
