@@ -260,8 +260,9 @@ def check_earn_rule(rule: EarnRule) -> None:
     if promotion is not None:
         if promotion.end_micros <= promotion.start_micros:
             raise invalid("INVALID_EARN_RULE", "promotion end_time must be after start_time", field="promotion")
-        if promotion.kind == PROMOTION_MULTIPLIER and not Decimal(0) < promotion.multiplier <= MULTIPLIER_MAX:
-            raise invalid("INVALID_EARN_RULE", "promotion multiplier out of range", field="promotion.multiplier")
+        # A promotion only ever adds: a multiplier below 1 would let a bigger basket earn less.
+        if promotion.kind == PROMOTION_MULTIPLIER and not Decimal(1) <= promotion.multiplier <= MULTIPLIER_MAX:
+            raise invalid("INVALID_EARN_RULE", "promotion multiplier must be 1 or more", field="promotion.multiplier")
         if promotion.kind == PROMOTION_FIXED_BONUS and not 0 < promotion.bonus_points <= BONUS_POINTS_MAX:
             raise invalid("INVALID_EARN_RULE", "promotion bonus_points out of range", field="promotion")
         if promotion.kind not in (PROMOTION_MULTIPLIER, PROMOTION_FIXED_BONUS):

@@ -126,7 +126,7 @@ rules_strategy = st.builds(
             kind=st.just(model.PROMOTION_MULTIPLIER),
             start_micros=st.just(NOW - DAY),
             end_micros=st.just(NOW + DAY),
-            multiplier=st.decimals(min_value="0.5", max_value=5, places=2),
+            multiplier=st.decimals(min_value="1", max_value=5, places=2),
             threshold_amount=st.integers(0, 100_000),
         ),
         st.builds(
@@ -295,3 +295,12 @@ def test_year_bounds():
     assert start <= NOW < end
     assert model.utc_year_bounds(start) == (start, end)
     assert model.utc_year_bounds(end - 1) == (start, end)
+
+
+def test_a_promotion_multiplier_below_one_is_refused():
+    """Found by test_adding_an_earning_line_never_lowers_the_points: a 0.5 promotion above a
+    threshold made one more line lower the basket's points."""
+    promo = Promotion(model.PROMOTION_MULTIPLIER, NOW, NOW + DAY, multiplier=Decimal("0.5"))
+    with pytest.raises(DomainError) as raised:
+        model.check_earn_rule(rule(promotion=promo))
+    assert "multiplier" in str(raised.value)
