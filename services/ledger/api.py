@@ -6,8 +6,7 @@ import asyncio
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
-from services.common.errors import InvalidArgument
-from services.common.timeconv import micros_from_timestamp
+from services.common.errors import InvalidArgument, Unavailable
 from services.ledger import accounts, limits, queries, validation, wire
 from services.ledger.batcher import TransferBatcher
 
@@ -16,6 +15,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, database: Database, batcher: TransferBatcher) -> None:
         self._database = database
         self._batcher = batcher
+        self._watch_streams = 0
 
     async def RegisterCurrency(self, request, context):
         code, scale, owner_id = validation.currency_from_proto(request.currency)
@@ -75,7 +75,9 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         validation.check_lookup_size(len(request.account_ids), "account_ids")
         for account_id in request.account_ids:
             validation.check_id(account_id, "account_ids")
-        as_of_us = micros_from_timestamp(request.as_of_time) if request.HasField("as_of_time") else None
+        as_of_us = (
+            validation.check_timestamp(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
+        )
         views = await asyncio.to_thread(queries.get_balances, self._database, list(request.account_ids), as_of_us)
         return ledger_pb2.GetBalancesResponse(
             balances=[wire.balance_message(v.account, v.balance, v.as_of_us) for v in views]
@@ -142,24 +144,30 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     async def WatchTransfers(self, request, context):
         if request.after_commit_sequence < 0:
             raise InvalidArgument("INVALID_CURSOR", "after_commit_sequence must be >= 0")
-        cursor = request.after_commit_sequence
-        while True:
-            found = await asyncio.to_thread(
-                queries.transfers_after, self._database, cursor, limits.WATCH_PAGE_TRANSFERS_MAX
-            )
-            if found:
-                cursor = found[-1].sequence
-                yield ledger_pb2.WatchTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
-            if len(found) < limits.WATCH_PAGE_TRANSFERS_MAX:
-                await asyncio.sleep(limits.WATCH_POLL_SECONDS)
+        if self._watch_streams >= limits.WATCH_STREAMS_MAX:
+            raise Unavailable("TOO_MANY_STREAMS", f"at most {limits.WATCH_STREAMS_MAX} WatchTransfers streams at once")
+        self._watch_streams += 1
+        try:
+            cursor = request.after_commit_sequence
+            while True:
+                found = await asyncio.to_thread(
+                    queries.transfers_after, self._database, cursor, limits.WATCH_PAGE_TRANSFERS_MAX
+                )
+                if found:
+                    cursor = found[-1].sequence
+                    yield ledger_pb2.WatchTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
+                if len(found) < limits.WATCH_PAGE_TRANSFERS_MAX:
+                    await asyncio.sleep(limits.WATCH_POLL_SECONDS)
+        finally:
+            self._watch_streams -= 1
 
 
 def _window(request, required: bool) -> tuple[int | None, int | None]:
     has_start, has_end = request.HasField("start_time"), request.HasField("end_time")
     if required and not (has_start and has_end):
         raise InvalidArgument("MISSING_FIELD", "start_time and end_time are required", field="start_time")
-    start_us = micros_from_timestamp(request.start_time) if has_start else None
-    end_us = micros_from_timestamp(request.end_time) if has_end else None
+    start_us = validation.check_timestamp(request.start_time, "start_time") if has_start else None
+    end_us = validation.check_timestamp(request.end_time, "end_time") if has_end else None
     if start_us is not None and end_us is not None and end_us <= start_us:
         raise InvalidArgument("INVALID_TIME_RANGE", "end_time must be after start_time", field="end_time")
     return start_us, end_us

@@ -15,7 +15,9 @@ from collections import deque
 from collections.abc import Callable
 
 import structlog
+from sqlalchemy import exc as sa_exc
 
+from services.common.errors import Unavailable
 from services.ledger.model import Outcome, TransferCommand
 
 _log = structlog.get_logger("batcher")
@@ -53,9 +55,11 @@ def _wake(taken: list[_Waiting], results: list | None, error: BaseException | No
 
 
 class TransferBatcher:
-    def __init__(self, apply: Apply, writer_count: int, batch_items_max: int) -> None:
+    def __init__(self, apply: Apply, writer_count: int, batch_items_max: int, queued_items_max: int) -> None:
         self._apply = apply
         self._batch_items_max = batch_items_max
+        self._queued_items_max = queued_items_max
+        self._queued_items = 0
         self._waiting: deque[_Waiting] = deque()
         self._condition = threading.Condition()
         self._stopping = False
@@ -70,7 +74,13 @@ class TransferBatcher:
         future = loop.create_future()
         with self._condition:
             if self._stopping:
-                raise RuntimeError("the ledger is shutting down")
+                raise Unavailable("SHUTTING_DOWN", "the ledger is shutting down; retry with the same ids")
+            if self._queued_items + len(commands) > self._queued_items_max:
+                raise Unavailable(
+                    "LEDGER_OVERLOADED",
+                    f"more than {self._queued_items_max} transfers are waiting to be written; retry with the same ids",
+                )
+            self._queued_items += len(commands)
             self._waiting.append(_Waiting(commands, future, loop))
             self._condition.notify()
         return await future
@@ -94,15 +104,29 @@ class TransferBatcher:
             while self._waiting and items + len(self._waiting[0].commands) <= self._batch_items_max:
                 items += len(self._waiting[0].commands)
                 taken.append(self._waiting.popleft())
+            self._queued_items -= items
             return taken
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
-            try:
-                results = self._apply([waiting.commands for waiting in taken])
-            except Exception as error:  # every caller of the batch gets the failure
-                _log.warning("transfer_batch_failed", error=repr(error), calls=len(taken))
+            self._apply_merged(taken)
+
+    def _apply_merged(self, taken: list[_Waiting]) -> None:
+        try:
+            results = self._apply([waiting.commands for waiting in taken])
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:  # the database itself: all fail alike
+            _log.warning("transfer_batch_failed", error=repr(error), calls=len(taken))
+            _wake(taken, None, error)
+            return
+        except Exception as error:
+            if len(taken) == 1:
+                _log.warning("transfer_batch_failed", error=repr(error), calls=1)
                 _wake(taken, None, error)
-                continue
-            _wake(taken, results, None)
-            _log.debug("transfer_batch_applied", calls=len(taken), items=sum(len(w.commands) for w in taken))
+                return
+            # One call's bad data must not fail the calls merged with it: apply each on its own.
+            _log.warning("transfer_batch_split", error=repr(error), calls=len(taken))
+            for waiting in taken:
+                self._apply_merged([waiting])
+            return
+        _wake(taken, results, None)
+        _log.debug("transfer_batch_applied", calls=len(taken), items=sum(len(w.commands) for w in taken))

@@ -17,3 +17,6 @@ WATCH_PAGE_TRANSFERS_MAX = 1_000
 WATCH_POLL_SECONDS = 0.2
 EXPIRY_SWEEP_SECONDS = 1.0
 EXPIRY_SWEEP_HOLDS_MAX = 1_000
+EXPIRY_LOOKAHEAD_US = 5_000_000  # a batch that waits longer than this on a lock may release fewer holds
+QUEUED_TRANSFERS_MAX = 200_000  # items waiting for a writer; beyond it calls get UNAVAILABLE
+WATCH_STREAMS_MAX = 64

@@ -330,11 +330,15 @@ def _rollback(state: BatchState, undo: list[tuple], postings_mark: int, failures
         elif what == "reversed":
             state.reversed_totals[entry[1]] -= entry[2]
     del state.postings[postings_mark:]
+    for transfer_id, _ in state.new_failures[failures_mark:]:
+        del state.remembered_failures[transfer_id]
     del state.new_failures[failures_mark:]
 
 
 def _remember(state: BatchState, command: TransferCommand, outcome: Outcome) -> None:
-    if command.id.startswith(SYSTEM_ID_PREFIX):
+    # A failure already on record (an earlier call, or earlier in this batch) is the first
+    # answer; storing it again would break the unique id, so it is only ever written once.
+    if command.id.startswith(SYSTEM_ID_PREFIX) or command.id in state.remembered_failures:
         return
     remembered = RememberedFailure(command.content(), outcome.failure, outcome.failure_field, outcome.failure_message)
     state.remembered_failures[command.id] = remembered

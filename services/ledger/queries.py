@@ -115,7 +115,7 @@ def list_entries(
     database: Database, account_id: str, start_us: int | None, end_us: int | None, page_size: int, page_token: str
 ):
     before = decode_page_token(page_token, {"before_sequence"}).get("before_sequence")
-    if before is not None and not isinstance(before, int):
+    if before is not None and (type(before) is not int or not 0 < before < 2**63):
         raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
 
     def work(connection):

@@ -79,7 +79,10 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
     settings = settings or LedgerSettings.from_env()
     database = await asyncio.to_thread(open_database, settings)
     batcher = TransferBatcher(
-        lambda requests: create_transfers(database, requests), settings.writer_count, limits.BATCH_ITEMS_MAX
+        lambda requests: create_transfers(database, requests),
+        settings.writer_count,
+        limits.BATCH_ITEMS_MAX,
+        limits.QUEUED_TRANSFERS_MAX,
     )
     sweeper = asyncio.create_task(_sweep_expired_holds(database))
 

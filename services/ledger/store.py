@@ -435,12 +435,14 @@ _CLOCK_AND_EXPIRED_SQL = (
     "SELECT n.now_us, h.pending_id, h.debit_account_id, h.credit_account_id "
     "FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now_us) AS n "
     "LEFT JOIN LATERAL (SELECT pending_id, debit_account_id, credit_account_id FROM open_holds "
-    "WHERE expires_at_us <= n.now_us ORDER BY expires_at_us LIMIT %(limit)s) AS h ON true"
+    "WHERE expires_at_us <= n.now_us + %(horizon)s ORDER BY expires_at_us LIMIT %(limit)s) AS h ON true"
 )
 
 
-def clock_and_expired_holds(connection: Connection, account_ids: set[str] | None, limit: int) -> tuple[int, list[str]]:
-    """The clock, and the holds past their timeout that touch `account_ids` (all, if None).
+def clock_and_expired_holds(
+    connection: Connection, account_ids: set[str] | None, limit: int, horizon_us: int = 0
+) -> tuple[int, list[str]]:
+    """The clock, and the holds that touch `account_ids` (all, if None) and expire by now + horizon.
 
     Expired holds wait at most a sweep interval, so there are few: one cheap range scan on
     expires_at plus a filter here beats an indexed OR over thousands of account ids. When the
@@ -448,14 +450,14 @@ def clock_and_expired_holds(connection: Connection, account_ids: set[str] | None
     """
     if not is_postgres(connection):
         now_us = clock_now_us(connection)
-        return now_us, expired_open_holds(connection, now_us, account_ids, limit)
-    rows = connection.exec_driver_sql(_CLOCK_AND_EXPIRED_SQL, {"limit": limit}).all()
+        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, limit)
+    rows = connection.exec_driver_sql(_CLOCK_AND_EXPIRED_SQL, {"limit": limit, "horizon": horizon_us}).all()
     now_us = rows[0][0]
     holds = [row for row in rows if row[1] is not None]
     if account_ids is None:
         return now_us, sorted(row[1] for row in holds)
     if len(holds) >= limit:
-        return now_us, expired_open_holds(connection, now_us, account_ids, limit)
+        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, limit)
     return now_us, sorted(row[1] for row in holds if row[2] in account_ids or row[3] in account_ids)
 
 
@@ -486,7 +488,9 @@ def expired_open_holds(connection: Connection, now_us: int, account_ids: Iterabl
                 _one_of(connection, open_holds.c.credit_account_id, ids),
             )
         )
-    return [row.pending_id for row in connection.execute(query.order_by(open_holds.c.pending_id).limit(limit))]
+    # Oldest first: under a backlog the holds that expired longest ago are released first.
+    query = query.order_by(open_holds.c.expires_at_us, open_holds.c.pending_id).limit(limit)
+    return [row.pending_id for row in connection.execute(query)]
 
 
 def reversed_totals(connection: Connection, original_ids: Iterable[str]) -> dict[str, int]:

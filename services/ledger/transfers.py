@@ -46,14 +46,21 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
     for transfer in related.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
     account_ids.discard("")
-    now_us, expired_ids = store.clock_and_expired_holds(
-        connection, None if sweep else account_ids, limits.EXPIRY_SWEEP_HOLDS_MAX
+    # Holds expiring a little after now are included too: their counterparts must be locked in
+    # case the lock wait below carries the batch past their timeout.
+    _, candidate_ids = store.clock_and_expired_holds(
+        connection, None if sweep else account_ids, limits.EXPIRY_SWEEP_HOLDS_MAX, limits.EXPIRY_LOOKAHEAD_US
     )
-    expired = store.get_transfers(connection, expired_ids)
-    for transfer in expired.values():
+    candidates = store.get_transfers(connection, candidate_ids)
+    for transfer in candidates.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
 
     accounts, balances = store.lock_balances(connection, account_ids)
+    # The clock is read after the locks: a batch that waited on a lock past a hold's timeout
+    # must see the hold as expired, as every read made meanwhile did.
+    now_us = store.clock_now_us(connection)
+    expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
+    expired_ids = sorted(expired)
     # Under the locks: whatever resolves or creates these ids must hold the same locks first.
     committed_ids, failed_ids = store.known_ids(connection, item_ids)
     existing = store.get_transfers(connection, committed_ids)

@@ -14,6 +14,8 @@ from services.ledger.model import Account, Code, Kind, Side, TransferCommand
 
 _ID = re.compile(rf"[A-Za-z0-9._:\-/@]{{1,{limits.ID_LENGTH_MAX}}}")
 _CURRENCY = re.compile(rf"[A-Z0-9_]{{2,{limits.CURRENCY_CODE_LENGTH_MAX}}}")
+TIMESTAMP_SECONDS_MIN = -62_135_596_800  # 0001-01-01T00:00:00Z
+TIMESTAMP_SECONDS_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z
 _REQUEST_KINDS = {Kind.POSTED, Kind.PENDING, Kind.POST_PENDING, Kind.VOID_PENDING}
 _CODES = {code.value for code in Code}
 
@@ -45,11 +47,23 @@ def check_currency_code(value: str, field: str = "currency_code", **where: objec
 
 
 def check_length(value: str, field: str, length_max: int, **where: object) -> str:
+    """Free text: bounded, and printable (no NUL or control characters, which PostgreSQL or logs cannot take)."""
     if len(value) > length_max:
         raise _invalid(
             "VALUE_TOO_LONG", f"{field} is {len(value)} characters; at most {length_max} allowed", field=field, **where
         )
+    if not value.isprintable():
+        raise _invalid("VALUE_NOT_PRINTABLE", f"{field} contains control characters", field=field, **where)
     return value
+
+
+def check_timestamp(timestamp, field: str) -> int:
+    """A google.protobuf.Timestamp within its documented range, as microseconds."""
+    if not (
+        TIMESTAMP_SECONDS_MIN <= timestamp.seconds <= TIMESTAMP_SECONDS_MAX and 0 <= timestamp.nanos <= 999_999_999
+    ):
+        raise _invalid("INVALID_TIMESTAMP", f"{field} must be between 0001-01-01 and 9999-12-31 UTC", field=field)
+    return timestamp.seconds * 1_000_000 + timestamp.nanos // 1000
 
 
 def check_batch_size(count: int, what: str) -> None:

@@ -11,6 +11,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from coalition.ledger.v1 import ledger_pb2 as pb
 from services.common.errors import error_info_of
@@ -534,3 +535,34 @@ def test_activity_summary_end_not_after_start_is_invalid_argument(ledger, end_of
     info = error_info_of(error)
     assert info.reason == "INVALID_TIME_RANGE"
     assert info.metadata["field"] == "end_time"
+
+
+@pytest.mark.parametrize(
+    ("call", "build"),
+    [
+        ("GetBalances", lambda w: pb.GetBalancesRequest(account_ids=[w], as_of_time=Timestamp(seconds=-(10**15)))),
+        (
+            "ListAccountEntries",
+            lambda w: pb.ListAccountEntriesRequest(account_id=w, start_time=Timestamp(seconds=10**15)),
+        ),
+        ("ListAccountEntries", lambda w: pb.ListAccountEntriesRequest(account_id=w, end_time=Timestamp(nanos=-1))),
+        (
+            "ListAccountEntries",
+            lambda w: pb.ListAccountEntriesRequest(
+                account_id=w, page_token=base64.urlsafe_b64encode(b'{"before_sequence": 1e30}').decode()
+            ),
+        ),
+        (
+            "ListAccountEntries",
+            lambda w: pb.ListAccountEntriesRequest(
+                account_id=w,
+                page_token=base64.urlsafe_b64encode(b'{"before_sequence": 10000000000000000000000}').decode(),
+            ),
+        ),
+    ],
+)
+def test_out_of_range_times_and_cursors_are_invalid_argument(ledger, call, build):
+    """Found in review: on SQLite these reached the driver and came back INTERNAL."""
+    _, (wallet, _) = setup_pts(ledger)
+    error = rpc_error(getattr(ledger, call), build(wallet))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error

@@ -324,6 +324,8 @@ def _bad_items(issuance, wallet):
         "post without pending id": pb.TransferInput(id="b", amount=5, kind=pb.TRANSFER_KIND_POST_PENDING),
         "void with amount": pb.TransferInput(id="b", pending_id="p", amount=5, kind=pb.TRANSFER_KIND_VOID_PENDING),
         "system id prefix": pb.TransferInput(id="#expire:x", **ok),
+        "NUL in metadata": pb.TransferInput(id="b", metadata=pb.TransferMetadata(receipt_id="r\x00"), **ok),
+        "control character in metadata": pb.TransferInput(id="b", metadata=pb.TransferMetadata(store_id="s\n"), **ok),
     }
 
 
@@ -386,3 +388,60 @@ def test_bad_accounts_and_currencies_are_invalid_argument_and_write_nothing(ledg
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     codes = [c.code for c in ledger.ListCurrencies(pb.ListCurrenciesRequest(), timeout=10).currencies]
     assert codes == ["PTS"]
+
+
+def test_retrying_a_failed_linked_chain_returns_the_same_answers_and_harms_no_one(ledger):
+    """Found in review: re-remembering the chain's stored failure broke the unique id and turned
+    the retry, and every call merged with it, into INTERNAL."""
+    issuance, (wallet, shop) = setup_pts(ledger)
+    chain = [
+        posted("conv-out", wallet, shop, 50, code=pb.TRANSFER_CODE_CONVERSION, linked=True),
+        posted("conv-in", issuance, wallet, 5, code=pb.TRANSFER_CODE_CONVERSION),
+    ]
+    first = transfer(ledger, *chain)
+    assert [(r.status, r.failure_reason) for r in first] == [
+        (FAILED, pb.FAILURE_REASON_INSUFFICIENT_FUNDS),
+        (FAILED, pb.FAILURE_REASON_LINKED_EVENT_FAILED),
+    ]
+    innocent = []
+    threads = [
+        threading.Thread(target=lambda n=n: innocent.extend(transfer(ledger, posted(f"ok-{n}", issuance, shop, 1))))
+        for n in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for _ in range(5):
+        again = transfer(ledger, *chain, *chain)  # the same chain twice in one call, too
+        assert [(r.status, r.failure_reason) for r in again[:2]] == [(r.status, r.failure_reason) for r in first]
+        assert [(r.status, r.failure_reason) for r in again[2:]] == [(r.status, r.failure_reason) for r in first]
+    for thread in threads:
+        thread.join()
+    assert len(innocent) == 20 and all(r.status == CREATED for r in innocent)
+    assert balance(ledger, wallet).posted == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_post_that_waited_on_a_lock_past_the_timeout_finds_the_hold_expired(ledger, ledger_database_url):
+    """Found in review: the clock used to be read before the row locks, so a post that waited on a
+    slow batch's lock past expiry still posted a hold every read had already called EXPIRED."""
+    from sqlalchemy import create_engine, text
+
+    issuance, (wallet, shop) = setup_pts(ledger)
+    transfer(ledger, posted("fund", issuance, wallet, 100), pending("hold", wallet, shop, 100, timeout_seconds=1))
+    engine = create_engine(ledger_database_url)
+    try:
+        with engine.connect() as blocker:
+            blocking = blocker.begin()
+            blocker.execute(text("SELECT 1 FROM account_balances WHERE account_id = :a FOR UPDATE"), {"a": shop})
+            results = []
+            poster = threading.Thread(target=lambda: results.extend(transfer(ledger, post("capture", "hold", 100))))
+            poster.start()
+            time.sleep(1.5)  # the timeout passes while the post waits for the lock
+            [seen] = _find(ledger, "hold")
+            assert seen.hold_state == pb.HOLD_STATE_EXPIRED
+            blocking.commit()
+            poster.join(timeout=30)
+    finally:
+        engine.dispose()
+    assert results[0].status == FAILED and results[0].failure_reason == pb.FAILURE_REASON_HOLD_EXPIRED
+    assert balance(ledger, wallet).available == 100
