@@ -18,10 +18,9 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.partners import model, store
+from services.partners import earning, model, store
 from services.partners.access import Caller, require_active
 from services.partners.app import App
-from services.partners.earning import as_service_error
 from services.partners.ledger_client import (
     Failure,
     TransferInput,
@@ -80,7 +79,7 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
         try:
             outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
         except model.DomainError as error:
-            raise as_service_error(error) from None
+            raise earning.as_service_error(error) from None
         connection.execute(
             insert(store.conversion_quotes).values(
                 quote_id=quote_id,
@@ -162,10 +161,20 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
         return store.conversion_by_request(connection, caller.partner_id, request_id), quote_row
 
     conversion, quote_row = await app.write(record, retry_unique_violation=True)
+    conversion = await _complete(app, conversion)
     if conversion.state == "failed":
         raise _failed(conversion.failure_reason)
-    if conversion.state == "completed":
-        return conversion, quote_row
+    return conversion, quote_row
+
+
+async def _complete(app: App, conversion: Row) -> Row:
+    """Send a recorded conversion's two linked legs and record the outcome. The client's call,
+    its retries and the server's recovery pass all come here with the same transfer ids, so
+    the ledger applies them at most once and every caller records the same outcome. The quote
+    is not checked again: it was valid when the execution was recorded, and the recorded
+    execution is what completes. Returns the conversion completed or failed."""
+    if conversion.state != "pending":
+        return conversion
     from_wallet = await ensure_wallet(app, conversion.member_id, conversion.from_currency)
     to_wallet = await ensure_wallet(app, conversion.member_id, conversion.to_currency)
     owners = await app.read(
@@ -213,25 +222,20 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
         state, reason = "failed", failure_name(root)
 
     def finish(connection: Connection) -> Row:
-        from sqlalchemy import update
-
-        connection.execute(
-            update(store.conversions)
-            .where(store.conversions.c.conversion_id == conversion.conversion_id)
-            .values(state=state, failure_reason=reason)
-        )
-        return store.conversion_by_request(connection, caller.partner_id, request_id)
+        store.finish_conversion(connection, conversion.conversion_id, state, reason)
+        return store.conversion_by_request(connection, conversion.caller_id, conversion.request_id)
 
     conversion = await app.write(finish)
-    if state == "failed":
-        raise _failed(reason)
+    if conversion.state == "failed":
+        _log.error("conversion_failed", conversion_id=conversion.conversion_id, failure=conversion.failure_reason)
+        return conversion
     _log.info(
         "conversion_completed",
         conversion_id=conversion.conversion_id,
         from_amount=conversion.from_amount,
         to_amount=conversion.to_amount,
     )
-    return conversion, quote_row
+    return conversion
 
 
 def _failed(reason: str | None) -> FailedPrecondition:
@@ -257,3 +261,26 @@ async def history(app: App, caller: Caller, member: MemberRef, page_size: int) -
         return [(row, store.get_quote(connection, row.quote_id)) for row in visible[:limit]]
 
     return await app.read(work)
+
+
+async def complete_pending_conversions(app: App) -> int:
+    """Finish conversions that were recorded but whose legs were never posted because the
+    client gave up (even if the quote expired since: it was valid when executed). Returns how
+    many completed; UNAVAILABLE propagates (the ledger is away: try again later)."""
+    cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
+    rows = await app.read(
+        lambda connection: store.pending_conversions(connection, cutoff, earning.PENDING_CONVERSIONS_PER_PASS_MAX)
+    )
+    completed = 0
+    for row in rows:
+        done = await _complete(app, row)
+        completed += done.state == "completed"
+        _log.info(
+            "conversion_recovered",
+            conversion_id=done.conversion_id,
+            state=done.state,
+            failure=done.failure_reason,
+            from_amount=done.from_amount,
+            to_amount=done.to_amount,
+        )
+    return completed

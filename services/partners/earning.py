@@ -231,8 +231,13 @@ async def _post_or_fail(app: App, row: Row) -> None:
 
 
 # An earn younger than this is left to its client's own retry; older ones were given up on.
+# Returns and conversions recorded but never finished use the same age.
 PENDING_EARN_AGE_SECONDS_MIN = 10
+# What one recovery pass of the server handles at most, per kind; the rest waits for the next pass.
 PENDING_EARNS_PER_PASS_MAX = 100
+PENDING_RETURNS_PER_PASS_MAX = 100
+PENDING_CONVERSIONS_PER_PASS_MAX = 100
+EXPIRED_HOLDS_PER_PASS_MAX = 100
 
 
 async def post_pending_earns(app: App) -> int:

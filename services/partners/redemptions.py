@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import Connection, Row, insert
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.partners import model, store
+from services.partners import earning, model, store
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.ledger_client import (
@@ -283,3 +283,45 @@ async def get(app: App, caller: Caller, redemption_id: str) -> Row:
 
         return await app.write(expired)
     return row
+
+
+# What the ledger's hold state means for a redemption still recorded as authorized.
+_STATE_OF_HOLD = {
+    ledger_pb2.HOLD_STATE_EXPIRED: "expired",
+    ledger_pb2.HOLD_STATE_POSTED: "captured",
+    ledger_pb2.HOLD_STATE_VOIDED: "voided",
+}
+
+
+async def settle_expired_holds(app: App) -> int:
+    """Record what became of authorized holds whose timeout passed, as the ledger says: EXPIRED
+    mostly; CAPTURED or VOIDED when a capture or void reached the ledger but its caller gave up
+    before recording it (a capture recorded this way shows no captured amount until that
+    capture's own retry records it; the ledger returns it then). The ledger decides expiry by
+    its clock, so a hold it still reports PENDING stays authorized until a later pass. Returns
+    how many changed; UNAVAILABLE propagates (the ledger is away: try again later)."""
+    now = app.clock()
+    rows = await app.read(
+        lambda connection: store.expired_authorized_redemptions(connection, now, earning.EXPIRED_HOLDS_PER_PASS_MAX)
+    )
+    if not rows:
+        return 0
+    holds = {transfer.id: transfer for transfer in await app.ledger.get_transfers([row.redemption_id for row in rows])}
+    changed = 0
+    for row in rows:
+        hold = holds.get(row.redemption_id)
+        if hold is None:
+            # Authorized means the ledger took the hold; its absence is a bug to look at, not to guess about.
+            _log.error("hold_missing_in_ledger", redemption_id=row.redemption_id)
+            continue
+        state = _STATE_OF_HOLD.get(hold.hold_state)
+        if state is None:
+            continue  # still pending by the ledger's clock
+        if await app.write(
+            lambda connection, redemption_id=row.redemption_id, state=state: store.resolve_authorized_redemption(
+                connection, redemption_id, state
+            )
+        ):
+            changed += 1
+            _log.info("redemption_recovered", redemption_id=row.redemption_id, state=state, amount=row.held_amount)
+    return changed

@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import Connection, Row, insert, update
 
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.partners import model, store
+from services.partners import earning, model, store
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
 from services.partners.ledger_client import Failure, TransferInput, TransferMetadata, failure_name, ledger_pb2
@@ -164,6 +164,12 @@ async def return_items(app: App, caller: Caller, command: ReturnCommand) -> Row:
     if not command.line_numbers and command.redeemed_refund_amount == 0:
         raise InvalidArgument("NOTHING_TO_RETURN", "give line_numbers and/or redeemed_refund_amount")
     row = await app.write(_record(app, caller, command, app.clock()), retry_unique_violation=True)
+    return await _complete(app, row)
+
+
+async def _complete(app: App, row: Row) -> Row:
+    """Take a recorded return to posted or failed. The client's call and its retries, and the
+    server's recovery pass, all come here, so every one of them sends the same transfer ids."""
     for _ in range(RETURN_ATTEMPTS_MAX):
         if row.state == "posted":
             return row
@@ -278,15 +284,7 @@ async def _submit(app: App, row: Row) -> Row:
         if root:
             if root[0].failure_reason == Failure.FAILURE_REASON_INSUFFICIENT_FUNDS:
                 # The member spent points between our balance read and the chain: decide again.
-                await app.write(
-                    lambda connection: store.update_return(
-                        connection,
-                        row.return_id,
-                        state="new",
-                        attempt=row.attempt + 1,
-                        earned_points_reversed=0,
-                    )
-                )
+                await app.write(lambda connection: store.retry_return(connection, row.return_id, row.attempt))
                 return await app.read(
                     lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
                 )
@@ -302,3 +300,37 @@ async def _submit(app: App, row: Row) -> Row:
         shortfall_points=row.earned_points_due - row.earned_points_reversed,
     )
     return await app.read(lambda connection: store.return_by_request(connection, row.partner_id, row.request_id))
+
+
+async def complete_unfinished_returns(app: App) -> int:
+    """Finish returns that were recorded (lines and refunds reserved) but never posted because
+    the client gave up. Same path and ids as the client's retry, so the two race harmlessly; a
+    refusal releases what the return reserved. Returns how many were posted; UNAVAILABLE
+    propagates (the ledger is away: try again later)."""
+    cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
+    rows = await app.read(
+        lambda connection: store.unfinished_returns(connection, cutoff, earning.PENDING_RETURNS_PER_PASS_MAX)
+    )
+    posted = 0
+    for row in rows:
+        try:
+            done = await _complete(app, row)
+        except FailedPrecondition as error:
+            if error.reason != "LEDGER_REFUSED":
+                raise
+            # Released, marked failed and logged as return_refused; later passes no longer see it.
+            failure = error.metadata.get("failure")
+            _log.info("return_recovered", return_id=row.return_id, state="failed", failure=failure)
+            continue
+        except Aborted:
+            _log.info("return_recovery_deferred", return_id=row.return_id, reason="RETURN_CONFLICT")
+            continue  # the member's balance kept moving; the next pass decides again
+        posted += 1
+        _log.info(
+            "return_recovered",
+            return_id=row.return_id,
+            state=done.state,
+            attempt=done.attempt,
+            reversed_points=done.earned_points_reversed,
+        )
+    return posted

@@ -14,7 +14,7 @@ from services.common.config import ConfigError, env_int, env_str
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
 from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
-from services.partners import earning, partners_admin
+from services.partners import conversions, earning, partners_admin, redemptions, returns
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
 from services.partners.ledger_client import LedgerClient
@@ -95,20 +95,36 @@ async def _bootstrap_ledger(app: App) -> None:
             await asyncio.sleep(LEDGER_BOOTSTRAP_BACKOFF_SECONDS)
 
 
-async def _recover_pending_earns(app: App, interval_seconds: float) -> None:
-    """Forever, every interval: post earns whose client gave up while the ledger was away."""
+# The steps of the recovery pass, each on its own: one failing does not hold back the others.
+_RECOVERY_STEPS = (
+    ("pending_earns_posted", earning.post_pending_earns),
+    ("unfinished_returns_completed", returns.complete_unfinished_returns),
+    ("pending_conversions_completed", conversions.complete_pending_conversions),
+    ("expired_holds_settled", redemptions.settle_expired_holds),
+)
+
+
+async def recover_once(app: App) -> None:
+    """One bounded recovery pass: earns, returns and conversions recorded but never finished
+    because their client gave up, and authorized holds whose timeout passed."""
+    for event, step in _RECOVERY_STEPS:
+        try:
+            count = await step(app)
+        except Unavailable:
+            _log.info("ledger_not_ready", task=event)
+            return  # the ledger is away; every other step needs it too
+        except Exception:  # the task must outlive one bad pass; the next pass tries again
+            _log.exception("recovery_step_failed", task=event)
+            continue
+        if count:
+            _log.info(event, count=count)
+
+
+async def _recover_forever(app: App, interval_seconds: float) -> None:
+    """Forever, every interval: one recovery pass."""
     while True:
         await asyncio.sleep(interval_seconds)
-        try:
-            posted = await earning.post_pending_earns(app)
-        except Unavailable:
-            _log.info("ledger_not_ready", task="pending_earn_recovery")
-            continue
-        except Exception:  # the task must outlive one bad pass; the next pass tries again
-            _log.exception("pending_earn_recovery_failed")
-            continue
-        if posted:
-            _log.info("pending_earns_posted", count=posted)
+        await recover_once(app)
 
 
 async def start(settings: PartnersSettings | None = None, clock: Clock = system_clock) -> RunningServer:
@@ -146,7 +162,7 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     running = await start_server(options, register, on_stopped)
     background.append(
         asyncio.create_task(
-            _recover_pending_earns(app, settings.pending_earn_recovery_interval_seconds), name="pending-earn-recovery"
+            _recover_forever(app, settings.pending_earn_recovery_interval_seconds), name="pending-recovery"
         )
     )
     _current = app

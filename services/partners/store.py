@@ -227,6 +227,7 @@ redemptions = Table(
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_redemptions_request"),
     Index("ix_redemptions_receipt", "partner_id", "receipt_id"),
+    Index("ix_redemptions_state", "state", "expire_time_us"),
     CheckConstraint("held_amount > 0", name="ck_redemptions_held"),
     CheckConstraint(
         "captured_amount >= 0 AND captured_amount <= held_amount AND refunded_amount >= 0"
@@ -257,6 +258,7 @@ returns = Table(
     Column("failure_reason", String(64), nullable=True),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_returns_request"),
+    Index("ix_returns_state", "state", "create_time_us"),
     CheckConstraint(
         "earned_points_reversed >= 0 AND earned_points_reversed <= earned_points_due",
         name="ck_returns_points",
@@ -301,6 +303,7 @@ conversions = Table(
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("caller_id", "request_id", name="uq_conversions_request"),
     Index("ix_conversions_member", "member_id", "from_currency", "to_currency", "create_time_us"),
+    Index("ix_conversions_state", "state", "create_time_us"),
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="ck_conversions_state"),
 )
 
@@ -641,6 +644,28 @@ def update_redemption(connection: Connection, redemption_id: str, **values: obje
     connection.execute(update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values))
 
 
+def expired_authorized_redemptions(connection: Connection, expired_before_us: int, limit: int) -> Sequence[Row]:
+    """Holds still recorded as authorized although their timeout passed, oldest expiry first."""
+    query = (
+        select(redemptions)
+        .where(and_(redemptions.c.state == "authorized", redemptions.c.expire_time_us < expired_before_us))
+        .order_by(redemptions.c.expire_time_us, redemptions.c.redemption_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
+
+
+def resolve_authorized_redemption(connection: Connection, redemption_id: str, state: str) -> bool:
+    """Only a hold still recorded as authorized changes: a capture or void recorded meanwhile
+    by its own call (with its amount and transfer id) wins. True when this call changed it."""
+    result = connection.execute(
+        update(redemptions)
+        .where(and_(redemptions.c.redemption_id == redemption_id, redemptions.c.state == "authorized"))
+        .values(state=state)
+    )
+    return result.rowcount == 1
+
+
 # ---- returns ----
 def return_by_request(connection: Connection, partner_id: str, request_id: str) -> Row | None:
     query = select(returns).where(and_(returns.c.partner_id == partner_id, returns.c.request_id == request_id))
@@ -649,6 +674,28 @@ def return_by_request(connection: Connection, partner_id: str, request_id: str) 
 
 def update_return(connection: Connection, return_id: str, **values: object) -> None:
     connection.execute(update(returns).where(returns.c.return_id == return_id).values(**values))
+
+
+def retry_return(connection: Connection, return_id: str, attempt: int) -> None:
+    """Move a return from `attempt` to the next one, to be decided again. Conditional, so a
+    concurrent completion of the same return (client retry and recovery pass) never moves a
+    return that already went on (or was posted) back to `new`."""
+    connection.execute(
+        update(returns)
+        .where(and_(returns.c.return_id == return_id, returns.c.state == "pending", returns.c.attempt == attempt))
+        .values(state="new", attempt=attempt + 1, earned_points_reversed=0)
+    )
+
+
+def unfinished_returns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
+    """Returns recorded (lines and refunds reserved) but not yet posted or failed, oldest first."""
+    query = (
+        select(returns)
+        .where(and_(returns.c.state.in_(("new", "pending")), returns.c.create_time_us < created_before_us))
+        .order_by(returns.c.create_time_us, returns.c.return_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
 
 
 # ---- conversions ----
@@ -661,6 +708,26 @@ def conversion_by_request(connection: Connection, caller_id: str, request_id: st
         and_(conversions.c.caller_id == caller_id, conversions.c.request_id == request_id)
     )
     return connection.execute(query).first()
+
+
+def finish_conversion(connection: Connection, conversion_id: str, state: str, reason: str | None) -> None:
+    """Only a pending conversion finishes: the first outcome recorded stays."""
+    connection.execute(
+        update(conversions)
+        .where(and_(conversions.c.conversion_id == conversion_id, conversions.c.state == "pending"))
+        .values(state=state, failure_reason=reason)
+    )
+
+
+def pending_conversions(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
+    """Conversions recorded but whose ledger legs were never sent (or never answered), oldest first."""
+    query = (
+        select(conversions)
+        .where(and_(conversions.c.state == "pending", conversions.c.create_time_us < created_before_us))
+        .order_by(conversions.c.create_time_us, conversions.c.conversion_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
 
 
 def conversion_by_quote(connection: Connection, quote_id: str) -> Row | None:
