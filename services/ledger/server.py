@@ -68,9 +68,11 @@ async def _sweep_expired_holds(database: Database) -> None:
     while True:
         await asyncio.sleep(limits.EXPIRY_SWEEP_SECONDS)
         try:
-            released = await asyncio.to_thread(expire_due_holds, database)
-            if released:
-                _log.info("holds_expired", count=released)
+            released = limits.EXPIRY_SWEEP_HOLDS_MAX
+            while released >= limits.EXPIRY_SWEEP_HOLDS_MAX:  # catch up on a backlog, page by page
+                released = await asyncio.to_thread(expire_due_holds, database)
+                if released:
+                    _log.info("holds_expired", count=released)
         except Exception as error:  # the sweeper must outlive a database blip; reads stay correct meanwhile
             _log.warning("hold_sweep_failed", error=repr(error))
 

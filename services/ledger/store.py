@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.model import (
     Account,
     Balance,
@@ -450,14 +451,17 @@ def clock_and_expired_holds(
     """
     if not is_postgres(connection):
         now_us = clock_now_us(connection)
-        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, limit)
+        precise_limit = limit if account_ids is None else EXPIRED_HOLDS_PER_BATCH_MAX
+        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, precise_limit)
     rows = connection.exec_driver_sql(_CLOCK_AND_EXPIRED_SQL, {"limit": limit, "horizon": horizon_us}).all()
     now_us = rows[0][0]
     holds = [row for row in rows if row[1] is not None]
     if account_ids is None:
         return now_us, sorted(row[1] for row in holds)
     if len(holds) >= limit:
-        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, limit)
+        # A backlog: every expired hold on these accounts is released by this batch, so a spend
+        # is never refused (and that refusal remembered) for a hold that has already expired.
+        return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, EXPIRED_HOLDS_PER_BATCH_MAX)
     return now_us, sorted(row[1] for row in holds if row[2] in account_ids or row[3] in account_ids)
 
 

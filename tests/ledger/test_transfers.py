@@ -445,3 +445,34 @@ def test_a_post_that_waited_on_a_lock_past_the_timeout_finds_the_hold_expired(le
         engine.dispose()
     assert results[0].status == FAILED and results[0].failure_reason == pb.FAILURE_REASON_HOLD_EXPIRED
     assert balance(ledger, wallet).available == 100
+
+
+def test_a_backlog_of_expired_holds_never_refuses_a_spend_they_no_longer_block(backend, tmp_path, monkeypatch):
+    """With the sweeper stopped and more expired holds than one scan page, a batch touching the
+    account still releases every one of them before deciding (no wrong, remembered refusal)."""
+    import grpc as grpc_module
+
+    from coalition.ledger.v1 import ledger_pb2_grpc
+    from services.ledger import limits as ledger_limits
+    from tests.support.databases import new_database_url
+    from tests.support.servers import start_ledger_thread
+
+    monkeypatch.setattr(ledger_limits, "EXPIRY_SWEEP_SECONDS", 3600.0)
+    monkeypatch.setattr(ledger_limits, "EXPIRY_SWEEP_HOLDS_MAX", 2)
+    url, cleanup = new_database_url(backend, tmp_path, "backlog")
+    server = start_ledger_thread(url)
+    try:
+        with grpc_module.insecure_channel(server.address) as channel:
+            ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+            issuance, (wallet, shop) = setup_pts(ledger)
+            holds = [pending(f"h-{n}", wallet, shop, 10, timeout_seconds=1) for n in range(5)]
+            transfer(ledger, posted("fund", issuance, wallet, 50), *holds)
+            assert balance(ledger, wallet).available == 0
+            time.sleep(1.2)
+            [spend] = transfer(ledger, posted("spend", wallet, shop, 50, code=pb.TRANSFER_CODE_REDEEM))
+            assert spend.status == CREATED, spend
+            assert {t.hold_state for t in _find(ledger, *(h.id for h in holds))} == {pb.HOLD_STATE_EXPIRED}
+            assert ledger.GetTrialBalance(pb.GetTrialBalanceRequest(), timeout=10).balanced
+    finally:
+        server.stop()
+        cleanup()
