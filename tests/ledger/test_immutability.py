@@ -144,3 +144,65 @@ def test_run_transaction_retries_a_postgres_deadlock_until_both_units_complete()
     finally:
         database.dispose()
         schema.drop()
+
+
+def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp_path):
+    """The README's production grants are enough to run the ledger, and under them not even
+    the trigger can be switched off: the journal is safe from the service's own credentials."""
+    import uuid
+
+    import grpc
+
+    from coalition.ledger.v1 import ledger_pb2_grpc
+    from tests.support.databases import postgres_url, url_with_schema
+    from tests.support.servers import start_ledger_thread
+
+    require_postgres()
+    schema = PostgresSchema("roles")
+    role = f"ledger_app_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
+    owner_server = start_ledger_thread(schema.url)  # the owner migrates
+    owner_server.stop()
+    grants = [
+        f"CREATE ROLE {role} LOGIN",
+        f'GRANT USAGE ON SCHEMA "{schema.name}" TO {role}',
+        f'GRANT SELECT, INSERT ON "{schema.name}".currencies, "{schema.name}".accounts, "{schema.name}".transfers, '
+        f'"{schema.name}".entries, "{schema.name}".hold_resolutions, "{schema.name}".transfer_failures TO {role}',
+        f'GRANT SELECT, INSERT, UPDATE ON "{schema.name}".account_balances, "{schema.name}".ledger_clock TO {role}',
+        f'GRANT SELECT, INSERT, DELETE ON "{schema.name}".open_holds TO {role}',
+        f'GRANT SELECT ON "{schema.name}".alembic_version_ledger TO {role}',
+    ]
+    try:
+        with admin.connect() as connection:
+            for statement in grants:
+                connection.execute(text(statement))
+        base = postgres_url().replace("postgres@", f"{role}@", 1)
+        app_url = url_with_schema(base, schema.name)
+        server = start_ledger_thread(app_url)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+                issuance, (wallet, shop) = setup_pts(ledger)
+                hold = pending("hold", wallet, shop, 5, timeout_seconds=600)
+                results = transfer(ledger, posted("earn", issuance, wallet, 10), hold, post("capture", "hold", 5))
+                assert [r.status for r in results] == [CREATED] * 3
+        finally:
+            server.stop()
+        app = create_engine(app_url)
+        try:
+            for statement in (
+                "UPDATE transfers SET amount = amount + 1",
+                "DELETE FROM entries",
+                "ALTER TABLE transfers DISABLE TRIGGER transfers_append_only",
+                "TRUNCATE transfers CASCADE",
+            ):
+                with pytest.raises(sa_exc.DBAPIError), app.begin() as connection:
+                    connection.execute(text(statement))
+        finally:
+            app.dispose()
+    finally:
+        schema.drop()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
