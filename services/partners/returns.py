@@ -58,15 +58,14 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 )
             return existing
 
+        # Lock the receipt before reading anything about it: concurrent returns of the same
+        # receipt (under other request_ids) wait here and then see the lines and refunds this
+        # one reserves, instead of each reading them as unreturned (READ COMMITTED).
+        earn, receipt_redemptions = store.lock_receipt(connection, partner_id, command.receipt_id)
         existing = store.return_by_request(connection, partner_id, command.request_id)
         if existing is not None:
             return same_request(existing)
-        earn = store.earn_by_receipt(connection, partner_id, command.receipt_id)
-        redemptions = [
-            row
-            for row in store.redemptions_of_receipt(connection, partner_id, command.receipt_id)
-            if row.state == "captured"
-        ]
+        redemptions = [row for row in receipt_redemptions if row.state == "captured"]
         if earn is None and not redemptions:
             raise NotFound("RECEIPT_NOT_FOUND", "no earn or redemption on this receipt", receipt_id=command.receipt_id)
         due = 0
@@ -100,12 +99,9 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             completes = all(
                 line.return_id is not None or number in command.line_numbers for number, line in lines.items()
             )
-            connection.execute(
-                update(store.earn_lines)
-                .where(store.earn_lines.c.earn_id == earn.earn_id)
-                .where(store.earn_lines.c.line_number.in_(command.line_numbers))
-                .values(return_id=return_id)
-            )
+            if not store.reserve_lines(connection, earn.earn_id, command.line_numbers, return_id):
+                # Cannot happen under the receipt lock; refuse rather than reverse a line twice.
+                raise Aborted("RETURN_CONFLICT", "a concurrent return claimed these lines; retry the same request_id")
         remaining = [(row, row.captured_amount - row.refunded_amount) for row in redemptions]
         refundable = sum(amount for _, amount in remaining)
         refund_total = command.redeemed_refund_amount
@@ -121,7 +117,8 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             share = min(amount, left)
             if share > 0:
                 refunds.append([row.redemption_id, share])
-                store.update_redemption(connection, row.redemption_id, refunded_amount=row.refunded_amount + share)
+                if not store.reserve_refund(connection, row.redemption_id, share):
+                    raise Aborted("RETURN_CONFLICT", "a concurrent return refunded these points; retry")
                 left -= share
         member_id = earn.member_id if earn is not None else redemptions[0].member_id
         currency = earn.currency_code if earn is not None else redemptions[0].currency_code

@@ -590,6 +590,47 @@ def earn_by_receipt(connection: Connection, partner_id: str, receipt_id: str) ->
     return connection.execute(query).first()
 
 
+def lock_receipt(connection: Connection, partner_id: str, receipt_id: str) -> tuple[Row | None, list[Row]]:
+    """The earn of a receipt and its redemptions, locked (FOR UPDATE) for the rest of the
+    transaction, always in the same order: the earn row first, then the redemptions by id.
+    Every return of the receipt takes these locks before it reads which lines and points are
+    still unreturned, so two concurrent returns are serialized and the second sees the first.
+    Rows are returned as they are after the lock (READ COMMITTED re-reads a waited-for row).
+    On SQLite FOR UPDATE is not rendered; the writer's BEGIN IMMEDIATE already serializes."""
+    earn = connection.execute(
+        select(earns).where(and_(earns.c.partner_id == partner_id, earns.c.receipt_id == receipt_id)).with_for_update()
+    ).first()
+    rows = connection.execute(
+        select(redemptions)
+        .where(and_(redemptions.c.partner_id == partner_id, redemptions.c.receipt_id == receipt_id))
+        .order_by(redemptions.c.redemption_id)
+        .with_for_update()
+    ).all()
+    return earn, sorted(rows, key=lambda row: (row.create_time_us, row.redemption_id))
+
+
+def reserve_lines(connection: Connection, earn_id: str, line_numbers: Sequence[int], return_id: str) -> bool:
+    """Claim unreturned lines for a return; False (nothing changed) if any was claimed already."""
+    result = connection.execute(
+        update(earn_lines)
+        .where(and_(earn_lines.c.earn_id == earn_id, earn_lines.c.line_number.in_(list(line_numbers))))
+        .where(earn_lines.c.return_id.is_(None))
+        .values(return_id=return_id)
+    )
+    return result.rowcount == len(line_numbers)
+
+
+def reserve_refund(connection: Connection, redemption_id: str, amount: int) -> bool:
+    """Add to a redemption's refunded amount, only while it stays within what was captured."""
+    result = connection.execute(
+        update(redemptions)
+        .where(redemptions.c.redemption_id == redemption_id)
+        .where(redemptions.c.refunded_amount + amount <= redemptions.c.captured_amount)
+        .values(refunded_amount=redemptions.c.refunded_amount + amount)
+    )
+    return result.rowcount == 1
+
+
 def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
     query = select(earn_lines).where(earn_lines.c.earn_id == earn_id).order_by(earn_lines.c.line_number)
     return connection.execute(query).all()
