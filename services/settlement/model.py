@@ -23,6 +23,11 @@ OPERATOR_ID = "operator"
 MONEY_CURRENCY_CODE = "EUR"
 PRICE_DECIMAL_PLACES_MAX = 12
 PRICE_DIGITS_MAX = 24
+# Highest price per point (or per unit) an agreement may set: far above any real programme, and
+# low enough that quantity x price of any ledger amount stays far inside int64 cents.
+PRICE_MAX = Decimal(1000)
+# Every amount in cents on a statement is an int64 on the wire and in the database.
+CENTS_MAX = 2**63 - 1
 # Wide enough for 10^18 points x a 12-decimal price without any intermediate rounding.
 _EXACT = Context(prec=80)
 _CENT = Decimal(1)
@@ -75,8 +80,10 @@ def parse_price(text: str, field_name: str = "price") -> Decimal:
         raise SettlementRuleError(
             "INVALID_PRICE", f"{field_name} has more than {PRICE_DECIMAL_PLACES_MAX} decimal places: {text!r}"
         )
-    if len(value.as_tuple().digits) > PRICE_DIGITS_MAX:
-        raise SettlementRuleError("INVALID_PRICE", f"{field_name} is too large: {text!r}")
+    if len(value.as_tuple().digits) > PRICE_DIGITS_MAX or value > PRICE_MAX:
+        raise SettlementRuleError(
+            "INVALID_PRICE", f"{field_name} is too large: {text!r}; at most EUR {PRICE_MAX} per point or unit"
+        )
     return value
 
 
@@ -410,6 +417,15 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
                 continue
             prior, order, currency, other_currency, counterparty, agreement_id, unit_price = key
             kind = list(LineKind)[order]
+            amount_cents = kind.sign * line_amount_cents(quantity, unit_price)
+            if abs(amount_cents) > CENTS_MAX:
+                raise SettlementRuleError(
+                    "AMOUNT_TOO_LARGE",
+                    f"{partner_id}'s {kind.value} line ({quantity} x EUR {unit_price}) exceeds the largest"
+                    " amount a statement can carry; check the agreement's price",
+                    partner_id=partner_id,
+                    agreement_id=agreement_id,
+                )
             lines.append(
                 StatementLine(
                     kind=kind,
@@ -418,13 +434,22 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
                     counterparty_id=counterparty,
                     quantity=quantity,
                     unit_price=unit_price,
-                    amount_cents=kind.sign * line_amount_cents(quantity, unit_price),
+                    amount_cents=amount_cents,
                     agreement_id=agreement_id,
                     prior_period_adjustment=prior,
                 )
             )
         if lines:
-            statements.append(Statement(partner_id, tuple(lines)))
+            statement = Statement(partner_id, tuple(lines))
+            if max(statement.partner_pays_cents, statement.partner_is_paid_cents) > CENTS_MAX:
+                raise SettlementRuleError(
+                    "AMOUNT_TOO_LARGE",
+                    f"{partner_id}'s statement exceeds the largest amount a statement can carry",
+                    partner_id=partner_id,
+                )
+            statements.append(statement)
+    if sum(abs(s.net_cents) for s in statements) > CENTS_MAX:
+        raise SettlementRuleError("AMOUNT_TOO_LARGE", "the period's nets exceed the largest amount a period can carry")
     return statements
 
 

@@ -155,6 +155,7 @@ async def compute_settlement(
             )
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
+        statements = tuple(model.build_statements(priced))
     except SettlementRuleError as error:
         raise rule_error(error) from error
     opening_lines = (await context.ledger.activity(0, start_us, account_ids))[0] if start_us > 0 else []
@@ -172,7 +173,7 @@ async def compute_settlement(
         start_us=start_us,
         end_us=end_us,
         closed=False,
-        statements=tuple(model.build_statements(priced)),
+        statements=statements,
         roll_forwards=roll_forwards,
         last_commit_sequence=last_sequence,
     )

@@ -267,3 +267,18 @@ def test_partner_file_is_parsed_and_bad_rows_are_named():
     with pytest.raises(SettlementRuleError) as caught:
         model.parse_partner_file(b"receipt_id,store_id,terminal_id,time,type,points\nr1,s,t,notatime,EARN,1\n")
     assert caught.value.reason == "INVALID_FILE" and "row 1" in caught.value.message
+
+
+def test_prices_have_a_ceiling_so_no_line_overflows_int64_cents():
+    assert model.parse_price("1000") == Decimal(1000)
+    for bad in ("1000.000000000001", "1000000000000", "999999999999.999999999999"):
+        with pytest.raises(SettlementRuleError) as caught:
+            model.parse_price(bad)
+        assert caught.value.reason == "INVALID_PRICE" and "at most EUR 1000" in caught.value.message
+    # Even at the ceiling, a quantity beyond int64 cents is refused by name, never an overflow.
+    priced = [
+        model.PricedMovement(model.Movement("fuel", LineKind.POINTS_ISSUED, "PTS", 10**18), model.PRICE_MAX, "a", False)
+    ]
+    with pytest.raises(SettlementRuleError) as caught:
+        model.build_statements(priced)
+    assert caught.value.reason == "AMOUNT_TOO_LARGE"
