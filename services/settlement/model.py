@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ RECONCILIATION_ROWS_MAX = 200_000
 RECONCILIATION_FIELD_LENGTH_MAX = 128
 RECONCILIATION_COLUMNS = ("receipt_id", "store_id", "terminal_id", "time", "type", "points")
 RECONCILIATION_TYPES = ("EARN", "EARN_REVERSAL", "REDEEM", "REDEMPTION_REVERSAL")
+# The ledger's largest transfer amount (services/ledger/limits.py AMOUNT_MAX): no row can be larger.
+RECONCILIATION_POINTS_MAX = 10**15
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SettlementRuleError(Exception):
@@ -610,53 +614,87 @@ class ReconciliationResult:
 
 
 def parse_partner_file(data: bytes) -> list[TransactionRow]:
-    """Parse a partner's CSV (header receipt_id,store_id,terminal_id,time,type,points)."""
+    """Parse a partner's CSV (header receipt_id,store_id,terminal_id,time,type,points).
+
+    Anything the file gets wrong is a SettlementRuleError INVALID_FILE naming the row
+    (1 = the first data row): bad encoding or CSV quoting, an over-long field, control
+    characters, a bad type or time, points that are not 1..RECONCILIATION_POINTS_MAX in ASCII digits.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise SettlementRuleError("INVALID_FILE", "the file must be UTF-8 CSV") from error
+        raise SettlementRuleError(
+            "INVALID_FILE", f"the file must be UTF-8 CSV (bad byte at offset {error.start})"
+        ) from error
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise SettlementRuleError("INVALID_FILE", f"the header row is not valid CSV: {error}", line_number=0) from error
     if header is None or tuple(h.strip().lower() for h in header) != RECONCILIATION_COLUMNS:
         raise SettlementRuleError(
             "INVALID_FILE", f"the first row must be the header {','.join(RECONCILIATION_COLUMNS)}"
         )
     rows = []
-    for number, record in enumerate(reader, start=1):
+    number = 0
+    while True:
+        number += 1
+        try:
+            record = next(reader, None)
+        except csv.Error as error:
+            # e.g. a field beyond csv's field size limit, or a NUL byte: never an internal error.
+            raise SettlementRuleError(
+                "INVALID_FILE", f"row {number} is not valid CSV: {error}", line_number=number
+            ) from error
+        if record is None:
+            break
         if not record or all(not value.strip() for value in record):
             continue
-        if len(rows) >= RECONCILIATION_ROWS_MAX:
-            raise SettlementRuleError("INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows")
-        if len(record) != len(RECONCILIATION_COLUMNS):
-            raise SettlementRuleError(
-                "INVALID_FILE", f"row {number} has {len(record)} columns, expected 6", line_number=number
-            )
-        receipt_id, store_id, terminal_id, time_text, type_text, points_text = (v.strip() for v in record)
-        if not receipt_id or any(len(v) > RECONCILIATION_FIELD_LENGTH_MAX for v in record):
-            raise SettlementRuleError(
-                "INVALID_FILE",
-                f"row {number}: receipt_id is required, fields at most 128 characters",
-                line_number=number,
-            )
-        if type_text.upper() not in RECONCILIATION_TYPES:
-            raise SettlementRuleError(
-                "INVALID_FILE",
-                f"row {number}: type must be one of {', '.join(RECONCILIATION_TYPES)}, got {type_text!r}",
-                line_number=number,
-            )
-        try:
-            points = int(points_text)
-            datetime.fromisoformat(time_text)
-        except ValueError as error:
-            raise SettlementRuleError(
-                "INVALID_FILE",
-                f"row {number}: points must be an integer and time ISO 8601, got {points_text!r}, {time_text!r}",
-                line_number=number,
-            ) from error
-        if points <= 0:
-            raise SettlementRuleError("INVALID_FILE", f"row {number}: points must be > 0", line_number=number)
-        rows.append(TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number))
+        rows.append(_partner_row(record, number, len(rows)))
     return rows
+
+
+def _partner_row(record: list[str], number: int, rows_before: int) -> TransactionRow:
+    if rows_before >= RECONCILIATION_ROWS_MAX:
+        raise SettlementRuleError("INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows")
+    if len(record) != len(RECONCILIATION_COLUMNS):
+        raise SettlementRuleError(
+            "INVALID_FILE", f"row {number} has {len(record)} columns, expected 6", line_number=number
+        )
+    values = [v.strip() for v in record]
+    receipt_id, store_id, terminal_id, time_text, type_text, points_text = values
+    if not receipt_id or any(len(v) > RECONCILIATION_FIELD_LENGTH_MAX for v in record):
+        raise SettlementRuleError(
+            "INVALID_FILE",
+            f"row {number}: receipt_id is required, fields at most 128 characters",
+            line_number=number,
+        )
+    if any(_CONTROL_CHARACTERS.search(v) for v in values):
+        raise SettlementRuleError(
+            "INVALID_FILE", f"row {number}: fields may not contain control characters", line_number=number
+        )
+    if type_text.upper() not in RECONCILIATION_TYPES:
+        raise SettlementRuleError(
+            "INVALID_FILE",
+            f"row {number}: type must be one of {', '.join(RECONCILIATION_TYPES)}, got {type_text!r}",
+            line_number=number,
+        )
+    try:
+        datetime.fromisoformat(time_text)
+    except ValueError as error:
+        raise SettlementRuleError(
+            "INVALID_FILE", f"row {number}: time must be ISO 8601, got {time_text!r}", line_number=number
+        ) from error
+    # ASCII digits only: int() would also take "1_000", "+5", " 7" or non-ASCII digits such as "١٢".
+    points = int(points_text) if points_text.isascii() and points_text.isdigit() else 0
+    if not 0 < points <= RECONCILIATION_POINTS_MAX:
+        raise SettlementRuleError(
+            "INVALID_FILE",
+            f"row {number}: points must be an integer 1..{RECONCILIATION_POINTS_MAX} in ASCII digits,"
+            f" got {points_text!r}",
+            line_number=number,
+        )
+    return TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number)
 
 
 def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]) -> ReconciliationResult:

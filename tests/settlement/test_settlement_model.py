@@ -282,3 +282,39 @@ def test_prices_have_a_ceiling_so_no_line_overflows_int64_cents():
     with pytest.raises(SettlementRuleError) as caught:
         model.build_statements(priced)
     assert caught.value.reason == "AMOUNT_TOO_LARGE"
+
+
+HEADER = b"receipt_id,store_id,terminal_id,time,type,points\n"
+
+
+def refusal_of(data: bytes) -> SettlementRuleError:
+    with pytest.raises(SettlementRuleError) as caught:
+        model.parse_partner_file(HEADER + data)
+    assert caught.value.reason == "INVALID_FILE"
+    return caught.value
+
+
+def test_csv_errors_are_invalid_file_naming_the_row():
+    good = b"r1,s1,t1,2026-01-05T10:00:00,EARN,1\n"
+    # A field beyond the csv module's field size limit (131,072) raises csv.Error inside the reader.
+    error = refusal_of(good + b"r2,s1," + b"x" * 140_000 + b",2026-01-05T10:00:00,EARN,1\n")
+    assert error.metadata["line_number"] == 2 and "row 2" in error.message
+    # Bad quoting in strict dialects, or a NUL byte in a field: refused, not stored.
+    error = refusal_of(good + b"r2,s\x00,t1,2026-01-05T10:00:00,EARN,1\n")
+    assert error.metadata["line_number"] == 2
+    with pytest.raises(SettlementRuleError) as caught:
+        model.parse_partner_file(HEADER + b"r1,\xff,t1,2026-01-05T10:00:00,EARN,1\n")
+    assert caught.value.reason == "INVALID_FILE" and "UTF-8" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "points", ["0", "-1", "1_000", "+5", "1e3", "\u0661\u0662", "\uff11", "1000000000000001", "99999999999999999999"]
+)
+def test_points_are_ascii_digits_up_to_the_ledger_maximum(points):
+    error = refusal_of(f"r1,s1,t1,2026-01-05T10:00:00,EARN,1\nr2,s1,t1,2026-01-05T10:00:00,EARN,{points}\n".encode())
+    assert error.metadata["line_number"] == 2 and "row 2" in error.message and "points" in error.message
+
+
+def test_points_at_the_ledger_maximum_are_accepted():
+    (row_read,) = model.parse_partner_file(HEADER + b"r1,s1,t1,2026-01-05T10:00:00,EARN,1000000000000000\n")
+    assert row_read.points == model.RECONCILIATION_POINTS_MAX == 10**15
