@@ -17,12 +17,14 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from services.partners import earning, model, store
 from services.partners.access import Caller, require_active
 from services.partners.app import App
 from services.partners.ledger_client import (
     Failure,
+    LedgerRefused,
     TransferInput,
     TransferMetadata,
     failure_name,
@@ -214,8 +216,17 @@ async def _complete(app: App, conversion: Row) -> Row:
             metadata=metadata(owners[1]),
         ),
     ]
-    results = await app.ledger.create_transfers(transfers)
-    if all(succeeded(result) for result in results):
+    try:
+        results = await app.ledger.create_transfers(transfers)
+    except LedgerRefused as error:
+        if not error.invalid_argument:
+            raise
+        # The ledger refused the legs' content (recorded before conversions were bounded): final.
+        _log.error("conversion_invalid", conversion_id=conversion.conversion_id, message=str(error))
+        results = None
+    if results is None:
+        state, reason = "failed", earning.LEDGER_INVALID_ARGUMENT
+    elif all(succeeded(result) for result in results):
         state, reason = "completed", None
     else:
         root = next(r for r in results if r.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED)
@@ -273,7 +284,14 @@ async def complete_pending_conversions(app: App) -> int:
     )
     completed = 0
     for row in rows:
-        done = await _complete(app, row)
+        try:
+            done = await _complete(app, row)
+        except Unavailable:
+            raise
+        except Exception:
+            # One conversion must not stop the others: it stays pending for the next pass.
+            _log.exception("conversion_recovery_failed", conversion_id=row.conversion_id)
+            continue
         completed += done.state == "completed"
         _log.info(
             "conversion_recovered",

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Connection, Row, insert
 
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.partners import model, store
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.ledger_client import (
+    LedgerRefused,
     TransferInput,
     TransferMetadata,
     failure_name,
@@ -201,9 +202,20 @@ async def _post_earn(app: App, row: Row) -> None:
             member_id=row.member_id,
         ),
     )
-    (result,) = await app.ledger.create_transfers([transfer])
+    try:
+        (result,) = await app.ledger.create_transfers([transfer])
+    except LedgerRefused as error:
+        if not error.invalid_argument:
+            raise
+        # The ledger refused this one transfer's content (e.g. an amount above its maximum,
+        # recorded before earns were bounded): final, like a per-item refusal.
+        raise _refused(row.earn_id, LEDGER_INVALID_ARGUMENT, str(error)) from None
     if not succeeded(result):
         raise _refused(row.earn_id, failure_name(result), result.failure_message)
+
+
+# failure_reason of an item the ledger refused as a whole call with INVALID_ARGUMENT.
+LEDGER_INVALID_ARGUMENT = "INVALID_ARGUMENT"
 
 
 def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition:
@@ -250,8 +262,14 @@ async def post_pending_earns(app: App) -> int:
     for row in rows:
         try:
             await _post_or_fail(app, row)
+        except Unavailable:
+            raise
         except FailedPrecondition:
             continue  # marked failed and logged once; later passes no longer see it
+        except Exception:
+            # One earn must not stop the others: it stays pending and the next pass tries again.
+            _log.exception("earn_recovery_failed", earn_id=row.earn_id)
+            continue
         await app.write(lambda connection, earn_id=row.earn_id: store.mark_earn_posted(connection, earn_id))
         posted += 1
         _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)

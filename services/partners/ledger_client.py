@@ -33,7 +33,17 @@ TransferMetadata = ledger_pb2.TransferMetadata
 
 
 class LedgerRefused(RuntimeError):
-    """The ledger refused something that our own checks should have prevented (a bug, INTERNAL)."""
+    """The ledger refused something that our own checks should have prevented (a bug, INTERNAL).
+    `code` is the ledger's status code name when it refused a whole call (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def invalid_argument(self) -> bool:
+        """The ledger refused the call's content: the same call is refused again, forever."""
+        return self.code == "INVALID_ARGUMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,9 @@ class LedgerClient:
                     "the ledger did not answer in time; retry with the same request_id",
                     ledger_method=name,
                 ) from error
-            raise LedgerRefused(f"ledger {name} failed: {error.code().name} {error.details()}") from error
+            raise LedgerRefused(
+                f"ledger {name} failed: {error.code().name} {error.details()}", code=error.code().name
+            ) from error
 
     async def register_currency(self, code: str, scale: int, owner_id: str) -> None:
         currency = ledger_pb2.Currency(code=code, scale=scale, owner_id=owner_id)

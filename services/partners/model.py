@@ -36,6 +36,9 @@ OFFLINE_AGE_SECONDS_MAX = 30 * 24 * 3600
 OFFLINE_FUTURE_SKEW_SECONDS_MAX = 300
 QUOTE_TTL_SECONDS = 60
 CONVERSION_AMOUNT_MAX = 10**12
+# The ledger refuses a transfer above this (services/ledger/limits.py AMOUNT_MAX, minor units):
+# no earn and no conversion leg may be priced beyond it, or it could be recorded and never post.
+LEDGER_AMOUNT_MAX = 10**15
 ALIASES_PER_ENROLMENT_MAX = 10
 ALIAS_LENGTH_MAX = 254
 DISPLAY_NAME_LENGTH_MAX = 200
@@ -269,6 +272,27 @@ def check_earn_rule(rule: EarnRule) -> None:
             raise invalid("INVALID_EARN_RULE", "promotion kind must be MULTIPLIER or FIXED_BONUS", field="promotion")
         if promotion.threshold_amount < 0:
             raise invalid("INVALID_EARN_RULE", "promotion threshold_amount must be >= 0", field="promotion")
+    if earn_rule_points_max(rule) > LEDGER_AMOUNT_MAX:
+        raise invalid(
+            "INVALID_EARN_RULE",
+            f"the rule could price a basket above {LEDGER_AMOUNT_MAX} points, more than one ledger transfer can"
+            " carry; lower base_rate or the multipliers, or set cap_points_per_transaction",
+            field="base_rate",
+        )
+
+
+def earn_rule_points_max(rule: EarnRule) -> int:
+    """The most points any valid basket can earn under the rule (every line at its maximum,
+    in the best category, with the promotion on), after the cap."""
+    with localcontext(_EXACT):
+        line_units = Decimal(LINE_AMOUNT_MAX) / 100 if rule.basis == BASIS_AMOUNT else Decimal(LINE_QUANTITY_MAX) / 1000
+        multiplier = max([Decimal(1), *rule.category_multipliers.values()])
+        promotion = rule.promotion
+        promotion_multiplier = promotion.multiplier if promotion and promotion.kind == PROMOTION_MULTIPLIER else 1
+        bonus = promotion.bonus_points if promotion and promotion.kind == PROMOTION_FIXED_BONUS else 0
+        exact = BASKET_LINES_MAX * line_units * rule.base_rate * multiplier * promotion_multiplier
+        points = int(exact.to_integral_value(rounding=ROUND_DOWN)) + bonus
+    return min(points, rule.cap_points) if rule.cap_points > 0 else points
 
 
 def select_version(rules: Sequence[RuleT], at_micros: int) -> RuleT | None:
@@ -367,6 +391,16 @@ def price_basket(rule: EarnRule, lines: Sequence[BasketLine], at_micros: int) ->
     capped = rule.cap_points > 0 and points > rule.cap_points
     if capped:
         points = rule.cap_points
+    if points > LEDGER_AMOUNT_MAX:
+        # Only a rule stored before rules were bounded (check_earn_rule) can get here.
+        raise DomainError(
+            "EARN_TOO_LARGE",
+            f"the basket would earn {points} points, above the {LEDGER_AMOUNT_MAX} one earn can carry;"
+            " split the basket or ask the operator to cap the earn rule",
+            precondition=True,
+            points=points,
+            points_max=LEDGER_AMOUNT_MAX,
+        )
     weights = (
         exact
         if total_exact > 0

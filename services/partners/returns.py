@@ -15,11 +15,18 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Connection, Row, insert, update
 
-from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.partners import earning, model, store
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
-from services.partners.ledger_client import Failure, TransferInput, TransferMetadata, failure_name, ledger_pb2
+from services.partners.ledger_client import (
+    Failure,
+    LedgerRefused,
+    TransferInput,
+    TransferMetadata,
+    failure_name,
+    ledger_pb2,
+)
 
 _log = structlog.get_logger("partners")
 RETURN_ATTEMPTS_MAX = 3
@@ -275,7 +282,18 @@ async def _submit(app: App, row: Row) -> Row:
     for transfer in transfers[:-1]:
         transfer.linked = True
     if transfers:
-        results = await app.ledger.create_transfers(transfers)
+        try:
+            results = await app.ledger.create_transfers(transfers)
+        except LedgerRefused as error:
+            if not error.invalid_argument:
+                raise
+            # The ledger refused the chain's content as a whole: nothing moved, and the same
+            # chain is refused again, so the return fails and releases what it reserved.
+            await app.write(_release(row, earning.LEDGER_INVALID_ARGUMENT))
+            _log.error(
+                "return_refused", return_id=row.return_id, failure=earning.LEDGER_INVALID_ARGUMENT, message=str(error)
+            )
+            raise _refused(earning.LEDGER_INVALID_ARGUMENT) from None
         failed = [result for result in results if result.status == ledger_pb2.ITEM_STATUS_FAILED]
         root = [result for result in failed if result.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED]
         if root:
@@ -314,7 +332,8 @@ async def complete_unfinished_returns(app: App) -> int:
             done = await _complete(app, row)
         except FailedPrecondition as error:
             if error.reason != "LEDGER_REFUSED":
-                raise
+                _log.warning("return_recovery_failed", return_id=row.return_id, reason=error.reason)
+                continue
             # Released, marked failed and logged as return_refused; later passes no longer see it.
             failure = error.metadata.get("failure")
             _log.info("return_recovered", return_id=row.return_id, state="failed", failure=failure)
@@ -322,6 +341,12 @@ async def complete_unfinished_returns(app: App) -> int:
         except Aborted:
             _log.info("return_recovery_deferred", return_id=row.return_id, reason="RETURN_CONFLICT")
             continue  # the member's balance kept moving; the next pass decides again
+        except Unavailable:
+            raise
+        except Exception:
+            # One return must not stop the others: it stays unfinished for the next pass.
+            _log.exception("return_recovery_failed", return_id=row.return_id)
+            continue
         posted += 1
         _log.info(
             "return_recovered",

@@ -13,8 +13,9 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
-from services.partners import earning, model, server
-from services.partners.ledger_client import Failure
+from services.common.timeconv import timestamp_from_micros
+from services.partners import earning, model, server, store
+from services.partners.ledger_client import Failure, LedgerRefused
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
@@ -50,6 +51,8 @@ def refusing(request, tmp_path):
         attempts[transfers[0].id] = attempts.get(transfers[0].id, 0) + 1
         if outcome == "unavailable":
             raise Unavailable("LEDGER_UNAVAILABLE", "the ledger is unreachable")
+        if outcome == "internal":
+            raise LedgerRefused("simulated: ledger CreateTransfers failed: INTERNAL", code="INTERNAL")
         return [
             ledger_pb2.CreateTransferResult(
                 status=ledger_pb2.ITEM_STATUS_FAILED, failure_reason=Failure.FAILURE_REASON_CURRENCY_MISMATCH
@@ -58,6 +61,7 @@ def refusing(request, tmp_path):
 
     app.ledger.create_transfers = create_transfers
     client = Coalition(partners.address, clock, ledger.address)
+    client.app = app
     yield client, outcomes, attempts
     client.close()
     partners.stop()
@@ -126,3 +130,104 @@ def test_a_pending_earn_the_ledger_refuses_is_failed_by_recovery_once(refusing):
     assert _refusal(client, request, shop.key) == refused
     assert attempts[earn_id] == 1
     assert client.balance(member_id).posted == 5
+
+
+def _earn_state(client, shop, request_id: str):
+    return client.app.database.read(lambda connection: store.earn_by_request(connection, shop.partner_id, request_id))
+
+
+def test_an_earn_the_ledger_finds_invalid_fails_alone_and_later_earns_still_post(refusing):
+    """Review proof: the recovery pass caught only FailedPrecondition, so one pending earn the
+    ledger refuses with INVALID_ARGUMENT (amount above its AMOUNT_MAX, recorded before earns
+    were bounded) aborted every pass before the earns recorded after it. Now that earn fails
+    with its reason, an unexpected error on another only defers that one, and the rest post."""
+    client, outcomes, _ = refusing
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
+    poison, stuck, normal = (_earn_request(shop, member_id) for _ in range(3))
+    for request in (poison, stuck, normal):
+        outcomes[model.earn_transfer_id(shop.partner_id, request.request_id)] = "unavailable"
+        assert client.error("Earn", request, shop.key) == (grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE")
+        client.clock.advance(0.01)  # recorded in this order; the pass takes the oldest first
+    # As if recorded before pricing was bounded: the real ledger refuses it with INVALID_ARGUMENT.
+    poison_id = model.earn_transfer_id(shop.partner_id, poison.request_id)
+    client.app.database.write(
+        lambda connection: connection.execute(
+            store.earns.update().where(store.earns.c.earn_id == poison_id).values(points=2 * model.LEDGER_AMOUNT_MAX)
+        )
+    )
+    del outcomes[poison_id]
+    outcomes[model.earn_transfer_id(shop.partner_id, stuck.request_id)] = "internal"
+    del outcomes[model.earn_transfer_id(shop.partner_id, normal.request_id)]
+    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    deadline = time.monotonic() + 15
+    while _earn_state(client, shop, normal.request_id).state != "posted":
+        assert time.monotonic() < deadline, "the recovery pass never reached the earn after the poison one"
+        time.sleep(0.05)
+    failed = _earn_state(client, shop, poison.request_id)
+    assert (failed.state, failed.failure_reason) == ("failed", "INVALID_ARGUMENT")
+    assert _earn_state(client, shop, stuck.request_id).state == "pending"  # tried again next pass
+    assert client.balance(member_id).posted == 5 + 20
+    # The till's retry of the invalid earn gets a client error, not INTERNAL.
+    assert _refusal(client, poison, shop.key) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "LEDGER_REFUSED",
+        "INVALID_ARGUMENT",
+    )
+
+
+def test_an_earn_rule_that_could_price_beyond_the_ledger_maximum_is_refused(refusing):
+    client, _, _ = refusing
+    shop = client.register_partner(base_rate=None)
+    huge = dict(
+        base_rate="1000000", category_multipliers=[pb.CategoryMultiplier(category="grocery", multiplier="1000")]
+    )
+    code, reason = client.error(
+        "CreateEarnRule",
+        pb.CreateEarnRuleRequest(
+            rule=pb.EarnRule(partner_id=shop.partner_id, currency_code="PTS", basis=pb.EARN_BASIS_AMOUNT, **huge),
+            request_id=unique("rule"),
+        ),
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_EARN_RULE")
+    client.create_earn_rule(shop.partner_id, cap_points_per_transaction=model.LEDGER_AMOUNT_MAX, **huge)  # capped: fine
+
+
+def test_a_basket_priced_beyond_the_ledger_maximum_is_refused_at_the_till_and_per_offline_item(refusing):
+    """A rule stored before rules were bounded can still price a basket beyond what one ledger
+    transfer carries: the till gets FAILED_PRECONDITION EARN_TOO_LARGE (nothing recorded), and
+    an offline batch reports that item alone."""
+    client, _, _ = refusing
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    now = client.clock()
+    rule = model.EarnRule(
+        partner_id=shop.partner_id,
+        version=99,
+        currency_code="PTS",
+        basis=model.BASIS_AMOUNT,
+        base_rate=model.BASE_RATE_MAX,
+        category_multipliers={"luxury": model.MULTIPLIER_MAX},
+        valid_from_micros=now - 3_600_000_000,
+    )
+    client.app.database.write(
+        lambda connection: connection.execute(store.earn_rules.insert().values(**store.earn_rule_values(rule, now)))
+    )
+    big = _earn_request(shop, member_id)
+    del big.lines[:]
+    big.lines.extend(
+        pb.BasketLine(line_number=n, category="luxury", quantity=1000, amount=model.LINE_AMOUNT_MAX) for n in (1, 2)
+    )
+    assert client.error("Earn", big, shop.key) == (grpc.StatusCode.FAILED_PRECONDITION, "EARN_TOO_LARGE")
+    assert _earn_state(client, shop, big.request_id) is None
+    quote = pb.QuoteEarnRequest(point_of_sale=shop.pos(), lines=big.lines)
+    assert client.error("QuoteEarn", quote, shop.key) == (grpc.StatusCode.FAILED_PRECONDITION, "EARN_TOO_LARGE")
+    small = _earn_request(shop, member_id)
+    batch = pb.UploadOfflineBatchRequest(
+        earns=[pb.OfflineEarn(earn=request, occur_time=timestamp_from_micros(now)) for request in (big, small)]
+    )
+    response = client.call("UploadOfflineBatch", batch, shop.key)
+    assert (response.succeeded_count, response.failed_count) == (1, 1)
+    assert response.results[0].error_reason == "EARN_TOO_LARGE"
+    assert response.results[1].error_reason == "" and response.results[1].earn.pricing.points > 0
