@@ -698,30 +698,44 @@ def _partner_row(record: list[str], number: int, rows_before: int) -> Transactio
 
 
 def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]) -> ReconciliationResult:
-    """Classify each row. Rows are keyed by (receipt id, type); ledger transfers with the same
-    key are summed (partial reversals of one receipt). A repeat of a key already seen in the
-    partner's file is a DUPLICATE; the first occurrence is compared with the ledger."""
+    """Classify each row. Rows are keyed by (receipt id, type) and both sides are summed per key:
+    two partial returns of one receipt are two rows on each side, compared as their totals.
+
+    A partner row identical to an earlier one (same receipt, store, terminal, time, type and
+    points) is a DUPLICATE and left out of the sum. Every other row of a key gets the key's
+    status: MATCHED when the partner's total equals the ledger's, AMOUNT_DIFFERS when not,
+    MISSING_IN_LEDGER when the ledger has no such key. Each row shows its own points and the
+    ledger's total for the key."""
     ledger: dict[tuple[str, str], TransactionRow] = {}
     ledger_points: dict[tuple[str, str], int] = defaultdict(int)
     for row in ledger_rows:
         key = (row.receipt_id, row.type)
         ledger.setdefault(key, row)
         ledger_points[key] += row.points
+    identities: set[tuple] = set()
+    duplicate_lines: set[int] = set()
+    partner_points: dict[tuple[str, str], int] = defaultdict(int)
+    for index, row in enumerate(partner_rows):
+        identity = (row.receipt_id, row.store_id, row.terminal_id, row.time, row.type, row.points)
+        if identity in identities:
+            duplicate_lines.add(index)
+        else:
+            identities.add(identity)
+            partner_points[(row.receipt_id, row.type)] += row.points
     seen: set[tuple[str, str]] = set()
     results: list[ReconciledRow] = []
-    for row in partner_rows:
+    for index, row in enumerate(partner_rows):
         key = (row.receipt_id, row.type)
-        if key in seen:
-            status, on_ledger = MatchStatus.DUPLICATE, ledger_points.get(key, 0)
+        seen.add(key)
+        on_ledger = ledger_points.get(key, 0)
+        if index in duplicate_lines:
+            status = MatchStatus.DUPLICATE
+        elif key not in ledger:
+            status = MatchStatus.MISSING_IN_LEDGER
+        elif on_ledger == partner_points[key]:
+            status = MatchStatus.MATCHED
         else:
-            seen.add(key)
-            on_ledger = ledger_points.get(key, 0)
-            if key not in ledger:
-                status = MatchStatus.MISSING_IN_LEDGER
-            elif on_ledger == row.points:
-                status = MatchStatus.MATCHED
-            else:
-                status = MatchStatus.AMOUNT_DIFFERS
+            status = MatchStatus.AMOUNT_DIFFERS
         results.append(
             ReconciledRow(
                 status,

@@ -61,3 +61,48 @@ def test_a_field_over_the_csv_field_limit_is_invalid_argument(settlement):
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FILE") and "row 1" in details
     code, reason, details = refused(reconcile(settlement, "r-nul", "R1,s\x00,t1,2026-01-05T10:00:00,EARN,1\n"))
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FILE") and "row 1" in details
+
+
+def test_two_partial_returns_of_one_receipt_reconcile_as_matched(settlement, ledger_stub):
+    from coalition.ledger.v1 import ledger_pb2 as lpb
+    from tests.settlement import scripted_month as month
+
+    month.setup_ledger(ledger_stub)
+    start = month.tick()
+    earn, reversal = lpb.TRANSFER_CODE_EARN, lpb.TRANSFER_CODE_REVERSAL
+    month.transfer(ledger_stub, "g1", "issuance:PTS:fuel", "wallet:PTS:m1", 100, "PTS", earn, receipt="G1")
+    for transfer_id, points in (("g1-r1", 30), ("g1-r2", 20)):
+        month.transfer(
+            ledger_stub,
+            transfer_id,
+            "wallet:PTS:m1",
+            "issuance:PTS:fuel",
+            points,
+            "PTS",
+            reversal,
+            receipt="G1",
+            reverses_transfer_id="g1",
+        )
+    end = month.tick()
+    file_csv = (
+        HEADER + "G1,s1,t1,2026-01-05T10:00:00,EARN,100\n"
+        "G1,s1,t1,2026-01-06T10:00:00,EARN_REVERSAL,30\n"
+        "G1,s1,t1,2026-01-07T10:00:00,EARN_REVERSAL,20\n"
+        "G1,s1,t1,2026-01-07T10:00:00,EARN_REVERSAL,20\n"
+    ).encode()
+    made = settlement.Reconcile(
+        spb.ReconcileRequest(
+            reconciliation_id="rec-returns",
+            partner_id="fuel",
+            period=spb.PeriodSelector(
+                period_id="p", start_time=timestamp_from_micros(start), end_time=timestamp_from_micros(end)
+            ),
+            file_csv=file_csv,
+        )
+    ).reconciliation
+    assert [(r.file_line_number, r.status, r.partner_points, r.ledger_points) for r in made.rows] == [
+        (1, spb.MATCH_STATUS_MATCHED, 100, 100),
+        (2, spb.MATCH_STATUS_MATCHED, 30, 50),
+        (3, spb.MATCH_STATUS_MATCHED, 20, 50),
+        (4, spb.MATCH_STATUS_DUPLICATE, 20, 50),
+    ]

@@ -318,3 +318,34 @@ def test_points_are_ascii_digits_up_to_the_ledger_maximum(points):
 def test_points_at_the_ledger_maximum_are_accepted():
     (row_read,) = model.parse_partner_file(HEADER + b"r1,s1,t1,2026-01-05T10:00:00,EARN,1000000000000000\n")
     assert row_read.points == model.RECONCILIATION_POINTS_MAX == 10**15
+
+
+def test_several_partner_rows_of_one_receipt_and_type_are_summed_like_the_ledger():
+    # R1 earned 100, then two partial returns of 30 and 20: two reversal rows on each side.
+    ledger = [
+        TransactionRow("R1", "s1", "t1", "2026-01-05T10:00:00Z", "EARN", 100),
+        TransactionRow("R1", "s1", "t1", "2026-01-06T10:00:00Z", "EARN_REVERSAL", 30),
+        TransactionRow("R1", "s1", "t1", "2026-01-07T10:00:00Z", "EARN_REVERSAL", 20),
+        TransactionRow("R2", "s1", "t1", "2026-01-06T10:00:00Z", "EARN_REVERSAL", 10),
+        TransactionRow("R2", "s1", "t1", "2026-01-07T10:00:00Z", "EARN_REVERSAL", 15),
+    ]
+    partner = [
+        TransactionRow("R1", "s1", "t1", "2026-01-05T10:00:00", "EARN", 100, 1),
+        TransactionRow("R1", "s1", "t1", "2026-01-06T10:00:00", "EARN_REVERSAL", 30, 2),
+        TransactionRow("R1", "s1", "t1", "2026-01-07T10:00:00", "EARN_REVERSAL", 20, 3),
+        # An identical repeat of line 3 is a duplicate, left out of the sum: R1 still matches.
+        TransactionRow("R1", "s1", "t1", "2026-01-07T10:00:00", "EARN_REVERSAL", 20, 4),
+        # R2's two returns add up to 20 at the partner, 25 on the ledger: both rows differ.
+        TransactionRow("R2", "s1", "t1", "2026-01-06T10:00:00", "EARN_REVERSAL", 10, 5),
+        TransactionRow("R2", "s1", "t2", "2026-01-07T10:00:00", "EARN_REVERSAL", 10, 6),
+    ]
+    result = model.reconcile(partner, ledger)
+    assert [(r.line_number, r.status, r.partner_points, r.ledger_points) for r in result.rows] == [
+        (1, MatchStatus.MATCHED, 100, 100),
+        (2, MatchStatus.MATCHED, 30, 50),
+        (3, MatchStatus.MATCHED, 20, 50),
+        (4, MatchStatus.DUPLICATE, 20, 50),
+        (5, MatchStatus.AMOUNT_DIFFERS, 10, 25),
+        (6, MatchStatus.AMOUNT_DIFFERS, 10, 25),
+    ]
+    assert result.counts[MatchStatus.MISSING_AT_PARTNER] == 0
