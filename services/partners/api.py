@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from decimal import Decimal
 
 from coalition.partners.v1 import partners_pb2 as pb
@@ -546,7 +545,8 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
             redeemed_refund_amount=request.redeemed_refund_amount,
         )
         row = await returns.return_items(self.app, caller, command)
-        refunded = sum(amount for _, amount in json.loads(row.refunds))
+        # Per currency: the refund in refund_currency_code (the first refunded currency).
+        refunded = returns.refund_totals(row).get(row.refund_currency_code, 0)
         return pb.ReturnResponse(
             return_id=row.return_id,
             member_id=row.member_id,

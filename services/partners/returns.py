@@ -110,8 +110,18 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 # Cannot happen under the receipt lock; refuse rather than reverse a line twice.
                 raise Aborted("RETURN_CONFLICT", "a concurrent return claimed these lines; retry the same request_id")
         remaining = [(row, row.captured_amount - row.refunded_amount) for row in redemptions]
-        refundable = sum(amount for _, amount in remaining)
+        remaining = [(row, amount) for row, amount in remaining if amount > 0]
         refund_total = command.redeemed_refund_amount
+        currencies = sorted({row.currency_code for row, _ in remaining})
+        if refund_total > 0 and len(currencies) > 1:
+            # The amount has no currency: points of different currencies are not one unit.
+            raise FailedPrecondition(
+                "REFUND_CURRENCY_AMBIGUOUS",
+                "points of several currencies were spent on this receipt; return every line with"
+                " redeemed_refund_amount 0 to refund each in its own currency",
+                currencies=",".join(currencies),
+            )
+        refundable = sum(amount for _, amount in remaining)
         if refund_total == 0 and completes:
             refund_total = refundable
         if refund_total > refundable:
@@ -123,7 +133,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
         for row, amount in remaining:
             share = min(amount, left)
             if share > 0:
-                refunds.append([row.redemption_id, share])
+                refunds.append([row.redemption_id, share, row.currency_code])
                 if not store.reserve_refund(connection, row.redemption_id, share):
                     raise Aborted("RETURN_CONFLICT", "a concurrent return refunded these points; retry")
                 left -= share
@@ -144,7 +154,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 earned_points_due=due,
                 earned_points_reversed=0,
                 refunds=json.dumps(refunds),
-                refund_currency_code=redemptions[0].currency_code if refunds else "",
+                refund_currency_code=refunds[0][2] if refunds else "",
                 attempt=1,
                 state="new",
                 create_time_us=now,
@@ -185,6 +195,29 @@ async def _complete(app: App, row: Row) -> Row:
     raise Aborted("RETURN_CONFLICT", "the member's balance kept changing; retry with the same request_id")
 
 
+def refund_entries(row: Row) -> list[tuple[str, int, str]]:
+    """(redemption_id, points, currency) of each refund of a return. Returns recorded before
+    the currency was kept per entry had one refund currency for all."""
+    return [
+        (entry[0], entry[1], entry[2] if len(entry) > 2 else row.refund_currency_code)
+        for entry in json.loads(row.refunds)
+    ]
+
+
+def refund_totals(row: Row) -> dict[str, int]:
+    """Points refunded by a return, per currency (never summed across currencies)."""
+    totals: dict[str, int] = {}
+    for _, amount, currency in refund_entries(row):
+        totals[currency] = totals.get(currency, 0) + amount
+    return totals
+
+
+def _refunded_redemptions(app: App, row: Row):
+    return app.read(
+        lambda connection: {rid: store.get_redemption(connection, rid) for rid, _, _ in refund_entries(row)}
+    )
+
+
 def _refused(reason: str | None) -> FailedPrecondition:
     return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the return", failure=reason or "")
 
@@ -197,7 +230,7 @@ def _release(row: Row, reason: str):
         current = store.return_by_request(connection, row.partner_id, row.request_id)
         if current.state == "failed":
             return
-        for redemption_id, amount in json.loads(current.refunds):
+        for redemption_id, amount, _ in refund_entries(current):
             connection.execute(
                 update(store.redemptions)
                 .where(store.redemptions.c.redemption_id == redemption_id)
@@ -222,8 +255,14 @@ async def _decide(app: App, row: Row) -> Row:
     if row.earned_points_due > 0:
         wallet = model.wallet_account_id(row.currency_code, row.member_id)
         (balance,) = await app.ledger.get_balances([wallet])
-        refunded_same_currency = (
-            sum(amount for _, amount in json.loads(row.refunds)) if row.refund_currency_code == row.currency_code else 0
+        # Only refunds credited to this same wallet (same member, same currency) earlier in
+        # the chain can pay for the reversal.
+        redemptions = await _refunded_redemptions(app, row)
+        refunded_same_currency = sum(
+            amount
+            for redemption_id, amount, _ in refund_entries(row)
+            if redemptions[redemption_id].member_id == row.member_id
+            and redemptions[redemption_id].currency_code == row.currency_code
         )
         reversed_points = max(0, min(row.earned_points_due, balance.available + refunded_same_currency))
 
@@ -245,24 +284,30 @@ async def _submit(app: App, row: Row) -> Row:
         member_id=row.member_id,
     )
     transfers: list[TransferInput] = []
-    refunds = json.loads(row.refunds)
+    refunds = refund_entries(row)
     if refunds:
-        redemptions = await app.read(
-            lambda connection: {rid: store.get_redemption(connection, rid) for rid, _ in refunds}
-        )
-        for index, (redemption_id, amount) in enumerate(refunds):
+        redemptions = await _refunded_redemptions(app, row)
+        for index, (redemption_id, amount, _) in enumerate(refunds):
             redemption = redemptions[redemption_id]
+            # A refund goes back to whoever's points paid: the redemption's member, who may
+            # not be the member who earned on the receipt.
             transfers.append(
                 TransferInput(
                     id=model.return_transfer_id(row.partner_id, row.request_id, row.attempt, f"refund{index}"),
                     debit_account_id=model.redemption_account_id(redemption.currency_code, row.partner_id),
-                    credit_account_id=model.wallet_account_id(redemption.currency_code, row.member_id),
+                    credit_account_id=model.wallet_account_id(redemption.currency_code, redemption.member_id),
                     amount=amount,
                     currency_code=redemption.currency_code,
                     kind=ledger_pb2.TRANSFER_KIND_POSTED,
                     reverses_transfer_id=redemption.capture_transfer_id,
                     code=ledger_pb2.TRANSFER_CODE_REVERSAL,
-                    metadata=metadata,
+                    metadata=TransferMetadata(
+                        partner_id=row.partner_id,
+                        store_id=row.store_id,
+                        terminal_id=row.terminal_id,
+                        receipt_id=row.receipt_id,
+                        member_id=redemption.member_id,
+                    ),
                 )
             )
     if row.earned_points_reversed > 0:
