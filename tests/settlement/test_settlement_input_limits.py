@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import grpc
 import pytest
 
+from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
+from tests.settlement import scripted_month as month
 
 
 def refused(call) -> tuple[grpc.StatusCode, str, str]:
@@ -64,9 +68,6 @@ def test_a_field_over_the_csv_field_limit_is_invalid_argument(settlement):
 
 
 def test_two_partial_returns_of_one_receipt_reconcile_as_matched(settlement, ledger_stub):
-    from coalition.ledger.v1 import ledger_pb2 as lpb
-    from tests.settlement import scripted_month as month
-
     month.setup_ledger(ledger_stub)
     start = month.tick()
     earn, reversal = lpb.TRANSFER_CODE_EARN, lpb.TRANSFER_CODE_REVERSAL
@@ -106,3 +107,48 @@ def test_two_partial_returns_of_one_receipt_reconcile_as_matched(settlement, led
         (3, spb.MATCH_STATUS_MATCHED, 20, 50),
         (4, spb.MATCH_STATUS_DUPLICATE, 20, 50),
     ]
+
+
+def token_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+FORGED_TOKENS = [
+    token_of(b'"x"'),
+    token_of(b"5.5"),
+    token_of(b"true"),
+    token_of(b"null"),
+    token_of(b"{}"),
+    token_of(b"[]"),
+    token_of(b'["fuel"]'),
+    token_of(b'["fuel", "5"]'),
+    token_of(b"[5, 5]"),
+    token_of(b'["", 5]'),
+    token_of(b'["fu\\u0000el", 5]'),
+    token_of(b'["\\ud800", 5]'),
+    token_of(b"99999999999999999999999"),
+    token_of(b'["fuel", 99999999999999999999999]'),
+    token_of(b"[" * 100_000),
+    "not base64!",
+]
+
+
+@pytest.mark.parametrize("token", FORGED_TOKENS)
+def test_forged_page_tokens_are_invalid_argument(settlement, token):
+    for call in (
+        lambda: settlement.ListPeriods(spb.ListPeriodsRequest(page_token=token)),
+        lambda: settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(page_token=token)),
+    ):
+        code, reason, _ = refused(call)
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN"), token
+
+
+def test_page_tokens_this_service_returned_still_page(settlement):
+    for partner in ("airline", "fuel", "hotel"):
+        settlement.SetPriceAgreement(spb.SetPriceAgreementRequest(agreement=month.agreement(partner, partner, 1_000)))
+    first = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(page_size=2))
+    second = settlement.ListPriceAgreements(
+        spb.ListPriceAgreementsRequest(page_size=2, page_token=first.next_page_token)
+    )
+    assert [a.partner_id for a in (*first.agreements, *second.agreements)] == ["airline", "fuel", "hotel"]
+    assert not second.next_page_token
