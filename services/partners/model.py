@@ -489,6 +489,23 @@ def check_conversion_rule(rule: ConversionRule) -> None:
         raise bad("annual_cap_from_amount", "annual_cap_from_amount must be >= 0")
     if rule.valid_to_micros is not None and rule.valid_to_micros <= rule.valid_from_micros:
         raise bad("valid_to_time", "valid_to_time must be after valid_from_time")
+    if conversion_to_amount_max(rule) > LEDGER_AMOUNT_MAX:
+        raise bad(
+            "max_from_amount",
+            f"the rule could convert into more than {LEDGER_AMOUNT_MAX} {rule.to_currency}, more than one ledger"
+            " transfer can carry; set a lower max_from_amount or a lower to_units:from_units ratio",
+        )
+
+
+def _to_amount(rule: ConversionRule, from_amount: int) -> int:
+    bonus = (from_amount // rule.bonus_block_from_amount) * rule.bonus_to_amount if rule.bonus_block_from_amount else 0
+    return from_amount * rule.to_units // rule.from_units + bonus
+
+
+def conversion_to_amount_max(rule: ConversionRule) -> int:
+    """The most one conversion under the rule can credit (it grows with from_amount)."""
+    limits = [CONVERSION_AMOUNT_MAX, rule.max_from_amount, rule.annual_cap_from_amount]
+    return _to_amount(rule, min(limit for limit in limits if limit > 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +562,15 @@ def convert(rule: ConversionRule, from_amount: int, converted_this_year: int) ->
     bonus = (from_amount // rule.bonus_block_from_amount) * rule.bonus_to_amount if rule.bonus_block_from_amount else 0
     if base + bonus <= 0:
         raise invalid("ZERO_OUTCOME", "the amount converts to nothing; convert more", field="from_amount")
+    if base + bonus > LEDGER_AMOUNT_MAX:
+        # Only a rule stored before rules were bounded (check_conversion_rule) can get here.
+        raise invalid(
+            "CONVERSION_TOO_LARGE",
+            f"the amount converts to {base + bonus} {rule.to_currency}, above the {LEDGER_AMOUNT_MAX} one"
+            " conversion can carry; convert less",
+            field="from_amount",
+            to_amount_max=LEDGER_AMOUNT_MAX,
+        )
     return ConversionOutcome(from_amount, base, bonus, rounded_down.normalize() if leftover else Decimal(0), remaining)
 
 

@@ -223,3 +223,22 @@ def test_execute_retried_after_a_client_timeout_converts_once(coalition, program
     assert coalition.call("ExecuteConversion", execute, hotel.key).conversion == done
     assert coalition.balance(member_id, hotel.currency).posted == 200_000 - 3_000
     assert coalition.balance(member_id, airline.currency).posted == 1_000
+
+
+def test_a_conversion_rule_whose_ratio_times_maximum_exceeds_the_ledger_maximum_is_refused(coalition):
+    hotel = coalition.register_partner(pb.PARTNER_KIND_HOTEL, currency=_currency("H"), base_rate="1")
+    airline = coalition.register_partner(pb.PARTNER_KIND_AIRLINE, currency=_currency("A"), base_rate="1")
+    rule = pb.ConversionRule(
+        from_currency_code=hotel.currency,
+        to_currency_code=airline.currency,
+        from_units=1,
+        to_units=10**6,
+        min_from_amount=1,
+        step_from_amount=1,
+    )
+    request = pb.CreateConversionRuleRequest(rule=rule, request_id=unique("rule"))
+    with pytest.raises(grpc.RpcError) as raised:
+        coalition.call("CreateConversionRule", request)
+    assert raised.value.code() == Code.INVALID_ARGUMENT and "ledger transfer" in raised.value.details()
+    rule.max_from_amount = 10**9  # at most 10**15 credited: fits one ledger transfer
+    coalition.call("CreateConversionRule", pb.CreateConversionRuleRequest(rule=rule, request_id=unique("rule")))

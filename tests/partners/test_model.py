@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import pytest
@@ -304,3 +305,30 @@ def test_a_promotion_multiplier_below_one_is_refused():
     with pytest.raises(DomainError) as raised:
         model.check_earn_rule(rule(promotion=promo))
     assert "multiplier" in str(raised.value)
+
+
+def test_a_conversion_rule_that_could_credit_beyond_the_ledger_maximum_is_refused():
+    """Review: a rule's ratio x maximum must fit one ledger transfer, or a recorded conversion
+    could be one the ledger refuses (INVALID_ARGUMENT) and never complete."""
+    unbounded = hotel_to_airline(from_units=1, to_units=10**6, max_from_amount=0, annual_cap_from_amount=0)
+    with pytest.raises(model.DomainError) as raised:
+        model.check_conversion_rule(unbounded)
+    assert (raised.value.reason, raised.value.metadata["field"]) == ("INVALID_CONVERSION_RULE", "max_from_amount")
+    model.check_conversion_rule(hotel_to_airline(from_units=1, to_units=10**6, max_from_amount=10**9))
+    # A rule stored before the bound: the quote refuses what the ledger would.
+    with pytest.raises(model.DomainError) as raised:
+        model.convert(unbounded, 3 * 10**9, 0)
+    assert raised.value.reason == "CONVERSION_TOO_LARGE" and not raised.value.precondition
+    assert model.convert(unbounded, 3 * 10**6, 0).to_amount == 3 * 10**12 + 50 * 5_000
+
+
+def test_an_earn_rule_that_could_price_beyond_the_ledger_maximum_is_refused():
+    rule = model.EarnRule("p", 1, "PTS", model.BASIS_AMOUNT, Decimal(1_000_000), {"grocery": Decimal(1000)})
+    with pytest.raises(model.DomainError) as raised:
+        model.check_earn_rule(rule)
+    assert raised.value.reason == "INVALID_EARN_RULE"
+    model.check_earn_rule(dataclasses.replace(rule, cap_points=model.LEDGER_AMOUNT_MAX))
+    lines = [model.BasketLine(n, "", "grocery", 1000, model.LINE_AMOUNT_MAX) for n in (1, 2)]
+    with pytest.raises(model.DomainError) as raised:
+        model.price_basket(rule, lines, 0)
+    assert (raised.value.reason, raised.value.precondition) == ("EARN_TOO_LARGE", True)
