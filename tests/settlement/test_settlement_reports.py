@@ -98,3 +98,32 @@ def test_netting_always_balances_for_any_conversions(conversions, price_micros):
     ]
     statements = list(statements_for(lines, agreements, owners=owners).values())
     assert model.netting(statements).balanced
+
+
+def test_csv_text_cells_cannot_run_as_spreadsheet_formulas():
+    hostile = '=HYPERLINK("http://evil","x")'
+    line = model.StatementLine(
+        model.LineKind.POINTS_REDEEMED, "PTS", "", "", 1_000, Decimal("0.0080"), -800, "@SUM(A1)", False
+    )
+    conversion = model.StatementLine(
+        model.LineKind.CONVERSIONS_OUT, "AIRMILES", "HOTELPTS", "+cmd", 10, Decimal("1"), 1_000, "\tx", False
+    )
+    settlement = model.PeriodSettlement(
+        "-p1",
+        OCTOBER_START_US,
+        OCTOBER_END_US,
+        True,
+        (model.Statement(hostile, (line,)), model.Statement("\rpartner", (conversion,))),
+        (),
+        1,
+    )
+    rows = list(csv.DictReader(io.StringIO(reports.render(settlement, "csv").content.decode(), newline="")))
+    assert [(r["period_id"], r["partner_id"], r["counterparty_id"], r["agreement_id"]) for r in rows] == [
+        ("'-p1", "'" + hostile, "", "'@SUM(A1)"),
+        ("'-p1", "'\rpartner", "'+cmd", "'\tx"),
+    ]
+    # Numbers stay numbers, negative ones included.
+    assert [(r["quantity"], r["unit_price_eur"], r["amount_cents"], r["amount_eur"]) for r in rows] == [
+        ("1000", "0.0080", "-800", "-8.00"),
+        ("10", "1", "1000", "10.00"),
+    ]

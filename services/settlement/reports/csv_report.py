@@ -26,13 +26,23 @@ COLUMNS = (
 )
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): such text
+# cells get a leading single quote. Numbers and the numeric columns are written as they are.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def _iso(micros: int) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
 
 
 def render_csv(settlement: PeriodSettlement, partner_id: str = "") -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # RFC 4180 line ends: with "\r\n" as terminator the writer also quotes a cell holding a lone CR.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for statement in settlement.statements:
         if partner_id and statement.partner_id != partner_id:
@@ -42,20 +52,20 @@ def render_csv(settlement: PeriodSettlement, partner_id: str = "") -> str:
             whole, fraction = divmod(abs(line.amount_cents), 100)
             writer.writerow(
                 (
-                    settlement.period_id,
+                    _text(settlement.period_id),
                     _iso(settlement.start_us),
                     _iso(settlement.end_us),
-                    statement.partner_id,
+                    _text(statement.partner_id),
                     line.kind.value,
-                    line.currency_code,
-                    line.counterparty_currency_code,
-                    line.counterparty_id,
+                    _text(line.currency_code),
+                    _text(line.counterparty_currency_code),
+                    _text(line.counterparty_id),
                     "true" if line.prior_period_adjustment else "false",
                     line.quantity,
                     format(line.unit_price, "f"),
                     line.amount_cents,
                     f"{sign}{whole}.{fraction:02d}",
-                    line.agreement_id,
+                    _text(line.agreement_id),
                 )
             )
     return buffer.getvalue()
