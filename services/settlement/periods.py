@@ -4,7 +4,8 @@ The rule for which period a transfer belongs to (documented in settlement.proto)
 - A transfer belongs to the period containing its ledger commit time, [start, end).
 - A period can be closed only when the ledger's clock is `close_delay_seconds` past its end,
   and only right after the previous closed period (no gaps, no overlaps, closed in order).
-- The close records the highest commit_sequence it covered. Should a transfer still commit
+- The close records the highest commit_sequence it covered: at least the ledger's commit_sequence
+  read (with its trial balance, one snapshot) before any of its activity reads. Should a transfer still commit
   with a time inside an already closed window (a ledger transaction in flight across the
   close), it has a higher sequence: the next close finds it by streaming the ledger from the
   previous close's sequence and prices it as a prior-period adjustment (at the agreement
@@ -140,7 +141,11 @@ async def compute_settlement(
     priced: list[model.PricedMovement] = []
     window_lines: list[Activity] = []
     late_lines: list[Activity] = []
-    last_sequence = after_sequence or 0
+    # Everything committed up to this sequence is visible to the reads below, so the close covers
+    # it even when none of it is settlement activity (a quiet first period must not store 0 and
+    # make the next close re-stream all history as prior-period adjustments).
+    covered_sequence = (await context.ledger.trial_balance()).commit_sequence
+    last_sequence = max(after_sequence or 0, covered_sequence)
     try:
         for window_start, window_end in model.sub_windows(start_us, end_us, book):
             lines, sequence = await context.ledger.activity(window_start, window_end, account_ids)

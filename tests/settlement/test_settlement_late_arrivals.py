@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from coalition.ledger.v1 import ledger_pb2 as lpb
+from coalition.settlement.v1 import settlement_pb2 as spb
 from services.common.db import Database, DatabaseOptions, migrate
+from services.common.timeconv import timestamp_from_micros
 from services.settlement import agreements, model, periods, wire
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
@@ -41,6 +43,12 @@ class HidingLedgerClient(LedgerClient):
                 line = replace(line, debits=line.debits - self.hidden.amount)
             adjusted.append(line)
         return adjusted, min(last_sequence, self.hidden.commit_sequence - 1)
+
+    async def trial_balance(self):
+        # Committed after the close's reads: the sequence read at the close does not include it yet.
+        response = await super().trial_balance()
+        response.commit_sequence = min(response.commit_sequence, self.hidden.commit_sequence - 1)
+        return response
 
 
 @pytest.fixture
@@ -172,3 +180,31 @@ def test_interrupted_close_is_finished_by_closing_again(settlement_database, led
         await failing.close()
 
     asyncio.run(scenario())
+
+
+def test_a_quiet_first_period_covers_the_history_before_it(settlement, ledger_stub):
+    """The first closed period has no settlement activity: it must still record the sequence it
+    covered, or the next close re-streams all earlier history as prior-period adjustments."""
+
+    def window(period_id, start_us, end_us):
+        return spb.PeriodSelector(
+            period_id=period_id, start_time=timestamp_from_micros(start_us), end_time=timestamp_from_micros(end_us)
+        )
+
+    month.setup_ledger(ledger_stub)
+    for message in month.base_agreements(month.now_us() - 3_600_000_000):
+        settlement.SetPriceAgreement(spb.SetPriceAgreementRequest(agreement=message))
+    history = month.transfer(
+        ledger_stub, "old", "issuance:PTS:fuel", "wallet:PTS:m1", 700, "PTS", lpb.TRANSFER_CODE_EARN
+    )
+    start = month.tick()
+    end = month.tick()
+    quiet = settlement.ClosePeriod(spb.ClosePeriodRequest(period=window("q1", start, end))).settlement
+    assert not quiet.statements and quiet.last_commit_sequence >= history.commit_sequence
+    month.transfer(ledger_stub, "new", "issuance:PTS:fuel", "wallet:PTS:m1", 10, "PTS", lpb.TRANSFER_CODE_EARN)
+    second_end = month.tick()
+    second = settlement.ClosePeriod(spb.ClosePeriodRequest(period=window("q2", end, second_end))).settlement
+    (fuel,) = second.statements
+    assert [(line.prior_period_adjustment, line.quantity, line.amount_cents) for line in fuel.lines] == [
+        (False, 10, 10)
+    ]
