@@ -39,6 +39,8 @@ async def set_price_agreement(
     validate_agreement(agreement)
 
     def work(connection):
+        # Under the lock a close freezing a period holds: it sees every period frozen before it.
+        store.lock_agreements_and_periods(connection)
         existing = store.get_agreement(connection, agreement.agreement_id)
         if existing is not None:
             if existing[0].content_key() != agreement.content_key():

@@ -27,7 +27,7 @@ import structlog
 from sqlalchemy import exc as sa_exc
 
 from coalition.ledger.v1 import ledger_pb2
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.settlement import model, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
@@ -47,6 +47,7 @@ TRANSFER_ID_LENGTH_MAX = 128
 OPERATOR_SETTLEMENT_ACCOUNT_ID = "operator_settlement:EUR"
 LATE_TRANSFERS_MAX = 100_000
 POSTED_KINDS = ("POSTED", "POST_PENDING")
+FREEZE_ATTEMPTS_MAX = 3
 
 
 def rule_error(error: SettlementRuleError) -> FailedPrecondition:
@@ -288,28 +289,52 @@ async def close_period(
             end_us=end_us,
             ledger_now_us=ledger_now_us,
         )
-    computed = await compute_settlement(
-        context, period_id, start_us, end_us, last.last_commit_sequence if last is not None else None
-    )
-    _check_invariants(computed)
-    statements = tuple(
-        replace(s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else "")
-        for s in computed.statements
-    )
-    frozen = replace(computed, statements=statements)
-    try:
-        await context.write(lambda c: store.insert_closing_period(c, frozen, context.now_us()))
-    except sa_exc.IntegrityError:
-        # Another close of the same period won the race; continue from what it stored.
-        stored = await context.read(lambda c: store.load_period(c, period_id))
-        if stored is None:
-            raise
-        if stored[1] == store.PERIOD_STATE_CLOSED:
-            return stored[0], False
+    after_sequence = last.last_commit_sequence if last is not None else None
+    lost_race: sa_exc.IntegrityError | None = None
+    for attempt in range(1, FREEZE_ATTEMPTS_MAX + 1):
+        # The versions the figures may use, read before computing them: if one is recorded in
+        # between, the freeze (under the lock SetPriceAgreement takes) sees another set and recomputes.
+        basis = await context.read(lambda c: store.agreement_ids_starting_before(c, end_us))
+        computed = await compute_settlement(context, period_id, start_us, end_us, after_sequence)
+        _check_invariants(computed)
+        statements = tuple(
+            replace(s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else "")
+            for s in computed.statements
+        )
+        frozen = replace(computed, statements=statements)
+        try:
+            if await context.write(lambda c, frozen=frozen, basis=basis: _freeze(c, frozen, basis, context.now_us())):
+                break
+        except sa_exc.IntegrityError as error:
+            lost_race = error  # Another close of the same period won the race; continue from what it stored.
+            break
+        _log.info("agreements_changed_during_close", period_id=period_id, attempt=attempt)
+    else:
+        raise Aborted(
+            "AGREEMENTS_CHANGED",
+            f"price agreements kept changing while {period_id} was being closed; close it again",
+            period_id=period_id,
+        )
     # Post exactly what was stored (the same figures a retried close would read back).
-    frozen = (await context.read(lambda c: store.load_period(c, period_id)))[0]
+    stored = await context.read(lambda c: store.load_period(c, period_id))
+    if stored is None:
+        if lost_race is not None:
+            raise lost_race
+        raise RuntimeError(f"period {period_id} was frozen but cannot be read back")
+    if stored[1] == store.PERIOD_STATE_CLOSED:
+        return stored[0], False
+    frozen = stored[0]
     _log.info("period_frozen", period_id=period_id, statements=len(frozen.statements))
     return await _post_and_mark_closed(context, frozen), True
+
+
+def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us: int) -> bool:
+    """Store the figures unless a price agreement that could change them was recorded since `basis`."""
+    store.lock_agreements_and_periods(connection)
+    if store.agreement_ids_starting_before(connection, frozen.end_us) != basis:
+        return False
+    store.insert_closing_period(connection, frozen, now_us)
+    return True
 
 
 def _check_invariants(settlement: PeriodSettlement) -> None:

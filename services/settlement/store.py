@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     select,
+    text,
 )
 
 from services.settlement.model import (
@@ -161,6 +162,20 @@ _ROLL_FORWARD_FIELDS = (
 )
 
 
+# Key of the PostgreSQL advisory lock that serialises recording agreement versions with freezing periods.
+AGREEMENTS_AND_PERIODS_LOCK_KEY = 0x5E771E  # "settle"
+
+
+def lock_agreements_and_periods(connection: Connection) -> None:
+    """Held to the end of the transaction by SetPriceAgreement and by the close that freezes a period,
+    so a version can never start inside a window while that window is being frozen.
+
+    PostgreSQL: a transaction-scoped advisory lock (READ COMMITTED: statements after it see what the
+    other side committed). SQLite: the writer's BEGIN IMMEDIATE already holds the single write lock."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AGREEMENTS_AND_PERIODS_LOCK_KEY})
+
+
 # ---------------------------------------------------------------- agreements
 
 
@@ -215,6 +230,12 @@ def insert_agreement(connection: Connection, agreement: PriceAgreement, now_us: 
             create_time_us=now_us,
         )
     )
+
+
+def agreement_ids_starting_before(connection: Connection, end_us: int) -> frozenset[str]:
+    """Ids of the versions that can price anything before end_us."""
+    rows = connection.execute(select(price_agreements.c.agreement_id).where(price_agreements.c.valid_from_us < end_us))
+    return frozenset(row.agreement_id for row in rows)
 
 
 def all_agreements(connection: Connection) -> list[PriceAgreement]:

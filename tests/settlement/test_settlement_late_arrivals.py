@@ -9,6 +9,8 @@ commit sequence and price it as a prior-period adjustment, at the agreement vali
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
@@ -17,8 +19,9 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
 from services.common.db import Database, DatabaseOptions, migrate
+from services.common.errors import FailedPrecondition
 from services.common.timeconv import timestamp_from_micros
-from services.settlement import agreements, model, periods, wire
+from services.settlement import agreements, model, periods, store, wire
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
 from services.settlement.server import MIGRATIONS, VERSION_TABLE
@@ -208,3 +211,74 @@ def test_a_quiet_first_period_covers_the_history_before_it(settlement, ledger_st
     assert [(line.prior_period_adjustment, line.quantity, line.amount_cents) for line in fuel.lines] == [
         (False, 10, 10)
     ]
+
+
+def test_an_agreement_recorded_while_a_close_computes_is_priced_in(settlement_database, ledger_server, ledger_stub):
+    """SetPriceAgreement lands between the close's figures and its freeze: the close sees the new
+    version (it computes again) instead of freezing figures that ignore a version inside its window."""
+    month.setup_ledger(ledger_stub)
+    earn = lpb.TRANSFER_CODE_EARN
+
+    async def scenario():
+        real = LedgerClient(ledger_server.address)
+        context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
+        start = month.tick()
+        for message in month.base_agreements(start - 1):
+            await agreements.set_price_agreement(context, wire.agreement_from_pb(message))
+        month.transfer(ledger_stub, "c1", "issuance:PTS:retailer", "wallet:PTS:m1", 1000, "PTS", earn)
+        middle = month.tick()
+        month.transfer(ledger_stub, "c2", "issuance:PTS:retailer", "wallet:PTS:m1", 500, "PTS", earn)
+        end = month.tick()
+        racing = model.PriceAgreement(
+            "retailer-v2",
+            "retailer",
+            middle,
+            (model.PointPrice("PTS", model.parse_price("0.05"), model.parse_price("0")),),
+        )
+        original = periods.compute_settlement
+        calls = []
+
+        async def compute_then_race(*args, **kwargs):
+            computed = await original(*args, **kwargs)
+            calls.append(computed)
+            if len(calls) == 1:
+                await agreements.set_price_agreement(context, racing)
+            return computed
+
+        periods.compute_settlement = compute_then_race
+        try:
+            closed, _ = await periods.close_period(context, "p1", start, end)
+        finally:
+            periods.compute_settlement = original
+        assert len(calls) == 2
+        assert [
+            (line.quantity, line.agreement_id, line.amount_cents) for line in closed.statement("retailer").lines
+        ] == [
+            (1000, "retailer-v1", 1000),
+            (500, "retailer-v2", 2500),
+        ]
+        await real.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_agreement_waits_for_a_freeze_in_progress_and_is_refused(settlement_database):
+    """The other order: a close holds the lock while freezing; SetPriceAgreement waits for it and
+    then sees the frozen period (without the lock, PostgreSQL READ COMMITTED would not)."""
+    frozen = threading.Event()
+
+    def freeze(connection):
+        store.lock_agreements_and_periods(connection)
+        store.insert_closing_period(connection, model.PeriodSettlement("p1", 0, 10**15, False, (), (), 0), 1)
+        frozen.set()
+        time.sleep(0.5)
+
+    holder = threading.Thread(target=settlement_database.write, args=(freeze,))
+    holder.start()
+    assert frozen.wait(10)
+    context = SettlementContext(settlement_database, None, ZoneInfo("Europe/Amsterdam"))
+    inside = model.PriceAgreement("late-v1", "fuel", 10**14, (model.PointPrice("PTS", model.parse_price("1"), 0),))
+    with pytest.raises(FailedPrecondition) as caught:
+        asyncio.run(agreements.set_price_agreement(context, inside))
+    holder.join()
+    assert caught.value.reason == "PERIOD_ALREADY_CLOSED"
