@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
-from services.ledger.limits import AMOUNT_MAX, BALANCE_MAX
+from services.ledger.limits import BALANCE_MAX
 
 OPERATOR_OWNER_ID = "operator"
 SYSTEM_ID_PREFIX = "#"  # never valid in a caller's id, so system transfers cannot collide
@@ -611,7 +611,3 @@ def _commit(
     state.touched_accounts.add(transfer.debit_account_id)
     state.touched_accounts.add(transfer.credit_account_id)
     state.postings.append(Posting(transfer, debit_after, credit_after, posted_amount, pending_change))
-
-
-def amount_is_valid(amount: int) -> bool:
-    return 0 < amount <= AMOUNT_MAX

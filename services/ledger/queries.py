@@ -163,7 +163,3 @@ def activity_summary(database: Database, start_us: int, end_us: int, account_ids
 
 def transfers_after(database: Database, after_sequence: int, limit: int) -> list[Transfer]:
     return database.read(lambda connection: store.transfers_after(connection, after_sequence, limit))
-
-
-def last_sequence(database: Database) -> int:
-    return database.read(store.last_sequence)
