@@ -9,7 +9,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
 export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement soak demo clean
+.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement soak fuzz demo clean
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -64,6 +64,10 @@ bench-quick: setup
 # Longer fault and load runs of the suite's short versions (same tests, COALITION_SOAK_SCALE times the work).
 soak: setup
 	COALITION_SOAK_SCALE=$${COALITION_SOAK_SCALE:-10} $(PY) -m pytest -q tests/ledger/test_concurrency.py tests/ledger/test_faults.py
+
+# The descriptor-driven fuzz test at length: 10,000 hostile requests per service on SQLite and PostgreSQL.
+fuzz: setup
+	COALITION_FUZZ_REQUESTS_PER_SERVICE=$${COALITION_FUZZ_REQUESTS_PER_SERVICE:-10000} $(PY) -m pytest -q -s -p no:logging tests/fuzz/test_fuzz.py
 
 bench-settlement: setup
 	$(PY) -m bench.settlement_close
