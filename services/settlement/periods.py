@@ -263,7 +263,7 @@ async def close_period(
             )
         if state == store.PERIOD_STATE_CLOSED:
             return settlement, False
-        return await _post_and_mark_closed(context, settlement), True
+        return await _post_and_mark_closed(context, settlement)
     last = await context.read(store.last_period_row)
     if last is not None and last.end_us != start_us:
         raise FailedPrecondition(
@@ -325,7 +325,7 @@ async def close_period(
         return stored[0], False
     frozen = stored[0]
     _log.info("period_frozen", period_id=period_id, statements=len(frozen.statements))
-    return await _post_and_mark_closed(context, frozen), True
+    return await _post_and_mark_closed(context, frozen)
 
 
 def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us: int) -> bool:
@@ -398,7 +398,13 @@ def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.Transf
     return transfers
 
 
-async def _post_and_mark_closed(context: SettlementContext, settlement: PeriodSettlement) -> PeriodSettlement:
+async def _post_and_mark_closed(
+    context: SettlementContext, settlement: PeriodSettlement
+) -> tuple[PeriodSettlement, bool]:
+    """Post the frozen nets and mark the period closed; (settlement, closed_now).
+
+    Concurrent closes may all post (the transfer ids are deterministic, so the ledger applies
+    them once), but only the one whose CLOSING -> CLOSED update changed the row is told closed_now."""
     partners = [s.partner_id for s in settlement.statements if s.net_cents]
     await _ensure_operator_settlement_account(context)
     accounts = [
@@ -416,14 +422,16 @@ async def _post_and_mark_closed(context: SettlementContext, settlement: PeriodSe
     transfers = settlement_transfers(settlement)
     for index in range(0, len(transfers), TRANSFER_BATCH_MAX):
         await context.ledger.create_transfers(transfers[index : index + TRANSFER_BATCH_MAX])
-    await context.write(lambda c: store.mark_closed(c, settlement.period_id))
+    closed_now = await context.write(lambda c: store.mark_closed(c, settlement.period_id))
+    if not closed_now:
+        return replace(settlement, closed=True), False
     _log.info(
         "period_closed",
         period_id=settlement.period_id,
         operator_net_cents=settlement.netting.operator_net_cents,
         settlement_transfers=len(transfers),
     )
-    return replace(settlement, closed=True)
+    return replace(settlement, closed=True), True
 
 
 async def get_period(context: SettlementContext, period_id: str) -> PeriodSettlement:

@@ -330,8 +330,18 @@ def insert_closing_period(connection: Connection, settlement: PeriodSettlement, 
         )
 
 
-def mark_closed(connection: Connection, period_id: str) -> None:
-    connection.execute(periods.update().where(periods.c.period_id == period_id).values(state=PERIOD_STATE_CLOSED))
+def mark_closed(connection: Connection, period_id: str) -> bool:
+    """CLOSING -> CLOSED; True for the one transaction that made the change.
+
+    The WHERE on the state makes concurrent closes (in any number of processes) agree: on
+    PostgreSQL the second UPDATE waits for the first's row lock and re-checks the state; on
+    SQLite writers are serialised by BEGIN IMMEDIATE."""
+    result = connection.execute(
+        periods.update()
+        .where(periods.c.period_id == period_id, periods.c.state == PERIOD_STATE_CLOSING)
+        .values(state=PERIOD_STATE_CLOSED)
+    )
+    return result.rowcount == 1
 
 
 def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlement, str] | None:
