@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from services.common.auth import AdminKey
 from services.common.db import Database
-from services.partners.ledger_client import LedgerClient
+from services.common.ledger_client import LedgerClient
 
 T = TypeVar("T")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC

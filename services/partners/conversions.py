@@ -19,10 +19,7 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.partners import earning, model, store
-from services.partners.access import Caller, require_active
-from services.partners.app import App
-from services.partners.ledger_client import (
+from services.common.ledger_client import (
     Failure,
     LedgerRefused,
     TransferInput,
@@ -31,6 +28,9 @@ from services.partners.ledger_client import (
     ledger_pb2,
     succeeded,
 )
+from services.partners import earning, model, store
+from services.partners.access import Caller, require_active
+from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 from services.partners.partners_admin import currency_owner
 

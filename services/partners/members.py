@@ -10,10 +10,10 @@ from sqlalchemy import Connection, Row, insert
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.ledger_client import CREDIT, AccountSpec
 from services.partners import model, store
 from services.partners.access import Caller
 from services.partners.app import App
-from services.partners.ledger_client import CREDIT, AccountSpec
 
 _log = structlog.get_logger("partners")
 

@@ -11,9 +11,9 @@ from sqlalchemy import Connection, Row, insert
 
 from services.common.auth import hash_api_key, new_api_key
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.ledger_client import CREDIT, DEBIT, AccountSpec
 from services.partners import admin_requests, model, store
 from services.partners.app import App
-from services.partners.ledger_client import CREDIT, DEBIT, AccountSpec
 
 _log = structlog.get_logger("partners")
 

@@ -12,10 +12,7 @@ import structlog
 from sqlalchemy import Connection, Row, insert
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.partners import earning, model, store
-from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
-from services.partners.app import App
-from services.partners.ledger_client import (
+from services.common.ledger_client import (
     Failure,
     TransferInput,
     TransferMetadata,
@@ -23,6 +20,9 @@ from services.partners.ledger_client import (
     ledger_pb2,
     succeeded,
 )
+from services.partners import earning, model, store
+from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
+from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 
 _log = structlog.get_logger("partners")

@@ -16,10 +16,7 @@ import structlog
 from sqlalchemy import Connection, Row, insert, update
 
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.partners import earning, model, store
-from services.partners.access import Caller, check_point_of_sale, require_partner
-from services.partners.app import App
-from services.partners.ledger_client import (
+from services.common.ledger_client import (
     Failure,
     LedgerRefused,
     TransferInput,
@@ -27,6 +24,9 @@ from services.partners.ledger_client import (
     failure_name,
     ledger_pb2,
 )
+from services.partners import earning, model, store
+from services.partners.access import Caller, check_point_of_sale, require_partner
+from services.partners.app import App
 
 _log = structlog.get_logger("partners")
 RETURN_ATTEMPTS_MAX = 3

@@ -14,10 +14,10 @@ from services.common.config import ConfigError, env_int, env_str
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
 from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
+from services.common.ledger_client import LedgerClient
 from services.partners import conversions, earning, partners_admin, redemptions, returns
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
-from services.partners.ledger_client import LedgerClient
 
 SERVICE_NAME = partners_pb2.DESCRIPTOR.services_by_name["PartnersService"].full_name
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")

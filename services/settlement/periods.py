@@ -421,7 +421,7 @@ async def _post_and_mark_closed(
         await context.ledger.create_accounts(accounts[index : index + TRANSFER_BATCH_MAX])
     transfers = settlement_transfers(settlement)
     for index in range(0, len(transfers), TRANSFER_BATCH_MAX):
-        await context.ledger.create_transfers(transfers[index : index + TRANSFER_BATCH_MAX])
+        await context.ledger.create_transfers_or_refuse(transfers[index : index + TRANSFER_BATCH_MAX])
     closed_now = await context.write(lambda c: store.mark_closed(c, settlement.period_id))
     if not closed_now:
         return replace(settlement, closed=True), False

@@ -63,7 +63,7 @@ async def reconcile(
     ledger_rows = []
     for account in await context.ledger.list_accounts(owner_id=partner_id):
         if account.kind in (model.KIND_PARTNER_ISSUANCE, model.KIND_PARTNER_REDEMPTION):
-            entries = await context.ledger.entries(account.id, start_us, end_us)
+            entries = await context.ledger.entries_between(account.id, start_us, end_us)
             ledger_rows.extend(reconciliation_rows_from_entries(entries, account.kind))
     result: ReconciliationResult = model.reconcile(partner_rows, ledger_rows)
     try:

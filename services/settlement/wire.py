@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from services.common.errors import InvalidArgument
-from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
+from services.common.timeconv import micros_from_request, timestamp_from_micros
 from services.settlement.model import (
     ConversionPrice,
     MatchStatus,
@@ -34,7 +34,7 @@ def agreement_from_pb(message: pb.PriceAgreement) -> PriceAgreement:
     return PriceAgreement(
         agreement_id=message.agreement_id,
         partner_id=message.partner_id,
-        valid_from_us=micros_from_timestamp(message.valid_from_time),
+        valid_from_us=micros_from_request(message.valid_from_time, "agreement.valid_from_time"),
         point_prices=tuple(
             PointPrice(
                 p.currency_code,
@@ -80,8 +80,8 @@ def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceA
 
 
 def period_from_pb(selector: pb.PeriodSelector) -> tuple[str, int | None, int | None]:
-    start = micros_from_timestamp(selector.start_time) if selector.HasField("start_time") else None
-    end = micros_from_timestamp(selector.end_time) if selector.HasField("end_time") else None
+    start = micros_from_request(selector.start_time, "period.start_time") if selector.HasField("start_time") else None
+    end = micros_from_request(selector.end_time, "period.end_time") if selector.HasField("end_time") else None
     return selector.period_id, start, end
 
 

@@ -13,9 +13,9 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
+from services.common.ledger_client import Failure, LedgerRefused
 from services.common.timeconv import timestamp_from_micros
 from services.partners import earning, model, server, store
-from services.partners.ledger_client import Failure, LedgerRefused
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url

@@ -10,9 +10,9 @@ import grpc
 from coalition.ledger.v1 import ledger_pb2
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import error_info_of
+from services.common.ledger_client import Failure
 from services.common.timeconv import timestamp_from_micros
 from services.partners import earning, server
-from services.partners.ledger_client import Failure
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url

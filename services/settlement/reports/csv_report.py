@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
 
 from services.settlement.model import PeriodSettlement
+from services.settlement.reports.formatting import utc_datetime
 
 COLUMNS = (
     "period_id",
@@ -36,7 +36,7 @@ def _text(value: str) -> str:
 
 
 def _iso(micros: int) -> str:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
+    return utc_datetime(micros).isoformat()
 
 
 def render_csv(settlement: PeriodSettlement, partner_id: str = "") -> str:

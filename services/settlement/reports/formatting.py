@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.settlement.model import LineKind, PeriodSettlement, Statement
@@ -53,11 +53,23 @@ def net_sentence(statement: Statement) -> str:
     return f"nothing to settle with {statement.partner_id}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_datetime(micros: int) -> datetime:
+    """Exact (no float) for every time in years 0001..9999."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 def period_label(settlement: PeriodSettlement, zone: ZoneInfo) -> str:
-    start = datetime.fromtimestamp(settlement.start_us / 1_000_000, zone)
-    end = datetime.fromtimestamp(settlement.end_us / 1_000_000, zone)
+    start, end = utc_datetime(settlement.start_us), utc_datetime(settlement.end_us)
+    zone_name = zone.key
+    try:
+        start, end = start.astimezone(zone), end.astimezone(zone)
+    except (OverflowError, ValueError):  # 9999-12-31 in a zone east of UTC is in year 10000
+        zone_name = "UTC"
     state = "closed" if settlement.closed else "preview, not closed"
-    return f"{settlement.period_id}: {start:%d.%m.%Y %H:%M} to {end:%d.%m.%Y %H:%M} ({zone.key}), {state}"
+    return f"{settlement.period_id}: {start:%d.%m.%Y %H:%M} to {end:%d.%m.%Y %H:%M} ({zone_name}), {state}"
 
 
 def points_summary(statement: Statement) -> tuple[int, int]:

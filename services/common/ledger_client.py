@@ -1,0 +1,371 @@
+"""The one client of the ledger, used by partners and settlement: one channel set-up, a deadline
+on every call, one status policy.
+
+Status policy (what a ledger answer becomes in the calling service):
+- UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (the ledger is overloaded), ABORTED and
+  CANCELLED: `Unavailable("LEDGER_UNAVAILABLE")`. The caller retries with the same request id,
+  which is safe because every ledger id we send is derived from it.
+- INVALID_ARGUMENT: `LedgerRefused` with status INVALID_ARGUMENT and the ledger's own reason
+  (the same call is refused again, forever; `invalid_argument` is True).
+- FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS, OUT_OF_RANGE: `LedgerRefused` with status
+  FAILED_PRECONDITION and the ledger's reason.
+- Anything else (INTERNAL, UNKNOWN, an authentication problem): `LedgerRefused` with status
+  INTERNAL and reason LEDGER_FAILED; that is the ledger's fault or ours, never the caller's.
+A per-item refusal inside a successful CreateAccounts/CreateTransfers answer is data: the
+helpers below that treat it as an error say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from google.rpc import error_details_pb2, status_pb2
+
+from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from services.common.errors import AlreadyExists, FailedPrecondition, ServiceError, Unavailable
+from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
+
+_log = structlog.get_logger("ledger_client")
+
+# Deadlines: every outbound call has one.
+LEDGER_CALL_DEADLINE_SECONDS_DEFAULT = 3.0
+LEDGER_AGGREGATE_DEADLINE_SECONDS = 120.0  # a month of 1,000,000 transfers is aggregated in one call
+LEDGER_WATCH_DEADLINE_SECONDS = 60.0
+# Limits of what one call sends or reads.
+ACCOUNT_IDS_PER_CALL_MAX = 1_000
+PAGE_SIZE = 1_000
+PAGES_MAX = 100_000
+LEDGER_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+KNOWN_ACCOUNTS_MAX = 100_000
+# The ledger speaks plaintext gRPC on its (private) address today; TLS would be set here, once.
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", LEDGER_MESSAGE_BYTES_MAX),
+    ("grpc.max_send_message_length", LEDGER_MESSAGE_BYTES_MAX),
+)
+
+_UNAVAILABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+_PRECONDITION_CODES = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+DEBIT = ledger_pb2.ACCOUNT_SIDE_DEBIT
+CREDIT = ledger_pb2.ACCOUNT_SIDE_CREDIT
+Status = ledger_pb2.ItemStatus
+Failure = ledger_pb2.FailureReason
+TransferInput = ledger_pb2.TransferInput
+TransferMetadata = ledger_pb2.TransferMetadata
+CODE_NAMES = {value: name.removeprefix("TRANSFER_CODE_") for name, value in ledger_pb2.TransferCode.items()}
+
+
+class LedgerRefused(ServiceError):
+    """The ledger refused a call (or an item of it). `ledger_code` is the ledger's status code
+    name when it refused the whole call (e.g. INVALID_ARGUMENT), empty for an item refusal."""
+
+    def __init__(self, message: str, code: str = "", reason: str = "", **metadata: object) -> None:
+        if code == "INVALID_ARGUMENT":
+            status = grpc.StatusCode.INVALID_ARGUMENT
+        elif code == "" or code in {c.name for c in _PRECONDITION_CODES}:
+            status = grpc.StatusCode.FAILED_PRECONDITION
+        else:
+            status = grpc.StatusCode.INTERNAL
+        default_reason = "LEDGER_FAILED" if status == grpc.StatusCode.INTERNAL else "LEDGER_REFUSED"
+        super().__init__(reason or default_reason, message, **metadata)
+        self.code = status
+        self.ledger_code = code
+
+    @property
+    def invalid_argument(self) -> bool:
+        """The ledger refused the call's content: the same call is refused again, forever."""
+        return self.ledger_code == "INVALID_ARGUMENT"
+
+
+def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    for key, value in error.trailing_metadata() or ():
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except Exception:  # a malformed detail from the ledger leaves the reason generic
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return info
+    return None
+
+
+def ledger_error(error: grpc.aio.AioRpcError, method: str) -> ServiceError:
+    """The status policy: what a failed ledger call becomes (see the module docstring)."""
+    code = error.code()
+    if code in _UNAVAILABLE_CODES:
+        _log.warning("ledger_unavailable", ledger_method=method, code=code.name)
+        return Unavailable(
+            "LEDGER_UNAVAILABLE",
+            f"the ledger did not answer {method} ({code.name}); retry later with the same ids",
+            ledger_method=method,
+            ledger_code=code.name,
+        )
+    info = _error_info(error)
+    refused = LedgerRefused(
+        f"the ledger refused {method}: {code.name} {error.details() or ''}".rstrip(),
+        code=code.name,
+        reason=info.reason if info is not None and code != grpc.StatusCode.INTERNAL else "",
+    )
+    if info is not None:
+        refused.metadata.update({str(key): str(value) for key, value in info.metadata.items()})
+    refused.metadata.update(ledger_method=method, ledger_code=code.name)
+    return refused
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    account_id: str
+    currency_code: str
+    normal_side: int
+    owner_id: str
+    kind: str
+    no_overdraft: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTransfer:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    currency_code: str
+    kind: str
+    code: str
+    commit_sequence: int
+    commit_time_us: int
+
+
+class LedgerClient:
+    def __init__(self, address: str, deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS_DEFAULT) -> None:
+        self.address = address
+        self.deadline_seconds = deadline_seconds
+        self._channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
+        # Accounts are never deleted, so once seen they need no second CreateAccounts.
+        self._known_accounts: set[str] = set()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, name: str, request, timeout: float | None = None):
+        method = getattr(self._stub, name)
+        try:
+            return await method(request, timeout=timeout or self.deadline_seconds)
+        except grpc.aio.AioRpcError as error:
+            raise ledger_error(error, name) from error
+
+    # ------------------------------------------------------------ currencies and accounts
+
+    async def register_currency(self, code: str, scale: int, owner_id: str) -> None:
+        currency = ledger_pb2.Currency(code=code, scale=scale, owner_id=owner_id)
+        try:
+            await self._call("RegisterCurrency", ledger_pb2.RegisterCurrencyRequest(currency=currency))
+        except LedgerRefused as error:
+            if error.ledger_code == grpc.StatusCode.ALREADY_EXISTS.name:
+                raise AlreadyExists(
+                    "CURRENCY_IN_USE", f"{code} is registered with another owner or scale", currency=code
+                ) from error
+            raise
+
+    async def currency_owners(self) -> dict[str, str]:
+        response = await self._call("ListCurrencies", ledger_pb2.ListCurrenciesRequest())
+        return {c.code: c.owner_id for c in response.currencies}
+
+    async def list_accounts(self, owner_id: str = "", kind: str = "") -> list[ledger_pb2.Account]:
+        accounts: list[ledger_pb2.Account] = []
+        token = ""
+        for _ in range(PAGES_MAX):
+            response = await self._call(
+                "ListAccounts",
+                ledger_pb2.ListAccountsRequest(owner_id=owner_id, kind=kind, page_size=PAGE_SIZE, page_token=token),
+            )
+            accounts.extend(response.accounts)
+            token = response.next_page_token
+            if not token:
+                return accounts
+        raise FailedPrecondition("TOO_MANY_ACCOUNTS", f"more than {PAGES_MAX} pages of accounts")
+
+    async def create_accounts(self, accounts: Sequence[ledger_pb2.Account]) -> None:
+        """Create accounts (an existing identical one is fine); an item refusal is LedgerRefused."""
+        response = await self._call("CreateAccounts", ledger_pb2.CreateAccountsRequest(accounts=list(accounts)))
+        for result in response.results:
+            if result.status == Status.ITEM_STATUS_FAILED:
+                account_id = accounts[result.index].id
+                raise LedgerRefused(
+                    f"the ledger refused account {account_id}:"
+                    f" {Failure.Name(result.failure_reason)} {result.failure_field}",
+                    reason="LEDGER_ACCOUNT_REFUSED",
+                    account_id=account_id,
+                )
+
+    async def ensure_accounts(self, specs: Sequence[AccountSpec]) -> None:
+        """Create the accounts that may not exist yet, skipping ones this client already saw."""
+        missing = [spec for spec in specs if spec.account_id not in self._known_accounts]
+        if not missing:
+            return
+        await self.create_accounts(
+            [
+                ledger_pb2.Account(
+                    id=spec.account_id,
+                    currency_code=spec.currency_code,
+                    normal_side=spec.normal_side,
+                    no_overdraft=spec.no_overdraft,
+                    owner_id=spec.owner_id,
+                    kind=spec.kind,
+                )
+                for spec in missing
+            ]
+        )
+        if len(self._known_accounts) < KNOWN_ACCOUNTS_MAX:
+            self._known_accounts.update(spec.account_id for spec in missing)
+
+    # ------------------------------------------------------------ transfers
+
+    async def create_transfers(
+        self, transfers: Sequence[ledger_pb2.TransferInput]
+    ) -> list[ledger_pb2.CreateTransferResult]:
+        """One result per transfer, refusals included (the caller decides what each means)."""
+        request = ledger_pb2.CreateTransfersRequest(transfers=list(transfers))
+        response = await self._call("CreateTransfers", request)
+        if len(response.results) != len(transfers):
+            raise LedgerRefused("CreateTransfers returned a different number of results", code="INTERNAL")
+        return list(response.results)
+
+    async def create_transfers_or_refuse(
+        self, transfers: Sequence[ledger_pb2.TransferInput]
+    ) -> list[ledger_pb2.Transfer]:
+        """Transfers that must all be applied: the first item refusal is LedgerRefused."""
+        created = []
+        for transfer, result in zip(transfers, await self.create_transfers(transfers), strict=True):
+            if result.status == Status.ITEM_STATUS_FAILED:
+                raise LedgerRefused(
+                    f"the ledger refused transfer {transfer.id}: {Failure.Name(result.failure_reason)}"
+                    f" {result.failure_field} {result.failure_message}".rstrip(),
+                    reason="LEDGER_TRANSFER_REFUSED",
+                    transfer_id=transfer.id,
+                )
+            created.append(result.transfer)
+        return created
+
+    async def get_transfers(self, transfer_ids: Sequence[str]) -> list[ledger_pb2.Transfer]:
+        response = await self._call("GetTransfers", ledger_pb2.GetTransfersRequest(ids=list(transfer_ids)))
+        return list(response.transfers)
+
+    async def transfers_after(self, after_sequence: int, through_sequence: int) -> AsyncIterator[LedgerTransfer]:
+        """Transfers with after_sequence < commit_sequence <= through_sequence, in commit order."""
+        if through_sequence <= after_sequence:
+            return
+        call = self._stub.WatchTransfers(
+            ledger_pb2.WatchTransfersRequest(after_commit_sequence=after_sequence),
+            timeout=LEDGER_WATCH_DEADLINE_SECONDS,
+        )
+        try:
+            async for message in call:
+                for t in message.transfers:
+                    if t.commit_sequence > through_sequence:
+                        return
+                    yield LedgerTransfer(
+                        id=t.id,
+                        debit_account_id=t.debit_account_id,
+                        credit_account_id=t.credit_account_id,
+                        amount=t.amount,
+                        currency_code=t.currency_code,
+                        kind=ledger_pb2.TransferKind.Name(t.kind).removeprefix("TRANSFER_KIND_"),
+                        code=CODE_NAMES.get(t.code, "UNSPECIFIED"),
+                        commit_sequence=t.commit_sequence,
+                        commit_time_us=micros_from_timestamp(t.commit_time),
+                    )
+                    if t.commit_sequence == through_sequence:
+                        return
+        except grpc.aio.AioRpcError as error:
+            raise ledger_error(error, "WatchTransfers") from error
+        finally:
+            call.cancel()
+
+    # ------------------------------------------------------------ balances and entries
+
+    async def trial_balance(self) -> ledger_pb2.GetTrialBalanceResponse:
+        return await self._call("GetTrialBalance", ledger_pb2.GetTrialBalanceRequest())
+
+    async def get_balances(self, account_ids: Sequence[str], as_of_us: int | None = None) -> list[ledger_pb2.Balance]:
+        """Balances now (or as of a past time), ACCOUNT_IDS_PER_CALL_MAX ids per call."""
+        result: list[ledger_pb2.Balance] = []
+        for index in range(0, len(account_ids), ACCOUNT_IDS_PER_CALL_MAX):
+            request = ledger_pb2.GetBalancesRequest(
+                account_ids=list(account_ids[index : index + ACCOUNT_IDS_PER_CALL_MAX])
+            )
+            if as_of_us is not None:
+                request.as_of_time.CopyFrom(timestamp_from_micros(as_of_us))
+            response = await self._call("GetBalances", request)
+            result.extend(response.balances)
+        return result
+
+    async def activity_summary(
+        self, start_us: int, end_us: int, account_ids: Sequence[str]
+    ) -> list[ledger_pb2.GetActivitySummaryResponse]:
+        """Posted activity per account and code committed in [start, end), one answer per chunk of ids."""
+        ids = sorted(set(account_ids))
+        responses = []
+        for index in range(0, len(ids), ACCOUNT_IDS_PER_CALL_MAX):
+            request = ledger_pb2.GetActivitySummaryRequest(
+                start_time=timestamp_from_micros(start_us),
+                end_time=timestamp_from_micros(end_us),
+                account_ids=ids[index : index + ACCOUNT_IDS_PER_CALL_MAX],
+            )
+            responses.append(await self._call("GetActivitySummary", request, LEDGER_AGGREGATE_DEADLINE_SECONDS))
+        return responses
+
+    async def list_entries(self, account_id: str, page_size: int) -> list[ledger_pb2.Entry]:
+        """The newest `page_size` entries of an account."""
+        request = ledger_pb2.ListAccountEntriesRequest(account_id=account_id, page_size=page_size)
+        response = await self._call("ListAccountEntries", request)
+        return list(response.entries)
+
+    async def entries_between(self, account_id: str, start_us: int, end_us: int) -> list[ledger_pb2.Entry]:
+        """Every entry of an account committed in [start, end), newest first, page by page."""
+        entries: list[ledger_pb2.Entry] = []
+        token = ""
+        for _ in range(PAGES_MAX):
+            response = await self._call(
+                "ListAccountEntries",
+                ledger_pb2.ListAccountEntriesRequest(
+                    account_id=account_id,
+                    start_time=timestamp_from_micros(start_us),
+                    end_time=timestamp_from_micros(end_us),
+                    page_size=PAGE_SIZE,
+                    page_token=token,
+                ),
+            )
+            entries.extend(response.entries)
+            token = response.next_page_token
+            if not token:
+                return entries
+        raise FailedPrecondition("TOO_MANY_ENTRIES", f"more than {PAGES_MAX} pages of entries")
+
+
+def succeeded(result: ledger_pb2.CreateTransferResult) -> bool:
+    return result.status in (Status.ITEM_STATUS_CREATED, Status.ITEM_STATUS_ALREADY_EXISTS)
+
+
+def failure_name(result: ledger_pb2.CreateTransferResult) -> str:
+    return Failure.Name(result.failure_reason).removeprefix("FAILURE_REASON_")
