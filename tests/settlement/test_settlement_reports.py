@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import re
+import zlib
 from decimal import Decimal
+from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 from hypothesis import given
@@ -127,3 +131,116 @@ def test_csv_text_cells_cannot_run_as_spreadsheet_formulas():
         ("1000", "0.0080", "-800", "-8.00"),
         ("10", "1", "1000", "10.00"),
     ]
+
+
+# ---------------------------------------------------------------- currencies are never added
+
+
+def two_currency_settlement() -> model.PeriodSettlement:
+    """The hotel issues its own HOTELPTS and the coalition's PTS in one period (issue 7's example)."""
+    hotel = model.PriceAgreement(
+        "hotel-v1",
+        "hotel",
+        0,
+        (
+            model.PointPrice("PTS", Decimal("0.0100"), Decimal("0.0080")),
+            model.PointPrice("HOTELPTS", Decimal("0.0050"), Decimal("0.0040")),
+        ),
+    )
+    lines = [
+        issuance("hotel", "EARN", debits=83_401, currency="HOTELPTS"),
+        issuance("hotel", "EARN", debits=1_131, currency="PTS"),
+        redemption("hotel", "REDEEM", credits=2_000, currency="HOTELPTS"),
+        redemption("hotel", "REDEEM", credits=500, currency="PTS"),
+        issuance("fuel", "EARN", debits=7_000),
+    ]
+    owners = {"PTS": "operator", "HOTELPTS": "hotel", "EUR": "operator"}
+    statements = statements_for(lines, [hotel, agreement("fuel")], owners=owners)
+    return model.PeriodSettlement(
+        "2026-10", OCTOBER_START_US, OCTOBER_END_US, True, tuple(statements[p] for p in sorted(statements)), (), 1
+    )
+
+
+class _Tables(HTMLParser):
+    """Every table row's cells and every SVG <title>, as text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.titles: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "title":
+            self._in_title = True
+            self.titles.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_title:
+            self.titles[-1] += data
+
+
+def _pdf_text(content: bytes) -> str:
+    """The text-showing strings of a reportlab PDF: its page streams are ASCII85, then Flate encoded."""
+    strings = []
+    for match in re.finditer(
+        rb"/Filter \[ /ASCII85Decode /FlateDecode \][^>]*>>\s*stream\r?\n(.*?~>)\s*endstream", content, re.S
+    ):
+        data = zlib.decompress(base64.a85decode(match.group(1).strip(), adobe=True))
+        strings.extend(s.decode("latin-1") for s in re.findall(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj", data))
+    return "\n".join(strings)
+
+
+def test_overview_points_are_per_currency_and_never_added():
+    """84.532 would be 83.401 HOTELPTS + 1.131 PTS: it must appear nowhere, in no format."""
+    settlement = two_currency_settlement()
+    html = reports.render(settlement, "html").content.decode()
+    parser = _Tables()
+    parser.feed(html)
+    overview = [row[:4] for row in parser.rows if row and row[0] in ("hotel", "fuel") and len(row) == 8]
+    assert overview == [
+        ["fuel", "PTS", "7.000", "0"],
+        ["hotel", "HOTELPTS", "83.401", "2.000"],
+        ["hotel", "PTS", "1.131", "500"],
+    ]
+    # One chart per currency, each bar in its own currency's units.
+    assert html.count("<svg") == 3
+    assert "hotel issued: 83.401 HOTELPTS" in parser.titles and "hotel issued: 1.131 PTS" in parser.titles
+    assert "fuel issued: 7.000 PTS" in parser.titles
+    assert "84.532" not in html and "2.500" not in html
+
+    pdf_text = _pdf_text(reports.render(settlement, "pdf").content)
+    assert "83.401" in pdf_text and "1.131" in pdf_text and "HOTELPTS issued" in pdf_text
+    assert "84.532" not in pdf_text and "2.500" not in pdf_text
+
+
+def test_the_pdf_overview_is_drawn_from_per_currency_rows():
+    from services.settlement.reports.formatting import points_by_currency
+    from services.settlement.reports.pdf_report import overview_rows
+
+    settlement = two_currency_settlement()
+    rows = overview_rows(settlement)
+    assert [row[:4] for row in rows[1:-1]] == [
+        ["fuel", "PTS", "7.000", "0"],
+        ["hotel", "HOTELPTS", "83.401", "2.000"],
+        ["hotel", "PTS", "1.131", "500"],
+    ]
+    charts = points_by_currency(settlement.statements)
+    assert {code: [(r.partner_id, r.issued, r.redeemed) for r in rows] for code, rows in charts.items()} == {
+        "HOTELPTS": [("hotel", 83_401, 2_000)],
+        "PTS": [("fuel", 7_000, 0), ("hotel", 1_131, 500)],
+    }

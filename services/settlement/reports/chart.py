@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from services.settlement.reports.formatting import eur, points
+from services.settlement.reports.formatting import PointsSummary, eur, points
 
 BAR_WIDTH = 26
 GROUP_GAP = 40
@@ -16,36 +16,37 @@ PAYS_COLOUR = "#2f855a"
 PAID_COLOUR = "#c53030"
 
 
-def issued_vs_redeemed_svg(rows: list[tuple[str, int, int]]) -> str:
-    """Grouped bars per partner: points issued (net of reversals) and points redeemed (net)."""
-    peak = max([1, *(max(i, r) for _, i, r in rows)])
+def issued_vs_redeemed_svg(currency_code: str, rows: list[PointsSummary]) -> str:
+    """Grouped bars per partner, for one currency: units issued (net of reversals) and redeemed (net)."""
+    peak = max([1, *(max(r.issued, r.redeemed) for r in rows)])
     group = 2 * BAR_WIDTH + GROUP_GAP
     width = max(320, 60 + group * len(rows))
     height = CHART_HEIGHT + LABEL_HEIGHT + 30
+    code = escape(currency_code)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-        ' aria-label="Points issued and redeemed per partner">',
+        f' aria-label="{code} issued and redeemed per partner">',
         f'<rect x="50" y="4" width="12" height="12" fill="{ISSUED_COLOUR}"/>'
-        '<text x="66" y="15" font-size="12">issued</text>',
-        f'<rect x="130" y="4" width="12" height="12" fill="{REDEEMED_COLOUR}"/>'
-        '<text x="146" y="15" font-size="12">redeemed</text>',
+        f'<text x="66" y="15" font-size="12">{code} issued</text>',
+        f'<rect x="170" y="4" width="12" height="12" fill="{REDEEMED_COLOUR}"/>'
+        f'<text x="186" y="15" font-size="12">{code} redeemed</text>',
         f'<line x1="40" y1="{CHART_HEIGHT + 24}" x2="{width - 10}" y2="{CHART_HEIGHT + 24}" stroke="#555"/>',
     ]
-    for index, (partner, issued, redeemed) in enumerate(rows):
+    for index, row in enumerate(rows):
         x = 50 + index * group
         for offset, value, colour, what in (
-            (0, issued, ISSUED_COLOUR, "issued"),
-            (BAR_WIDTH, redeemed, REDEEMED_COLOUR, "redeemed"),
+            (0, row.issued, ISSUED_COLOUR, "issued"),
+            (BAR_WIDTH, row.redeemed, REDEEMED_COLOUR, "redeemed"),
         ):
             bar = round(CHART_HEIGHT * max(value, 0) / peak)
             y = CHART_HEIGHT + 24 - bar
             parts.append(
                 f'<rect x="{x + offset}" y="{y}" width="{BAR_WIDTH - 2}" height="{bar}" fill="{colour}">'
-                f"<title>{escape(partner)} {what}: {points(value)} points</title></rect>"
+                f"<title>{escape(row.partner_id)} {what}: {points(value)} {code}</title></rect>"
             )
         parts.append(
             f'<text x="{x + BAR_WIDTH}" y="{CHART_HEIGHT + 40}" font-size="12" text-anchor="middle">'
-            f"{escape(partner)}</text>"
+            f"{escape(row.partner_id)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)

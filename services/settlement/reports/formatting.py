@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,8 +75,40 @@ def period_label(settlement: PeriodSettlement, zone: ZoneInfo) -> str:
     return f"{settlement.period_id}: {start:%d.%m.%Y %H:%M} to {end:%d.%m.%Y %H:%M} ({zone_name}), {state}"
 
 
-def points_summary(statement: Statement) -> tuple[int, int]:
-    """(points issued net of reversals, points redeemed net of reversals)."""
-    issued = statement.quantity(LineKind.POINTS_ISSUED) - statement.quantity(LineKind.EARN_REVERSALS)
-    redeemed = statement.quantity(LineKind.POINTS_REDEEMED) - statement.quantity(LineKind.REDEMPTION_REVERSALS)
-    return issued, redeemed
+# Sign of each line kind in the points columns of the overview (issued and redeemed, net of reversals).
+_ISSUED_SIGN = {LineKind.POINTS_ISSUED: 1, LineKind.EARN_REVERSALS: -1}
+_REDEEMED_SIGN = {LineKind.POINTS_REDEEMED: 1, LineKind.REDEMPTION_REVERSALS: -1}
+
+
+@dataclass(frozen=True, slots=True)
+class PointsSummary:
+    """A partner's points in one currency: units of two currencies are never added together."""
+
+    partner_id: str
+    currency_code: str
+    issued: int  # net of earn reversals, in units of currency_code
+    redeemed: int  # net of redemption reversals, in units of currency_code
+
+
+def points_summaries(statement: Statement) -> list[PointsSummary]:
+    """One summary per currency the partner issued or redeemed in, by currency code."""
+    issued: dict[str, int] = defaultdict(int)
+    redeemed: dict[str, int] = defaultdict(int)
+    for line in statement.lines:
+        if line.kind in _ISSUED_SIGN:
+            issued[line.currency_code] += _ISSUED_SIGN[line.kind] * line.quantity
+        elif line.kind in _REDEEMED_SIGN:
+            redeemed[line.currency_code] += _REDEEMED_SIGN[line.kind] * line.quantity
+    return [
+        PointsSummary(statement.partner_id, code, issued.get(code, 0), redeemed.get(code, 0))
+        for code in sorted(issued.keys() | redeemed.keys())
+    ]
+
+
+def points_by_currency(statements: Iterable[Statement]) -> dict[str, list[PointsSummary]]:
+    """What each chart draws: per currency (sorted), the partners that issued or redeemed in it."""
+    charts: dict[str, list[PointsSummary]] = defaultdict(list)
+    for statement in statements:
+        for summary in points_summaries(statement):
+            charts[summary.currency_code].append(summary)
+    return {code: charts[code] for code in sorted(charts)}

@@ -13,7 +13,8 @@ from services.settlement.reports.formatting import (
     net_sentence,
     period_label,
     points,
-    points_summary,
+    points_by_currency,
+    points_summaries,
     price,
 )
 
@@ -60,6 +61,27 @@ def _statement_table(statement: Statement) -> str:
     )
 
 
+def _summary_rows(statement: Statement) -> str:
+    """One row per currency the partner issued or redeemed in; its EUR figures on the first row."""
+    summaries = points_summaries(statement)
+    money = (
+        f'<td class="n">{eur(statement.partner_pays_cents)}</td>'
+        f'<td class="n">{eur(statement.partner_is_paid_cents)}</td>'
+        f'<td class="n">{eur(statement.net_cents)}</td><td>{escape(net_sentence(statement))}</td>'
+    )
+    if not summaries:
+        return f'<tr><td>{escape(statement.partner_id)}</td><td></td><td class="n"></td><td class="n"></td>{money}</tr>'
+    rows = []
+    for index, summary in enumerate(summaries):
+        rows.append(
+            f"<tr><td>{escape(statement.partner_id)}</td><td>{escape(summary.currency_code)}</td>"
+            f'<td class="n">{points(summary.issued)}</td><td class="n">{points(summary.redeemed)}</td>'
+            + (money if index == 0 else '<td class="n"></td><td class="n"></td><td class="n"></td><td></td>')
+            + "</tr>"
+        )
+    return "".join(rows)
+
+
 def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -> str:
     label = period_label(settlement, zone)
     note = (
@@ -80,18 +102,11 @@ def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -
         )
         return _page(f"Settlement {settlement.period_id} {partner_id}", body)
     netting = settlement.netting
-    summary_rows = []
-    chart_rows = []
-    for statement in settlement.statements:
-        issued, redeemed = points_summary(statement)
-        chart_rows.append((statement.partner_id, issued, redeemed))
-        summary_rows.append(
-            f"<tr><td>{escape(statement.partner_id)}</td>"
-            f'<td class="n">{points(issued)}</td><td class="n">{points(redeemed)}</td>'
-            f'<td class="n">{eur(statement.partner_pays_cents)}</td>'
-            f'<td class="n">{eur(statement.partner_is_paid_cents)}</td>'
-            f'<td class="n">{eur(statement.net_cents)}</td><td>{escape(net_sentence(statement))}</td></tr>'
-        )
+    summary_rows = [_summary_rows(statement) for statement in settlement.statements]
+    charts = "".join(
+        f"<h2>{escape(code)} issued and redeemed per partner</h2>" + issued_vs_redeemed_svg(code, rows)
+        for code, rows in points_by_currency(settlement.statements).items()
+    )
     check_class = "ok" if netting.balanced else "bad"
     check = (
         f'<p class="check {check_class}">Sum of partner nets {eur(netting.operator_net_cents)}; operator side'
@@ -110,15 +125,15 @@ def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -
     )
     body = (
         f"<h1>Settlement overview</h1><p>{escape(label)}</p>"
-        '<table><tr><th>partner</th><th class="n">points issued</th><th class="n">points redeemed</th>'
-        '<th class="n">partner pays</th><th class="n">partner is paid</th><th class="n">net</th>'
-        "<th></th></tr>"
+        '<table><tr><th>partner</th><th>currency</th><th class="n">points issued</th>'
+        '<th class="n">points redeemed</th><th class="n">partner pays</th><th class="n">partner is paid</th>'
+        '<th class="n">net</th><th></th></tr>'
         + "".join(summary_rows)
-        + f'<tr class="total"><td colspan="5">operator net cash for the period</td>'
+        + f'<tr class="total"><td colspan="6">operator net cash for the period</td>'
         f'<td class="n">{eur(netting.operator_net_cents)}</td><td></td></tr></table>'
+        + "<p>Points are shown per currency, in that currency's units; EUR columns are per partner.</p>"
         + check
-        + "<h2>Points issued and redeemed per partner</h2>"
-        + issued_vs_redeemed_svg(chart_rows)
+        + charts
         + "<h2>Net positions (right: partner pays; left: partner is paid)</h2>"
         + net_positions_svg([(s.partner_id, s.net_cents) for s in settlement.statements])
         + "<h2>Points liability roll-forward</h2>"

@@ -16,12 +16,14 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from services.settlement.model import PeriodSettlement, Statement
 from services.settlement.reports.formatting import (
+    PointsSummary,
     eur,
     line_label,
     net_sentence,
     period_label,
     points,
-    points_summary,
+    points_by_currency,
+    points_summaries,
     price,
 )
 
@@ -57,22 +59,48 @@ def _statement_table(statement: Statement) -> Table:
     return table
 
 
-def _issued_redeemed_chart(rows: list[tuple[str, int, int]]) -> Drawing:
+def _issued_redeemed_chart(currency_code: str, rows: list[PointsSummary]) -> Drawing:
+    """One currency's bars per partner: issued and redeemed, in that currency's units."""
     drawing = Drawing(240 * mm, 75 * mm)
     chart = VerticalBarChart()
     chart.x, chart.y, chart.width, chart.height = 20 * mm, 12 * mm, 200 * mm, 55 * mm
-    chart.data = [[max(i, 0) for _, i, _ in rows] or [0], [max(r, 0) for _, _, r in rows] or [0]]
-    chart.categoryAxis.categoryNames = [p for p, _, _ in rows] or [""]
+    chart.data = [[max(r.issued, 0) for r in rows] or [0], [max(r.redeemed, 0) for r in rows] or [0]]
+    chart.categoryAxis.categoryNames = [r.partner_id for r in rows] or [""]
     chart.valueAxis.valueMin = 0
     chart.valueAxis.labelTextFormat = lambda value: points(int(value))
     chart.bars[0].fillColor = colors.HexColor("#2b6cb0")
     chart.bars[1].fillColor = colors.HexColor("#dd6b20")
     legend = Legend()
-    legend.x, legend.y = 200 * mm, 72 * mm
-    legend.colorNamePairs = [(colors.HexColor("#2b6cb0"), "issued"), (colors.HexColor("#dd6b20"), "redeemed")]
+    legend.x, legend.y = 190 * mm, 72 * mm
+    legend.colorNamePairs = [
+        (colors.HexColor("#2b6cb0"), f"{currency_code} issued"),
+        (colors.HexColor("#dd6b20"), f"{currency_code} redeemed"),
+    ]
     drawing.add(chart)
     drawing.add(legend)
     return drawing
+
+
+def overview_rows(settlement: PeriodSettlement) -> list[list[str]]:
+    """The overview table as drawn: one row per partner and currency, EUR on the partner's first row."""
+    data = [["partner", "currency", "points issued", "points redeemed", "partner pays", "partner is paid", "net"]]
+    for statement in settlement.statements:
+        money = [eur(statement.partner_pays_cents), eur(statement.partner_is_paid_cents), eur(statement.net_cents)]
+        summaries = points_summaries(statement)
+        if not summaries:
+            data.append([statement.partner_id, "", "", "", *money])
+        for index, summary in enumerate(summaries):
+            data.append(
+                [
+                    statement.partner_id,
+                    summary.currency_code,
+                    points(summary.issued),
+                    points(summary.redeemed),
+                    *(money if index == 0 else ["", "", ""]),
+                ]
+            )
+    data.append(["operator net cash", "", "", "", "", "", eur(settlement.netting.operator_net_cents)])
+    return data
 
 
 def _net_chart(rows: list[tuple[str, int]]) -> Drawing:
@@ -115,23 +143,7 @@ def render_pdf(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) ->
         ]
     else:
         netting = settlement.netting
-        data = [["partner", "points issued", "points redeemed", "partner pays", "partner is paid", "net"]]
-        chart_rows = []
-        for statement in settlement.statements:
-            issued, redeemed = points_summary(statement)
-            chart_rows.append((statement.partner_id, issued, redeemed))
-            data.append(
-                [
-                    statement.partner_id,
-                    points(issued),
-                    points(redeemed),
-                    eur(statement.partner_pays_cents),
-                    eur(statement.partner_is_paid_cents),
-                    eur(statement.net_cents),
-                ]
-            )
-        data.append(["operator net cash", "", "", "", "", eur(netting.operator_net_cents)])
-        table = Table(data, repeatRows=1)
+        table = Table(overview_rows(settlement), repeatRows=1)
         table.setStyle(_TABLE_STYLE)
         check = "they agree" if netting.balanced else "THEY DO NOT AGREE"
         story += [
@@ -144,8 +156,13 @@ def render_pdf(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) ->
                 f" {eur(netting.operator_net_from_lines_cents)}: {check}.",
                 styles["Normal"],
             ),
-            Paragraph("Points issued and redeemed per partner", styles["Heading2"]),
-            _issued_redeemed_chart(chart_rows),
+        ]
+        for code, rows in points_by_currency(settlement.statements).items():
+            story += [
+                Paragraph(f"{code} issued and redeemed per partner", styles["Heading2"]),
+                _issued_redeemed_chart(code, rows),
+            ]
+        story += [
             Paragraph("Net positions (positive: partner pays; negative: partner is paid)", styles["Heading2"]),
             _net_chart([(s.partner_id, s.net_cents) for s in settlement.statements]),
         ]
