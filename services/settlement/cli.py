@@ -69,6 +69,18 @@ def print_settlement(settlement: pb.PeriodSettlement) -> None:
         )
 
 
+RECONCILE_FILE_HELP = """Reconcile a partner's own transaction file with the ledger.
+
+The file is UTF-8 CSV with the header
+    receipt_id,store_id,terminal_id,time,type,points,currency
+time ISO 8601 (without offset: the coalition's time zone), type EARN, EARN_REVERSAL, REDEEM or
+REDEMPTION_REVERSAL, points in minor units of the row's currency (e.g. PTS, HOTELPTS).
+A file without the currency column is read only when the partner's ledger rows in the period
+are all in one currency; otherwise it is refused (CURRENCY_COLUMN_REQUIRED).
+Rows match per (receipt, type, currency); a row whose store or terminal is not the ledger's, or
+whose time is outside the period, is reported as STORE_DIFFERS, TERMINAL_DIFFERS or OUTSIDE_PERIOD."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coalition-finance", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,8 +94,12 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--partner", default="", help="one partner's statement (HTML, PDF)")
             command.add_argument("--output", help="file to write (default: the suggested file name)")
         if name == "reconcile":
+            command.description = RECONCILE_FILE_HELP
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
             command.add_argument("--partner", required=True)
-            command.add_argument("--file", required=True, type=Path)
+            command.add_argument(
+                "--file", required=True, type=Path, help="the partner's CSV (format above: with a currency column)"
+            )
             command.add_argument("--id", required=True, help="reconciliation id (idempotency)")
     agreement = commands.add_parser("set-agreement")
     agreement.add_argument("--id", required=True)
@@ -118,13 +134,15 @@ def run(args, stub, metadata) -> int:
         counts = result.counts
         print(
             f"matched {counts.matched}, missing in ledger {counts.missing_in_ledger}, missing at partner"
-            f" {counts.missing_at_partner}, amount differs {counts.amount_differs}, duplicate {counts.duplicate}"
+            f" {counts.missing_at_partner}, amount differs {counts.amount_differs}, duplicate {counts.duplicate},"
+            f" store differs {counts.store_differs}, terminal differs {counts.terminal_differs},"
+            f" outside period {counts.outside_period}"
         )
         for row in result.rows:
             if row.status != pb.MATCH_STATUS_MATCHED:
                 status = pb.MatchStatus.Name(row.status).removeprefix("MATCH_STATUS_")
                 print(
-                    f"  {status:<20} {row.receipt_id} {row.type}"
+                    f"  {status:<20} {row.receipt_id} {row.type} {row.currency_code}"
                     f" partner {row.partner_points} ledger {row.ledger_points}"
                 )
     elif args.command == "set-agreement":

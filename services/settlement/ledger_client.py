@@ -76,6 +76,7 @@ def reconciliation_rows_from_entries(entries: Sequence[ledger_pb2.Entry], accoun
                 commit_time,
                 kind,
                 entry.posted_amount,
+                currency_code=t.currency_code,
             )
         )
     rows.reverse()  # the ledger lists newest first; report oldest first

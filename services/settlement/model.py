@@ -15,8 +15,8 @@ import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -49,7 +49,10 @@ CODE_EXPIRY = "EXPIRY"
 
 RECONCILIATION_ROWS_MAX = 200_000
 RECONCILIATION_FIELD_LENGTH_MAX = 128
-RECONCILIATION_COLUMNS = ("receipt_id", "store_id", "terminal_id", "time", "type", "points")
+RECONCILIATION_COLUMNS = ("receipt_id", "store_id", "terminal_id", "time", "type", "points", "currency")
+# The header without the currency column: read only when the ledger shows a single currency.
+RECONCILIATION_COLUMNS_WITHOUT_CURRENCY = RECONCILIATION_COLUMNS[:-1]
+_CURRENCY_PATTERN = re.compile(r"[A-Z0-9_]{2,16}")
 RECONCILIATION_TYPES = ("EARN", "EARN_REVERSAL", "REDEEM", "REDEMPTION_REVERSAL")
 # The ledger's largest transfer amount (services/ledger/limits.py AMOUNT_MAX): no row can be larger.
 RECONCILIATION_POINTS_MAX = 10**15
@@ -579,11 +582,17 @@ class MatchStatus(StrEnum):
     MISSING_AT_PARTNER = "MISSING_AT_PARTNER"
     AMOUNT_DIFFERS = "AMOUNT_DIFFERS"
     DUPLICATE = "DUPLICATE"
+    STORE_DIFFERS = "STORE_DIFFERS"
+    TERMINAL_DIFFERS = "TERMINAL_DIFFERS"
+    OUTSIDE_PERIOD = "OUTSIDE_PERIOD"
 
 
 @dataclass(frozen=True, slots=True)
 class TransactionRow:
-    """One row of either side: the partner's file (line_number >= 1) or the ledger (line_number 0)."""
+    """One row of either side: the partner's file (line_number >= 1) or the ledger (line_number 0).
+
+    `currency_code` is empty only for a row of a file without the currency column, until
+    `assign_currency` fills it in."""
 
     receipt_id: str
     store_id: str
@@ -592,6 +601,7 @@ class TransactionRow:
     type: str
     points: int
     line_number: int = 0
+    currency_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +615,7 @@ class ReconciledRow:
     partner_points: int
     ledger_points: int
     time: str
+    currency_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,11 +625,13 @@ class ReconciliationResult:
 
 
 def parse_partner_file(data: bytes) -> list[TransactionRow]:
-    """Parse a partner's CSV (header receipt_id,store_id,terminal_id,time,type,points).
+    """Parse a partner's CSV (header receipt_id,store_id,terminal_id,time,type,points,currency;
+    a file without the currency column is read with empty currencies, see assign_currency).
 
     Anything the file gets wrong is a SettlementRuleError INVALID_FILE naming the row
     (1 = the first data row): bad encoding or CSV quoting, an over-long field, control
-    characters, a bad type or time, points that are not 1..RECONCILIATION_POINTS_MAX in ASCII digits.
+    characters, a bad type, time or currency code, points that are not
+    1..RECONCILIATION_POINTS_MAX in ASCII digits.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -631,7 +644,8 @@ def parse_partner_file(data: bytes) -> list[TransactionRow]:
         header = next(reader, None)
     except csv.Error as error:
         raise SettlementRuleError("INVALID_FILE", f"the header row is not valid CSV: {error}", line_number=0) from error
-    if header is None or tuple(h.strip().lower() for h in header) != RECONCILIATION_COLUMNS:
+    columns = tuple(h.strip().lower() for h in header) if header is not None else ()
+    if columns not in (RECONCILIATION_COLUMNS, RECONCILIATION_COLUMNS_WITHOUT_CURRENCY):
         raise SettlementRuleError(
             "INVALID_FILE", f"the first row must be the header {','.join(RECONCILIATION_COLUMNS)}"
         )
@@ -650,19 +664,20 @@ def parse_partner_file(data: bytes) -> list[TransactionRow]:
             break
         if not record or all(not value.strip() for value in record):
             continue
-        rows.append(_partner_row(record, number, len(rows)))
+        rows.append(_partner_row(record, len(columns), number, len(rows)))
     return rows
 
 
-def _partner_row(record: list[str], number: int, rows_before: int) -> TransactionRow:
+def _partner_row(record: list[str], column_count: int, number: int, rows_before: int) -> TransactionRow:
     if rows_before >= RECONCILIATION_ROWS_MAX:
         raise SettlementRuleError("INVALID_FILE", f"the file has more than {RECONCILIATION_ROWS_MAX} rows")
-    if len(record) != len(RECONCILIATION_COLUMNS):
+    if len(record) != column_count:
         raise SettlementRuleError(
-            "INVALID_FILE", f"row {number} has {len(record)} columns, expected 6", line_number=number
+            "INVALID_FILE", f"row {number} has {len(record)} columns, expected {column_count}", line_number=number
         )
     values = [v.strip() for v in record]
-    receipt_id, store_id, terminal_id, time_text, type_text, points_text = values
+    receipt_id, store_id, terminal_id, time_text, type_text, points_text = values[:6]
+    currency_code = values[6] if column_count == len(RECONCILIATION_COLUMNS) else ""
     if not receipt_id or any(len(v) > RECONCILIATION_FIELD_LENGTH_MAX for v in record):
         raise SettlementRuleError(
             "INVALID_FILE",
@@ -694,48 +709,98 @@ def _partner_row(record: list[str], number: int, rows_before: int) -> Transactio
             f" got {points_text!r}",
             line_number=number,
         )
-    return TransactionRow(receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number)
+    if column_count == len(RECONCILIATION_COLUMNS) and not _CURRENCY_PATTERN.fullmatch(currency_code):
+        raise SettlementRuleError(
+            "INVALID_FILE",
+            f"row {number}: currency must be a currency code of 2..16 A-Z 0-9 _ (e.g. PTS), got {currency_code!r}",
+            line_number=number,
+        )
+    return TransactionRow(
+        receipt_id, store_id, terminal_id, time_text, type_text.upper(), points, number, currency_code
+    )
 
 
-def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]) -> ReconciliationResult:
-    """Classify each row. Rows are keyed by (receipt id, type) and both sides are summed per key:
-    two partial returns of one receipt are two rows on each side, compared as their totals.
+def assign_currency(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[TransactionRow]):
+    """Rows of a file without the currency column, in the one currency the ledger shows.
 
-    A partner row identical to an earlier one (same receipt, store, terminal, time, type and
-    points) is a DUPLICATE and left out of the sum. Every other row of a key gets the key's
-    status: MATCHED when the partner's total equals the ledger's, AMOUNT_DIFFERS when not,
-    MISSING_IN_LEDGER when the ledger has no such key. Each row shows its own points and the
-    ledger's total for the key."""
-    ledger: dict[tuple[str, str], TransactionRow] = {}
-    ledger_points: dict[tuple[str, str], int] = defaultdict(int)
+    Unambiguous only when the partner's ledger rows in the period are all in one currency (or
+    there are none): then every row is read in it. Otherwise the file is refused
+    (CURRENCY_COLUMN_REQUIRED), as a guess could match a receipt in the wrong currency."""
+    if all(row.currency_code for row in partner_rows):
+        return list(partner_rows)
+    currencies = sorted({row.currency_code for row in ledger_rows})
+    if len(currencies) > 1:
+        raise SettlementRuleError(
+            "CURRENCY_COLUMN_REQUIRED",
+            f"the partner's ledger rows in this period are in {', '.join(currencies)}; add the column"
+            f" currency to the file (header {','.join(RECONCILIATION_COLUMNS)})",
+            currencies=",".join(currencies),
+        )
+    currency = currencies[0] if currencies else ""
+    return [replace(row, currency_code=currency) for row in partner_rows]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time_us(text: str, zone: tzinfo) -> int | None:
+    """A row's ISO 8601 time in µs; a time without offset is in `zone`. None if it cannot be placed."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return (moment - _EPOCH) // timedelta(microseconds=1)
+    except (ValueError, OverflowError):
+        return None
+
+
+def reconcile(
+    partner_rows: Sequence[TransactionRow],
+    ledger_rows: Sequence[TransactionRow],
+    start_us: int,
+    end_us: int,
+    zone: tzinfo,
+) -> ReconciliationResult:
+    """Classify each row. Rows are keyed by (receipt id, type, currency) and both sides are summed
+    per key: two partial returns of one receipt are two rows on each side, compared as their totals;
+    a receipt paid 200 PTS + 500 HOTELPTS is two keys, never 700 of anything.
+
+    Each partner row gets the first status that applies, in this order:
+    DUPLICATE (identical to an earlier row, all columns; left out of the sum), OUTSIDE_PERIOD (its
+    time is not in [start, end); a time without offset is in `zone`; left out of the sum),
+    MISSING_IN_LEDGER (no such key on the ledger), AMOUNT_DIFFERS (the key's totals differ),
+    STORE_DIFFERS / TERMINAL_DIFFERS (the row's store or terminal is not one the ledger recorded
+    for the key), else MATCHED. Each row shows its own points and the ledger's total for the key."""
+    ledger: dict[tuple[str, str, str], TransactionRow] = {}
+    ledger_points: dict[tuple[str, str, str], int] = defaultdict(int)
+    ledger_places: dict[tuple[str, str, str], set[tuple[str, str]]] = defaultdict(set)
     for row in ledger_rows:
-        key = (row.receipt_id, row.type)
+        key = (row.receipt_id, row.type, row.currency_code)
         ledger.setdefault(key, row)
         ledger_points[key] += row.points
+        ledger_places[key].add((row.store_id, row.terminal_id))
+    statuses: list[MatchStatus | None] = []
     identities: set[tuple] = set()
-    duplicate_lines: set[int] = set()
-    partner_points: dict[tuple[str, str], int] = defaultdict(int)
-    for index, row in enumerate(partner_rows):
-        identity = (row.receipt_id, row.store_id, row.terminal_id, row.time, row.type, row.points)
+    partner_points: dict[tuple[str, str, str], int] = defaultdict(int)
+    for row in partner_rows:
+        identity = (row.receipt_id, row.store_id, row.terminal_id, row.time, row.type, row.points, row.currency_code)
+        time_us = _time_us(row.time, zone)
         if identity in identities:
-            duplicate_lines.add(index)
+            statuses.append(MatchStatus.DUPLICATE)
+        elif time_us is None or not start_us <= time_us < end_us:
+            statuses.append(MatchStatus.OUTSIDE_PERIOD)
         else:
-            identities.add(identity)
-            partner_points[(row.receipt_id, row.type)] += row.points
-    seen: set[tuple[str, str]] = set()
+            statuses.append(None)  # decided once the key's totals are known
+            partner_points[(row.receipt_id, row.type, row.currency_code)] += row.points
+        identities.add(identity)
+    seen: set[tuple[str, str, str]] = set()
     results: list[ReconciledRow] = []
-    for index, row in enumerate(partner_rows):
-        key = (row.receipt_id, row.type)
-        seen.add(key)
+    for row, status in zip(partner_rows, statuses, strict=True):
+        key = (row.receipt_id, row.type, row.currency_code)
         on_ledger = ledger_points.get(key, 0)
-        if index in duplicate_lines:
-            status = MatchStatus.DUPLICATE
-        elif key not in ledger:
-            status = MatchStatus.MISSING_IN_LEDGER
-        elif on_ledger == partner_points[key]:
-            status = MatchStatus.MATCHED
-        else:
-            status = MatchStatus.AMOUNT_DIFFERS
+        if status is None:
+            seen.add(key)
+            status = _status_in_period(row, key in ledger, on_ledger, partner_points[key], ledger_places[key])
         results.append(
             ReconciledRow(
                 status,
@@ -747,6 +812,7 @@ def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[Tran
                 row.points,
                 on_ledger,
                 row.time,
+                row.currency_code,
             )
         )
     for key, row in ledger.items():
@@ -762,12 +828,27 @@ def reconcile(partner_rows: Sequence[TransactionRow], ledger_rows: Sequence[Tran
                     0,
                     ledger_points[key],
                     row.time,
+                    row.currency_code,
                 )
             )
     counts = {status: 0 for status in MatchStatus}
     for result in results:
         counts[result.status] += 1
     return ReconciliationResult(tuple(results), counts)
+
+
+def _status_in_period(
+    row: TransactionRow, on_ledger: bool, ledger_total: int, partner_total: int, places: set[tuple[str, str]]
+) -> MatchStatus:
+    if not on_ledger:
+        return MatchStatus.MISSING_IN_LEDGER
+    if ledger_total != partner_total:
+        return MatchStatus.AMOUNT_DIFFERS
+    if row.store_id not in {store for store, _ in places}:
+        return MatchStatus.STORE_DIFFERS
+    if (row.store_id, row.terminal_id) not in places:
+        return MatchStatus.TERMINAL_DIFFERS
+    return MatchStatus.MATCHED
 
 
 # ---------------------------------------------------------------- a period's settlement

@@ -65,7 +65,11 @@ async def reconcile(
         if account.kind in (model.KIND_PARTNER_ISSUANCE, model.KIND_PARTNER_REDEMPTION):
             entries = await context.ledger.entries_between(account.id, start_us, end_us)
             ledger_rows.extend(reconciliation_rows_from_entries(entries, account.kind))
-    result: ReconciliationResult = model.reconcile(partner_rows, ledger_rows)
+    try:
+        partner_rows = model.assign_currency(partner_rows, ledger_rows)
+    except SettlementRuleError as error:
+        raise InvalidArgument(error.reason, error.message, **error.metadata) from error
+    result: ReconciliationResult = model.reconcile(partner_rows, ledger_rows, start_us, end_us, context.time_zone)
     try:
         await context.write(
             lambda c: store.insert_reconciliation(

@@ -145,6 +145,7 @@ reconciliation_rows = Table(
     Column("partner_points", BigInteger, nullable=False),
     Column("ledger_points", BigInteger, nullable=False),
     Column("time", String(64), nullable=False),
+    Column("currency_code", String(16), nullable=False, server_default=""),
     ForeignKeyConstraint(["reconciliation_id"], ["settlement_reconciliations.reconciliation_id"]),
 )
 
@@ -452,6 +453,7 @@ def insert_reconciliation(
                     "partner_points": r.partner_points,
                     "ledger_points": r.ledger_points,
                     "time": r.time,
+                    "currency_code": r.currency_code,
                 }
                 for number, r in enumerate(result.rows, start=1)
             ],
@@ -475,6 +477,7 @@ def load_reconciliation_rows(connection: Connection, reconciliation_id: str) -> 
             r.partner_points,
             r.ledger_points,
             r.time,
+            r.currency_code,
         )
         for r in rows
     )

@@ -158,6 +158,9 @@ def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation
             missing_at_partner=counts[MatchStatus.MISSING_AT_PARTNER],
             amount_differs=counts[MatchStatus.AMOUNT_DIFFERS],
             duplicate=counts[MatchStatus.DUPLICATE],
+            store_differs=counts[MatchStatus.STORE_DIFFERS],
+            terminal_differs=counts[MatchStatus.TERMINAL_DIFFERS],
+            outside_period=counts[MatchStatus.OUTSIDE_PERIOD],
         ),
         rows=[
             pb.ReconciliationRow(
@@ -170,6 +173,7 @@ def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation
                 partner_points=r.partner_points,
                 ledger_points=r.ledger_points,
                 time=r.time,
+                currency_code=r.currency_code,
             )
             for r in result.rows
         ],

@@ -15,6 +15,7 @@ A hold of 50 points at fuel made inside the period is captured after it ends (ne
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
@@ -29,6 +30,11 @@ CREDIT, DEBIT = lpb.ACCOUNT_SIDE_CREDIT, lpb.ACCOUNT_SIDE_DEBIT
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def iso(micros: int) -> str:
+    """A moment as ISO 8601 with offset, as a partner's reconciliation file writes it."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat()
 
 
 def tick() -> int:

@@ -85,11 +85,12 @@ def test_two_partial_returns_of_one_receipt_reconcile_as_matched(settlement, led
             reverses_transfer_id="g1",
         )
     end = month.tick()
+    times = [month.iso(start + micros) for micros in (1, 2, 3)]
     file_csv = (
-        HEADER + "G1,s1,t1,2026-01-05T10:00:00,EARN,100\n"
-        "G1,s1,t1,2026-01-06T10:00:00,EARN_REVERSAL,30\n"
-        "G1,s1,t1,2026-01-07T10:00:00,EARN_REVERSAL,20\n"
-        "G1,s1,t1,2026-01-07T10:00:00,EARN_REVERSAL,20\n"
+        HEADER + f"G1,s1,t1,{times[0]},EARN,100\n"
+        f"G1,s1,t1,{times[1]},EARN_REVERSAL,30\n"
+        f"G1,s1,t1,{times[2]},EARN_REVERSAL,20\n"
+        f"G1,s1,t1,{times[2]},EARN_REVERSAL,20\n"
     ).encode()
     made = settlement.Reconcile(
         spb.ReconcileRequest(

@@ -1,6 +1,8 @@
 """The settlement domain against hand-computed figures (DOMAIN.md's worked illustration first)."""
 
+from dataclasses import replace
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -228,8 +230,17 @@ def test_net_is_the_sum_of_rounded_lines(items):
     assert statement.net_cents == sum(model.line_amount_cents(q, Decimal(p) / 10**6) for q, p in items)
 
 
-def row(receipt, kind, points, line=0, store="s1"):
-    return TransactionRow(receipt, store, "t1", "2026-10-01T10:00:00+02:00", kind, points, line)
+def row(receipt, kind, points, line=0, store="s1", currency="PTS", terminal="t1", time="2026-10-01T10:00:00+02:00"):
+    return TransactionRow(receipt, store, terminal, time, kind, points, line, currency)
+
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+OCTOBER = (1_790_805_600_000_000, 1_793_487_600_000_000)  # 2026-10 in Amsterdam, [start, end) in µs
+JANUARY = (1_767_222_000_000_000, 1_769_900_400_000_000)  # 2026-01 in Amsterdam
+
+
+def reconcile_in(period, partner, ledger):
+    return model.reconcile(partner, ledger, *period, AMSTERDAM)
 
 
 def test_reconciliation_classifies_every_kind_of_row():
@@ -238,32 +249,50 @@ def test_reconciliation_classifies_every_kind_of_row():
         row("r2", "EARN", 50, 2),
         row("r3", "REDEEM", 30, 3),
         row("r1", "EARN", 100, 4),
+        row("r5", "EARN", 20, 5, store="s2"),
+        row("r6", "EARN", 20, 6, terminal="t9"),
+        row("r7", "EARN", 20, 7, time="2026-11-01T00:00:00+01:00"),  # the period's end is exclusive
     ]
-    ledger = [row("r1", "EARN", 100), row("r2", "EARN", 55), row("r4", "EARN", 10)]
-    result = model.reconcile(partner, ledger)
+    ledger = [
+        row("r1", "EARN", 100),
+        row("r2", "EARN", 55),
+        row("r4", "EARN", 10),
+        row("r5", "EARN", 20),
+        row("r6", "EARN", 20),
+        row("r7", "EARN", 20),
+    ]
+    result = reconcile_in(OCTOBER, partner, ledger)
     assert [(r.receipt_id, r.status) for r in result.rows] == [
         ("r1", MatchStatus.MATCHED),
         ("r2", MatchStatus.AMOUNT_DIFFERS),
         ("r3", MatchStatus.MISSING_IN_LEDGER),
         ("r1", MatchStatus.DUPLICATE),
+        ("r5", MatchStatus.STORE_DIFFERS),
+        ("r6", MatchStatus.TERMINAL_DIFFERS),
+        ("r7", MatchStatus.OUTSIDE_PERIOD),
         ("r4", MatchStatus.MISSING_AT_PARTNER),
+        ("r7", MatchStatus.MISSING_AT_PARTNER),  # the partner's only row of it lies outside the period
     ]
-    assert result.counts == {status: 1 for status in MatchStatus}
+    assert result.counts == {status: 1 for status in MatchStatus} | {MatchStatus.MISSING_AT_PARTNER: 2}
     assert result.rows[1].ledger_points == 55 and result.rows[1].partner_points == 50
 
 
 def test_partner_file_is_parsed_and_bad_rows_are_named():
     data = (
-        b"receipt_id,store_id,terminal_id,time,type,points\n"
-        b"r1,s1,t1,2026-10-01T10:00:00+02:00,earn,100\n"
+        b"receipt_id,store_id,terminal_id,time,type,points,currency\n"
+        b"r1,s1,t1,2026-10-01T10:00:00+02:00,earn,100,PTS\n"
         b"\n"
-        b"r2,s1,t2,2026-10-02T10:00:00+02:00,REDEEM,5\n"
+        b"r2,s1,t2,2026-10-02T10:00:00+02:00,REDEEM,5,HOTELPTS\n"
     )
     rows = model.parse_partner_file(data)
-    assert [(r.receipt_id, r.type, r.points, r.line_number) for r in rows] == [
-        ("r1", "EARN", 100, 1),
-        ("r2", "REDEEM", 5, 3),
+    assert [(r.receipt_id, r.type, r.points, r.line_number, r.currency_code) for r in rows] == [
+        ("r1", "EARN", 100, 1, "PTS"),
+        ("r2", "REDEEM", 5, 3, "HOTELPTS"),
     ]
+    for bad_currency in (b"", b"pts", b"P"):
+        with pytest.raises(SettlementRuleError) as caught:
+            model.parse_partner_file(data.splitlines(keepends=True)[0] + b"r1,s,t,2026-10-01,EARN,1," + bad_currency)
+        assert caught.value.reason == "INVALID_FILE" and "currency" in caught.value.message
     with pytest.raises(SettlementRuleError) as caught:
         model.parse_partner_file(b"receipt_id,store_id,terminal_id,time,type,points\nr1,s,t,notatime,EARN,1\n")
     assert caught.value.reason == "INVALID_FILE" and "row 1" in caught.value.message
@@ -339,7 +368,9 @@ def test_several_partner_rows_of_one_receipt_and_type_are_summed_like_the_ledger
         TransactionRow("R2", "s1", "t1", "2026-01-06T10:00:00", "EARN_REVERSAL", 10, 5),
         TransactionRow("R2", "s1", "t2", "2026-01-07T10:00:00", "EARN_REVERSAL", 10, 6),
     ]
-    result = model.reconcile(partner, ledger)
+    ledger = [replace(r, currency_code="PTS") for r in ledger]
+    partner = [replace(r, currency_code="PTS") for r in partner]
+    result = reconcile_in(JANUARY, partner, ledger)
     assert [(r.line_number, r.status, r.partner_points, r.ledger_points) for r in result.rows] == [
         (1, MatchStatus.MATCHED, 100, 100),
         (2, MatchStatus.MATCHED, 30, 50),
@@ -349,3 +380,34 @@ def test_several_partner_rows_of_one_receipt_and_type_are_summed_like_the_ledger
         (6, MatchStatus.AMOUNT_DIFFERS, 10, 25),
     ]
     assert result.counts[MatchStatus.MISSING_AT_PARTNER] == 0
+
+
+def test_a_receipt_paid_in_two_currencies_is_matched_per_currency():
+    """200 PTS + 500 HOTELPTS on the ledger; the partner's file says 700 PTS: not MATCHED."""
+    ledger = [row("R9", "REDEEM", 200, currency="PTS"), row("R9", "REDEEM", 500, currency="HOTELPTS")]
+    result = reconcile_in(OCTOBER, [row("R9", "REDEEM", 700, 1, currency="PTS")], ledger)
+    assert [(r.status, r.currency_code, r.partner_points, r.ledger_points) for r in result.rows] == [
+        (MatchStatus.AMOUNT_DIFFERS, "PTS", 700, 200),
+        (MatchStatus.MISSING_AT_PARTNER, "HOTELPTS", 0, 500),
+    ]
+    both = [row("R9", "REDEEM", 200, 1, currency="PTS"), row("R9", "REDEEM", 500, 2, currency="HOTELPTS")]
+    assert [r.status for r in reconcile_in(OCTOBER, both, ledger).rows] == [MatchStatus.MATCHED] * 2
+
+
+def test_a_file_without_currency_is_read_only_when_the_ledger_shows_one_currency():
+    legacy = model.parse_partner_file(HEADER + b"R9,s1,t1,2026-10-01T10:00:00,REDEEM,700\n")
+    assert [r.currency_code for r in legacy] == [""]
+    one = [row("R9", "REDEEM", 700, currency="HOTELPTS")]
+    assert [r.currency_code for r in model.assign_currency(legacy, one)] == ["HOTELPTS"]
+    assert [r.currency_code for r in model.assign_currency(legacy, [])] == [""]
+    two = [*one, row("R9", "REDEEM", 200, currency="PTS")]
+    with pytest.raises(SettlementRuleError) as caught:
+        model.assign_currency(legacy, two)
+    assert caught.value.reason == "CURRENCY_COLUMN_REQUIRED" and "HOTELPTS, PTS" in caught.value.message
+
+
+def test_a_time_without_offset_is_read_in_the_coalition_time_zone():
+    # 00:30 on 1 October in Amsterdam is 22:30 UTC on 30 September: inside October, not before it.
+    partner = [row("R1", "EARN", 5, 1, time="2026-10-01T00:30:00"), row("R2", "EARN", 5, 2, time="not placed")]
+    result = reconcile_in(OCTOBER, partner, [row("R1", "EARN", 5)])
+    assert [r.status for r in result.rows] == [MatchStatus.MATCHED, MatchStatus.OUTSIDE_PERIOD]

@@ -193,14 +193,15 @@ def _ascii85(data: bytes) -> bytes:
 def test_reconciliation_classifies_a_partner_file(settlement, ledger_stub):
     month.setup_ledger(ledger_stub)
     start, end, _ = month.script_period(ledger_stub, set_agreement_with(settlement))
+    inside = month.iso(start + 1)
     file_csv = (
-        b"receipt_id,store_id,terminal_id,time,type,points\n"
-        b"e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # matched
-        b"e4,s1,t1,2026-10-01T11:00:00+02:00,EARN,999\n"  # amount differs (ledger 1000)
-        b"zz,s1,t1,2026-10-01T12:00:00+02:00,EARN,10\n"  # missing in the ledger
-        b"e2,s1,t1,2026-10-01T10:00:00+02:00,EARN,500\n"  # duplicate
+        "receipt_id,store_id,terminal_id,time,type,points,currency\n"
+        f"e2,s1,t1,{inside},EARN,500,PTS\n"  # matched
+        f"e4,s1,t1,{inside},EARN,999,PTS\n"  # amount differs (ledger 1000)
+        f"zz,s1,t1,{inside},EARN,10,PTS\n"  # missing in the ledger
+        f"e2,s1,t1,{inside},EARN,500,PTS\n"  # duplicate
         # h1 (redeem 200) is missing at the partner
-    )
+    ).encode()
     request = spb.ReconcileRequest(
         reconciliation_id="rec-1", partner_id="fuel", period=selector("p1", start, end), file_csv=file_csv
     )
