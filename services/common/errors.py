@@ -57,6 +57,10 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Aborted(ServiceError):
     code = grpc.StatusCode.ABORTED
 

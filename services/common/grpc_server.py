@@ -3,29 +3,85 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Engine
 
-from services.common.interceptor import InstrumentingServer
+from services.common.config import env_int
+from services.common.health import DatabaseHealth
+from services.common.interceptor import Admission, CallLimits, InstrumentingServer
 
 _log = structlog.get_logger("server")
 
-MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+# Responses: the largest is a page or batch result; requests are bounded per service (CallLimits).
+SEND_MESSAGE_BYTES_MAX = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client connection may hold, and how long, so a stalled caller is eventually cut.
+
+    gRPC core has no deadline for receiving a call's request; a call that never sends it ends
+    with its connection: max_connection_age_ms plus the grace period (or the keepalive when the
+    client is gone). Until then it holds one of the connection's streams, never a call slot.
+    """
+
+    connections_max: int = 2_000
+    streams_per_connection_max: int = 100
+    connection_idle_ms: int = 5 * 60_000  # no open call for this long: closed
+    connection_age_ms: int = 30 * 60_000  # then GOAWAY; clients reconnect (streams resume by cursor)
+    connection_age_grace_ms: int = 60_000  # calls still open this long after GOAWAY are cut
+    keepalive_time_ms: int = 60_000  # the server pings an idle transport this often ...
+    keepalive_timeout_ms: int = 20_000  # ... and drops it when the ack does not come
+    client_ping_interval_ms_min: int = 10_000  # clients pinging more often than this get GOAWAY
+    handshake_timeout_ms: int = 10_000
+    metadata_bytes_max: int = 16 * 1024
+
+    @classmethod
+    def from_env(cls, prefix: str) -> ConnectionLimits:
+        """Each limit from `<prefix>_GRPC_<NAME>` (e.g. COALITION_LEDGER_GRPC_CONNECTION_AGE_MS)."""
+        defaults = cls()
+        return cls(
+            **{
+                name: env_int(f"{prefix}_GRPC_{name.upper()}", getattr(defaults, name), minimum=1)
+                for name in cls.__slots__
+            }
+        )
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_allowed_incoming_connections", self.connections_max),
+            ("grpc.max_concurrent_streams", self.streams_per_connection_max),
+            ("grpc.max_connection_idle_ms", self.connection_idle_ms),
+            ("grpc.max_connection_age_ms", self.connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", self.connection_age_grace_ms),
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", self.client_ping_interval_ms_min),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.server_handshake_timeout_ms", self.handshake_timeout_ms),
+            ("grpc.max_metadata_size", self.metadata_bytes_max),
+        ]
 
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     listen_address: str
     grace_period_seconds: int = 10
-    concurrent_rpcs_max: int = 1024
+    call_limits: CallLimits = field(default_factory=CallLimits)
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     tls_certificate_path: str = ""
     tls_private_key_path: str = ""
+    # Engines whose reachability decides health (the first is pinged); empty: always SERVING.
+    health_engines: Sequence[Engine] = ()
 
 
 class RunningServer:
@@ -38,15 +94,24 @@ class RunningServer:
         port: int,
         options: ServerOptions,
         on_stopped: Callable[[], Awaitable[None]] | None,
+        instrumented: InstrumentingServer,
+        health_task: asyncio.Task | None,
     ) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
+        self.instrumented = instrumented
         self._options = options
         self._on_stopped = on_stopped
+        self._health_task = health_task
 
     async def stop(self) -> None:
         # Health first so load balancers stop sending, then let in-flight calls finish.
+        # The database watch stops before, so nothing can set SERVING again.
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self._options.grace_period_seconds)
         if self._on_stopped is not None:
@@ -60,15 +125,18 @@ async def start_server(
     on_stopped: Callable[[], Awaitable[None]] | None = None,
 ) -> RunningServer:
     """Start serving; `register` adds servicers and returns their full service names."""
+    # No maximum_concurrent_rpcs: grpc counts a call from its headers, so calls that never send
+    # their request would fill it. The instrumentation counts calls once the request has arrived.
     server = grpc.aio.server(
-        maximum_concurrent_rpcs=options.concurrent_rpcs_max,
         options=[
-            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_receive_message_length", options.call_limits.receive_bytes_max),
+            ("grpc.max_send_message_length", SEND_MESSAGE_BYTES_MAX),
             ("grpc.so_reuseport", 0),
+            *options.connection_limits.channel_options(),
         ],
     )
-    service_names = list(register(InstrumentingServer(server)))
+    instrumented = InstrumentingServer(server, Admission(options.call_limits))
+    service_names = list(register(instrumented))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in service_names:
@@ -87,8 +155,12 @@ async def start_server(
     if port == 0:
         raise RuntimeError(f"cannot listen on {options.listen_address}")
     await server.start()
+    health_task = None
+    if options.health_engines:
+        watch = DatabaseHealth(options.health_engines, health_servicer, ["", *service_names])
+        health_task = asyncio.create_task(watch.run(), name="database-health")
     _log.info("server_started", address=options.listen_address, port=port, services=service_names)
-    return RunningServer(server, health_servicer, port, options, on_stopped)
+    return RunningServer(server, health_servicer, port, options, on_stopped, instrumented, health_task)
 
 
 async def run_until_signalled(running: Sequence[RunningServer]) -> None:

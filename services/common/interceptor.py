@@ -1,21 +1,34 @@
 """Instrumentation of every handler of every service: request context, one log line per RPC,
-errors to a rich status. Handlers are wrapped once, when a service registers (InstrumentingServer).
+errors to a rich status, request decoding and admission. Handlers are wrapped once, when a
+service registers (InstrumentingServer).
 
 Every line logged while a request runs carries its request id, method and peer (and the
 partner, once authentication binds it), because they live in structlog's contextvars.
+
+The request arrives as bytes and is decoded here, so a body that does not decode is an
+INVALID_ARGUMENT with one log line like any other refusal, and a body above its method's size
+limit is refused before it is parsed (parsing, not the bytes, is what costs memory). Concurrency
+is counted here too, from the moment the request has arrived: a call that never sends its
+message holds no slot (grpc's own maximum_concurrent_rpcs counts such calls), and streams have
+their own pool, with a share per peer host, so they can never starve unary calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from sqlalchemy import exc as sa_exc
 
-from services.common.errors import ServiceError, Unavailable
+from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_LENGTH_MAX = 128
@@ -86,11 +99,114 @@ _CLIENT_STATUSES = {
 }
 
 
-def _wrap_unary_unary(method: str, behavior):
-    async def handle(request, context):
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """What one server admits: concurrent calls by kind, and request sizes by method."""
+
+    unary_calls_max: int = 1024
+    streams_max: int = 64
+    streams_per_peer_host_max: int = 16
+    request_bytes_max_default: int = 64 * 1024
+    # Methods (short names, e.g. "CreateTransfers") allowed a larger request than the default.
+    request_bytes_max_by_method: Mapping[str, int] = field(default_factory=dict)
+
+    def request_bytes_max(self, method_name: str) -> int:
+        return self.request_bytes_max_by_method.get(method_name, self.request_bytes_max_default)
+
+    @property
+    def receive_bytes_max(self) -> int:
+        """The largest request of any method: grpc's max_receive_message_length."""
+        return max(self.request_bytes_max_default, *self.request_bytes_max_by_method.values())
+
+
+class Admission:
+    """Counts calls whose request has arrived. All of it runs on the server's event loop thread."""
+
+    def __init__(self, limits: CallLimits) -> None:
+        self.limits = limits
+        self.unary_calls = 0
+        self.streams = 0
+        self.streams_by_peer_host: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def unary(self) -> Iterator[None]:
+        if self.unary_calls >= self.limits.unary_calls_max:
+            raise ResourceExhausted(
+                "TOO_MANY_CONCURRENT_CALLS",
+                f"the server is handling {self.limits.unary_calls_max} calls; retry with backoff",
+                limit=self.limits.unary_calls_max,
+            )
+        self.unary_calls += 1
+        try:
+            yield
+        finally:
+            self.unary_calls -= 1
+
+    @contextlib.contextmanager
+    def stream(self, peer_host: str) -> Iterator[None]:
+        if self.streams_by_peer_host[peer_host] >= self.limits.streams_per_peer_host_max:
+            raise ResourceExhausted(
+                "TOO_MANY_STREAMS_FROM_PEER",
+                f"at most {self.limits.streams_per_peer_host_max} open streams per client host; close one first",
+                limit=self.limits.streams_per_peer_host_max,
+            )
+        if self.streams >= self.limits.streams_max:
+            raise ResourceExhausted(
+                "TOO_MANY_STREAMS",
+                f"the server has {self.limits.streams_max} open streams; retry with backoff",
+                limit=self.limits.streams_max,
+            )
+        self.streams += 1
+        self.streams_by_peer_host[peer_host] += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+            self.streams_by_peer_host[peer_host] -= 1
+            if not self.streams_by_peer_host[peer_host]:
+                del self.streams_by_peer_host[peer_host]
+
+
+def peer_host(context: grpc.aio.ServicerContext) -> str:
+    """`ipv4:10.0.0.7:51234` -> `ipv4:10.0.0.7`; `ipv6:[::1]:5000` -> `ipv6:[::1]`."""
+    peer = context.peer() or ""
+    host, _, port = peer.rpartition(":")
+    return host if host and port.isdigit() else peer
+
+
+class _Decoder:
+    """Bytes to request message: size limit first, then parse; both failures are the caller's."""
+
+    __slots__ = ("_bytes_max", "_deserialize")
+
+    def __init__(self, deserialize, bytes_max: int) -> None:
+        self._deserialize = deserialize
+        self._bytes_max = bytes_max
+
+    def __call__(self, raw: bytes):
+        if len(raw) > self._bytes_max:
+            raise ResourceExhausted(
+                "REQUEST_TOO_LARGE",
+                f"the request is {len(raw)} bytes; this method accepts at most {self._bytes_max}",
+                limit_bytes=self._bytes_max,
+            )
+        if self._deserialize is None:
+            return raw
+        try:
+            return self._deserialize(raw)
+        except DecodeError as error:
+            raise InvalidArgument(
+                "INVALID_REQUEST_ENCODING", f"the request body is not a valid protobuf message: {error}"
+            ) from None
+
+
+def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admission):
+    async def handle(raw, context):
         call = _Call(method, context)
         try:
-            return await behavior(request, context)
+            with admission.unary():
+                request = decode(raw)
+                return await behavior(request, context)
         except asyncio.CancelledError:
             call.status = "CANCELLED"
             raise
@@ -104,12 +220,14 @@ def _wrap_unary_unary(method: str, behavior):
     return handle
 
 
-def _wrap_unary_stream(method: str, behavior):
-    async def handle(request, context):
+def _wrap_unary_stream(method: str, behavior, decode: _Decoder, admission: Admission):
+    async def handle(raw, context):
         call = _Call(method, context)
         try:
-            async for response in behavior(request, context):
-                yield response
+            with admission.stream(peer_host(context)):
+                request = decode(raw)
+                async for response in behavior(request, context):
+                    yield response
         except asyncio.CancelledError:
             call.status = "CANCELLED"
             raise
@@ -123,21 +241,26 @@ def _wrap_unary_stream(method: str, behavior):
     return handle
 
 
-def wrap_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """Request context, one log line and error mapping, bound to one method handler."""
+def wrap_handler(method: str, handler: grpc.RpcMethodHandler, admission: Admission) -> grpc.RpcMethodHandler:
+    """Request context, decoding, admission, one log line and error mapping, bound to one method handler.
+
+    The handler is registered without a request deserializer (grpc hands over the bytes) so that
+    decoding happens inside the wrapper, where its failures become a status like any other.
+    """
+    decode = _Decoder(handler.request_deserializer, admission.limits.request_bytes_max(method.rsplit("/", 1)[-1]))
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_unary(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            _wrap_unary_unary(method, handler.unary_unary, decode, admission),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_unary_stream(method, handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
+            _wrap_unary_stream(method, handler.unary_stream, decode, admission),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
-    return handler
+    raise ValueError(f"{method}: only unary-request methods are supported by the instrumentation")
 
 
 class InstrumentingServer:
@@ -146,39 +269,53 @@ class InstrumentingServer:
     Wrapping at registration avoids grpc.aio's per-call server-interceptor machinery on every call.
     """
 
-    def __init__(self, server: grpc.aio.Server, package_prefix: str = "coalition.") -> None:
+    def __init__(self, server: grpc.aio.Server, admission: Admission, package_prefix: str = "coalition.") -> None:
         self._server = server
+        self.admission = admission
         self._prefix = package_prefix
+        self.generic_handlers: list[_WrappingGenericHandler] = []
 
     def add_registered_method_handlers(self, service_name: str, handlers: dict) -> None:
         if service_name.startswith(self._prefix):
-            handlers = {name: wrap_handler(f"/{service_name}/{name}", h) for name, h in handlers.items()}
+            handlers = {
+                name: wrap_handler(f"/{service_name}/{name}", h, self.admission) for name, h in handlers.items()
+            }
         self._server.add_registered_method_handlers(service_name, handlers)
 
     def add_generic_rpc_handlers(self, generic_handlers) -> None:
-        self._server.add_generic_rpc_handlers(
-            tuple(
-                _WrappingGenericHandler(h) if _service_name(h).startswith(self._prefix) else h for h in generic_handlers
-            )
-        )
+        wrapped = []
+        for handler in generic_handlers:
+            if _service_name(handler).startswith(self._prefix):
+                handler = _WrappingGenericHandler(handler, self.admission)
+                self.generic_handlers.append(handler)
+            wrapped.append(handler)
+        self._server.add_generic_rpc_handlers(tuple(wrapped))
 
     def __getattr__(self, name: str):
         return getattr(self._server, name)
 
 
 class _WrappingGenericHandler(grpc.GenericRpcHandler):
-    """For calls that arrive without the registered-method fast path: wrap on first use."""
+    """For calls that arrive without the registered-method fast path: wrap on first use.
 
-    def __init__(self, inner) -> None:
+    Only methods the inner handler knows are cached, so the cache is bounded by the service's
+    methods; a caller sending unknown names (answered UNIMPLEMENTED) adds nothing to it.
+    """
+
+    def __init__(self, inner, admission: Admission) -> None:
         self._inner = inner
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._admission = admission
+        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details):
         method = handler_call_details.method
-        if method not in self._wrapped:
+        wrapped = self.wrapped.get(method)
+        if wrapped is None:
             handler = self._inner.service(handler_call_details)
-            self._wrapped[method] = None if handler is None else wrap_handler(method, handler)
-        return self._wrapped[method]
+            if handler is None:
+                return None
+            wrapped = self.wrapped[method] = wrap_handler(method, handler, self._admission)
+        return wrapped
 
 
 def _service_name(generic_handler) -> str:

@@ -21,3 +21,25 @@ EXPIRED_HOLDS_PER_BATCH_MAX = 100_000  # expired holds one batch releases on the
 EXPIRY_LOOKAHEAD_US = 5_000_000  # a batch that waits longer than this on a lock may release fewer holds
 QUEUED_TRANSFERS_MAX = 200_000  # items waiting for a writer; beyond it calls get UNAVAILABLE
 WATCH_STREAMS_MAX = 64
+
+# Request sizes, computed from the limits above; the wire cost of a field is its tag (1 byte),
+# a length prefix (1-3 bytes) and the value. Text is counted at 4 UTF-8 bytes per character.
+# A transfer: 5 ids (id, debit, credit, pending, reversed) at 1 + 2 + 128 = 655; currency
+# 1 + 1 + 16 = 18; amount, timeout, kind and code at 1 + 10 = 44; linked 2; metadata of 5 texts
+# at 1 + 2 + 128 * 4 plus its own 3 = 2,578; its place in the batch 3. Sum: 3,300.
+TRANSFER_INPUT_BYTES_MAX = 5 * (3 + ID_LENGTH_MAX) + (2 + CURRENCY_CODE_LENGTH_MAX) + 4 * 11 + 2
+TRANSFER_INPUT_BYTES_MAX += 5 * (3 + 4 * METADATA_LENGTH_MAX) + 3 + 3
+# An account: id 131, currency 18, side and overdraft 13, owner 1 + 2 + 128 * 4, kind
+# 1 + 2 + 64 * 4, create_time and balance (ignored, but a client may echo an account) 256: 1,192.
+ACCOUNT_INPUT_BYTES_MAX = (3 + ID_LENGTH_MAX) + (2 + CURRENCY_CODE_LENGTH_MAX) + 13
+ACCOUNT_INPUT_BYTES_MAX += (3 + 4 * OWNER_ID_LENGTH_MAX) + (3 + 4 * ACCOUNT_KIND_LENGTH_MAX) + 256
+# 8,189 * 3,300 = 27,023,700 bytes (25.8 MiB): the largest request of the ledger.
+CREATE_TRANSFERS_REQUEST_BYTES_MAX = BATCH_ITEMS_MAX * TRANSFER_INPUT_BYTES_MAX
+CREATE_ACCOUNTS_REQUEST_BYTES_MAX = BATCH_ITEMS_MAX * ACCOUNT_INPUT_BYTES_MAX  # 9,761,288
+# Every other request: at most 1,000 ids of up to 160 characters (GetTransfers) plus 1 KiB.
+REQUEST_BYTES_MAX_DEFAULT = LOOKUP_IDS_MAX * (3 + ID_LENGTH_MAX + 32) + 1_024  # 164,024
+REQUEST_BYTES_MAX_BY_METHOD = {
+    "CreateTransfers": CREATE_TRANSFERS_REQUEST_BYTES_MAX,
+    "CreateAccounts": CREATE_ACCOUNTS_REQUEST_BYTES_MAX,
+}
+STREAMS_PER_PEER_HOST_MAX = 16  # WatchTransfers streams one client host may hold of WATCH_STREAMS_MAX

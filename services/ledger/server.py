@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.config import env_int, env_str
 from services.common.db import Database, DatabaseOptions, open_migrated
-from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
+from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
+from services.common.interceptor import CallLimits
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
@@ -34,6 +35,10 @@ class LedgerSettings:
     grpc_concurrent_rpcs_max: int
     tls_certificate_path: str
     tls_private_key_path: str
+    # Streams (WatchTransfers) have their own pool, so they never take a unary call's slot.
+    grpc_concurrent_streams_max: int = limits.WATCH_STREAMS_MAX
+    grpc_streams_per_peer_host_max: int = limits.STREAMS_PER_PEER_HOST_MAX
+    grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_env(cls) -> LedgerSettings:
@@ -51,6 +56,13 @@ class LedgerSettings:
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
             tls_certificate_path=env_str("COALITION_LEDGER_TLS_CERT_PATH", ""),
             tls_private_key_path=env_str("COALITION_LEDGER_TLS_KEY_PATH", ""),
+            grpc_concurrent_streams_max=env_int(
+                "COALITION_GRPC_CONCURRENT_STREAMS_MAX", limits.WATCH_STREAMS_MAX, 1, limits.WATCH_STREAMS_MAX
+            ),
+            grpc_streams_per_peer_host_max=env_int(
+                "COALITION_GRPC_STREAMS_PER_PEER_HOST_MAX", limits.STREAMS_PER_PEER_HOST_MAX, minimum=1
+            ),
+            grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
         )
 
 
@@ -102,9 +114,17 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
     options = ServerOptions(
         listen_address=settings.listen_address,
         grace_period_seconds=settings.grpc_grace_period_seconds,
-        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+        call_limits=CallLimits(
+            unary_calls_max=settings.grpc_concurrent_rpcs_max,
+            streams_max=settings.grpc_concurrent_streams_max,
+            streams_per_peer_host_max=settings.grpc_streams_per_peer_host_max,
+            request_bytes_max_default=limits.REQUEST_BYTES_MAX_DEFAULT,
+            request_bytes_max_by_method=limits.REQUEST_BYTES_MAX_BY_METHOD,
+        ),
+        connection_limits=settings.grpc_connection_limits,
         tls_certificate_path=settings.tls_certificate_path,
         tls_private_key_path=settings.tls_private_key_path,
+        health_engines=(database.writer, database.reader),
     )
     return await start_server(options, register, on_stopped)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -13,9 +13,10 @@ from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
 from services.common.config import ConfigError, env_int, env_str
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
-from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
+from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
+from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
-from services.partners import conversions, earning, partners_admin, redemptions, returns
+from services.partners import conversions, earning, model, partners_admin, redemptions, returns
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
 
@@ -25,6 +26,20 @@ DEV_ALIAS_HASH_KEY = "coalition-dev-alias-hash-key"
 LEDGER_BOOTSTRAP_ATTEMPTS_MAX = 20
 LEDGER_BOOTSTRAP_BACKOFF_SECONDS = 0.5
 _log = structlog.get_logger("partners")
+
+# Request sizes, from the limits in services/partners/model.py. A field costs its tag (1 byte),
+# a length prefix (1-3 bytes) and its value; text is counted at 4 UTF-8 bytes per character.
+# A basket line: line_number 11, sku and category 1 + 2 + 64 * 4 each, quantity and amount
+# 1 + 10 each, its place in the list 3: 554 bytes.
+BASKET_LINE_BYTES_MAX = 11 + (3 + 4 * model.SKU_LENGTH_MAX) + (3 + 4 * model.CATEGORY_LENGTH_MAX) + 2 * 11 + 3
+# An earn: 200 lines * 554 + 8 KiB for ids, point of sale and member alias (254 characters) = 118,992.
+EARN_REQUEST_BYTES_MAX = model.BASKET_LINES_MAX * BASKET_LINE_BYTES_MAX + 8 * 1024
+# An offline batch: 500 earns * (118,992 + 32 for occur_time and framing) = 59,512,000.
+UPLOAD_OFFLINE_BATCH_REQUEST_BYTES_MAX = model.OFFLINE_BATCH_MAX * (EARN_REQUEST_BYTES_MAX + 32)
+# Every other request is smaller than an earn; the largest, an earn rule, has 2 * 100 categories
+# of 64 characters with their multipliers: about 60 KB.
+REQUEST_BYTES_MAX_DEFAULT = EARN_REQUEST_BYTES_MAX
+REQUEST_BYTES_MAX_BY_METHOD = {"UploadOfflineBatch": UPLOAD_OFFLINE_BATCH_REQUEST_BYTES_MAX}
 
 # The App of the server started last in this process, for seed_demo().
 _current: App | None = None
@@ -45,6 +60,7 @@ class PartnersSettings:
     tls_certificate_path: str
     tls_private_key_path: str
     pending_earn_recovery_interval_seconds: float = 30
+    grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_env(cls) -> PartnersSettings:
@@ -65,6 +81,7 @@ class PartnersSettings:
             pending_earn_recovery_interval_seconds=env_int(
                 "COALITION_PARTNERS_PENDING_EARN_RECOVERY_INTERVAL_SECONDS", 30, minimum=1, maximum=3_600
             ),
+            grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
         )
         if bool(settings.tls_certificate_path) != bool(settings.tls_private_key_path):
             raise ConfigError(
@@ -155,9 +172,15 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     options = ServerOptions(
         listen_address=settings.listen_address,
         grace_period_seconds=settings.grpc_grace_period_seconds,
-        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+        call_limits=CallLimits(
+            unary_calls_max=settings.grpc_concurrent_rpcs_max,
+            request_bytes_max_default=REQUEST_BYTES_MAX_DEFAULT,
+            request_bytes_max_by_method=REQUEST_BYTES_MAX_BY_METHOD,
+        ),
+        connection_limits=settings.grpc_connection_limits,
         tls_certificate_path=settings.tls_certificate_path,
         tls_private_key_path=settings.tls_private_key_path,
+        health_engines=(database.writer, database.reader),
     )
     running = await start_server(options, register, on_stopped)
     background.append(

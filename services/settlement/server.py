@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -13,15 +13,22 @@ from coalition.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
 from services.common.config import ConfigError, env_int, env_str
 from services.common.db import Database, DatabaseOptions, open_migrated
-from services.common.grpc_server import RunningServer, ServerOptions, serve_main, start_server
+from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
+from services.common.interceptor import CallLimits
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
+from services.settlement.reconciliation import FILE_BYTES_MAX
 
 SERVICE_NAME = settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 VERSION_TABLE = "alembic_version_settlement"
 _log = structlog.get_logger("settlement")
+# Request sizes: a Reconcile carries the partner's file (at most FILE_BYTES_MAX, 10 MiB) plus its
+# ids, partner id (128 characters at 4 UTF-8 bytes) and period: 10 MiB + 4 KiB. Every other request
+# is a few ids and times, far below 64 KiB.
+RECONCILE_REQUEST_BYTES_MAX = FILE_BYTES_MAX + 4 * 1024
+REQUEST_BYTES_MAX_DEFAULT = 64 * 1024
 # The context of the server started last in this process, for seed_demo().
 _started: list[SettlementContext] = []
 
@@ -39,6 +46,7 @@ class SettlementSettings:
     db_statement_timeout_ms: int
     grpc_grace_period_seconds: int
     grpc_concurrent_rpcs_max: int
+    grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_env(cls) -> SettlementSettings:
@@ -54,6 +62,7 @@ class SettlementSettings:
             db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 64, minimum=1),
+            grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
         )
         settings.zone()
         return settings
@@ -102,7 +111,13 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
     options = ServerOptions(
         listen_address=settings.listen_address,
         grace_period_seconds=settings.grpc_grace_period_seconds,
-        concurrent_rpcs_max=settings.grpc_concurrent_rpcs_max,
+        call_limits=CallLimits(
+            unary_calls_max=settings.grpc_concurrent_rpcs_max,
+            request_bytes_max_default=REQUEST_BYTES_MAX_DEFAULT,
+            request_bytes_max_by_method={"Reconcile": RECONCILE_REQUEST_BYTES_MAX},
+        ),
+        connection_limits=settings.grpc_connection_limits,
+        health_engines=(database.writer, database.reader),
     )
     return await start_server(options, register, on_stopped)
 

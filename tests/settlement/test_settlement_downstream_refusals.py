@@ -13,8 +13,6 @@ import pytest
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from coalition.ledger.v1 import ledger_pb2 as lpb
-from coalition.ledger.v1 import ledger_pb2_grpc
 from coalition.settlement.v1 import settlement_pb2 as spb
 from services.common.errors import InvalidArgument, Unavailable, error_info_of
 from services.common.ledger_client import LedgerRefused, ledger_error
@@ -100,16 +98,11 @@ def test_a_partner_id_the_ledger_refuses_is_invalid_argument_with_the_ledgers_re
 
 @pytest.fixture
 def overloaded(ledger_database_url, settlement_database_url):
-    """A real ledger that takes one call at a time, its only slot held by a watch stream."""
-    ledger = start_ledger_thread(ledger_database_url, grpc_concurrent_rpcs_max=1)
+    """A real ledger that admits no unary call: every one is RESOURCE_EXHAUSTED (streams have their own pool)."""
+    ledger = start_ledger_thread(ledger_database_url, grpc_concurrent_rpcs_max=0)
     settlement_server = ThreadedServer(lambda: start(settlement_settings(settlement_database_url, ledger.address)))
-    with grpc.insecure_channel(ledger.address) as ledger_channel:
-        watch = ledger_pb2_grpc.LedgerServiceStub(ledger_channel).WatchTransfers(
-            lpb.WatchTransfersRequest(after_commit_sequence=0), timeout=60
-        )
-        with grpc.insecure_channel(settlement_server.address) as channel:
-            yield AdminStub(channel)
-        watch.cancel()
+    with grpc.insecure_channel(settlement_server.address) as channel:
+        yield AdminStub(channel)
     settlement_server.stop()
     ledger.stop()
 
