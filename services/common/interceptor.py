@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from services.common.validation import check_no_nul
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_LENGTH_MAX = 128
@@ -193,11 +194,13 @@ class _Decoder:
         if self._deserialize is None:
             return raw
         try:
-            return self._deserialize(raw)
+            request = self._deserialize(raw)
         except DecodeError as error:
             raise InvalidArgument(
                 "INVALID_REQUEST_ENCODING", f"the request body is not a valid protobuf message: {error}"
             ) from None
+        check_no_nul(request, raw)
+        return request
 
 
 def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admission):

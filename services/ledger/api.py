@@ -123,6 +123,8 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         start_us, end_us = _window(request, required=True)
         if len(request.account_ids) > limits.LOOKUP_IDS_MAX:
             raise InvalidArgument("INVALID_LOOKUP_SIZE", f"at most {limits.LOOKUP_IDS_MAX} account_ids")
+        for index, account_id in enumerate(request.account_ids):
+            validation.check_id(account_id, f"account_ids[{index}]")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
         rows, last_sequence = await asyncio.to_thread(
             queries.activity_summary, self._database, start_us, end_us, list(request.account_ids), request.owner_id

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, replace
 
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
+from services.common.page_token import decode_page_token, encode_page_token
 from services.ledger import store
 from services.ledger.model import Account, Balance, HoldState, Kind, Side, Transfer
 
@@ -28,22 +27,6 @@ class EntryView:
     pending_change: int
     balance_after: Balance
     as_of_us: int
-
-
-def encode_page_token(values: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, sort_keys=True).encode()).decode()
-
-
-def decode_page_token(token: str, expected_keys: set[str]) -> dict:
-    if not token:
-        return {}
-    try:
-        values = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued") from error
-    if not isinstance(values, dict) or set(values) != expected_keys:
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
-    return values
 
 
 def _current(balance: Balance, released: Balance | None) -> Balance:
@@ -78,15 +61,13 @@ def get_account(database: Database, account_id: str) -> BalanceView:
 
 
 def list_accounts(database: Database, owner_id: str, kind: str, page_size: int, page_token: str):
-    after = decode_page_token(page_token, {"after_id"}).get("after_id", "")
-    if not isinstance(after, str) or (page_token and not after):
-        raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
+    (after,) = decode_page_token(page_token, str) or ("",)
 
     def work(connection):
         found = store.list_accounts(connection, owner_id, kind, after, page_size + 1)
         more = len(found) > page_size
         found = found[:page_size]
-        return found, encode_page_token({"after_id": found[-1].id}) if more else ""
+        return found, encode_page_token(found[-1].id) if more else ""
 
     return database.read(work)
 
@@ -114,8 +95,8 @@ def get_transfers(database: Database, ids: list[str]) -> list[Transfer]:
 def list_entries(
     database: Database, account_id: str, start_us: int | None, end_us: int | None, page_size: int, page_token: str
 ):
-    before = decode_page_token(page_token, {"before_sequence"}).get("before_sequence")
-    if before is not None and (type(before) is not int or not 0 < before < 2**63):
+    (before,) = decode_page_token(page_token, int) or (None,)
+    if before is not None and before <= 0:
         raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
 
     def work(connection):
@@ -138,7 +119,7 @@ def list_entries(
             )
             for transfer, side, posted, pending, after in rows
         ]
-        token = encode_page_token({"before_sequence": rows[-1][0].sequence}) if more else ""
+        token = encode_page_token(rows[-1][0].sequence) if more else ""
         return views, token
 
     return database.read(work)

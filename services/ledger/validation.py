@@ -9,10 +9,12 @@ import re
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import InvalidArgument
+from services.common.validation import ID_PATTERN
 from services.ledger import limits
 from services.ledger.model import Account, Code, Kind, Side, TransferCommand
 
-_ID = re.compile(rf"[A-Za-z0-9._:\-/@]{{1,{limits.ID_LENGTH_MAX}}}")
+# The one id grammar of every service (services/common/validation.py), full-matched.
+_ID = ID_PATTERN
 _CURRENCY = re.compile(rf"[A-Z0-9_]{{2,{limits.CURRENCY_CODE_LENGTH_MAX}}}")
 TIMESTAMP_SECONDS_MIN = -62_135_596_800  # 0001-01-01T00:00:00Z
 TIMESTAMP_SECONDS_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z

@@ -80,25 +80,25 @@ def invalid(reason: str, message: str, **metadata: object) -> DomainError:
 
 # ---- Identifiers ----
 def check_partner_id(value: str, name: str = "partner_id") -> str:
-    if not PARTNER_ID_PATTERN.match(value or ""):
+    if not PARTNER_ID_PATTERN.fullmatch(value or ""):
         raise invalid("INVALID_PARTNER_ID", f"{name} must be 1..32 characters of a-z 0-9 and -", field=name)
     return value
 
 
 def check_local_id(value: str, name: str) -> str:
-    if not LOCAL_ID_PATTERN.match(value or ""):
+    if not LOCAL_ID_PATTERN.fullmatch(value or ""):
         raise invalid("INVALID_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._-", field=name, value=value)
     return value
 
 
 def check_request_id(value: str, name: str = "request_id") -> str:
-    if not REQUEST_ID_PATTERN.match(value or ""):
+    if not REQUEST_ID_PATTERN.fullmatch(value or ""):
         raise invalid("INVALID_REQUEST_ID", f"{name} must be 1..64 characters of A-Z a-z 0-9 and ._:-/@", field=name)
     return value
 
 
 def check_currency_code(value: str, name: str = "currency_code") -> str:
-    if not CURRENCY_CODE_PATTERN.match(value or ""):
+    if not CURRENCY_CODE_PATTERN.fullmatch(value or ""):
         raise invalid("INVALID_CURRENCY_CODE", f"{name} must be 2..16 characters of A-Z 0-9 _", field=name)
     return value
 
@@ -183,12 +183,12 @@ def normalize_alias(kind: str, value: str) -> str:
         return digits
     if kind == "phone":
         phone = re.sub(r"[\s()-]", "", value)
-        if not _PHONE_PATTERN.match(phone):
+        if not _PHONE_PATTERN.fullmatch(phone):
             raise invalid("INVALID_ALIAS", "a phone number must be E.164, e.g. +491701234567", field="alias.value")
         return phone
     if kind == "email":
         email = value.strip().lower()
-        if not _EMAIL_PATTERN.match(email):
+        if not _EMAIL_PATTERN.fullmatch(email):
             raise invalid("INVALID_ALIAS", "not an e-mail address", field="alias.value")
         return email
     raise invalid("INVALID_ALIAS", "alias kind must be CARD, PHONE or EMAIL", field="alias.kind")

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, insert
 from services.common.auth import hash_api_key, new_api_key
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import CREDIT, DEBIT, AccountSpec
+from services.common.page_token import decode_page_token, encode_page_token
 from services.partners import admin_requests, model, store
 from services.partners.app import App
 
@@ -136,9 +137,10 @@ async def list_partners(app: App, page_size: int, page_token: str) -> tuple[list
     if not 0 <= page_size <= model.PAGE_SIZE_MAX:
         raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.PAGE_SIZE_MAX}")
     limit = page_size or 100
-    rows = await app.read(lambda connection: store.list_partners(connection, page_token, limit + 1))
+    (after_id,) = decode_page_token(page_token, str) or ("",)
+    rows = await app.read(lambda connection: store.list_partners(connection, after_id, limit + 1))
     if len(rows) > limit:
-        return list(rows[:limit]), rows[limit - 1].partner_id
+        return list(rows[:limit]), encode_page_token(rows[limit - 1].partner_id)
     return list(rows), ""
 
 

@@ -219,12 +219,38 @@ async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.Cr
     raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
 
 
+_FINAL_STATES = {
+    "captured": ("HOLD_ALREADY_CAPTURED", "the hold was captured"),
+    "voided": ("HOLD_ALREADY_VOIDED", "the hold was voided"),
+    "expired": ("HOLD_EXPIRED", "the hold expired; authorize again"),
+}
+
+
+async def _refuse_if_resolved(app: App, row: Row, transfer_id: str) -> None:
+    """Refuse a capture or void of a hold already resolved here, without a ledger write.
+
+    Only a retry of the very transfer that resolved it goes on (the ledger answers it with the
+    first result); anything else would only store a permanent failure row in the ledger's journal.
+    """
+    refusal = _FINAL_STATES.get(row.state)
+    if refusal is None:
+        return
+    if row.state == "captured" and row.capture_transfer_id == transfer_id:
+        return
+    # The recovery pass may have recorded a resolution without its transfer id: ask with a read.
+    if row.state != "expired" and await app.ledger.get_transfers([transfer_id]):
+        return
+    reason, message = refusal
+    raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
+
+
 async def capture(app: App, caller: Caller, request_id: str, redemption_id: str, amount: int) -> Row:
     model.check_request_id(request_id)
     row = await _owned(app, caller, redemption_id)
     require_active(caller)
     if not 0 <= amount <= row.held_amount:
         raise InvalidArgument("AMOUNT_EXCEEDS_HOLD", "amount must be 0 (all) .. the held amount", held=row.held_amount)
+    await _refuse_if_resolved(app, row, model.capture_transfer_id(caller.partner_id, request_id))
     transfer = TransferInput(
         id=model.capture_transfer_id(caller.partner_id, request_id),
         amount=amount or row.held_amount,
@@ -251,6 +277,7 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
 async def void(app: App, caller: Caller, request_id: str, redemption_id: str) -> Row:
     model.check_request_id(request_id)
     row = await _owned(app, caller, redemption_id)
+    await _refuse_if_resolved(app, row, model.void_transfer_id(caller.partner_id, request_id))
     transfer = TransferInput(
         id=model.void_transfer_id(caller.partner_id, request_id),
         amount=0,

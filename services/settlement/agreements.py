@@ -17,7 +17,7 @@ PRICES_PER_AGREEMENT_MAX = 1_000
 
 
 def validate_agreement(agreement: PriceAgreement) -> None:
-    if not ID_PATTERN.match(agreement.agreement_id):
+    if not ID_PATTERN.fullmatch(agreement.agreement_id):
         raise InvalidArgument("INVALID_AGREEMENT_ID", "agreement_id must be 1..128 characters of A-Z a-z 0-9 ._:/@-")
     if not 1 <= len(agreement.partner_id) <= 128:
         raise InvalidArgument("INVALID_PARTNER_ID", "partner_id must be 1..128 characters")
@@ -26,7 +26,7 @@ def validate_agreement(agreement: PriceAgreement) -> None:
     codes = [p.currency_code for p in agreement.point_prices]
     directions = [(p.from_currency_code, p.to_currency_code) for p in agreement.conversion_prices]
     for code in codes + [c for pair in directions for c in pair]:
-        if not CURRENCY_PATTERN.match(code):
+        if not CURRENCY_PATTERN.fullmatch(code):
             raise InvalidArgument("INVALID_CURRENCY_CODE", f"currency code {code!r} is not 2..16 of A-Z 0-9 _")
     if len(set(codes)) != len(codes) or len(set(directions)) != len(directions):
         raise InvalidArgument("DUPLICATE_PRICE", "each currency and each conversion direction may be priced once")

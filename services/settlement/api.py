@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
 from services.common.auth import AdminKey
 from services.common.errors import InvalidArgument, NotFound
+from services.common.page_token import decode_page_token, encode_page_token
 from services.common.timeconv import timestamp_from_micros
 from services.settlement import agreements, audit, periods, reconciliation, reports, wire
 from services.settlement.context import SettlementContext
@@ -25,66 +24,15 @@ def page_size(requested: int) -> int:
     return requested or PAGE_SIZE_DEFAULT
 
 
-def encode_token(value: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
-
-
-INT64_MAX = 2**63 - 1
-TOKEN_PARTNER_ID_LENGTH_MAX = 128
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service returned")
-
-
-def decode_token(token: str):
-    if not token:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError, RecursionError) as error:
-        raise _bad_token() from error
-    if value is None:
-        raise _bad_token()
-    return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate from a forged "\\ud800"
-        return False
-    return True
-
-
-def _is_int64(value: object) -> bool:
-    return type(value) is int and -INT64_MAX - 1 <= value <= INT64_MAX
-
-
 def decode_periods_token(token: str) -> int | None:
     """ListPeriods' token: the end (µs) of the last period returned."""
-    value = decode_token(token)
-    if value is not None and not _is_int64(value):
-        raise _bad_token()
-    return value
+    values = decode_page_token(token, int)
+    return None if values is None else values[0]
 
 
 def decode_agreements_token(token: str) -> tuple[str, int] | None:
     """ListPriceAgreements' token: [partner_id, valid_from_us] of the last version returned."""
-    value = decode_token(token)
-    if value is None:
-        return None
-    if not (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and 0 < len(value[0]) <= TOKEN_PARTNER_ID_LENGTH_MAX
-        and "\x00" not in value[0]
-        and _encodable(value[0])
-        and _is_int64(value[1])
-    ):
-        raise _bad_token()
-    return value[0], value[1]
+    return decode_page_token(token, str, int)
 
 
 class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
@@ -105,7 +53,9 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         after = decode_agreements_token(request.page_token)
         rows = await agreements.list_price_agreements(self._context, request.partner_id, after, limit + 1)
         token = (
-            encode_token([rows[limit - 1][0].partner_id, rows[limit - 1][0].valid_from_us]) if len(rows) > limit else ""
+            encode_page_token(rows[limit - 1][0].partner_id, rows[limit - 1][0].valid_from_us)
+            if len(rows) > limit
+            else ""
         )
         return pb.ListPriceAgreementsResponse(
             agreements=[wire.agreement_to_pb(a, t) for a, t in rows[:limit]], next_page_token=token
@@ -131,7 +81,7 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         limit = page_size(request.page_size)
         before = decode_periods_token(request.page_token)
         rows = await periods.list_periods(self._context, before, limit + 1)
-        token = encode_token(rows[limit - 1][0].end_us) if len(rows) > limit else ""
+        token = encode_page_token(rows[limit - 1][0].end_us) if len(rows) > limit else ""
         return pb.ListPeriodsResponse(
             periods=[
                 pb.PeriodSummary(

@@ -58,14 +58,14 @@ def resolve_period(
     context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
 ) -> tuple[str, int, int]:
     """A period id alone that reads YYYY-MM is that calendar month in the coalition's time zone."""
-    if not PERIOD_ID_PATTERN.match(period_id or ""):
+    if not PERIOD_ID_PATTERN.fullmatch(period_id or ""):
         raise InvalidArgument(
             "INVALID_PERIOD_ID",
             "period_id must be 1..64 characters of A-Z a-z 0-9 and ._:-",
             period_id=period_id,
         )
     if start_us is None and end_us is None:
-        month = MONTH_PATTERN.match(period_id)
+        month = MONTH_PATTERN.fullmatch(period_id)
         if month is None:
             raise InvalidArgument(
                 "INVALID_PERIOD",

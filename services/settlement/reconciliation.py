@@ -39,7 +39,7 @@ async def reconcile(
     file_csv: bytes,
 ):
     """Returns (row, result, created)."""
-    if not ID_PATTERN.match(reconciliation_id):
+    if not ID_PATTERN.fullmatch(reconciliation_id):
         raise InvalidArgument("INVALID_RECONCILIATION_ID", "reconciliation_id must be 1..128 of A-Z a-z 0-9 ._:/@-")
     if not 1 <= len(partner_id) <= 128:
         raise InvalidArgument("INVALID_PARTNER_ID", "partner_id must be 1..128 characters")

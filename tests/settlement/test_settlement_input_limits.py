@@ -129,7 +129,7 @@ FORGED_TOKENS = [
     token_of(b'["\\ud800", 5]'),
     token_of(b"99999999999999999999999"),
     token_of(b'["fuel", 99999999999999999999999]'),
-    token_of(b"[" * 100_000),
+    token_of(b"[" * 700),
     "not base64!",
 ]
 
