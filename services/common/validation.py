@@ -39,7 +39,9 @@ def check_no_nul(request: Message, raw: bytes) -> None:
         return
     path = _field_with_nul(request, "")
     if path:
-        raise InvalidArgument("VALUE_NOT_PRINTABLE", f"{path} contains a NUL character", field=path)
+        # Batch items are named by index too, as the ledger names every item's error.
+        where = {"index": path[path.index("[") + 1 : path.index("]")]} if "[" in path else {}
+        raise InvalidArgument("VALUE_NOT_PRINTABLE", f"{path} contains a NUL character", field=path, **where)
 
 
 def _field_with_nul(message: Message, prefix: str) -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from sqlalchemy import Connection
 
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
 from services.common.page_token import decode_page_token, encode_page_token
 from services.ledger import store
 from services.ledger.model import Account, Balance, HoldState, Kind, Side, Transfer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +46,39 @@ def _current(balance: Balance, released: Balance | None) -> Balance:
     )
 
 
+def _read_deciding_expiry(database: Database, work: Callable[[Connection, int], tuple[T, bool]]) -> T:
+    """Run a read that may report a hold expired by the clock (or free its amount).
+
+    `work(connection, now_us)` returns its answer and whether the clock decided a hold's fate in
+    it. Such an answer is a decision about the hold, so it is made again in commit order: with the
+    clock row shared (store.lock_clock), after any batch that decided before the expiry has
+    committed and before any later batch reads the clock. Reads that decide nothing stay lock-free.
+    """
+    answer, decided = database.read(lambda connection: work(connection, store.clock_now_us(connection)))
+    if not decided:
+        return answer
+
+    def in_commit_order(connection: Connection) -> tuple[T, bool]:
+        store.lock_clock(connection, shared=True)
+        return work(connection, store.clock_now_us(connection))
+
+    return database.write(in_commit_order)[0]
+
+
 def get_balances(database: Database, account_ids: list[str], as_of_us: int | None) -> list[BalanceView]:
-    def work(connection):
-        now_us = store.clock_now_us(connection)
+    def work(connection: Connection, now_us: int) -> tuple[list[BalanceView], bool]:
         found = store.read_balances(connection, account_ids)
         missing = [account_id for account_id in account_ids if account_id not in found]
         if missing:
             raise NotFound("ACCOUNT_NOT_FOUND", f"account {missing[0]!r} does not exist", account_id=missing[0])
         if as_of_us is not None and as_of_us < now_us:
             past = store.balances_as_of(connection, account_ids, as_of_us)
-            return [BalanceView(found[a][0], past[a], as_of_us) for a in account_ids]
+            return [BalanceView(found[a][0], past[a], as_of_us) for a in account_ids], False
         released = store.expired_unresolved_amounts(connection, account_ids, now_us)
-        return [BalanceView(found[a][0], _current(found[a][1], released.get(a)), now_us) for a in account_ids]
+        views = [BalanceView(found[a][0], _current(found[a][1], released.get(a)), now_us) for a in account_ids]
+        return views, bool(released)
 
-    return database.read(work)
+    return _read_deciding_expiry(database, work)
 
 
 def get_account(database: Database, account_id: str) -> BalanceView:
@@ -83,13 +108,18 @@ def _effective_hold_state(transfer: Transfer, now_us: int) -> Transfer:
     return transfer
 
 
-def get_transfers(database: Database, ids: list[str]) -> list[Transfer]:
-    def work(connection):
-        now_us = store.clock_now_us(connection)
-        found = store.get_transfers(connection, ids)
-        return [_effective_hold_state(found[i], now_us) for i in dict.fromkeys(ids) if i in found]
+def _hold_expired_by_clock(transfer: Transfer, now_us: int) -> bool:
+    return _effective_hold_state(transfer, now_us).hold_state is not transfer.hold_state
 
-    return database.read(work)
+
+def get_transfers(database: Database, ids: list[str]) -> list[Transfer]:
+    def work(connection: Connection, now_us: int) -> tuple[list[Transfer], bool]:
+        found = store.get_transfers(connection, ids)
+        stored = [found[i] for i in dict.fromkeys(ids) if i in found]
+        decided = any(_hold_expired_by_clock(transfer, now_us) for transfer in stored)
+        return [_effective_hold_state(transfer, now_us) for transfer in stored], decided
+
+    return _read_deciding_expiry(database, work)
 
 
 def list_entries(
@@ -99,11 +129,10 @@ def list_entries(
     if before is not None and before <= 0:
         raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token is not one this service issued")
 
-    def work(connection):
+    def work(connection: Connection, now_us: int):
         accounts = store.get_accounts(connection, [account_id])
         if account_id not in accounts:
             raise NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", account_id=account_id)
-        now_us = store.clock_now_us(connection)
         rows = store.account_entries(connection, account_id, start_us, end_us, before, page_size + 1)
         more = len(rows) > page_size
         rows = rows[:page_size]
@@ -120,9 +149,10 @@ def list_entries(
             for transfer, side, posted, pending, after in rows
         ]
         token = encode_page_token(rows[-1][0].sequence) if more else ""
-        return views, token
+        decided = any(_hold_expired_by_clock(row[0], now_us) for row in rows)
+        return (views, token), decided
 
-    return database.read(work)
+    return _read_deciding_expiry(database, work)
 
 
 def trial_balance(database: Database):

@@ -520,6 +520,19 @@ def remembered_failures(connection: Connection, ids: Iterable[str]) -> dict[str,
     }
 
 
+def lock_clock(connection: Connection, shared: bool) -> None:
+    """Order time-dependent decisions (is this hold expired?) in commit order.
+
+    A batch takes the clock row exclusively before it reads the time and holds it to commit; a
+    read that is about to report a hold EXPIRED takes it shared first. So the read waits for a
+    batch that decided before the timeout (and then sees its post or void), and a batch that
+    comes after the read reads a later time and sees the hold expired as well. On SQLite the
+    batch's BEGIN IMMEDIATE and the read's write transaction hold the one database lock instead.
+    """
+    if is_postgres(connection):
+        connection.execute(text(f"SELECT 1 FROM ledger_clock WHERE id = 1 FOR {'SHARE' if shared else 'UPDATE'}"))
+
+
 def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
     """Reserve `count` commit sequence numbers and the commit time, in commit order.
 

@@ -56,8 +56,9 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
 
     accounts, balances = store.lock_balances(connection, account_ids)
-    # The clock is read after the locks: a batch that waited on a lock past a hold's timeout
-    # must see the hold as expired, as every read made meanwhile did.
+    # The clock is read after the locks, the clock row's included (always taken after the
+    # account rows): expiry is then decided in commit order, never against a read made meanwhile.
+    store.lock_clock(connection, shared=False)
     now_us = store.clock_now_us(connection)
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)

@@ -6,6 +6,7 @@ when fed the bytes), so the connection stays healthy and only the calls on it ar
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -95,5 +96,7 @@ class RawGrpcConnection:
                 self._flush()
         except Exception:  # the server may have closed it already
             pass
+        with contextlib.suppress(OSError):  # wakes the reader; close() alone would not
+            self._socket.shutdown(socket.SHUT_RDWR)
         self._socket.close()
         self._reader.join(timeout=5)
