@@ -11,6 +11,7 @@ from services.common.auth import bind_principal, hash_api_key, require_bearer_to
 from services.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from services.partners import model, store
 from services.partners.app import App
+from services.partners.facts import Facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,13 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
         bind_principal(model.OPERATOR)
         return Caller(model.OPERATOR, is_admin=True)
     key_hash = hash_api_key(token)
-    row = await app.read(lambda connection: store.partner_of_key(connection, key_hash))
+    keys = app.facts.api_keys
+    row = keys.get(key_hash)
+    if row is None:
+        loaded_at = keys.now()
+        row = await app.read(lambda connection: store.partner_of_key(connection, key_hash))
+        if row is not None:
+            keys.put(key_hash, row, loaded_at)
     if row is None:
         raise Unauthenticated("INVALID_API_KEY", "the API key is unknown or revoked; ask the operator for a key")
     bind_principal(row.partner_id)
@@ -64,15 +71,20 @@ def require_self_or_admin(caller: Caller, partner_id: str) -> None:
         raise PermissionDenied("OTHER_PARTNER", "a partner may only read its own data", partner_id=partner_id)
 
 
-def check_point_of_sale(connection, caller: Caller, store_id: str, terminal_id: str) -> None:
+def check_point_of_sale(connection, facts: Facts, caller: Caller, store_id: str, terminal_id: str) -> None:
     """The store and terminal must exist and belong to the caller."""
     model.check_local_id(store_id, "point_of_sale.store_id")
     model.check_local_id(terminal_id, "point_of_sale.terminal_id")
-    row = store.get_store(connection, store_id)
-    if row is None or row.partner_id != caller.partner_id:
+    owner = facts.store_owners.get_or_load(store_id, lambda: _owner(store.get_store(connection, store_id)))
+    if owner != caller.partner_id:
         # Store ids are not secret (the operator assigns them), so say why.
         raise PermissionDenied("STORE_NOT_OWNED", "the store is not one of your stores", store_id=store_id)
-    if store.get_terminal(connection, store_id, terminal_id) is None:
+    terminal = (store_id, terminal_id)
+    if not facts.terminals.get_or_load(terminal, lambda: store.get_terminal(connection, *terminal) is not None or None):
         raise PermissionDenied(
             "TERMINAL_NOT_OWNED", "the terminal is not registered in this store", terminal_id=terminal_id
         )
+
+
+def _owner(store_row) -> str | None:
+    return None if store_row is None else store_row.partner_id

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from services.common.auth import AdminKey
 from services.common.db import Database
 from services.common.ledger_client import LedgerClient
+from services.partners.facts import Facts
 
 T = TypeVar("T")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
@@ -31,6 +32,7 @@ class App:
     clock: Clock = system_clock
     # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
     known_wallets: set[str] = field(default_factory=set)
+    facts: Facts = field(default_factory=Facts)
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One transaction on the writer, off the event loop (the driver blocks)."""

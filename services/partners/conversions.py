@@ -48,10 +48,18 @@ def _check_caller(caller: Caller, from_currency: str, to_currency: str) -> None:
         )
 
 
-def _rule_version(connection: Connection, from_currency: str, to_currency: str, version: int | None, at: int):
-    rules = store.conversion_rules_of(connection, from_currency, to_currency)
+def _rule_version(connection: Connection, app: App, from_currency: str, to_currency: str, version: int | None, at: int):
+    pair = (from_currency, to_currency)
+    rules = app.facts.conversion_rules.get_or_load(
+        pair, lambda: store.conversion_rules_of(connection, from_currency, to_currency)
+    )
     if version is not None:
-        return next(rule for rule in rules if rule.version == version)
+        # A quote's version: versions never change, but one newer than this process has seen is read.
+        found = next((rule for rule in rules if rule.version == version), None)
+        if found is None:
+            rules = store.conversion_rules_of(connection, from_currency, to_currency)
+            found = next(rule for rule in rules if rule.version == version)
+        return found
     rule = model.select_version(rules, at)
     if rule is None:
         raise FailedPrecondition(
@@ -77,7 +85,7 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
 
     def work(connection: Connection) -> Row:
         member_row = resolve_member(connection, app, member)
-        rule = _rule_version(connection, from_currency, to_currency, None, now)
+        rule = _rule_version(connection, app, from_currency, to_currency, None, now)
         try:
             outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
         except model.DomainError as error:
@@ -135,7 +143,9 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
         if model.quote_expired(quote_row.expire_time_us, now):
             raise FailedPrecondition("QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id)
         store.lock_member(connection, quote_row.member_id)
-        rule = _rule_version(connection, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now)
+        rule = _rule_version(
+            connection, app, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now
+        )
         if rule.annual_cap_from_amount:
             converted = _converted_this_year(connection, quote_row.member_id, rule, now)
             if converted + quote_row.from_amount > rule.annual_cap_from_amount:

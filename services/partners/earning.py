@@ -41,8 +41,9 @@ class EarnRecord:
     lines: list[Row]
 
 
-def _rule_at(connection: Connection, partner_id: str, at_us: int) -> model.EarnRule:
-    rule = model.select_version(store.earn_rules_of(connection, partner_id), at_us)
+def _rule_at(connection: Connection, app: App, partner_id: str, at_us: int) -> model.EarnRule:
+    rules = app.facts.earn_rules.get_or_load(partner_id, lambda: store.earn_rules_of(connection, partner_id))
+    rule = model.select_version(rules, at_us)
     if rule is None:
         raise FailedPrecondition(
             "NO_EARN_RULE", "the partner has no earn rule in effect at this time; ask the operator"
@@ -63,10 +64,10 @@ async def quote_earn(
     now = app.clock()
 
     def work(connection: Connection) -> model.EarnPricing:
-        check_point_of_sale(connection, caller, store_id, terminal_id)
+        check_point_of_sale(connection, app.facts, caller, store_id, terminal_id)
         if member is not None:
             resolve_member(connection, app, member)
-        return model.price_basket(_rule_at(connection, caller.partner_id, now), lines, now)
+        return model.price_basket(_rule_at(connection, app, caller.partner_id, now), lines, now)
 
     return await app.read(work)
 
@@ -94,7 +95,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     earn_id = model.earn_transfer_id(partner_id, command.request_id)
 
     def record(connection: Connection) -> EarnRecord:
-        check_point_of_sale(connection, caller, command.store_id, command.terminal_id)
+        check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
         member = resolve_member(connection, app, command.member)
         digest = model.fingerprint(
             store=command.store_id,
@@ -122,7 +123,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
                     request_id=command.request_id,
                 )
             return EarnRecord(existing, list(store.earn_lines_of(connection, existing.earn_id)))
-        pricing = model.price_basket(_rule_at(connection, partner_id, at), command.lines, at)
+        pricing = model.price_basket(_rule_at(connection, app, partner_id, at), command.lines, at)
         connection.execute(
             insert(store.earns).values(
                 earn_id=earn_id,

@@ -14,6 +14,7 @@ from services.common.ledger_client import CREDIT, AccountSpec
 from services.partners import model, store
 from services.partners.access import Caller
 from services.partners.app import App
+from services.partners.facts import Facts
 
 _log = structlog.get_logger("partners")
 
@@ -104,17 +105,29 @@ async def attach_alias(app: App, member_id: str, alias: AliasInput) -> tuple[Row
 
 def resolve_member(connection: Connection, app: App, ref: MemberRef) -> Row:
     """The member a request names. NOT_FOUND (MEMBER_NOT_FOUND) for an unknown id or alias."""
+    # Members and aliases are only ever inserted, so what was found once stays true (app.facts).
+    facts = app.facts
     if ref.alias is not None:
-        found = store.member_by_alias(connection, model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value))
-        member = None if found is None else store.get_member(connection, found.member_id)
+        alias_hash = model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value)
+        member_id = facts.members_by_alias.get_or_load(alias_hash, lambda: _member_of_alias(connection, alias_hash))
+        member = None if member_id is None else _member(connection, facts, member_id)
     elif ref.member_id:
         model.check_local_id(ref.member_id, "member.member_id")
-        member = store.get_member(connection, ref.member_id)
+        member = _member(connection, facts, ref.member_id)
     else:
         raise InvalidArgument("MEMBER_REQUIRED", "name the member by member_id or alias", field="member")
     if member is None:
         raise NotFound("MEMBER_NOT_FOUND", "no member with this id or alias")
     return member
+
+
+def _member_of_alias(connection: Connection, alias_hash: str) -> str | None:
+    found = store.member_by_alias(connection, alias_hash)
+    return None if found is None else found.member_id
+
+
+def _member(connection: Connection, facts: Facts, member_id: str) -> Row | None:
+    return facts.members_by_id.get_or_load(member_id, lambda: store.get_member(connection, member_id))
 
 
 async def lookup(app: App, ref: MemberRef) -> tuple[Row, int]:

@@ -154,6 +154,7 @@ async def set_partner_status(app: App, partner_id: str, status: str) -> Row:
         return store.get_partner(connection, partner_id)
 
     row = await app.write(work)
+    app.facts.api_keys.clear()  # the status rides on each key's entry
     _log.info("partner_status_changed", target_partner_id=partner_id, status=status)
     return row
 
@@ -265,6 +266,8 @@ async def issue_api_key(
         return store.get_api_key(connection, key_id), api_key, revoked, True
 
     row, secret, revoked, created = await app.write(work, retry_unique_violation=True)
+    if revoked is not None:
+        app.facts.api_keys.forget(revoked.key_hash)
     if created:
         _log.info("api_key_issued", target_partner_id=partner_id, key_id=key_id, revoked_key_id=revoke_key_id)
     return row, secret, revoked
@@ -281,6 +284,7 @@ async def revoke_api_key(app: App, partner_id: str, key_id: str) -> Row:
         return store.get_api_key(connection, key_id)
 
     row = await app.write(work)
+    app.facts.api_keys.forget(row.key_hash)
     _log.info("api_key_revoked", target_partner_id=partner_id, key_id=key_id)
     return row
 
@@ -337,6 +341,7 @@ async def create_earn_rule(app: App, caller_id: str, request_id: str, rule: mode
         return stored, True
 
     stored, created = await app.write(work, retry_unique_violation=True)
+    app.facts.earn_rules.forget(rule.partner_id)
     if created:
         _log.info("earn_rule_created", target_partner_id=rule.partner_id, version=stored.version)
     return stored
@@ -430,6 +435,7 @@ async def create_conversion_rule(
         return stored, True
 
     stored, created = await app.write(work, retry_unique_violation=True)
+    app.facts.conversion_rules.forget((rule.from_currency, rule.to_currency))
     if not created:
         return stored
     _log.info(

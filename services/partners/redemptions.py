@@ -84,7 +84,7 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
     redemption_id = model.hold_transfer_id(caller.partner_id, command.request_id)
 
     def record(connection: Connection) -> Row:
-        check_point_of_sale(connection, caller, command.store_id, command.terminal_id)
+        check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
         member = resolve_member(connection, app, command.member)
         digest = model.fingerprint(
             store=command.store_id,

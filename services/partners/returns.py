@@ -47,7 +47,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
     return_id = f"return:{partner_id}:{command.request_id}"
 
     def work(connection: Connection) -> Row:
-        check_point_of_sale(connection, caller, command.store_id, command.terminal_id)
+        check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
         digest = model.fingerprint(
             store=command.store_id,
             terminal=command.terminal_id,

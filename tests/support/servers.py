@@ -112,3 +112,15 @@ def start_ledger_process(database_url: str) -> ProcessServer:
         "COALITION_LOG_LEVEL": "warning",
     }
     return ProcessServer("services.ledger.server", env, f"127.0.0.1:{port}")
+
+
+def start_partners_process(database_url: str, ledger_address: str, admin_api_key: str) -> ProcessServer:
+    port = free_port()
+    env = {
+        "COALITION_PARTNERS_DATABASE_URL": database_url,
+        "COALITION_PARTNERS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "COALITION_LEDGER_ADDRESS": ledger_address,
+        "COALITION_ADMIN_API_KEY": admin_api_key,
+        "COALITION_LOG_LEVEL": "warning",
+    }
+    return ProcessServer("services.partners.server", env, f"127.0.0.1:{port}")
