@@ -33,6 +33,8 @@ class App:
     # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
     known_wallets: set[str] = field(default_factory=set)
     facts: Facts = field(default_factory=Facts)
+    # Merged write paths by kind (services/partners/coalescer.py), made on first use.
+    mergers: dict[str, object] = field(default_factory=dict)
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One transaction on the writer, off the event loop (the driver blocks)."""

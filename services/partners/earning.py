@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Connection, Row, insert
+from sqlalchemy import exc as sa_exc
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.common.ledger_client import (
@@ -19,6 +21,7 @@ from services.common.ledger_client import (
 from services.partners import model, store
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
+from services.partners.coalescer import Coalescer
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 
 _log = structlog.get_logger("partners")
@@ -38,7 +41,7 @@ class EarnCommand:
 @dataclass(frozen=True, slots=True)
 class EarnRecord:
     earn: Row
-    lines: list[Row]
+    lines: list[Row] | None  # None: not read yet (a new earn, inside its batch)
 
 
 def _rule_at(connection: Connection, app: App, partner_id: str, at_us: int) -> model.EarnRule:
@@ -79,9 +82,22 @@ def _check_occur_time(occur_us: int, now: int) -> None:
         raise InvalidArgument("OCCUR_TIME_TOO_OLD", "offline earns must be uploaded within 30 days")
 
 
+@dataclass(frozen=True, slots=True)
+class _Earning:
+    """One earn call, checked and dated, waiting to be merged with its neighbours."""
+
+    caller: Caller
+    command: EarnCommand
+    now: int
+    at: int
+
+
 async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     """Record the priced earn first, then post it: a retry (even after a crash or a client
-    timeout) re-sends the same ledger transfer, which the ledger applies at most once."""
+    timeout) re-sends the same ledger transfer, which the ledger applies at most once.
+
+    Concurrent earns are merged (`_earn_batch`): one partners transaction records them all, one
+    ledger call posts them, one transaction marks the outcome. Each keeps its own answer."""
     require_partner(caller)
     require_active(caller)
     model.check_request_id(command.request_id)
@@ -91,106 +107,194 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     at = now if command.occur_time_us is None else command.occur_time_us
     if command.occur_time_us is not None:
         _check_occur_time(at, now)
+    return await _merger(app).submit(_Earning(caller, command, now, at))
+
+
+# Earns merged into one transaction and one ledger call at most, and waiting at most.
+EARN_BATCH_MAX = 256
+EARNS_QUEUED_MAX = 10_000
+
+
+def _merger(app: App) -> Coalescer[_Earning, EarnRecord]:
+    merger = app.mergers.get("earn")
+    if merger is None:
+        merger = app.mergers["earn"] = Coalescer(
+            "earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX
+        )
+    return merger
+
+
+async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | BaseException]:
+    recorded = await app.write(lambda connection: [_record_merged(connection, app, item) for item in items])
+    for index, outcome in enumerate(recorded):
+        if isinstance(outcome, _Conflict):  # e.g. the same request_id committed meanwhile by another process
+            recorded[index] = await _record_alone(app, items[index])
+    earns = [outcome for outcome in recorded if isinstance(outcome, EarnRecord)]
+    pending = {record.earn.earn_id: record.earn for record in earns if record.earn.state == "pending"}
+    try:
+        failures = await _post_earns(app, list(pending.values()))
+        unposted: BaseException | None = None
+    except Exception as error:  # the ledger unreachable: these earns stay pending for a retry
+        failures, unposted = {}, error
+    posted = [] if unposted else [earn_id for earn_id in pending if earn_id not in failures]
+    to_read = {record.earn.earn_id for record in earns if record.lines is None} | set(posted) | set(failures)
+    to_read -= set() if unposted is None else set(pending)
+    rows: dict[str, Row] = {}
+    lines: dict[str, list[Row]] = {}
+    if to_read:
+        rows, lines = await app.write(lambda connection: _finish(connection, posted, failures, to_read))
+    for earn_id in posted:
+        row = pending[earn_id]
+        _log.info("points_earned", earn_id=earn_id, points=row.points, currency=row.currency_code)
+    return [_answer(outcome, failures, unposted, pending, rows, lines) for outcome in recorded]
+
+
+def _answer(
+    outcome: EarnRecord | BaseException,
+    failures: dict[str, FailedPrecondition],
+    unposted: BaseException | None,
+    pending: dict[str, Row],
+    rows: dict[str, Row],
+    lines: dict[str, list[Row]],
+) -> EarnRecord | BaseException:
+    if not isinstance(outcome, EarnRecord):
+        return outcome
+    earn_id = outcome.earn.earn_id
+    if outcome.earn.state == "failed":
+        return _refused(earn_id, outcome.earn.failure_reason)
+    if earn_id in failures:
+        return failures[earn_id]
+    if unposted is not None and earn_id in pending:
+        return unposted
+    if earn_id in rows:
+        return EarnRecord(rows[earn_id], lines[earn_id])
+    return outcome
+
+
+class _Conflict(Exception):
+    """An item met a unique-key conflict inside the merged transaction; it is recorded on its own."""
+
+
+def _record_merged(connection: Connection, app: App, item: _Earning) -> EarnRecord | BaseException:
+    """One item of the merged transaction, in its own savepoint: its refusal leaves no trace."""
+    try:
+        with connection.begin_nested():
+            return _record(connection, app, item)
+    except ServiceError as error:
+        return error
+    except model.DomainError as error:
+        return as_service_error(error)
+    except sa_exc.IntegrityError:
+        return _Conflict()
+
+
+async def _record_alone(app: App, item: _Earning) -> EarnRecord | BaseException:
+    try:
+        return await app.write(lambda connection: _record(connection, app, item), retry_unique_violation=True)
+    except ServiceError as error:
+        return error
+    except model.DomainError as error:
+        return as_service_error(error)
+
+
+def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
+    """The earn of this request: the one recorded before (a retry), or a new one, priced.
+    A new one comes back with `lines=None` (read once the batch is posted)."""
+    caller, command = item.caller, item.command
     partner_id = caller.partner_id
-    earn_id = model.earn_transfer_id(partner_id, command.request_id)
-
-    def record(connection: Connection) -> EarnRecord:
-        check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
-        member = resolve_member(connection, app, command.member)
-        digest = model.fingerprint(
-            store=command.store_id,
-            terminal=command.terminal_id,
-            receipt=command.receipt_id,
-            member=member.member_id,
-            lines=[(line.line_number, line.sku, line.category, line.quantity, line.amount) for line in command.lines],
-            occur=command.occur_time_us,
-        )
-        existing = store.earn_by_request(connection, partner_id, command.request_id)
-        if existing is None:
-            same_receipt = store.earn_by_receipt(connection, partner_id, command.receipt_id)
-            if same_receipt is not None and same_receipt.request_id != command.request_id:
-                raise AlreadyExists(
-                    "RECEIPT_ALREADY_EARNED",
-                    "this receipt already earned points under another request_id",
-                    receipt_id=command.receipt_id,
-                )
-            existing = same_receipt  # this very request, committed meanwhile (a retry racing its first send)
-        if existing is not None:
-            if existing.fingerprint != digest:
-                raise AlreadyExists(
-                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                    "this request_id was used for a different earn; use a new request_id",
-                    request_id=command.request_id,
-                )
-            return EarnRecord(existing, list(store.earn_lines_of(connection, existing.earn_id)))
-        pricing = model.price_basket(_rule_at(connection, app, partner_id, at), command.lines, at)
-        connection.execute(
-            insert(store.earns).values(
-                earn_id=earn_id,
-                partner_id=partner_id,
-                request_id=command.request_id,
-                fingerprint=digest,
+    check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
+    member = resolve_member(connection, app, command.member)
+    digest = model.fingerprint(
+        store=command.store_id,
+        terminal=command.terminal_id,
+        receipt=command.receipt_id,
+        member=member.member_id,
+        lines=[(line.line_number, line.sku, line.category, line.quantity, line.amount) for line in command.lines],
+        occur=command.occur_time_us,
+    )
+    existing = store.earn_by_request(connection, partner_id, command.request_id)
+    if existing is None:
+        same_receipt = store.earn_by_receipt(connection, partner_id, command.receipt_id)
+        if same_receipt is not None and same_receipt.request_id != command.request_id:
+            raise AlreadyExists(
+                "RECEIPT_ALREADY_EARNED",
+                "this receipt already earned points under another request_id",
                 receipt_id=command.receipt_id,
-                store_id=command.store_id,
-                terminal_id=command.terminal_id,
-                member_id=member.member_id,
-                currency_code=pricing.currency_code,
-                points=pricing.points,
-                exact_points=str(pricing.exact_points),
-                bonus_points=pricing.bonus_points,
-                promotion_applied=pricing.promotion_applied,
-                capped=pricing.capped,
-                rule_version=pricing.rule_version,
-                state="pending" if pricing.points > 0 else "posted",
-                occur_time_us=at,
-                create_time_us=now,
             )
-        )
-        connection.execute(
-            insert(store.earn_lines),
-            [
-                dict(
-                    earn_id=earn_id,
-                    line_number=line.line_number,
-                    sku=line.sku,
-                    category=line.category,
-                    quantity=line.quantity,
-                    amount=line.amount,
-                    points=priced.points,
-                    exact_points=str(priced.exact_points),
-                    excluded=priced.excluded,
-                    return_id=None,
-                )
-                for line, priced in zip(command.lines, pricing.lines, strict=True)
-            ],
-        )
-        return EarnRecord(store.earn_by_request(connection, partner_id, command.request_id), [])
+        existing = same_receipt  # this very request, committed meanwhile (a retry racing its first send)
+    if existing is not None:
+        if existing.fingerprint != digest:
+            raise AlreadyExists(
+                "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                "this request_id was used for a different earn; use a new request_id",
+                request_id=command.request_id,
+            )
+        return EarnRecord(existing, list(store.earn_lines_of(connection, existing.earn_id)))
+    pricing = model.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
+    earn_id = model.earn_transfer_id(partner_id, command.request_id)
+    row = store.insert_earn(
+        connection,
+        earn_id=earn_id,
+        partner_id=partner_id,
+        request_id=command.request_id,
+        fingerprint=digest,
+        receipt_id=command.receipt_id,
+        store_id=command.store_id,
+        terminal_id=command.terminal_id,
+        member_id=member.member_id,
+        currency_code=pricing.currency_code,
+        points=pricing.points,
+        exact_points=str(pricing.exact_points),
+        bonus_points=pricing.bonus_points,
+        promotion_applied=pricing.promotion_applied,
+        capped=pricing.capped,
+        rule_version=pricing.rule_version,
+        state="pending" if pricing.points > 0 else "posted",
+        occur_time_us=item.at,
+        create_time_us=item.now,
+    )
+    connection.execute(
+        insert(store.earn_lines),
+        [
+            dict(
+                earn_id=earn_id,
+                line_number=line.line_number,
+                sku=line.sku,
+                category=line.category,
+                quantity=line.quantity,
+                amount=line.amount,
+                points=priced.points,
+                exact_points=str(priced.exact_points),
+                excluded=priced.excluded,
+                return_id=None,
+            )
+            for line, priced in zip(command.lines, pricing.lines, strict=True)
+        ],
+    )
+    return EarnRecord(row, None)
 
-    row = (await app.write(record, retry_unique_violation=True)).earn
-    if row.state == "failed":
-        raise _refused(row.earn_id, row.failure_reason)
-    posting = row.state == "pending"
-    if posting:
-        await _post_or_fail(app, row)
 
-    def finish(connection: Connection) -> EarnRecord:
-        if posting:
-            store.mark_earn_posted(connection, row.earn_id)
-        earn_row = store.earn_by_request(connection, partner_id, command.request_id)
-        return EarnRecord(earn_row, list(store.earn_lines_of(connection, row.earn_id)))
-
-    done = await (app.write(finish) if posting else app.read(finish))
-    if posting:
-        _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code)
-    return done
+def _finish(
+    connection: Connection, posted: list[str], failures: dict[str, FailedPrecondition], read_ids: set[str]
+) -> tuple[dict[str, Row], dict[str, list[Row]]]:
+    """Mark what the ledger answered, then read the earns back as the callers will see them."""
+    if posted:
+        store.mark_earns_posted(connection, posted)
+    for earn_id, error in failures.items():
+        store.mark_earn_failed(connection, earn_id, _failure_of(error))
+    ids = sorted(read_ids)
+    return store.earns_by_id(connection, ids), store.earn_lines_of_many(connection, ids)
 
 
-async def _post_earn(app: App, row: Row) -> None:
-    wallet = await ensure_wallet(app, row.member_id, row.currency_code)
-    transfer = TransferInput(
+def _failure_of(error: FailedPrecondition) -> str:
+    return str(error.metadata.get("failure", "")) or "UNKNOWN"
+
+
+def _earn_transfer(row: Row) -> TransferInput:
+    return TransferInput(
         id=row.earn_id,
         debit_account_id=model.issuance_account_id(row.currency_code, row.partner_id),
-        credit_account_id=wallet,
+        credit_account_id=model.wallet_account_id(row.currency_code, row.member_id),
         amount=row.points,
         currency_code=row.currency_code,
         kind=ledger_pb2.TRANSFER_KIND_POSTED,
@@ -203,16 +307,39 @@ async def _post_earn(app: App, row: Row) -> None:
             member_id=row.member_id,
         ),
     )
+
+
+async def _post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition]:
+    """Post pending earns in one ledger call; returns the ones the ledger refused (final: the
+    ledger remembers a refused transfer id forever). UNAVAILABLE propagates: the earns stay
+    pending for the client's retry or the recovery pass."""
+    if not rows:
+        return {}
+    for member_id, currency in dict.fromkeys((row.member_id, row.currency_code) for row in rows):
+        await ensure_wallet(app, member_id, currency)
     try:
-        (result,) = await app.ledger.create_transfers([transfer])
+        results = await app.ledger.create_transfers([_earn_transfer(row) for row in rows])
     except LedgerRefused as error:
         if not error.invalid_argument:
             raise
+        if len(rows) > 1:
+            # One transfer's content refused the whole call: post each alone, so only it fails.
+            failures: dict[str, FailedPrecondition] = {}
+            for row in rows:
+                failures.update(await _post_earns(app, [row]))
+            return failures
         # The ledger refused this one transfer's content (e.g. an amount above its maximum,
         # recorded before earns were bounded): final, like a per-item refusal.
-        raise _refused(row.earn_id, LEDGER_INVALID_ARGUMENT, str(error)) from None
-    if not succeeded(result):
-        raise _refused(row.earn_id, failure_name(result), result.failure_message)
+        failures = {rows[0].earn_id: _refused(rows[0].earn_id, LEDGER_INVALID_ARGUMENT, str(error))}
+    else:
+        failures = {
+            row.earn_id: _refused(row.earn_id, failure_name(result), result.failure_message)
+            for row, result in zip(rows, results, strict=True)
+            if not succeeded(result)
+        }
+    for earn_id, error in failures.items():
+        _log.error("earn_failed", earn_id=earn_id, failure=_failure_of(error), message=error.message)
+    return failures
 
 
 # failure_reason of an item the ledger refused as a whole call with INVALID_ARGUMENT.
@@ -227,20 +354,6 @@ def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition
         earn_id=earn_id,
         failure=failure,
     )
-
-
-async def _post_or_fail(app: App, row: Row) -> None:
-    """Post a pending earn. The ledger remembers a refused transfer id forever, so a refusal
-    is final: the earn is marked failed with the reason, and every retry answers with it."""
-    try:
-        await _post_earn(app, row)
-    except FailedPrecondition as error:
-        if error.reason != "LEDGER_REFUSED":
-            raise
-        failure = str(error.metadata.get("failure", "")) or "UNKNOWN"
-        await app.write(lambda connection: store.mark_earn_failed(connection, row.earn_id, failure))
-        _log.error("earn_failed", earn_id=row.earn_id, failure=failure, message=error.message)
-        raise
 
 
 # An earn younger than this is left to its client's own retry; older ones were given up on.
@@ -262,18 +375,20 @@ async def post_pending_earns(app: App) -> int:
     posted = 0
     for row in rows:
         try:
-            await _post_or_fail(app, row)
+            failures = await _post_earns(app, [row])
         except Unavailable:
             raise
-        except FailedPrecondition:
-            continue  # marked failed and logged once; later passes no longer see it
         except Exception:
             # One earn must not stop the others: it stays pending and the next pass tries again.
             _log.exception("earn_recovery_failed", earn_id=row.earn_id)
             continue
-        await app.write(lambda connection, earn_id=row.earn_id: store.mark_earn_posted(connection, earn_id))
-        posted += 1
-        _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)
+        done = [] if failures else [row.earn_id]
+        await app.write(lambda connection, done=done, failures=failures: _finish(connection, done, failures, set()))
+        if not failures:  # a refusal was marked failed and logged once; later passes no longer see it
+            posted += 1
+            _log.info(
+                "points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True
+            )
     return posted
 
 
@@ -289,16 +404,20 @@ async def upload_offline_batch(app: App, caller: Caller, commands: list[EarnComm
     require_partner(caller)
     if not 1 <= len(commands) <= model.OFFLINE_BATCH_MAX:
         raise InvalidArgument("INVALID_BATCH_SIZE", f"a batch has 1..{model.OFFLINE_BATCH_MAX} earns")
+    # Submitted together, the earns merge into as few transactions and ledger calls as they fit.
+    outcomes = await asyncio.gather(*(earn(app, caller, command) for command in commands), return_exceptions=True)
     results = []
-    for command in commands:
-        try:
-            results.append(OfflineResult(command.request_id, await earn(app, caller, command), None))
-        except model.DomainError as error:
-            results.append(OfflineResult(command.request_id, None, as_service_error(error)))
-        except ServiceError as error:
-            if error.code.name in ("UNAVAILABLE", "ABORTED"):
-                raise  # the whole upload is retryable; items already done are idempotent
-            results.append(OfflineResult(command.request_id, None, error))
+    for command, outcome in zip(commands, outcomes, strict=True):
+        if isinstance(outcome, model.DomainError):
+            outcome = as_service_error(outcome)
+        if isinstance(outcome, ServiceError):
+            if outcome.code.name in ("UNAVAILABLE", "ABORTED"):
+                raise outcome  # the whole upload is retryable; items already done are idempotent
+            results.append(OfflineResult(command.request_id, None, outcome))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(OfflineResult(command.request_id, outcome, None))
     return results
 
 

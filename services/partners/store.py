@@ -636,8 +636,29 @@ def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
     return connection.execute(query).all()
 
 
-def mark_earn_posted(connection: Connection, earn_id: str) -> None:
-    connection.execute(update(earns).where(earns.c.earn_id == earn_id).values(state="posted"))
+def insert_earn(connection: Connection, **values: object) -> Row:
+    return connection.execute(insert(earns).values(**values).returning(*earns.c)).one()
+
+
+def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
+    rows = connection.execute(select(earns).where(earns.c.earn_id.in_(list(earn_ids)))).all()
+    return {row.earn_id: row for row in rows}
+
+
+def earn_lines_of_many(connection: Connection, earn_ids: Sequence[str]) -> dict[str, list[Row]]:
+    query = (
+        select(earn_lines)
+        .where(earn_lines.c.earn_id.in_(list(earn_ids)))
+        .order_by(earn_lines.c.earn_id, earn_lines.c.line_number)
+    )
+    found: dict[str, list[Row]] = {earn_id: [] for earn_id in earn_ids}
+    for row in connection.execute(query):
+        found[row.earn_id].append(row)
+    return found
+
+
+def mark_earns_posted(connection: Connection, earn_ids: Sequence[str]) -> None:
+    connection.execute(update(earns).where(earns.c.earn_id.in_(list(earn_ids))).values(state="posted"))
 
 
 def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:

@@ -1,0 +1,86 @@
+"""Merges concurrent calls of one kind into batches, the way the ledger's batcher merges transfers.
+
+Tills send many small calls at once. Handling each alone costs a partners transaction and a
+ledger call per call; handling whatever arrived while the previous batch was in flight costs one
+of each per batch, so throughput grows with load. The handler returns one result per item, an
+exception for an item that failed on its own; an exception from the handler itself fails the
+whole batch alike (the database or the ledger is unreachable: every caller may retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import structlog
+
+from services.common.errors import Unavailable
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+_log = structlog.get_logger("coalescer")
+
+
+class Coalescer(Generic[C, R]):
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[list[C]], Awaitable[list[R | BaseException]]],
+        batch_items_max: int,
+        queued_items_max: int,
+        batches_in_flight_max: int = 2,
+    ) -> None:
+        self._name = name
+        self._handle = handle
+        self._batch_items_max = batch_items_max
+        self._queued_items_max = queued_items_max
+        # Two batches in flight: one in the database while the other waits on the ledger.
+        self._batches_in_flight_max = batches_in_flight_max
+        self._batches_in_flight = 0
+        self._queue: deque[tuple[C, asyncio.Future]] = deque()
+
+    async def submit(self, item: C) -> R:
+        if len(self._queue) >= self._queued_items_max:
+            raise Unavailable(
+                "PARTNERS_OVERLOADED",
+                f"more than {self._queued_items_max} {self._name} calls are waiting; retry with the same request_id",
+            )
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # a caller that went away must not leave it unread
+        self._queue.append((item, future))
+        if self._batches_in_flight < self._batches_in_flight_max:
+            self._batches_in_flight += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        # A caller that goes away (deadline, cancel) leaves its item in the batch: what it
+        # started still completes, and its retry with the same request_id gets the answer.
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch_items_max))]
+                await self._run([item for item, _ in taken], [future for _, future in taken])
+        finally:
+            self._batches_in_flight -= 1
+
+    async def _run(self, items: list[C], futures: list[asyncio.Future]) -> None:
+        try:
+            results = await self._handle(items)
+        except Exception as error:  # the batch as a whole: every caller gets the same answer
+            _log.warning("batch_failed", kind=self._name, items=len(items), error=repr(error))
+            results = [error] * len(items)
+        for future, result in zip(futures, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,143 @@
+"""Concurrent earns are merged: one partners transaction records them, one ledger call posts them,
+and each caller still gets its own answer. One earn's bad data (an unknown member, a receipt
+already earned, a transfer the ledger refuses) never fails the earns merged with it, and a retry
+of every request answers exactly as the first time.
+
+The ledger is real; for chosen earn ids its client answers a per-item refusal instead of sending
+them (the ledger refuses content partners never produces), while the rest of the same call goes
+to the ledger as one CreateTransfers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from coalition.ledger.v1 import ledger_pb2
+from coalition.partners.v1 import partners_pb2 as pb
+from services.common.errors import error_info_of
+from services.common.ledger_client import Failure
+from services.partners import model, server
+from services.partners.server import PartnersSettings, start
+from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
+from tests.support.databases import new_database_url
+from tests.support.servers import ThreadedServer, start_ledger_thread
+
+CALLERS = 48
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def merged(request, tmp_path):
+    ledger_url, ledger_cleanup = new_database_url(request.param, tmp_path, "ledger")
+    partners_url, partners_cleanup = new_database_url(request.param, tmp_path, "partners")
+    ledger = start_ledger_thread(ledger_url)
+    settings = dataclasses.replace(
+        PartnersSettings.from_env(),
+        database_url=partners_url,
+        listen_address="127.0.0.1:0",
+        ledger_address=ledger.address,
+        admin_api_key=ADMIN_KEY,
+        grpc_grace_period_seconds=1,
+    )
+    clock = MovableClock()
+    partners = ThreadedServer(lambda: start(settings, clock))
+    app = server._current
+    real = app.ledger.create_transfers
+    refuse: set[str] = set()
+    call_sizes: list[int] = []
+
+    async def create_transfers(transfers):
+        call_sizes.append(len(transfers))
+        sent = [transfer for transfer in transfers if transfer.id not in refuse]
+        answers = iter(await real(sent) if sent else [])
+        refused = ledger_pb2.CreateTransferResult(
+            status=ledger_pb2.ITEM_STATUS_FAILED, failure_reason=Failure.FAILURE_REASON_CURRENCY_MISMATCH
+        )
+        return [refused if transfer.id in refuse else next(answers) for transfer in transfers]
+
+    app.ledger.create_transfers = create_transfers
+    client = Coalition(partners.address, clock, ledger.address)
+    yield client, refuse, call_sizes
+    client.close()
+    partners.stop()
+    ledger.stop()
+    partners_cleanup()
+    ledger_cleanup()
+
+
+def _request(shop, member_id: str, receipt_id: str, amount: int = 2000) -> pb.EarnRequest:
+    return pb.EarnRequest(
+        request_id=unique("earn"),
+        point_of_sale=shop.pos(),
+        receipt_id=receipt_id,
+        member=pb.MemberIdentity(member_id=member_id),
+        lines=[pb.BasketLine(line_number=1, sku="a", category="grocery", quantity=1000, amount=amount)],
+    )
+
+
+def _send_all_at_once(client: Coalition, requests: list[pb.EarnRequest], key: str) -> list[tuple[str, object]]:
+    start = threading.Barrier(len(requests))
+
+    def send(request):
+        start.wait()
+        try:
+            return "ok", client.call("Earn", request, key).pricing.points
+        except grpc.RpcError as error:
+            info = error_info_of(error)
+            return error.code().name, info.reason if info else ""
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+def test_merged_earns_answer_each_caller_and_one_bad_earn_fails_only_itself(merged):
+    client, refuse, call_sizes = merged
+    shop = client.register_partner(base_rate="0.5")
+    members = [client.enroll()[0] for _ in range(4)]
+    for member_id in members:  # wallets exist, so every earn below is one transfer
+        client.earn(shop, member_id, [1000])
+    call_sizes.clear()
+    requests, expected = [], []
+    shared_receipt = unique("r")
+    for number in range(CALLERS):
+        member_id = members[number % len(members)]
+        kind = number % 8
+        if kind == 1:
+            requests.append(_request(shop, f"m-nobody-{number}", unique("r")))
+            expected.append(("NOT_FOUND", "MEMBER_NOT_FOUND"))
+        elif kind == 2:
+            requests.append(_request(shop, member_id, shared_receipt))
+            expected.append("shared receipt")
+        elif kind == 3:
+            request = _request(shop, member_id, unique("r"))
+            refuse.add(model.earn_transfer_id(shop.partner_id, request.request_id))
+            requests.append(request)
+            expected.append(("FAILED_PRECONDITION", "LEDGER_REFUSED"))
+        else:
+            requests.append(_request(shop, member_id, unique("r")))
+            expected.append(("ok", 10))
+    before = {member_id: client.balance(member_id).posted for member_id in members}
+
+    answers = _send_all_at_once(client, requests, shop.key)
+
+    shared = [answer for answer, wanted in zip(answers, expected, strict=True) if wanted == "shared receipt"]
+    assert sorted(shared) == [("ALREADY_EXISTS", "RECEIPT_ALREADY_EARNED")] * (len(shared) - 1) + [("ok", 10)]
+    for answer, wanted in zip(answers, expected, strict=True):
+        if wanted != "shared receipt":
+            assert answer == wanted
+    assert max(call_sizes) > 1, f"no ledger call carried more than one earn: {call_sizes}"
+    assert len(call_sizes) < CALLERS
+
+    credited = {member_id: 0 for member_id in members}
+    for request, answer in zip(requests, answers, strict=True):
+        if answer[0] == "ok":
+            credited[request.member.member_id] += 10
+    assert {m: client.balance(m).posted - before[m] for m in members} == credited
+
+    retried = _send_all_at_once(client, requests, shop.key)  # every retry answers as the first time
+    assert retried == answers
+    assert {m: client.balance(m).posted - before[m] for m in members} == credited
