@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from services.common.auth import AdminKey
 from services.common.db import Database
+from services.common.group_commit import GroupCommit
 from services.common.ledger_client import LedgerClient
 from services.partners.facts import Facts
 
@@ -33,12 +34,16 @@ class App:
     # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
     known_wallets: set[str] = field(default_factory=set)
     facts: Facts = field(default_factory=Facts)
-    # Merged write paths by kind (services/partners/coalescer.py), made on first use.
+    # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
-        """One transaction on the writer, off the event loop (the driver blocks)."""
-        return await asyncio.to_thread(self.database.write, work, retry_unique_violation=retry_unique_violation)
+        """One unit of work on the writer, committed before this returns, off the event loop (the
+        driver blocks). Concurrent units share one transaction, each in its own savepoint."""
+        group = self.mergers.get("write")
+        if group is None:
+            group = self.mergers["write"] = GroupCommit(self.database)
+        return await group.write(work, retry_unique_violation=retry_unique_violation)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.database.read, work)

@@ -9,6 +9,7 @@ import structlog
 from sqlalchemy import Connection, Row, insert
 from sqlalchemy import exc as sa_exc
 
+from services.common.coalescer import Coalescer
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.common.ledger_client import (
     LedgerRefused,
@@ -21,7 +22,6 @@ from services.common.ledger_client import (
 from services.partners import model, store
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
-from services.partners.coalescer import Coalescer
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 
 _log = structlog.get_logger("partners")

@@ -152,7 +152,7 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
     database = await asyncio.to_thread(open_database, settings)
-    ledger = LedgerClient(settings.ledger_address, settings.ledger_deadline_ms / 1000)
+    ledger = LedgerClient(settings.ledger_address, settings.ledger_deadline_ms / 1000, merge_transfers=True)
     app = App(database, ledger, admin_key, settings.alias_hash_key.encode(), clock)
     await _bootstrap_ledger(app)
 

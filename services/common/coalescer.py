@@ -32,6 +32,7 @@ class Coalescer(Generic[C, R]):
         batch_items_max: int,
         queued_items_max: int,
         batches_in_flight_max: int = 2,
+        size: Callable[[C], int] = lambda _item: 1,
     ) -> None:
         self._name = name
         self._handle = handle
@@ -40,6 +41,7 @@ class Coalescer(Generic[C, R]):
         # Two batches in flight: one in the database while the other waits on the ledger.
         self._batches_in_flight_max = batches_in_flight_max
         self._batches_in_flight = 0
+        self._size = size  # what an item counts against batch_items_max (e.g. its transfers)
         self._queue: deque[tuple[C, asyncio.Future]] = deque()
 
     async def submit(self, item: C) -> R:
@@ -61,7 +63,11 @@ class Coalescer(Generic[C, R]):
     async def _drain(self) -> None:
         try:
             while self._queue:
-                taken = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch_items_max))]
+                taken = [self._queue.popleft()]
+                items = self._size(taken[0][0])
+                while self._queue and items + self._size(self._queue[0][0]) <= self._batch_items_max:
+                    items += self._size(self._queue[0][0])
+                    taken.append(self._queue.popleft())
                 await self._run([item for item, _ in taken], [future for _, future in taken])
         finally:
             self._batches_in_flight -= 1

@@ -1,0 +1,82 @@
+"""Group commit: concurrent write transactions of one process share one database transaction.
+
+A till's call writes a few rows; a transaction per call pays a commit (and on SQLite the one
+write lock) per call. Whatever writes arrive while the previous group is committing are run
+together, each in its own savepoint, so one call's refusal or bad data rolls back only its own
+rows and never its neighbours'. Each caller is answered only after the group has committed.
+A unique-key conflict inside the group re-runs that write alone with its own retry policy; a
+deadlock or serialization failure re-runs the whole group (services.common.db.run_transaction);
+a lost database fails the group alike, as it would each transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+
+from services.common.coalescer import Coalescer
+from services.common.db import Database
+
+T = TypeVar("T")
+
+# Writes in one group at most, and waiting at most (then UNAVAILABLE: retry with the same id).
+GROUP_WRITES_MAX = 128
+QUEUED_WRITES_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    work: Callable[[Connection], object]
+    retry_unique_violation: bool
+
+
+class _Alone:
+    """Marks a write that met a unique-key conflict in the group: it is run again on its own."""
+
+
+_ALONE = _Alone()
+
+
+class GroupCommit:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._writes = Coalescer("write transaction", self._commit, GROUP_WRITES_MAX, QUEUED_WRITES_MAX)
+
+    async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
+        return await self._writes.submit(_Write(work, retry_unique_violation))  # type: ignore[return-value]
+
+    async def _commit(self, writes: list[_Write]) -> list[object]:
+        if len(writes) == 1:
+            return [await self._alone(writes[0])]
+        outcomes = await asyncio.to_thread(
+            self._database.write, lambda connection: [_in_savepoint(connection, write.work) for write in writes]
+        )
+        return [
+            await self._alone(write) if outcome is _ALONE else outcome
+            for write, outcome in zip(writes, outcomes, strict=True)
+        ]
+
+    async def _alone(self, write: _Write) -> object:
+        try:
+            return await asyncio.to_thread(
+                self._database.write, write.work, retry_unique_violation=write.retry_unique_violation
+            )
+        except Exception as error:  # this write's answer, not its neighbours'
+            return error
+
+
+def _in_savepoint(connection: Connection, work: Callable[[Connection], object]) -> object:
+    try:
+        with connection.begin_nested():
+            return work(connection)
+    except (sa_exc.OperationalError, sa_exc.InterfaceError):
+        raise  # the database itself, or a deadlock: the whole group is retried or fails
+    except sa_exc.IntegrityError:
+        return _ALONE
+    except Exception as error:
+        return error
