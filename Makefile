@@ -9,7 +9,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
 export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-settlement soak fuzz demo clean
+.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-soak bench-settlement soak fuzz demo clean
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -55,11 +55,17 @@ $(BUF):
 	mkdir -p .tools
 	cd .tools && npm install --silent --no-save --no-package-lock @bufbuild/buf@$(BUF_VERSION)
 
+# Ledger and POS (partners -> ledger) figures against one baseline in one run: about 6 minutes (bench/README.md).
 bench: setup
-	$(PY) -m bench.ledger_bench
+	$(PY) -m bench.pos_bench
 
+# The same at 2 s per workload: about 2.5 minutes, half of it seeding 2,000 members with points.
 bench-quick: setup
-	$(PY) -m bench.ledger_bench --quick
+	$(PY) -m bench.pos_bench --quick
+
+# Memory of partners and ledger over EARNS earns (default 1,000,000); not part of test or bench.
+bench-soak: setup
+	$(PY) -m bench.pos_bench --soak --earns $${EARNS:-1000000}
 
 # Longer fault and load runs of the suite's short versions (same tests, COALITION_SOAK_SCALE times the work).
 soak: setup

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import replace
 
 import grpc
 
 from services.common.config import log_format, log_level
 from services.common.grpc_server import ServerOptions, run_until_signalled, start_server
+from services.common.interceptor import CallLimits
 from services.common.logs import configure_logging
 
 METHOD_SERVICE = "coalition.bench.v1.BenchService"
@@ -37,7 +39,11 @@ async def _main(address: str, bare: bool) -> None:
         await server.start()
         await server.wait_for_termination()
         return
-    running = await start_server(ServerOptions(listen_address=address), _register)
+    # CallLimits.receive_bytes_max is max() of the default and the per-method sizes, which fails
+    # when no method has its own size; naming Ping at the default size admits exactly the same.
+    limits = CallLimits()
+    limits = replace(limits, request_bytes_max_by_method={"Ping": limits.request_bytes_max_default})
+    running = await start_server(ServerOptions(listen_address=address, call_limits=limits), _register)
     await run_until_signalled([running])
 
 

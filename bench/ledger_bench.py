@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import json
 import os
 import random
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 
 import grpc
 from sqlalchemy import create_engine
@@ -24,6 +27,7 @@ from sqlalchemy import create_engine
 from bench.empty_server import METHOD_SERVICE
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
+from services.common.errors import error_info_of
 from tests.support.databases import PostgresSchema, postgres_unavailable_reason
 from tests.support.servers import free_port, wait_until_serving
 
@@ -32,6 +36,7 @@ WALLETS = 10_000
 HOT_ACCOUNTS = 3
 BATCH_SIZE = 8_000
 FUNDING = 10**12
+ERROR_MESSAGE_CHARACTERS_MAX = 200
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -51,34 +56,82 @@ def _stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def _summary(name: str, latencies: list[float], elapsed: float, items_per_call: int = 1) -> dict:
-    latencies.sort()
-    calls = len(latencies)
-    return {
-        "workload": name,
-        "calls": calls,
-        "items_per_second": round(calls * items_per_call / elapsed, 1),
-        "calls_per_second": round(calls / elapsed, 1),
-        "latency_ms_p50": round(statistics.median(latencies) * 1000, 2),
-        "latency_ms_p99": round(latencies[min(calls - 1, int(calls * 0.99))] * 1000, 2),
-    }
+class CallFailed(Exception):
+    """A call that answered but did not do its job (say, a refused batch item): counted as `key`."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-async def _drive(name: str, make_call, seconds: float, concurrency: int, items_per_call: int = 1) -> dict:
-    latencies: list[float] = []
+class WorkloadExhausted(Exception):
+    """A workload ran out of prepared objects (say, receipts to return) before its time was up."""
+
+
+@dataclass
+class Tally:
+    """What a workload's calls came to: latencies of every finished call, failed ones too, and the
+    failures counted by status code and ErrorInfo reason, each with its first message."""
+
+    latencies: list[float] = field(default_factory=list)
+    succeeded: int = 0
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    error_examples: dict[str, str] = field(default_factory=dict)
+
+    async def time(self, call, started: float) -> None:
+        """Await `call()`; its latency runs from `started` (the intended send time in an open loop)."""
+        try:
+            await call()
+        except grpc.aio.AioRpcError as error:
+            info = error_info_of(error)
+            key = f"{error.code().name} {info.reason}" if info is not None and info.reason else error.code().name
+            self._failed(key, error.details() or "")
+        except CallFailed as failure:
+            self._failed(failure.key, str(failure))
+        else:
+            self.succeeded += 1
+        self.latencies.append(time.perf_counter() - started)
+
+    def _failed(self, key: str, message: str) -> None:
+        self.errors[key] += 1
+        self.error_examples.setdefault(key, message[:ERROR_MESSAGE_CHARACTERS_MAX])
+
+    def row(self, name: str, elapsed: float, items_per_call: int = 1, **extra) -> dict:
+        """Calls/s counts the calls that succeeded; p50/p99 cover every finished call."""
+        ordered = sorted(self.latencies)
+        count = len(ordered)
+        return {
+            "workload": name,
+            "calls": self.succeeded,
+            "items_per_second": round(self.succeeded * items_per_call / elapsed, 1),
+            "calls_per_second": round(self.succeeded / elapsed, 1),
+            "latency_ms_p50": round(statistics.median(ordered) * 1000, 2) if count else float("nan"),
+            "latency_ms_p99": round(ordered[min(count - 1, int(count * 0.99))] * 1000, 2) if count else float("nan"),
+            "errors": dict(self.errors),
+            "error_examples": self.error_examples,
+            **extra,
+        }
+
+
+async def closed_loop(name: str, call, seconds: float, concurrency: int = CONCURRENCY, **extra) -> dict:
+    """`concurrency` workers, each sending its next call as soon as its last one answered."""
+    tally = Tally()
     stop_at = time.perf_counter() + seconds
+    exhausted_after: list[float] = []
 
-    async def worker(number: int) -> None:
-        sequence = 0
+    async def worker() -> None:
         while time.perf_counter() < stop_at:
-            sequence += 1
-            started = time.perf_counter()
-            await make_call(number, sequence)
-            latencies.append(time.perf_counter() - started)
+            try:
+                await tally.time(call, time.perf_counter())
+            except WorkloadExhausted:
+                exhausted_after.append(time.perf_counter() - started)
+                return
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return _summary(name, latencies, time.perf_counter() - started, items_per_call)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if exhausted_after:
+        extra["exhausted_after_seconds"] = round(min(exhausted_after), 2)
+    return tally.row(name, time.perf_counter() - started, **extra)
 
 
 async def _baseline(address: str, seconds: float) -> dict:
@@ -86,11 +139,11 @@ async def _baseline(address: str, seconds: float) -> dict:
         ping = channel.unary_unary(f"/{METHOD_SERVICE}/Ping")
         await ping(b"", timeout=30, wait_for_ready=True)
 
-        async def call(_worker: int, _sequence: int) -> None:
+        async def call() -> None:
             await ping(b"", timeout=10)
 
-        await _drive("warm-up", call, min(1.0, seconds), CONCURRENCY)
-        return await _drive("baseline: empty handler", call, seconds, CONCURRENCY)
+        await closed_loop("warm-up", call, min(1.0, seconds))
+        return await closed_loop("baseline: empty handler", call, seconds)
 
 
 async def _prepare(stub, run: str) -> tuple[list[str], list[str]]:
@@ -120,7 +173,7 @@ def _transfer(transfer_id: str, debit: str, credit: str, amount: int) -> pb.Tran
     )
 
 
-def _analyze(database_url: str) -> None:
+def analyze_schema(database_url: str) -> None:
     """A production database has planner statistics; a schema made seconds ago has none yet."""
     engine = create_engine(database_url)
     with engine.begin() as connection:
@@ -133,71 +186,84 @@ async def _ledger_workloads(address: str, database_url: str, seconds: float, bat
     async with grpc.aio.insecure_channel(address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         hot, wallets = await _prepare(stub, run)
-        _analyze(database_url)
+        analyze_schema(database_url)
         rng = random.Random(7)
 
+        sequence = itertools.count()
+
         def single(prefix: str, debit_of):
-            async def call(worker: int, sequence: int) -> None:
+            async def call() -> None:
                 credit = rng.choice(wallets)
                 debit = debit_of()
                 while debit == credit:
                     debit = debit_of()
-                item = _transfer(f"{prefix}:{run}:{worker}:{sequence}", debit, credit, 1)
+                item = _transfer(f"{prefix}:{run}:{next(sequence)}", debit, credit, 1)
                 response = await stub.CreateTransfers(pb.CreateTransfersRequest(transfers=[item]), timeout=30)
-                if response.results[0].status != pb.ITEM_STATUS_CREATED:
-                    raise RuntimeError(f"transfer failed: {response.results[0]}")
+                _check_created(response)
 
             return call
 
-        results = []
-        await _drive("warm-up", single("warm", lambda: rng.choice(wallets)), min(1.0, seconds), CONCURRENCY)
-        results.append(
-            await _drive(
-                "single transfers, random member accounts",
-                single("random", lambda: rng.choice(wallets)),
-                seconds,
-                CONCURRENCY,
-            )
+        await closed_loop("warm-up", single("warm", lambda: rng.choice(wallets)), min(1.0, seconds))
+        workloads = (
+            ("single transfers, random member accounts", "random", lambda: rng.choice(wallets)),
+            (f"single transfers, debits on {HOT_ACCOUNTS} hot accounts", "hot", lambda: rng.choice(hot)),
         )
-        results.append(
-            await _drive(
-                f"single transfers, debits on {HOT_ACCOUNTS} hot accounts",
-                single("hot", lambda: rng.choice(hot)),
-                seconds,
-                CONCURRENCY,
-            )
-        )
-        latencies = []
-        started = time.perf_counter()
+        results = [await closed_loop(name, single(prefix, debit_of), seconds) for name, prefix, debit_of in workloads]
+        tally = Tally()
         for number in range(batches):
             items = [
                 _transfer(f"batch:{run}:{number}:{n}", rng.choice(wallets), rng.choice(hot), 1)
                 for n in range(BATCH_SIZE)
             ]
             request = pb.CreateTransfersRequest(transfers=items)
-            call_started = time.perf_counter()
-            response = await stub.CreateTransfers(request, timeout=120)
-            latencies.append(time.perf_counter() - call_started)
-            if any(r.status != pb.ITEM_STATUS_CREATED for r in response.results):
-                raise RuntimeError("batch item failed")
+
+            async def call(request=request) -> None:
+                _check_created(await stub.CreateTransfers(request, timeout=120))
+
+            await tally.time(call, time.perf_counter())
         # Building requests is client work; count only the time spent in calls.
-        results.append(_summary(f"batches of {BATCH_SIZE:,} transfers", latencies, sum(latencies), BATCH_SIZE))
-        del started
+        results.append(tally.row(f"batches of {BATCH_SIZE:,} transfers", sum(tally.latencies), BATCH_SIZE))
         return results
 
 
-def _print(results: list[dict], baseline: dict) -> None:
-    base = baseline["calls_per_second"]
-    print(f"\n{'workload':52} {'items/s':>10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'x baseline':>10}")
-    for result in [baseline, *results]:
-        ratio = result["calls_per_second"] / base
+def _check_created(response: pb.CreateTransfersResponse) -> None:
+    failed = [result for result in response.results if result.status != pb.ITEM_STATUS_CREATED]
+    if failed:
+        status = pb.ItemStatus.Name(failed[0].status)
+        raise CallFailed(f"item {status}", f"{len(failed)} of {len(response.results)} items: {failed[0]}")
+
+
+def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
+    """One row per workload: `x baseline` divides by the empty handler on our stack (the ledger's
+    own targets), `x bare` by the raw grpc.aio empty handler (the POS targets)."""
+    print(
+        f"\n{'workload':52} {'items/s':>10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'x baseline':>10}"
+        f" {'x bare':>7} {'errors':>7}"
+    )
+    for result in results:
+        if "section" in result:
+            print(f"-- {result['section']}")
+            continue
+        ratio = result["calls_per_second"] / baseline["calls_per_second"]
+        ratio_bare = result["calls_per_second"] / bare["calls_per_second"]
         print(
             f"{result['workload']:52} {result['items_per_second']:>10,.0f} {result['calls_per_second']:>9,.0f} "
-            f"{result['latency_ms_p50']:>8.2f} {result['latency_ms_p99']:>8.2f} {ratio:>10.2f}"
+            f"{result['latency_ms_p50']:>8.2f} {result['latency_ms_p99']:>8.2f} {ratio:>10.2f} {ratio_bare:>7.2f}"
+            f" {sum(result.get('errors', {}).values()):>7,}"
         )
 
 
-def _targets(results: list[dict], baseline: dict) -> list[str]:
+def print_failures(results: list[dict]) -> None:
+    """Every failure of every row: how many, status and reason, and the first message."""
+    failed = [row for row in results if row.get("errors")]
+    if failed:
+        print("\nfailed calls (count x status reason: first message):")
+    for row in failed:
+        for key, count in sorted(row["errors"].items()):
+            print(f"  {row['workload']}: {count:,} x {key}: {row['error_examples'].get(key, '')}")
+
+
+def ledger_targets(results: list[dict], baseline: dict) -> list[str]:
     single, hot, batch = results
     base = baseline["calls_per_second"]
     checks = [
@@ -206,6 +272,11 @@ def _targets(results: list[dict], baseline: dict) -> list[str]:
         ("batches >= 15,000 transfers/s", batch["items_per_second"], 15_000, ">="),
         ("single transfers p99 <= 30 ms", single["latency_ms_p99"], 30.0, "<="),
     ]
+    return verdict_lines(checks)
+
+
+def verdict_lines(checks: list[tuple[str, float, float, str]]) -> list[str]:
+    """One `MET`/`MISS` line per (label, value, target, ">=" or "<=")."""
     lines = []
     for label, value, target, op in checks:
         met = value >= target if op == ">=" else value <= target
@@ -213,39 +284,56 @@ def _targets(results: list[dict], baseline: dict) -> list[str]:
     return lines
 
 
-async def _main(arguments) -> None:
-    reason = postgres_unavailable_reason()
-    if reason:
-        raise SystemExit(f"make bench needs PostgreSQL: {reason}")
-    seconds = arguments.seconds
-    schema = PostgresSchema("bench")
+async def measure_baselines(seconds: float) -> tuple[dict, dict]:
+    """(bare, baseline): the raw grpc.aio empty handler and the empty handler on our server stack."""
     processes = []
     try:
         empty_address = f"127.0.0.1:{free_port()}"
         bare_address = f"127.0.0.1:{free_port()}"
-        ledger_address = f"127.0.0.1:{free_port()}"
         processes.append(_start(["-m", "bench.empty_server", "--address", empty_address], {}))
         processes.append(_start(["-m", "bench.empty_server", "--bare", "--address", bare_address], {}))
-        processes.append(
-            _start(
-                ["-m", "services.ledger.server"],
-                {"COALITION_LEDGER_DATABASE_URL": schema.url, "COALITION_LEDGER_LISTEN_ADDRESS": ledger_address},
-            )
-        )
         wait_until_serving(empty_address)
-        wait_until_serving(ledger_address)
         bare = await _baseline(bare_address, seconds)
         bare["workload"] = "raw grpc.aio empty handler (no interceptor)"
         baseline = await _baseline(empty_address, seconds)
-        results = await _ledger_workloads(ledger_address, schema.url, seconds, arguments.batches)
     finally:
         for process in processes:
             _stop(process)
+    return bare, baseline
+
+
+async def measure_ledger(seconds: float, batches: int) -> list[dict]:
+    """Single transfers, hot accounts and large batches on one ledger process with a fresh schema."""
+    schema = PostgresSchema("bench")
+    ledger_address = f"127.0.0.1:{free_port()}"
+    process = _start(
+        ["-m", "services.ledger.server"],
+        {"COALITION_LEDGER_DATABASE_URL": schema.url, "COALITION_LEDGER_LISTEN_ADDRESS": ledger_address},
+    )
+    try:
+        wait_until_serving(ledger_address)
+        return await _ledger_workloads(ledger_address, schema.url, seconds, batches)
+    finally:
+        _stop(process)
         schema.drop()
+
+
+def require_postgres() -> None:
+    reason = postgres_unavailable_reason()
+    if reason:
+        raise SystemExit(f"make bench needs PostgreSQL: {reason}")
+
+
+async def _main(arguments) -> None:
+    require_postgres()
+    seconds = arguments.seconds
+    bare, baseline = await measure_baselines(seconds)
+    results = await measure_ledger(seconds, arguments.batches)
     print(f"\nclient concurrency {CONCURRENCY}, {seconds:.0f} s per workload, PostgreSQL, {os.cpu_count()} cores")
-    _print([bare, *results], baseline)
+    print_table([baseline, bare, *results], baseline, bare)
+    print_failures([baseline, bare, *results])
     print()
-    for line in _targets(results, baseline):
+    for line in ledger_targets(results, baseline):
         print(line)
     if arguments.json:
         with open(arguments.json, "w") as out:
