@@ -628,11 +628,11 @@ async def bench(arguments) -> None:
     require_postgres()
     started = time.perf_counter()
     seconds = arguments.seconds
-    log_directory = tempfile.mkdtemp(prefix="coalition-bench-")
     _progress("baselines")
     bare, baseline = await measure_baselines(seconds)
     _progress("ledger")
     ledger = await measure_ledger(seconds, arguments.batches)
+    log_directory = tempfile.mkdtemp(prefix="coalition-bench-")
     pos = await measure_pos(seconds, log_directory)
     print(f"\nclient concurrency {CONCURRENCY}, {seconds:g} s per workload, PostgreSQL, {os.cpu_count()} cores")
     print(f"POS seed through the partners API: {MEMBERS:,} members with points in {pos.seed_seconds:,.0f} s")
