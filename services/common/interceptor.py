@@ -117,7 +117,7 @@ class CallLimits:
     @property
     def receive_bytes_max(self) -> int:
         """The largest request of any method: grpc's max_receive_message_length."""
-        return max(self.request_bytes_max_default, *self.request_bytes_max_by_method.values())
+        return max([self.request_bytes_max_default, *self.request_bytes_max_by_method.values()])
 
 
 class Admission:

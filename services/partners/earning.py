@@ -125,7 +125,10 @@ def _merger(app: App) -> Coalescer[_Earning, EarnRecord]:
 
 
 async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | BaseException]:
-    recorded = await app.write(lambda connection: [_record_merged(connection, app, item) for item in items])
+    try:
+        recorded = await app.write(lambda connection: _record_all(connection, app, items))
+    except sa_exc.IntegrityError:  # another process recorded one of these meanwhile: each on its own
+        recorded = await app.write(lambda connection: [_record_merged(connection, app, item) for item in items])
     for index, outcome in enumerate(recorded):
         if isinstance(outcome, _Conflict):  # e.g. the same request_id committed meanwhile by another process
             recorded[index] = await _record_alone(app, items[index])
@@ -197,9 +200,75 @@ async def _record_alone(app: App, item: _Earning) -> EarnRecord | BaseException:
         return as_service_error(error)
 
 
+@dataclass(slots=True)
+class _NewEarn:
+    """An earn decided in this batch, inserted with the batch."""
+
+    values: dict
+    lines: list[dict]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.values["fingerprint"]
+
+    @property
+    def request_id(self) -> str:
+        return self.values["request_id"]
+
+
+@dataclass(slots=True)
+class _Known:
+    """Earns already recorded under the batch's request ids and receipts, and the batch's own."""
+
+    by_request: dict[tuple[str, str], Row | _NewEarn]
+    by_receipt: dict[tuple[str, str], Row | _NewEarn]
+
+    @classmethod
+    def load(cls, connection: Connection, items: list[_Earning]) -> _Known:
+        requests = {(item.caller.partner_id, item.command.request_id) for item in items}
+        receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
+        return cls(
+            {(row.partner_id, row.request_id): row for row in store.earns_by_requests(connection, requests)},
+            {(row.partner_id, row.receipt_id): row for row in store.earns_by_receipts(connection, receipts)},
+        )
+
+
 def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
-    """The earn of this request: the one recorded before (a retry), or a new one, priced.
-    A new one comes back with `lines=None` (read once the batch is posted)."""
+    """One earn recorded on its own (a retry after a unique-key conflict in its batch)."""
+    return _record_all(connection, app, [item], raise_refusals=True)[0]
+
+
+def _record_all(
+    connection: Connection, app: App, items: list[_Earning], raise_refusals: bool = False
+) -> list[EarnRecord | BaseException]:
+    """Record a batch of earns with two reads and two inserts, whatever its size. Each earn is
+    the one recorded before under its request id (a retry), or a new one, priced; a new one
+    comes back with `lines=None` (read once the batch is posted). An earn's refusal is its
+    answer and writes nothing; earns later in the batch see the ones before them."""
+    known = _Known.load(connection, items)
+    decisions: list[Row | _NewEarn | BaseException] = []
+    for item in items:
+        try:
+            decisions.append(_decide(connection, app, item, known))
+        except (ServiceError, model.DomainError) as error:
+            if raise_refusals:
+                raise
+            decisions.append(as_service_error(error) if isinstance(error, model.DomainError) else error)
+    new = list({id(d): d for d in decisions if isinstance(d, _NewEarn)}.values())
+    inserted = dict(zip([id(d) for d in new], store.insert_earns(connection, [d.values for d in new]), strict=True))
+    if new:
+        connection.execute(insert(store.earn_lines), [line for earn in new for line in earn.lines])
+    return [
+        EarnRecord(inserted[id(d)], None)
+        if isinstance(d, _NewEarn)
+        else d
+        if isinstance(d, BaseException)
+        else EarnRecord(d, None)
+        for d in decisions
+    ]
+
+
+def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> Row | _NewEarn:
     caller, command = item.caller, item.command
     partner_id = caller.partner_id
     check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
@@ -212,9 +281,9 @@ def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
         lines=[(line.line_number, line.sku, line.category, line.quantity, line.amount) for line in command.lines],
         occur=command.occur_time_us,
     )
-    existing = store.earn_by_request(connection, partner_id, command.request_id)
+    existing = known.by_request.get((partner_id, command.request_id))
     if existing is None:
-        same_receipt = store.earn_by_receipt(connection, partner_id, command.receipt_id)
+        same_receipt = known.by_receipt.get((partner_id, command.receipt_id))
         if same_receipt is not None and same_receipt.request_id != command.request_id:
             raise AlreadyExists(
                 "RECEIPT_ALREADY_EARNED",
@@ -229,32 +298,31 @@ def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
                 "this request_id was used for a different earn; use a new request_id",
                 request_id=command.request_id,
             )
-        return EarnRecord(existing, list(store.earn_lines_of(connection, existing.earn_id)))
+        return existing
     pricing = model.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
     earn_id = model.earn_transfer_id(partner_id, command.request_id)
-    row = store.insert_earn(
-        connection,
-        earn_id=earn_id,
-        partner_id=partner_id,
-        request_id=command.request_id,
-        fingerprint=digest,
-        receipt_id=command.receipt_id,
-        store_id=command.store_id,
-        terminal_id=command.terminal_id,
-        member_id=member.member_id,
-        currency_code=pricing.currency_code,
-        points=pricing.points,
-        exact_points=str(pricing.exact_points),
-        bonus_points=pricing.bonus_points,
-        promotion_applied=pricing.promotion_applied,
-        capped=pricing.capped,
-        rule_version=pricing.rule_version,
-        state="pending" if pricing.points > 0 else "posted",
-        occur_time_us=item.at,
-        create_time_us=item.now,
-    )
-    connection.execute(
-        insert(store.earn_lines),
+    decided = _NewEarn(
+        dict(
+            earn_id=earn_id,
+            partner_id=partner_id,
+            request_id=command.request_id,
+            fingerprint=digest,
+            receipt_id=command.receipt_id,
+            store_id=command.store_id,
+            terminal_id=command.terminal_id,
+            member_id=member.member_id,
+            currency_code=pricing.currency_code,
+            points=pricing.points,
+            exact_points=str(pricing.exact_points),
+            bonus_points=pricing.bonus_points,
+            promotion_applied=pricing.promotion_applied,
+            capped=pricing.capped,
+            rule_version=pricing.rule_version,
+            state="pending" if pricing.points > 0 else "posted",
+            failure_reason=None,
+            occur_time_us=item.at,
+            create_time_us=item.now,
+        ),
         [
             dict(
                 earn_id=earn_id,
@@ -271,7 +339,9 @@ def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
             for line, priced in zip(command.lines, pricing.lines, strict=True)
         ],
     )
-    return EarnRecord(row, None)
+    known.by_request[(partner_id, command.request_id)] = decided
+    known.by_receipt[(partner_id, command.receipt_id)] = decided
+    return decided
 
 
 def _finish(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 
@@ -636,8 +637,21 @@ def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
     return connection.execute(query).all()
 
 
-def insert_earn(connection: Connection, **values: object) -> Row:
-    return connection.execute(insert(earns).values(**values).returning(*earns.c)).one()
+def insert_earns(connection: Connection, values: list[dict]) -> list[Row]:
+    """Insert earns in one statement; their rows, in the order given."""
+    if not values:
+        return []
+    return list(connection.execute(insert(earns).returning(*earns.c, sort_by_parameter_order=True), values))
+
+
+def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The earns recorded under these (partner_id, request_id)."""
+    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.request_id).in_(keys))).all()
+
+
+def earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The earns recorded for these (partner_id, receipt_id)."""
+    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.receipt_id).in_(keys))).all()
 
 
 def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
