@@ -73,7 +73,7 @@ soak: setup
 
 # The descriptor-driven fuzz test at length: 10,000 hostile requests per service on SQLite and PostgreSQL.
 fuzz: setup
-	COALITION_FUZZ_REQUESTS_PER_SERVICE=$${COALITION_FUZZ_REQUESTS_PER_SERVICE:-10000} $(PY) -m pytest -q -s -p no:logging tests/fuzz/test_fuzz.py
+	COALITION_FUZZ_REQUESTS_PER_SERVICE=$${COALITION_FUZZ_REQUESTS_PER_SERVICE:-10000} $(PY) -m pytest -q -s -p no:logging --timeout=0 tests/fuzz/test_fuzz.py
 
 bench-settlement: setup
 	$(PY) -m bench.settlement_close
