@@ -74,7 +74,9 @@ def get_balances(database: Database, account_ids: list[str], as_of_us: int | Non
         if as_of_us is not None and as_of_us < now_us:
             past = store.balances_as_of(connection, account_ids, as_of_us)
             return [BalanceView(found[a][0], past[a], as_of_us) for a in account_ids], False
-        released = store.expired_unresolved_amounts(connection, account_ids, now_us)
+        # Only an account with a pending amount can have a hold to release: most have none.
+        holding = [a for a in account_ids if found[a][1].debits_pending or found[a][1].credits_pending]
+        released = store.expired_unresolved_amounts(connection, holding, now_us) if holding else {}
         views = [BalanceView(found[a][0], _current(found[a][1], released.get(a)), now_us) for a in account_ids]
         return views, bool(released)
 

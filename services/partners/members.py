@@ -121,6 +121,14 @@ def resolve_member(connection: Connection, app: App, ref: MemberRef) -> Row:
     return member
 
 
+def _known_member_id(app: App, ref: MemberRef) -> str | None:
+    """The member a request names, if this process has already found it; None otherwise."""
+    if ref.alias is not None:
+        return app.facts.members_by_alias.get(model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value))
+    member = app.facts.members_by_id.get(ref.member_id) if ref.member_id else None
+    return None if member is None else member.member_id
+
+
 def _member_of_alias(connection: Connection, alias_hash: str) -> str | None:
     found = store.member_by_alias(connection, alias_hash)
     return None if found is None else found.member_id
@@ -192,10 +200,18 @@ async def balances(app: App, caller: Caller, ref: MemberRef) -> tuple[str, list[
         member = resolve_member(connection, app, ref)
         return member.member_id, store.wallet_currencies(connection, member.member_id)
 
-    member_id, currencies = await app.read(work)
-    if not caller.is_admin:
-        visible = {model.COMMON_CURRENCY, caller.programme_currency} - {""}
-        currencies = [code for code in currencies if code in visible]
+    visible = None if caller.is_admin else sorted({model.COMMON_CURRENCY, caller.programme_currency} - {""})
+    member_id = _known_member_id(app, ref)
+    if (
+        visible is not None
+        and member_id
+        and all(model.wallet_account_id(c, member_id) in app.known_wallets for c in visible)
+    ):
+        currencies = visible  # wallets are never deleted: known to exist, no read needed
+    else:
+        member_id, currencies = await app.read(work)
+        if visible is not None:
+            currencies = [code for code in currencies if code in visible]
     if not currencies:
         return member_id, []
     ledger_balances = await app.ledger.get_balances([model.wallet_account_id(code, member_id) for code in currencies])

@@ -261,17 +261,20 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     )
     result = await _resolve(app, row, transfer)
     captured = result.transfer.amount
-    await app.write(
-        lambda connection: store.update_redemption(
+
+    def record(connection: Connection) -> Row:
+        store.update_redemption(
             connection,
             row.redemption_id,
             state="captured",
             captured_amount=captured,
             capture_transfer_id=result.transfer.id,
         )
-    )
+        return store.get_redemption(connection, row.redemption_id)
+
+    done = await app.write(record)
     _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
-    return await _load(app, row.redemption_id)
+    return done
 
 
 async def void(app: App, caller: Caller, request_id: str, redemption_id: str) -> Row:
@@ -287,9 +290,14 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
         metadata=_metadata(row),
     )
     await _resolve(app, row, transfer)
-    await app.write(lambda connection: store.update_redemption(connection, row.redemption_id, state="voided"))
+
+    def record(connection: Connection) -> Row:
+        store.update_redemption(connection, row.redemption_id, state="voided")
+        return store.get_redemption(connection, row.redemption_id)
+
+    done = await app.write(record)
     _log.info("hold_voided", redemption_id=row.redemption_id)
-    return await _load(app, row.redemption_id)
+    return done
 
 
 async def get(app: App, caller: Caller, redemption_id: str) -> Row:
