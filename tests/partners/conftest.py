@@ -17,9 +17,8 @@ from coalition.partners.v1 import partners_pb2 as pb
 from coalition.partners.v1 import partners_pb2_grpc
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
-from services.partners.server import PartnersSettings, start
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.servers import start_ledger_thread, start_partners_thread
 
 ADMIN_KEY = "test-admin-key"
 DAY_US = 86_400 * 1_000_000
@@ -146,15 +145,7 @@ def coalition(request, tmp_path_factory):
     partners_url, partners_cleanup = new_database_url(request.param, directory, "partners")
     ledger = start_ledger_thread(ledger_url)
     clock = MovableClock()
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        admin_api_key=ADMIN_KEY,
-        grpc_grace_period_seconds=1,
-    )
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(partners_url, ledger.address, ADMIN_KEY, clock)
     client = Coalition(partners.address, clock, ledger.address)
     yield client
     client.close()

@@ -4,7 +4,6 @@ recovery pass neither retries nor re-logs it."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import grpc
@@ -16,10 +15,9 @@ from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure, LedgerRefused
 from services.common.timeconv import timestamp_from_micros
 from services.partners import earning, model, server, store
-from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.servers import start_ledger_thread, start_partners_thread
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -28,17 +26,10 @@ def refusing(request, tmp_path):
     ledger_url, ledger_cleanup = new_database_url(request.param, tmp_path, "ledger")
     partners_url, partners_cleanup = new_database_url(request.param, tmp_path, "partners")
     ledger = start_ledger_thread(ledger_url)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        admin_api_key=ADMIN_KEY,
-        grpc_grace_period_seconds=1,
-        pending_earn_recovery_interval_seconds=0.1,
-    )
     clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(
+        partners_url, ledger.address, ADMIN_KEY, clock, pending_earn_recovery_interval_seconds=0.1
+    )
     app = server._current
     real = app.ledger.create_transfers
     outcomes: dict[str, str] = {}  # earn id -> "refuse" or "unavailable"

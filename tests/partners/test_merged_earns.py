@@ -10,7 +10,6 @@ to the ledger as one CreateTransfers.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,10 +21,9 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import error_info_of
 from services.common.ledger_client import Failure
 from services.partners import model, server
-from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.servers import start_ledger_thread, start_partners_thread
 
 CALLERS = 48
 
@@ -35,16 +33,8 @@ def merged(request, tmp_path):
     ledger_url, ledger_cleanup = new_database_url(request.param, tmp_path, "ledger")
     partners_url, partners_cleanup = new_database_url(request.param, tmp_path, "partners")
     ledger = start_ledger_thread(ledger_url)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        admin_api_key=ADMIN_KEY,
-        grpc_grace_period_seconds=1,
-    )
     clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(partners_url, ledger.address, ADMIN_KEY, clock)
     app = server._current
     real = app.ledger.create_transfers
     refuse: set[str] = set()

@@ -17,10 +17,9 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure
 from services.partners import earning, model, server, store
-from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.servers import start_ledger_thread, start_partners_thread
 
 Code = grpc.StatusCode
 WAIT_SECONDS_MAX = 15
@@ -59,17 +58,10 @@ def recovering(request, tmp_path_factory):
     ledger_url, ledger_cleanup = new_database_url(request.param, directory, "ledger")
     partners_url, partners_cleanup = new_database_url(request.param, directory, "partners")
     ledger = start_ledger_thread(ledger_url)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        admin_api_key=ADMIN_KEY,
-        grpc_grace_period_seconds=1,
-        pending_earn_recovery_interval_seconds=0.1,
-    )
     clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(
+        partners_url, ledger.address, ADMIN_KEY, clock, pending_earn_recovery_interval_seconds=0.1
+    )
     app = server._current
     real = app.ledger.create_transfers
     outcomes: dict[str, str] = {}

@@ -16,7 +16,7 @@ from services.partners import earning, server
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, free_port, start_ledger_thread
+from tests.support.servers import ThreadedServer, free_port, start_ledger_thread, start_partners_thread
 
 
 def test_earn_while_the_ledger_is_down_is_unavailable_and_the_retry_posts_once(tmp_path):
@@ -155,16 +155,8 @@ def test_a_return_the_ledger_refuses_gives_back_its_lines_and_refund(tmp_path):
     ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
     partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
     ledger = start_ledger_thread(ledger_url)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        admin_api_key=ADMIN_KEY,
-        grpc_grace_period_seconds=1,
-    )
     clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(partners_url, ledger.address, ADMIN_KEY, clock)
     app = server._current
     client = Coalition(partners.address, clock, ledger.address)
     real_create_transfers = app.ledger.create_transfers

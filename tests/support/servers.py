@@ -124,3 +124,23 @@ def start_partners_process(database_url: str, ledger_address: str, admin_api_key
         "COALITION_LOG_LEVEL": "warning",
     }
     return ProcessServer("services.partners.server", env, f"127.0.0.1:{port}")
+
+
+def start_partners_thread(
+    database_url: str, ledger_address: str, admin_api_key: str, clock=None, **overrides
+) -> ThreadedServer:
+    """A partners server on a free loopback port; `clock` (microseconds) moves its time."""
+    import dataclasses
+
+    from services.partners.server import PartnersSettings, start
+
+    settings = dataclasses.replace(
+        PartnersSettings.from_env(),
+        database_url=database_url,
+        listen_address="127.0.0.1:0",
+        ledger_address=ledger_address,
+        admin_api_key=admin_api_key,
+        grpc_grace_period_seconds=1,
+        **overrides,
+    )
+    return ThreadedServer(lambda: start(settings, clock) if clock is not None else start(settings))
