@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Row, insert
+from sqlalchemy import Connection, Row
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import (
@@ -104,26 +104,24 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
                     request_id=command.request_id,
                 )
             return existing
-        connection.execute(
-            insert(store.redemptions).values(
-                redemption_id=redemption_id,
-                partner_id=caller.partner_id,
-                request_id=command.request_id,
-                fingerprint=digest,
-                receipt_id=command.receipt_id,
-                store_id=command.store_id,
-                terminal_id=command.terminal_id,
-                member_id=member.member_id,
-                currency_code=command.currency_code,
-                held_amount=command.amount,
-                captured_amount=0,
-                refunded_amount=0,
-                state="pending",
-                expire_time_us=now + timeout * model.MICROS_PER_SECOND,
-                create_time_us=now,
-            )
+        return store.insert_redemption(
+            connection,
+            redemption_id=redemption_id,
+            partner_id=caller.partner_id,
+            request_id=command.request_id,
+            fingerprint=digest,
+            receipt_id=command.receipt_id,
+            store_id=command.store_id,
+            terminal_id=command.terminal_id,
+            member_id=member.member_id,
+            currency_code=command.currency_code,
+            held_amount=command.amount,
+            captured_amount=0,
+            refunded_amount=0,
+            state="pending",
+            expire_time_us=now + timeout * model.MICROS_PER_SECOND,
+            create_time_us=now,
         )
-        return store.get_redemption(connection, redemption_id)
 
     row = await app.write(record, retry_unique_violation=True)
     if row.state == "failed":
@@ -149,10 +147,9 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
         )
 
         def authorized(connection: Connection) -> Row:
-            store.update_redemption(
+            return store.update_redemption(
                 connection, row.redemption_id, state="authorized", expire_time_us=expire_us or row.expire_time_us
             )
-            return store.get_redemption(connection, row.redemption_id)
 
         done = await app.write(authorized)
         _log.info("points_held", redemption_id=row.redemption_id, amount=row.held_amount)
@@ -263,14 +260,13 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     captured = result.transfer.amount
 
     def record(connection: Connection) -> Row:
-        store.update_redemption(
+        return store.update_redemption(
             connection,
             row.redemption_id,
             state="captured",
             captured_amount=captured,
             capture_transfer_id=result.transfer.id,
         )
-        return store.get_redemption(connection, row.redemption_id)
 
     done = await app.write(record)
     _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
@@ -292,8 +288,7 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
     await _resolve(app, row, transfer)
 
     def record(connection: Connection) -> Row:
-        store.update_redemption(connection, row.redemption_id, state="voided")
-        return store.get_redemption(connection, row.redemption_id)
+        return store.update_redemption(connection, row.redemption_id, state="voided")
 
     done = await app.write(record)
     _log.info("hold_voided", redemption_id=row.redemption_id)

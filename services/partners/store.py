@@ -716,8 +716,14 @@ def redemptions_of_receipt(connection: Connection, partner_id: str, receipt_id: 
     return connection.execute(query).all()
 
 
-def update_redemption(connection: Connection, redemption_id: str, **values: object) -> None:
-    connection.execute(update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values))
+def update_redemption(connection: Connection, redemption_id: str, **values: object) -> Row | None:
+    """Change a redemption; the row as it is now (None if there is none)."""
+    query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
+    return connection.execute(query.returning(*redemptions.c)).first()
+
+
+def insert_redemption(connection: Connection, **values: object) -> Row:
+    return connection.execute(insert(redemptions).values(**values).returning(*redemptions.c)).one()
 
 
 def expired_authorized_redemptions(connection: Connection, expired_before_us: int, limit: int) -> Sequence[Row]:
