@@ -74,6 +74,28 @@ def test_grouped_writes_commit_together_and_fail_alone(database):
     assert stored == set(range(1, 41)) | {43, 1000}  # neither the refused nor the conflicting row
 
 
+def test_a_group_without_refusals_commits_every_unit_once(database):
+    """The common case runs straight (no savepoints); a unit's work runs once and is committed."""
+    group = GroupCommit(database)
+    runs: list[int] = []
+
+    def add(number: int):
+        def work(connection):
+            runs.append(number)
+            connection.execute(insert(notes).values(id=number, text=f"straight {number}"))
+            return number
+
+        return work
+
+    async def main():
+        return await asyncio.gather(*(group.write(add(n)) for n in range(1, 31)))
+
+    assert asyncio.run(main()) == list(range(1, 31))
+    assert sorted(runs) == list(range(1, 31))  # no unit ran twice
+    stored = database.read(lambda connection: set(connection.execute(select(notes.c.id)).scalars()))
+    assert stored == set(range(1, 31))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_address(request, tmp_path):
     url, cleanup = new_database_url(request.param, tmp_path, "ledger")
