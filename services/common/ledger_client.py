@@ -310,6 +310,23 @@ class LedgerClient:
             raise LedgerRefused("CreateTransfers returned a different number of results", code="INTERNAL")
         return list(response.results)
 
+    async def create_transfers_apart(
+        self, transfers: Sequence[ledger_pb2.TransferInput]
+    ) -> list[ledger_pb2.CreateTransferResult | LedgerRefused]:
+        """Independent transfers in one call, each with its own answer: when the ledger refuses the
+        call's content as a whole (INVALID_ARGUMENT), each is sent alone, so only the bad one fails
+        (its answer is the LedgerRefused). UNAVAILABLE and other call failures propagate."""
+        if not transfers:
+            return []
+        try:
+            return await self.create_transfers(transfers)
+        except LedgerRefused as error:
+            if not error.invalid_argument:
+                raise
+            if len(transfers) == 1:
+                return [error]
+        return [(await self.create_transfers_apart([transfer]))[0] for transfer in transfers]
+
     async def create_transfers_or_refuse(
         self, transfers: Sequence[ledger_pb2.TransferInput]
     ) -> list[ledger_pb2.Transfer]:

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import Connection, Row
+from sqlalchemy import exc as sa_exc
 
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.coalescer import Coalescer
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
 from services.common.ledger_client import (
     Failure,
     TransferInput,
@@ -80,85 +89,202 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
             "a partner accepts PTS or its own programme currency",
             currency=command.currency_code,
         )
-    now = app.clock()
-    redemption_id = model.hold_transfer_id(caller.partner_id, command.request_id)
+    return await _merger(app).submit(_Authorizing(caller, command, timeout, app.clock()))
 
-    def record(connection: Connection) -> Row:
-        check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
-        member = resolve_member(connection, app, command.member)
-        digest = model.fingerprint(
-            store=command.store_id,
-            terminal=command.terminal_id,
-            receipt=command.receipt_id,
-            member=member.member_id,
-            currency=command.currency_code,
-            amount=command.amount,
-            timeout=timeout,
-        )
-        existing = store.redemption_by_request(connection, caller.partner_id, command.request_id)
-        if existing is not None:
-            if existing.fingerprint != digest:
-                raise AlreadyExists(
-                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                    "this request_id was used for a different redemption",
-                    request_id=command.request_id,
-                )
-            return existing
-        return store.insert_redemption(
-            connection,
-            redemption_id=redemption_id,
-            partner_id=caller.partner_id,
-            request_id=command.request_id,
-            fingerprint=digest,
-            receipt_id=command.receipt_id,
-            store_id=command.store_id,
-            terminal_id=command.terminal_id,
-            member_id=member.member_id,
-            currency_code=command.currency_code,
-            held_amount=command.amount,
-            captured_amount=0,
-            refunded_amount=0,
-            state="pending",
-            expire_time_us=now + timeout * model.MICROS_PER_SECOND,
-            create_time_us=now,
-        )
 
-    row = await app.write(record, retry_unique_violation=True)
-    if row.state == "failed":
-        raise (_insufficient(row) if row.failure_reason == "INSUFFICIENT_FUNDS" else _refused(row.failure_reason))
-    if row.state != "pending":
-        return row
-    wallet = await ensure_wallet(app, row.member_id, row.currency_code)
-    transfer = TransferInput(
+@dataclass(frozen=True, slots=True)
+class _Authorizing:
+    """One AuthorizeRedemption call, checked and dated, waiting to be merged with its neighbours."""
+
+    caller: Caller
+    command: AuthorizeCommand
+    timeout_seconds: int
+    now: int
+
+
+# Holds merged into one transaction and one ledger call at most, and waiting at most.
+HOLD_BATCH_MAX = 256
+HOLDS_QUEUED_MAX = 10_000
+
+
+def _merger(app: App) -> Coalescer[_Authorizing, Row]:
+    merger = app.mergers.get("authorize")
+    if merger is None:
+        merger = app.mergers["authorize"] = Coalescer(
+            "authorize", lambda items: _authorize_batch(app, items), HOLD_BATCH_MAX, HOLDS_QUEUED_MAX
+        )
+    return merger
+
+
+async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | BaseException]:
+    """Concurrent holds: one transaction records them (two statements whatever their number), one
+    ledger call places them, one transaction records what the ledger answered."""
+    try:
+        recorded = await app.write(lambda connection: _record_holds(connection, app, items))
+    except sa_exc.IntegrityError:  # another process recorded one of these meanwhile: each on its own
+        recorded = [await _outcome(app.write(_one_hold(app, item), retry_unique_violation=True)) for item in items]
+    pending = {r.redemption_id: r for r in recorded if isinstance(r, Row) and r.state == "pending"}
+    try:
+        placed = await _place_holds(app, list(pending.values()))
+        unplaced: BaseException | None = None
+    except Exception as error:  # the ledger unreachable: these holds stay pending for a retry
+        placed, unplaced = {}, error
+    authorized, failed = {}, {}
+    for redemption_id, result in placed.items():
+        if isinstance(result, BaseException):
+            continue
+        if succeeded(result):
+            expire = result.transfer.expire_time
+            authorized[redemption_id] = expire.seconds * model.MICROS_PER_SECOND + expire.nanos // 1000
+        else:
+            failed[redemption_id] = failure_name(result)
+    rows = await app.write(lambda connection: store.settle_holds(connection, authorized, failed)) if placed else {}
+    for redemption_id in authorized:
+        _log.info("points_held", redemption_id=redemption_id, amount=pending[redemption_id].held_amount)
+    return [_hold_answer(outcome, placed, unplaced, rows) for outcome in recorded]
+
+
+def _hold_answer(
+    outcome: Row | BaseException, placed: dict, unplaced: BaseException | None, rows: dict[str, Row]
+) -> Row | BaseException:
+    if isinstance(outcome, BaseException):
+        return outcome
+    if outcome.state == "failed":
+        return (
+            _insufficient(outcome)
+            if outcome.failure_reason == "INSUFFICIENT_FUNDS"
+            else _refused(outcome.failure_reason)
+        )
+    if outcome.state != "pending":
+        return outcome
+    if unplaced is not None:
+        return unplaced
+    result = placed[outcome.redemption_id]
+    if isinstance(result, BaseException):
+        return result
+    if succeeded(result):
+        return rows[outcome.redemption_id]
+    return _ledger_refusal(outcome, failure_name(result))
+
+
+def _ledger_refusal(row: Row, reason: str | None) -> FailedPrecondition:
+    return _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else _refused(reason)
+
+
+async def _place_holds(app: App, rows: list[Row]) -> dict[str, ledger_pb2.CreateTransferResult | BaseException]:
+    """One ledger call for the holds; a hold whose wallet cannot be made, or whose content the
+    ledger refuses as a whole call, gets its own error and never fails the others."""
+    if not rows:
+        return {}
+    placed: dict[str, ledger_pb2.CreateTransferResult | BaseException] = {}
+    ready = []
+    for row in rows:
+        try:
+            await ensure_wallet(app, row.member_id, row.currency_code)
+            ready.append(row)
+        except (Unavailable, sa_exc.OperationalError):
+            raise
+        except Exception as error:
+            placed[row.redemption_id] = error
+    results = await app.ledger.create_transfers_apart([_hold_transfer(row) for row in ready])
+    placed.update({row.redemption_id: result for row, result in zip(ready, results, strict=True)})
+    return placed
+
+
+def _record_holds(connection: Connection, app: App, items: list[_Authorizing]) -> list[Row | BaseException]:
+    """Record a batch of holds with one read and one insert. Each is the one recorded before
+    under its request id (a retry) or a new pending one; a refusal is its answer and writes
+    nothing; holds later in the batch see the ones before them."""
+    keys = {(item.caller.partner_id, item.command.request_id) for item in items}
+    known: dict[tuple[str, str], Row | dict] = {
+        (row.partner_id, row.request_id): row for row in store.redemptions_by_requests(connection, keys)
+    }
+    decisions: list[Row | dict | BaseException] = []
+    for item in items:
+        try:
+            decisions.append(_decide_hold(connection, app, item, known))
+        except (ServiceError, model.DomainError) as error:
+            decisions.append(earning.as_service_error(error) if isinstance(error, model.DomainError) else error)
+    new = list({id(d): d for d in decisions if isinstance(d, dict)}.values())
+    inserted = dict(zip([id(d) for d in new], store.insert_redemptions(connection, new), strict=True))
+    return [inserted[id(d)] if isinstance(d, dict) else d for d in decisions]
+
+
+def _one_hold(app: App, item: _Authorizing):
+    """The same for one hold alone (after a unique-key conflict with another process)."""
+
+    def work(connection: Connection) -> Row:
+        outcome = _record_holds(connection, app, [item])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return work
+
+
+def _decide_hold(connection: Connection, app: App, item: _Authorizing, known: dict) -> Row | dict:
+    caller, command = item.caller, item.command
+    check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
+    member = resolve_member(connection, app, command.member)
+    digest = model.fingerprint(
+        store=command.store_id,
+        terminal=command.terminal_id,
+        receipt=command.receipt_id,
+        member=member.member_id,
+        currency=command.currency_code,
+        amount=command.amount,
+        timeout=item.timeout_seconds,
+    )
+    key = (caller.partner_id, command.request_id)
+    existing = known.get(key)
+    if existing is not None:
+        fingerprint = existing["fingerprint"] if isinstance(existing, dict) else existing.fingerprint
+        if fingerprint != digest:
+            raise AlreadyExists(
+                "ID_REUSED_WITH_DIFFERENT_CONTENT",
+                "this request_id was used for a different redemption",
+                request_id=command.request_id,
+            )
+        return existing
+    known[key] = dict(
+        redemption_id=model.hold_transfer_id(caller.partner_id, command.request_id),
+        partner_id=caller.partner_id,
+        request_id=command.request_id,
+        fingerprint=digest,
+        receipt_id=command.receipt_id,
+        store_id=command.store_id,
+        terminal_id=command.terminal_id,
+        member_id=member.member_id,
+        currency_code=command.currency_code,
+        held_amount=command.amount,
+        captured_amount=0,
+        refunded_amount=0,
+        state="pending",
+        expire_time_us=item.now + item.timeout_seconds * model.MICROS_PER_SECOND,
+        create_time_us=item.now,
+    )
+    return known[key]
+
+
+def _hold_transfer(row: Row) -> TransferInput:
+    return TransferInput(
         id=row.redemption_id,
-        debit_account_id=wallet,
+        debit_account_id=model.wallet_account_id(row.currency_code, row.member_id),
         credit_account_id=model.redemption_account_id(row.currency_code, row.partner_id),
         amount=row.held_amount,
         currency_code=row.currency_code,
         kind=ledger_pb2.TRANSFER_KIND_PENDING,
-        timeout_seconds=timeout,
+        timeout_seconds=(row.expire_time_us - row.create_time_us) // model.MICROS_PER_SECOND,
         code=ledger_pb2.TRANSFER_CODE_REDEEM,
         metadata=_metadata(row),
     )
-    (result,) = await app.ledger.create_transfers([transfer])
-    if succeeded(result):
-        expire_us = (
-            result.transfer.expire_time.seconds * model.MICROS_PER_SECOND + result.transfer.expire_time.nanos // 1000
-        )
 
-        def authorized(connection: Connection) -> Row:
-            return store.update_redemption(
-                connection, row.redemption_id, state="authorized", expire_time_us=expire_us or row.expire_time_us
-            )
 
-        done = await app.write(authorized)
-        _log.info("points_held", redemption_id=row.redemption_id, amount=row.held_amount)
-        return done
-    reason = failure_name(result)
-    await app.write(
-        lambda connection: store.update_redemption(connection, row.redemption_id, state="failed", failure_reason=reason)
-    )
-    raise _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else _refused(reason)
+async def _outcome(call):
+    try:
+        return await call
+    except Exception as error:
+        return error
 
 
 def _refused(reason: str | None) -> FailedPrecondition:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     func,
     insert,
     select,
@@ -724,6 +725,43 @@ def update_redemption(connection: Connection, redemption_id: str, **values: obje
 
 def insert_redemption(connection: Connection, **values: object) -> Row:
     return connection.execute(insert(redemptions).values(**values).returning(*redemptions.c)).one()
+
+
+def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The redemptions recorded under these (partner_id, request_id)."""
+    query = select(redemptions).where(tuple_(redemptions.c.partner_id, redemptions.c.request_id).in_(keys))
+    return connection.execute(query).all()
+
+
+def insert_redemptions(connection: Connection, values: list[dict]) -> list[Row]:
+    """Insert redemptions in one statement; their rows, in the order given."""
+    if not values:
+        return []
+    query = insert(redemptions).returning(*redemptions.c, sort_by_parameter_order=True)
+    return list(connection.execute(query, values))
+
+
+def settle_holds(connection: Connection, authorized: dict[str, int], failed: dict[str, str]) -> dict[str, Row]:
+    """Record what the ledger answered for pending holds: authorized ones with the ledger's expiry
+    time, refused ones with the reason. Only a hold still pending changes. Returns the rows."""
+    pending = and_(redemptions.c.redemption_id == bindparam("id"), redemptions.c.state == "pending")
+    if authorized:
+        connection.execute(
+            update(redemptions).where(pending).values(state="authorized", expire_time_us=bindparam("expire")),
+            [{"id": redemption_id, "expire": expire} for redemption_id, expire in authorized.items()],
+        )
+    if failed:
+        connection.execute(
+            update(redemptions).where(pending).values(state="failed", failure_reason=bindparam("reason")),
+            [{"id": redemption_id, "reason": reason} for redemption_id, reason in failed.items()],
+        )
+    ids = [*authorized, *failed]
+    if not ids:
+        return {}
+    return {
+        row.redemption_id: row
+        for row in connection.execute(select(redemptions).where(redemptions.c.redemption_id.in_(ids)))
+    }
 
 
 def expired_authorized_redemptions(connection: Connection, expired_before_us: int, limit: int) -> Sequence[Row]:

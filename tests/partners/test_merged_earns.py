@@ -136,3 +136,59 @@ def test_merged_earns_answer_each_caller_and_one_bad_earn_fails_only_itself(merg
     retried = _send_all_at_once(client, requests, shop.key)  # every retry answers as the first time
     assert retried == answers
     assert {m: client.balance(m).posted - before[m] for m in members} == credited
+
+
+def test_merged_holds_answer_each_caller_and_one_refusal_fails_only_itself(merged):
+    """AuthorizeRedemption calls merge the same way: one transaction, one ledger call. A hold over
+    the member's points is refused by the real ledger (INSUFFICIENT_POINTS), an unknown member is
+    NOT_FOUND, a request sent twice holds once, and everything else is authorized."""
+    client, _refuse, call_sizes = merged
+    shop = client.register_partner(base_rate="0.5")
+    members = [client.enroll()[0] for _ in range(4)]
+    for member_id in members:
+        client.earn(shop, member_id, [20_000])  # 100 points each
+    call_sizes.clear()
+    requests, expected = [], []
+    for number in range(CALLERS):
+        member_id = members[number % len(members)]
+        amount = 1
+        if number % 8 == 1:
+            member_id, wanted = f"m-nobody-{number}", ("NOT_FOUND", "MEMBER_NOT_FOUND")
+        elif number % 8 == 3:
+            amount, wanted = 1_000, ("FAILED_PRECONDITION", "INSUFFICIENT_POINTS")
+        elif number % 8 == 5:
+            requests.append(requests[-1])
+            expected.append(expected[-1])
+            continue
+        else:
+            wanted = ("ok", "authorized")
+        requests.append(
+            pb.AuthorizeRedemptionRequest(
+                request_id=unique("hold"),
+                point_of_sale=shop.pos(),
+                receipt_id=unique("r"),
+                member=pb.MemberIdentity(member_id=member_id),
+                currency_code="PTS",
+                amount=amount,
+            )
+        )
+        expected.append(wanted)
+    start = threading.Barrier(len(requests))
+
+    def send(request):
+        start.wait()
+        try:
+            held = client.call("AuthorizeRedemption", request, shop.key).redemption
+            return ("ok", "authorized") if held.state == pb.REDEMPTION_STATE_AUTHORIZED else ("ok", held.state)
+        except grpc.RpcError as error:
+            info = error_info_of(error)
+            return error.code().name, info.reason if info else ""
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, requests))
+    assert answers == expected
+    assert max(call_sizes) > 1, f"no ledger call carried more than one hold: {call_sizes}"
+    held = {r.request_id: r for r, a in zip(requests, answers, strict=True) if a[0] == "ok"}
+    for member_id in members:
+        wanted = sum(r.amount for r in held.values() if r.member.member_id == member_id)
+        assert client.balance(member_id).pending == wanted  # a request sent twice holds once
