@@ -387,26 +387,15 @@ async def _post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition
         return {}
     for member_id, currency in dict.fromkeys((row.member_id, row.currency_code) for row in rows):
         await ensure_wallet(app, member_id, currency)
-    try:
-        results = await app.ledger.create_transfers([_earn_transfer(row) for row in rows])
-    except LedgerRefused as error:
-        if not error.invalid_argument:
-            raise
-        if len(rows) > 1:
-            # One transfer's content refused the whole call: post each alone, so only it fails.
-            failures: dict[str, FailedPrecondition] = {}
-            for row in rows:
-                failures.update(await _post_earns(app, [row]))
-            return failures
-        # The ledger refused this one transfer's content (e.g. an amount above its maximum,
-        # recorded before earns were bounded): final, like a per-item refusal.
-        failures = {rows[0].earn_id: _refused(rows[0].earn_id, LEDGER_INVALID_ARGUMENT, str(error))}
-    else:
-        failures = {
-            row.earn_id: _refused(row.earn_id, failure_name(result), result.failure_message)
-            for row, result in zip(rows, results, strict=True)
-            if not succeeded(result)
-        }
+    results = await app.ledger.create_transfers_apart([_earn_transfer(row) for row in rows])
+    failures: dict[str, FailedPrecondition] = {}
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, LedgerRefused):
+            # The ledger refused this transfer's content (e.g. an amount above its maximum,
+            # recorded before earns were bounded): final, like a per-item refusal.
+            failures[row.earn_id] = _refused(row.earn_id, LEDGER_INVALID_ARGUMENT, str(result))
+        elif not succeeded(result):
+            failures[row.earn_id] = _refused(row.earn_id, failure_name(result), result.failure_message)
     for earn_id, error in failures.items():
         _log.error("earn_failed", earn_id=earn_id, failure=_failure_of(error), message=error.message)
     return failures

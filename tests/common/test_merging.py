@@ -139,3 +139,25 @@ def test_merged_ledger_calls_answer_each_caller_and_a_refused_call_fails_alone(l
     assert max(len(ids) for ids in sent) > 2, f"no ledger call carried more than one caller's transfers: {sent}"
     assert ["c1", "c2"] in sent and not any("c1" in ids and len(ids) > 2 for ids in sent)
     assert [r.failure_reason for r in answers[31]] == [pb.FAILURE_REASON_LINKED_CHAIN_OPEN] * 2  # its own answer
+
+
+def test_transfers_sent_apart_fail_only_the_one_the_ledger_refuses(ledger_address):
+    """create_transfers_apart: one call; when the ledger refuses its content as a whole, each
+    transfer alone, so the good ones are created and only the bad one carries the refusal."""
+
+    async def main():
+        client = LedgerClient(ledger_address)
+        try:
+            return await client.create_transfers_apart(
+                [
+                    posted("apart-1", "iss", "w1", 1),
+                    posted("apart-bad", "iss", "w1", 0),
+                    posted("apart-2", "iss", "w2", 1),
+                ]
+            )
+        finally:
+            await client.close()
+
+    first, bad, second = asyncio.run(main())
+    assert first.status == CREATED and second.status == CREATED
+    assert isinstance(bad, LedgerRefused) and bad.invalid_argument
