@@ -90,3 +90,11 @@ class Coalescer(Generic[C, R]):
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()
+
+
+async def outcome(call: Awaitable[R]) -> R | Exception:
+    """The call's result, or the exception it raised as a value: one item's answer in a batch."""
+    try:
+        return await call
+    except Exception as error:
+        return error

@@ -22,7 +22,7 @@ from typing import TypeVar
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from services.common.coalescer import Coalescer
+from services.common.coalescer import Coalescer, outcome
 from services.common.db import Database
 
 T = TypeVar("T")
@@ -77,12 +77,10 @@ class GroupCommit:
         ]
 
     async def _alone(self, write: _Write) -> object:
-        try:
-            return await asyncio.to_thread(
-                self._database.write, write.work, retry_unique_violation=write.retry_unique_violation
-            )
-        except Exception as error:  # this write's answer, not its neighbours'
-            return error
+        # Its error is this write's answer, not its neighbours'.
+        return await outcome(
+            asyncio.to_thread(self._database.write, write.work, retry_unique_violation=write.retry_unique_violation)
+        )
 
 
 class _Refused(Exception):

@@ -25,7 +25,7 @@ import structlog
 from google.rpc import error_details_pb2, status_pb2
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.coalescer import Coalescer
+from services.common.coalescer import Coalescer, outcome
 from services.common.errors import AlreadyExists, FailedPrecondition, ServiceError, Unavailable
 from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
 
@@ -162,13 +162,6 @@ MERGED_TRANSFERS_MAX = 1_024
 MERGED_TRANSFERS_QUEUED_MAX = 20_000
 
 
-async def _outcome(call):
-    try:
-        return await call
-    except Exception as error:
-        return error
-
-
 class LedgerClient:
     def __init__(
         self,
@@ -293,7 +286,7 @@ class LedgerClient:
             if not error.invalid_argument or len(calls) == 1:
                 raise
             # One call's content refused the whole merged call: each call alone gets its own answer.
-            return [await _outcome(self._create_transfers(call)) for call in calls]
+            return [await outcome(self._create_transfers(call)) for call in calls]
         answers: list[list[ledger_pb2.CreateTransferResult] | BaseException] = []
         start = 0
         for call in calls:

@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
-from services.common.coalescer import Coalescer
+from services.common.coalescer import Coalescer, outcome
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -122,7 +122,7 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
     try:
         recorded = await app.write(lambda connection: _record_holds(connection, app, items))
     except sa_exc.IntegrityError:  # another process recorded one of these meanwhile: each on its own
-        recorded = [await _outcome(app.write(_one_hold(app, item), retry_unique_violation=True)) for item in items]
+        recorded = [await outcome(app.write(_one_hold(app, item), retry_unique_violation=True)) for item in items]
     pending = {r.redemption_id: r for r in recorded if isinstance(r, Row) and r.state == "pending"}
     try:
         placed = await _place_holds(app, list(pending.values()))
@@ -141,30 +141,26 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
     rows = await app.write(lambda connection: store.settle_holds(connection, authorized, failed)) if placed else {}
     for redemption_id in authorized:
         _log.info("points_held", redemption_id=redemption_id, amount=pending[redemption_id].held_amount)
-    return [_hold_answer(outcome, placed, unplaced, rows) for outcome in recorded]
+    return [_hold_answer(one, placed, unplaced, rows) for one in recorded]
 
 
 def _hold_answer(
-    outcome: Row | BaseException, placed: dict, unplaced: BaseException | None, rows: dict[str, Row]
+    recorded: Row | BaseException, placed: dict, unplaced: BaseException | None, rows: dict[str, Row]
 ) -> Row | BaseException:
-    if isinstance(outcome, BaseException):
-        return outcome
-    if outcome.state == "failed":
-        return (
-            _insufficient(outcome)
-            if outcome.failure_reason == "INSUFFICIENT_FUNDS"
-            else _refused(outcome.failure_reason)
-        )
-    if outcome.state != "pending":
-        return outcome
+    if isinstance(recorded, BaseException):
+        return recorded
+    if recorded.state == "failed":
+        return _ledger_refusal(recorded, recorded.failure_reason)
+    if recorded.state != "pending":
+        return recorded
     if unplaced is not None:
         return unplaced
-    result = placed[outcome.redemption_id]
+    result = placed[recorded.redemption_id]
     if isinstance(result, BaseException):
         return result
     if succeeded(result):
-        return rows[outcome.redemption_id]
-    return _ledger_refusal(outcome, failure_name(result))
+        return rows[recorded.redemption_id]
+    return _ledger_refusal(recorded, failure_name(result))
 
 
 def _ledger_refusal(row: Row, reason: str | None) -> FailedPrecondition:
@@ -214,10 +210,10 @@ def _one_hold(app: App, item: _Authorizing):
     """The same for one hold alone (after a unique-key conflict with another process)."""
 
     def work(connection: Connection) -> Row:
-        outcome = _record_holds(connection, app, [item])[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        result = _record_holds(connection, app, [item])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     return work
 
@@ -278,13 +274,6 @@ def _hold_transfer(row: Row) -> TransferInput:
         code=ledger_pb2.TRANSFER_CODE_REDEEM,
         metadata=_metadata(row),
     )
-
-
-async def _outcome(call):
-    try:
-        return await call
-    except Exception as error:
-        return error
 
 
 def _refused(reason: str | None) -> FailedPrecondition:
