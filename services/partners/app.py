@@ -11,6 +11,7 @@ from typing import TypeVar
 from sqlalchemy import Connection
 
 from services.common.auth import AdminKey
+from services.common.coalescer import Coalescer
 from services.common.db import Database
 from services.common.group_commit import GroupCommit
 from services.common.ledger_client import LedgerClient
@@ -44,6 +45,13 @@ class App:
         if group is None:
             group = self.mergers["write"] = GroupCommit(self.database)
         return await group.write(work, retry_unique_violation=retry_unique_violation)
+
+    def merger(self, kind: str, handle: Callable, batch_items_max: int, queued_items_max: int) -> Coalescer:
+        """The merged path of one kind of call (services/common/coalescer.py), made on first use."""
+        merger = self.mergers.get(kind)
+        if merger is None:
+            merger = self.mergers[kind] = Coalescer(kind, handle, batch_items_max, queued_items_max)
+        return merger
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.database.read, work)

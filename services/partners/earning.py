@@ -9,7 +9,6 @@ import structlog
 from sqlalchemy import Connection, Row, insert
 from sqlalchemy import exc as sa_exc
 
-from services.common.coalescer import Coalescer
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
 from services.common.ledger_client import (
     LedgerRefused,
@@ -107,21 +106,13 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     at = now if command.occur_time_us is None else command.occur_time_us
     if command.occur_time_us is not None:
         _check_occur_time(at, now)
-    return await _merger(app).submit(_Earning(caller, command, now, at))
+    merger = app.merger("earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX)
+    return await merger.submit(_Earning(caller, command, now, at))
 
 
 # Earns merged into one transaction and one ledger call at most, and waiting at most.
 EARN_BATCH_MAX = 256
 EARNS_QUEUED_MAX = 10_000
-
-
-def _merger(app: App) -> Coalescer[_Earning, EarnRecord]:
-    merger = app.mergers.get("earn")
-    if merger is None:
-        merger = app.mergers["earn"] = Coalescer(
-            "earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX
-        )
-    return merger
 
 
 async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | BaseException]:

@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
-from services.common.coalescer import Coalescer, outcome
+from services.common.coalescer import outcome
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -89,7 +89,8 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
             "a partner accepts PTS or its own programme currency",
             currency=command.currency_code,
         )
-    return await _merger(app).submit(_Authorizing(caller, command, timeout, app.clock()))
+    merger = app.merger("authorize", lambda items: _authorize_batch(app, items), HOLD_BATCH_MAX, HOLDS_QUEUED_MAX)
+    return await merger.submit(_Authorizing(caller, command, timeout, app.clock()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +106,6 @@ class _Authorizing:
 # Holds merged into one transaction and one ledger call at most, and waiting at most.
 HOLD_BATCH_MAX = 256
 HOLDS_QUEUED_MAX = 10_000
-
-
-def _merger(app: App) -> Coalescer[_Authorizing, Row]:
-    merger = app.mergers.get("authorize")
-    if merger is None:
-        merger = app.mergers["authorize"] = Coalescer(
-            "authorize", lambda items: _authorize_batch(app, items), HOLD_BATCH_MAX, HOLDS_QUEUED_MAX
-        )
-    return merger
 
 
 async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | BaseException]:
