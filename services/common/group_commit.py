@@ -2,8 +2,8 @@
 
 A till's call writes a few rows; a transaction per call pays a commit (and on SQLite the one
 write lock) per call. Whatever writes arrive while the previous group is committing are run
-together, each in its own savepoint, so one call's refusal or bad data rolls back only its own
-rows and never its neighbours'. Each caller is answered only after the group has committed.
+together in one transaction, and one call's refusal or bad data never costs its neighbours
+their writes. Each caller is answered only after the group has committed.
 A group is first run straight; only if a unit refuses is it rolled back and run again with a
 savepoint per unit (units are whole transactions' work, so running one twice is as safe as the
 retry of a transaction). A unique-key conflict inside the group re-runs that write alone with
