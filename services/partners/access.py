@@ -9,9 +9,10 @@ import grpc
 
 from services.common.auth import bind_principal, hash_api_key, require_bearer_token
 from services.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from services.partners import model, store
+from services.partners import model
 from services.partners.app import App
 from services.partners.facts import Facts
+from services.partners.store import partners as partner_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,7 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
     row = keys.get(key_hash)
     if row is None:
         loaded_at = keys.now()
-        row = await app.read(lambda connection: store.partner_of_key(connection, key_hash))
+        row = await app.read(lambda connection: partner_store.partner_of_key(connection, key_hash))
         if row is not None:
             keys.put(key_hash, row, loaded_at)
     if row is None:
@@ -75,12 +76,14 @@ def check_point_of_sale(connection, facts: Facts, caller: Caller, store_id: str,
     """The store and terminal must exist and belong to the caller."""
     model.check_local_id(store_id, "point_of_sale.store_id")
     model.check_local_id(terminal_id, "point_of_sale.terminal_id")
-    owner = facts.store_owners.get_or_load(store_id, lambda: _owner(store.get_store(connection, store_id)))
+    owner = facts.store_owners.get_or_load(store_id, lambda: _owner(partner_store.get_store(connection, store_id)))
     if owner != caller.partner_id:
         # Store ids are not secret (the operator assigns them), so say why.
         raise PermissionDenied("STORE_NOT_OWNED", "the store is not one of your stores", store_id=store_id)
     terminal = (store_id, terminal_id)
-    if not facts.terminals.get_or_load(terminal, lambda: store.get_terminal(connection, *terminal) is not None or None):
+    if not facts.terminals.get_or_load(
+        terminal, lambda: partner_store.get_terminal(connection, *terminal) is not None or None
+    ):
         raise PermissionDenied(
             "TERMINAL_NOT_OWNED", "the terminal is not registered in this store", terminal_id=terminal_id
         )

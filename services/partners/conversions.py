@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 
 import structlog
-from sqlalchemy import Connection, Row, insert
+from sqlalchemy import Connection, Row
 
 from services.common.errors import (
     AlreadyExists,
@@ -28,11 +28,14 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import earning, model, store
+from services.partners import earning, model
 from services.partners.access import Caller, require_active
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 from services.partners.partners_admin import currency_owner
+from services.partners.store import conversions as conversion_store
+from services.partners.store import members as member_store
+from services.partners.store import rules as rule_store
 
 _log = structlog.get_logger("partners")
 
@@ -51,13 +54,13 @@ def _check_caller(caller: Caller, from_currency: str, to_currency: str) -> None:
 def _rule_version(connection: Connection, app: App, from_currency: str, to_currency: str, version: int | None, at: int):
     pair = (from_currency, to_currency)
     rules = app.facts.conversion_rules.get_or_load(
-        pair, lambda: store.conversion_rules_of(connection, from_currency, to_currency)
+        pair, lambda: rule_store.conversion_rules_of(connection, from_currency, to_currency)
     )
     if version is not None:
         # A quote's version: versions never change, but one newer than this process has seen is read.
         found = next((rule for rule in rules if rule.version == version), None)
         if found is None:
-            rules = store.conversion_rules_of(connection, from_currency, to_currency)
+            rules = rule_store.conversion_rules_of(connection, from_currency, to_currency)
             found = next(rule for rule in rules if rule.version == version)
         return found
     rule = model.select_version(rules, at)
@@ -73,7 +76,7 @@ def _rule_version(connection: Connection, app: App, from_currency: str, to_curre
 
 def _converted_this_year(connection: Connection, member_id: str, rule: model.ConversionRule, at: int) -> int:
     start, end = model.utc_year_bounds(at)
-    return store.converted_in_window(connection, member_id, rule.from_currency, rule.to_currency, start, end)
+    return conversion_store.converted_in_window(connection, member_id, rule.from_currency, rule.to_currency, start, end)
 
 
 async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str, to_currency: str, amount: int) -> Row:
@@ -90,26 +93,25 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
             outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
         except model.DomainError as error:
             raise earning.as_service_error(error) from None
-        connection.execute(
-            insert(store.conversion_quotes).values(
-                quote_id=quote_id,
-                caller_id=caller.partner_id,
-                member_id=member_row.member_id,
-                from_currency=from_currency,
-                to_currency=to_currency,
-                from_amount=amount,
-                base_to_amount=outcome.base_to_amount,
-                bonus_to_amount=outcome.bonus_to_amount,
-                rounded_down_to_amount=str(outcome.rounded_down_to_amount),
-                rule_version=rule.version,
-                from_units=rule.from_units,
-                to_units=rule.to_units,
-                annual_remaining_from_amount=outcome.annual_remaining_from_amount,
-                expire_time_us=model.quote_expire_micros(now),
-                create_time_us=now,
-            )
+        conversion_store.insert_quote(
+            connection,
+            quote_id=quote_id,
+            caller_id=caller.partner_id,
+            member_id=member_row.member_id,
+            from_currency=from_currency,
+            to_currency=to_currency,
+            from_amount=amount,
+            base_to_amount=outcome.base_to_amount,
+            bonus_to_amount=outcome.bonus_to_amount,
+            rounded_down_to_amount=str(outcome.rounded_down_to_amount),
+            rule_version=rule.version,
+            from_units=rule.from_units,
+            to_units=rule.to_units,
+            annual_remaining_from_amount=outcome.annual_remaining_from_amount,
+            expire_time_us=model.quote_expire_micros(now),
+            create_time_us=now,
         )
-        return store.get_quote(connection, quote_id)
+        return conversion_store.get_quote(connection, quote_id)
 
     return await app.write(work)
 
@@ -125,10 +127,10 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
     conversion_id = model.conversion_id_for(caller.partner_id, request_id)
 
     def record(connection: Connection) -> tuple[Row, Row]:
-        quote_row = store.get_quote(connection, quote_id)
+        quote_row = conversion_store.get_quote(connection, quote_id)
         if quote_row is None or quote_row.caller_id != caller.partner_id:
             raise NotFound("QUOTE_NOT_FOUND", "no quote with this id", quote_id=quote_id)
-        existing = store.conversion_by_request(connection, caller.partner_id, request_id)
+        existing = conversion_store.conversion_by_request(connection, caller.partner_id, request_id)
         if existing is not None:
             if existing.quote_id != quote_id:
                 raise AlreadyExists(
@@ -138,11 +140,11 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
                 )
             return existing, quote_row
         _check_caller(caller, quote_row.from_currency, quote_row.to_currency)
-        if store.conversion_by_quote(connection, quote_id) is not None:
+        if conversion_store.conversion_by_quote(connection, quote_id) is not None:
             raise FailedPrecondition("QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote")
         if model.quote_expired(quote_row.expire_time_us, now):
             raise FailedPrecondition("QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id)
-        store.lock_member(connection, quote_row.member_id)
+        member_store.lock_member(connection, quote_row.member_id)
         rule = _rule_version(
             connection, app, quote_row.from_currency, quote_row.to_currency, quote_row.rule_version, now
         )
@@ -155,22 +157,21 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
                     annual_cap_from_amount=rule.annual_cap_from_amount,
                     converted_this_year=converted,
                 )
-        connection.execute(
-            insert(store.conversions).values(
-                conversion_id=conversion_id,
-                caller_id=caller.partner_id,
-                request_id=request_id,
-                quote_id=quote_id,
-                member_id=quote_row.member_id,
-                from_currency=quote_row.from_currency,
-                to_currency=quote_row.to_currency,
-                from_amount=quote_row.from_amount,
-                to_amount=quote_row.base_to_amount + quote_row.bonus_to_amount,
-                state="pending",
-                create_time_us=now,
-            )
+        conversion_store.insert_conversion(
+            connection,
+            conversion_id=conversion_id,
+            caller_id=caller.partner_id,
+            request_id=request_id,
+            quote_id=quote_id,
+            member_id=quote_row.member_id,
+            from_currency=quote_row.from_currency,
+            to_currency=quote_row.to_currency,
+            from_amount=quote_row.from_amount,
+            to_amount=quote_row.base_to_amount + quote_row.bonus_to_amount,
+            state="pending",
+            create_time_us=now,
         )
-        return store.conversion_by_request(connection, caller.partner_id, request_id), quote_row
+        return conversion_store.conversion_by_request(connection, caller.partner_id, request_id), quote_row
 
     conversion, quote_row = await app.write(record, retry_unique_violation=True)
     conversion = await _complete(app, conversion)
@@ -243,8 +244,8 @@ async def _complete(app: App, conversion: Row) -> Row:
         state, reason = "failed", failure_name(root)
 
     def finish(connection: Connection) -> Row:
-        store.finish_conversion(connection, conversion.conversion_id, state, reason)
-        return store.conversion_by_request(connection, conversion.caller_id, conversion.request_id)
+        conversion_store.finish_conversion(connection, conversion.conversion_id, state, reason)
+        return conversion_store.conversion_by_request(connection, conversion.caller_id, conversion.request_id)
 
     conversion = await app.write(finish)
     if conversion.state == "failed":
@@ -272,14 +273,14 @@ async def history(app: App, caller: Caller, member: MemberRef, page_size: int) -
 
     def work(connection: Connection) -> list[tuple[Row, Row]]:
         member_row = resolve_member(connection, app, member)
-        rows = store.conversions_of_member(connection, member_row.member_id, limit * 4)
+        rows = conversion_store.conversions_of_member(connection, member_row.member_id, limit * 4)
         visible = [
             row
             for row in rows
             if caller.is_admin
             or (caller.programme_currency and caller.programme_currency in (row.from_currency, row.to_currency))
         ]
-        return [(row, store.get_quote(connection, row.quote_id)) for row in visible[:limit]]
+        return [(row, conversion_store.get_quote(connection, row.quote_id)) for row in visible[:limit]]
 
     return await app.read(work)
 
@@ -290,7 +291,9 @@ async def complete_pending_conversions(app: App) -> int:
     many completed; UNAVAILABLE propagates (the ledger is away: try again later)."""
     cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
     rows = await app.read(
-        lambda connection: store.pending_conversions(connection, cutoff, earning.PENDING_CONVERSIONS_PER_PASS_MAX)
+        lambda connection: conversion_store.pending_conversions(
+            connection, cutoff, earning.PENDING_CONVERSIONS_PER_PASS_MAX
+        )
     )
     completed = 0
     for row in rows:

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Row, insert
+from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
@@ -18,10 +18,12 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import model, store
+from services.partners import model
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
+from services.partners.store import earns as earn_store
+from services.partners.store import rules as rule_store
 
 _log = structlog.get_logger("partners")
 
@@ -44,7 +46,7 @@ class EarnRecord:
 
 
 def _rule_at(connection: Connection, app: App, partner_id: str, at_us: int) -> model.EarnRule:
-    rules = app.facts.earn_rules.get_or_load(partner_id, lambda: store.earn_rules_of(connection, partner_id))
+    rules = app.facts.earn_rules.get_or_load(partner_id, lambda: rule_store.earn_rules_of(connection, partner_id))
     rule = model.select_version(rules, at_us)
     if rule is None:
         raise FailedPrecondition(
@@ -219,8 +221,8 @@ class _Known:
         requests = {(item.caller.partner_id, item.command.request_id) for item in items}
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
         return cls(
-            {(row.partner_id, row.request_id): row for row in store.earns_by_requests(connection, requests)},
-            {(row.partner_id, row.receipt_id): row for row in store.earns_by_receipts(connection, receipts)},
+            {(row.partner_id, row.request_id): row for row in earn_store.earns_by_requests(connection, requests)},
+            {(row.partner_id, row.receipt_id): row for row in earn_store.earns_by_receipts(connection, receipts)},
         )
 
 
@@ -246,9 +248,11 @@ def _record_all(
                 raise
             decisions.append(as_service_error(error) if isinstance(error, model.DomainError) else error)
     new = list({id(d): d for d in decisions if isinstance(d, _NewEarn)}.values())
-    inserted = dict(zip([id(d) for d in new], store.insert_earns(connection, [d.values for d in new]), strict=True))
+    inserted = dict(
+        zip([id(d) for d in new], earn_store.insert_earns(connection, [d.values for d in new]), strict=True)
+    )
     if new:
-        connection.execute(insert(store.earn_lines), [line for earn in new for line in earn.lines])
+        earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines])
     return [
         EarnRecord(inserted[id(d)], None)
         if isinstance(d, _NewEarn)
@@ -340,11 +344,11 @@ def _finish(
 ) -> tuple[dict[str, Row], dict[str, list[Row]]]:
     """Mark what the ledger answered, then read the earns back as the callers will see them."""
     if posted:
-        store.mark_earns_posted(connection, posted)
+        earn_store.mark_earns_posted(connection, posted)
     for earn_id, error in failures.items():
-        store.mark_earn_failed(connection, earn_id, _failure_of(error))
+        earn_store.mark_earn_failed(connection, earn_id, _failure_of(error))
     ids = sorted(read_ids)
-    return store.earns_by_id(connection, ids), store.earn_lines_of_many(connection, ids)
+    return earn_store.earns_by_id(connection, ids), earn_store.earn_lines_of_many(connection, ids)
 
 
 def _failure_of(error: FailedPrecondition) -> str:
@@ -421,7 +425,7 @@ async def post_pending_earns(app: App) -> int:
     never retried). Uses the same transfer id as the client's retry would, so the two can
     race harmlessly. Returns how many were posted; UNAVAILABLE propagates (try again later)."""
     cutoff = app.clock() - PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
-    rows = await app.read(lambda connection: store.pending_earns(connection, cutoff, PENDING_EARNS_PER_PASS_MAX))
+    rows = await app.read(lambda connection: earn_store.pending_earns(connection, cutoff, PENDING_EARNS_PER_PASS_MAX))
     posted = 0
     for row in rows:
         try:

@@ -6,15 +6,16 @@ import secrets
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Row, insert
+from sqlalchemy import Connection, Row
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.ledger_client import CREDIT, AccountSpec
-from services.partners import model, store
+from services.partners import model
 from services.partners.access import Caller
 from services.partners.app import App
 from services.partners.facts import Facts
+from services.partners.store import members as member_store
 
 _log = structlog.get_logger("partners")
 
@@ -43,9 +44,9 @@ def _alias_row_values(app: App, alias: AliasInput, member_id: str, now: int) -> 
 
 
 def _attach(connection: Connection, values: dict) -> None:
-    existing = store.member_by_alias(connection, values["alias_hash"])
+    existing = member_store.member_by_alias(connection, values["alias_hash"])
     if existing is None:
-        connection.execute(insert(store.member_aliases).values(**values))
+        member_store.insert_alias(connection, **values)
     elif existing.member_id != values["member_id"]:
         raise AlreadyExists("ALIAS_IN_USE", "this card or alias belongs to another member", kind=values["kind"])
 
@@ -61,7 +62,7 @@ async def enroll(app: App, caller: Caller, request_id: str, aliases: list[AliasI
     digest = model.fingerprint(aliases=sorted(values["alias_hash"] for values in alias_values))
 
     def work(connection: Connection) -> tuple[Row, int]:
-        existing = store.member_by_enrolment(connection, caller.partner_id, request_id)
+        existing = member_store.member_by_enrolment(connection, caller.partner_id, request_id)
         if existing is not None:
             if existing.enroll_fingerprint is not None and existing.enroll_fingerprint != digest:
                 raise AlreadyExists(
@@ -69,19 +70,18 @@ async def enroll(app: App, caller: Caller, request_id: str, aliases: list[AliasI
                     "this request_id enrolled a member with other cards or aliases; use a new request_id",
                     request_id=request_id,
                 )
-            return existing, store.alias_count(connection, existing.member_id)
-        connection.execute(
-            insert(store.members).values(
-                member_id=member_id,
-                enroll_caller_id=caller.partner_id,
-                enroll_request_id=request_id,
-                enroll_fingerprint=digest,
-                create_time_us=now,
-            )
+            return existing, member_store.alias_count(connection, existing.member_id)
+        member_store.insert_member(
+            connection,
+            member_id=member_id,
+            enroll_caller_id=caller.partner_id,
+            enroll_request_id=request_id,
+            enroll_fingerprint=digest,
+            create_time_us=now,
         )
         for values in alias_values:
             _attach(connection, values)
-        return store.get_member(connection, member_id), store.alias_count(connection, member_id)
+        return member_store.get_member(connection, member_id), member_store.alias_count(connection, member_id)
 
     row, count = await app.write(work, retry_unique_violation=True)
     if row.member_id == member_id:
@@ -94,11 +94,11 @@ async def attach_alias(app: App, member_id: str, alias: AliasInput) -> tuple[Row
     values = _alias_row_values(app, alias, member_id, now)
 
     def work(connection: Connection) -> tuple[Row, int]:
-        member = store.get_member(connection, member_id)
+        member = member_store.get_member(connection, member_id)
         if member is None:
             raise NotFound("MEMBER_NOT_FOUND", "no member with this id", member_id=member_id)
         _attach(connection, values)
-        return member, store.alias_count(connection, member_id)
+        return member, member_store.alias_count(connection, member_id)
 
     return await app.write(work, retry_unique_violation=True)
 
@@ -130,18 +130,18 @@ def _known_member_id(app: App, ref: MemberRef) -> str | None:
 
 
 def _member_of_alias(connection: Connection, alias_hash: str) -> str | None:
-    found = store.member_by_alias(connection, alias_hash)
+    found = member_store.member_by_alias(connection, alias_hash)
     return None if found is None else found.member_id
 
 
 def _member(connection: Connection, facts: Facts, member_id: str) -> Row | None:
-    return facts.members_by_id.get_or_load(member_id, lambda: store.get_member(connection, member_id))
+    return facts.members_by_id.get_or_load(member_id, lambda: member_store.get_member(connection, member_id))
 
 
 async def lookup(app: App, ref: MemberRef) -> tuple[Row, int]:
     def work(connection: Connection) -> tuple[Row, int]:
         member = resolve_member(connection, app, ref)
-        return member, store.alias_count(connection, member.member_id)
+        return member, member_store.alias_count(connection, member.member_id)
 
     return await app.read(work)
 
@@ -155,7 +155,7 @@ async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
     account_id = model.wallet_account_id(currency, member_id)
     if account_id in app.known_wallets:
         return account_id
-    known = await app.read(lambda connection: store.has_wallet(connection, member_id, currency))
+    known = await app.read(lambda connection: member_store.has_wallet(connection, member_id, currency))
     if known:
         _remember(app, account_id)
         return account_id
@@ -165,10 +165,8 @@ async def ensure_wallet(app: App, member_id: str, currency: str) -> str:
     now = app.clock()
 
     def note(connection: Connection) -> None:
-        if not store.has_wallet(connection, member_id, currency):
-            connection.execute(
-                insert(store.member_wallets).values(member_id=member_id, currency_code=currency, create_time_us=now)
-            )
+        if not member_store.has_wallet(connection, member_id, currency):
+            member_store.insert_wallet(connection, member_id=member_id, currency_code=currency, create_time_us=now)
 
     await app.write(note, retry_unique_violation=True)
     _remember(app, account_id)
@@ -198,7 +196,7 @@ async def balances(app: App, caller: Caller, ref: MemberRef) -> tuple[str, list[
 
     def work(connection: Connection) -> tuple[str, list[str]]:
         member = resolve_member(connection, app, ref)
-        return member.member_id, store.wallet_currencies(connection, member.member_id)
+        return member.member_id, member_store.wallet_currencies(connection, member.member_id)
 
     visible = None if caller.is_admin else sorted({model.COMMON_CURRENCY, caller.programme_currency} - {""})
     member_id = _known_member_id(app, ref)
@@ -253,7 +251,7 @@ async def activity(
 
     def work(connection: Connection) -> tuple[str, list[str]]:
         member = resolve_member(connection, app, ref)
-        return member.member_id, store.wallet_currencies(connection, member.member_id)
+        return member.member_id, member_store.wallet_currencies(connection, member.member_id)
 
     member_id, currencies = await app.read(work)
     if currency:

@@ -7,14 +7,16 @@ import secrets
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Row, insert
+from sqlalchemy import Connection, Row
 
 from services.common.auth import hash_api_key, new_api_key
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import CREDIT, DEBIT, AccountSpec
 from services.common.page_token import decode_page_token, encode_page_token
-from services.partners import admin_requests, model, store
+from services.partners import admin_requests, model
 from services.partners.app import App
+from services.partners.store import partners as partner_store
+from services.partners.store import rules as rule_store
 
 _log = structlog.get_logger("partners")
 
@@ -78,8 +80,8 @@ async def register_partner(app: App, command: NewPartner) -> tuple[Row, bool]:
             raise InvalidArgument("CURRENCY_RESERVED", f"{currency} belongs to the operator", currency=currency)
 
     def find(connection: Connection) -> tuple[Row | None, Row | None]:
-        other = store.partner_by_currency(connection, currency) if currency else None
-        return store.get_partner(connection, command.partner_id), other
+        other = partner_store.partner_by_currency(connection, currency) if currency else None
+        return partner_store.get_partner(connection, command.partner_id), other
 
     existing, currency_owner = await app.read(find)
     if existing is not None and (
@@ -104,21 +106,20 @@ async def register_partner(app: App, command: NewPartner) -> tuple[Row, bool]:
     now = app.clock()
 
     def insert_partner(connection: Connection) -> tuple[Row, bool]:
-        row = store.get_partner(connection, command.partner_id)
+        row = partner_store.get_partner(connection, command.partner_id)
         if row is not None:
             return row, False
-        connection.execute(
-            insert(store.partners).values(
-                partner_id=command.partner_id,
-                kind=command.kind,
-                display_name=command.display_name,
-                programme_currency_code=currency or None,
-                status="active",
-                create_time_us=now,
-                update_time_us=now,
-            )
+        partner_store.insert_partner(
+            connection,
+            partner_id=command.partner_id,
+            kind=command.kind,
+            display_name=command.display_name,
+            programme_currency_code=currency or None,
+            status="active",
+            create_time_us=now,
+            update_time_us=now,
         )
-        return store.get_partner(connection, command.partner_id), True
+        return partner_store.get_partner(connection, command.partner_id), True
 
     row, created = await app.write(insert_partner, retry_unique_violation=True)
     if created:
@@ -127,7 +128,7 @@ async def register_partner(app: App, command: NewPartner) -> tuple[Row, bool]:
 
 
 async def get_partner(app: App, partner_id: str) -> Row:
-    row = await app.read(lambda connection: store.get_partner(connection, partner_id))
+    row = await app.read(lambda connection: partner_store.get_partner(connection, partner_id))
     if row is None:
         raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
     return row
@@ -138,7 +139,7 @@ async def list_partners(app: App, page_size: int, page_token: str) -> tuple[list
         raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.PAGE_SIZE_MAX}")
     limit = page_size or 100
     (after_id,) = decode_page_token(page_token, str) or ("",)
-    rows = await app.read(lambda connection: store.list_partners(connection, after_id, limit + 1))
+    rows = await app.read(lambda connection: partner_store.list_partners(connection, after_id, limit + 1))
     if len(rows) > limit:
         return list(rows[:limit]), encode_page_token(rows[limit - 1].partner_id)
     return list(rows), ""
@@ -148,10 +149,10 @@ async def set_partner_status(app: App, partner_id: str, status: str) -> Row:
     now = app.clock()
 
     def work(connection: Connection) -> Row:
-        if store.get_partner(connection, partner_id) is None:
+        if partner_store.get_partner(connection, partner_id) is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
-        store.set_partner_status(connection, partner_id, status, now)
-        return store.get_partner(connection, partner_id)
+        partner_store.set_partner_status(connection, partner_id, status, now)
+        return partner_store.get_partner(connection, partner_id)
 
     row = await app.write(work)
     app.facts.api_keys.clear()  # the status rides on each key's entry
@@ -165,19 +166,17 @@ async def create_store(app: App, store_id: str, partner_id: str, display_name: s
     now = app.clock()
 
     def work(connection: Connection) -> tuple[Row, bool]:
-        if store.get_partner(connection, partner_id) is None:
+        if partner_store.get_partner(connection, partner_id) is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
-        existing = store.get_store(connection, store_id)
+        existing = partner_store.get_store(connection, store_id)
         if existing is not None:
             if existing.partner_id != partner_id or existing.display_name != display_name:
                 raise AlreadyExists("STORE_EXISTS_WITH_DIFFERENT_CONTENT", "store id already in use", store_id=store_id)
             return existing, False
-        connection.execute(
-            insert(store.stores).values(
-                store_id=store_id, partner_id=partner_id, display_name=display_name, create_time_us=now
-            )
+        partner_store.insert_store(
+            connection, store_id=store_id, partner_id=partner_id, display_name=display_name, create_time_us=now
         )
-        return store.get_store(connection, store_id), True
+        return partner_store.get_store(connection, store_id), True
 
     return await app.write(work, retry_unique_violation=True)
 
@@ -188,13 +187,11 @@ async def create_terminal(app: App, store_id: str, terminal_id: str) -> bool:
     now = app.clock()
 
     def work(connection: Connection) -> bool:
-        if store.get_store(connection, store_id) is None:
+        if partner_store.get_store(connection, store_id) is None:
             raise NotFound("STORE_NOT_FOUND", "no store with this id", store_id=store_id)
-        if store.get_terminal(connection, store_id, terminal_id) is not None:
+        if partner_store.get_terminal(connection, store_id, terminal_id) is not None:
             return False
-        connection.execute(
-            insert(store.terminals).values(store_id=store_id, terminal_id=terminal_id, create_time_us=now)
-        )
+        partner_store.insert_terminal(connection, store_id=store_id, terminal_id=terminal_id, create_time_us=now)
         return True
 
     return await app.write(work, retry_unique_violation=True)
@@ -219,7 +216,7 @@ async def issue_api_key(
 
     def retry(connection: Connection, done: Row) -> tuple[Row, str, Row | None, bool]:
         admin_requests.check_same_content(done, content, request_id)
-        row = store.get_api_key(connection, done.result_id)
+        row = partner_store.get_api_key(connection, done.result_id)
         secret = None
         if done.sealed_secret is not None and done.create_time_us >= window_start:
             secret = admin_requests.unseal(app.alias_secret, row.key_id, done.sealed_secret)
@@ -231,29 +228,27 @@ async def issue_api_key(
                 key_id=row.key_id,
                 request_id=request_id,
             )
-        revoked = store.get_api_key(connection, revoke_key_id) if revoke_key_id else None
+        revoked = partner_store.get_api_key(connection, revoke_key_id) if revoke_key_id else None
         return row, secret, revoked, False
 
     def work(connection: Connection) -> tuple[Row, str, Row | None, bool]:
-        done = store.admin_request(connection, caller_id, operation, request_id)
+        done = partner_store.admin_request(connection, caller_id, operation, request_id)
         if done is not None:
             return retry(connection, done)
-        if store.get_partner(connection, partner_id) is None:
+        if partner_store.get_partner(connection, partner_id) is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=partner_id)
         revoked = None
         if revoke_key_id:
-            old = store.get_api_key(connection, revoke_key_id)
+            old = partner_store.get_api_key(connection, revoke_key_id)
             if old is None or old.partner_id != partner_id:
                 raise NotFound("API_KEY_NOT_FOUND", "no such key for this partner", key_id=revoke_key_id)
-            store.revoke_api_key(connection, revoke_key_id, now)
-            revoked = store.get_api_key(connection, revoke_key_id)
-        connection.execute(
-            insert(store.api_keys).values(
-                key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
-            )
+            partner_store.revoke_api_key(connection, revoke_key_id, now)
+            revoked = partner_store.get_api_key(connection, revoke_key_id)
+        partner_store.insert_api_key(
+            connection, key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
         )
-        store.forget_sealed_secrets(connection, window_start)
-        store.insert_admin_request(
+        partner_store.forget_sealed_secrets(connection, window_start)
+        partner_store.insert_admin_request(
             connection,
             caller_id=caller_id,
             operation=operation,
@@ -263,7 +258,7 @@ async def issue_api_key(
             sealed_secret=admin_requests.seal(app.alias_secret, key_id, api_key),
             create_time_us=now,
         )
-        return store.get_api_key(connection, key_id), api_key, revoked, True
+        return partner_store.get_api_key(connection, key_id), api_key, revoked, True
 
     row, secret, revoked, created = await app.write(work, retry_unique_violation=True)
     if revoked is not None:
@@ -277,11 +272,11 @@ async def revoke_api_key(app: App, partner_id: str, key_id: str) -> Row:
     now = app.clock()
 
     def work(connection: Connection) -> Row:
-        row = store.get_api_key(connection, key_id)
+        row = partner_store.get_api_key(connection, key_id)
         if row is None or row.partner_id != partner_id:
             raise NotFound("API_KEY_NOT_FOUND", "no such key for this partner", key_id=key_id)
-        store.revoke_api_key(connection, key_id, now)
-        return store.get_api_key(connection, key_id)
+        partner_store.revoke_api_key(connection, key_id, now)
+        return partner_store.get_api_key(connection, key_id)
 
     row = await app.write(work)
     app.facts.api_keys.forget(row.key_hash)
@@ -298,7 +293,7 @@ _EARN_RULE_FIELDS = {
 
 def _earn_rule_content(rule: model.EarnRule) -> dict[str, object]:
     """The request's rule under its proto field names, so a changed field can be named."""
-    values = store.earn_rule_values(rule, 0)
+    values = rule_store.earn_rule_values(rule, 0)
     del values["version"], values["create_time_us"]
     return {f"rule.{_EARN_RULE_FIELDS.get(name, name)}": value for name, value in values.items()}
 
@@ -312,11 +307,11 @@ async def create_earn_rule(app: App, caller_id: str, request_id: str, rule: mode
     now = app.clock()
 
     def work(connection: Connection) -> tuple[model.EarnRule, bool]:
-        done = store.admin_request(connection, caller_id, admin_requests.CREATE_EARN_RULE, request_id)
+        done = partner_store.admin_request(connection, caller_id, admin_requests.CREATE_EARN_RULE, request_id)
         if done is not None:
             admin_requests.check_same_content(done, content, request_id)
-            return store.get_earn_rule(connection, rule.partner_id, int(done.result_id)), False
-        partner = store.get_partner(connection, rule.partner_id)
+            return rule_store.get_earn_rule(connection, rule.partner_id, int(done.result_id)), False
+        partner = partner_store.get_partner(connection, rule.partner_id)
         if partner is None:
             raise NotFound("PARTNER_NOT_FOUND", "no partner with this id", partner_id=rule.partner_id)
         allowed = {model.COMMON_CURRENCY, partner.programme_currency_code}
@@ -326,10 +321,10 @@ async def create_earn_rule(app: App, caller_id: str, request_id: str, rule: mode
                 "a partner issues PTS or its own programme currency",
                 currency=rule.currency_code,
             )
-        version = store.next_earn_rule_version(connection, rule.partner_id)
+        version = rule_store.next_earn_rule_version(connection, rule.partner_id)
         stored = dataclasses.replace(rule, version=version)
-        connection.execute(insert(store.earn_rules).values(**store.earn_rule_values(stored, now)))
-        store.insert_admin_request(
+        rule_store.insert_earn_rule(connection, **rule_store.earn_rule_values(stored, now))
+        partner_store.insert_admin_request(
             connection,
             caller_id=caller_id,
             operation=admin_requests.CREATE_EARN_RULE,
@@ -348,14 +343,14 @@ async def create_earn_rule(app: App, caller_id: str, request_id: str, rule: mode
 
 
 async def list_earn_rules(app: App, partner_id: str) -> list[model.EarnRule]:
-    return await app.read(lambda connection: store.earn_rules_of(connection, partner_id))
+    return await app.read(lambda connection: rule_store.earn_rules_of(connection, partner_id))
 
 
 def currency_owner(connection: Connection, currency: str) -> str | None:
     """ "operator" for PTS, the owning partner for a programme currency, None if unknown."""
     if currency == model.COMMON_CURRENCY:
         return model.OPERATOR
-    partner = store.partner_by_currency(connection, currency)
+    partner = partner_store.partner_by_currency(connection, currency)
     return None if partner is None else partner.partner_id
 
 
@@ -415,15 +410,17 @@ async def create_conversion_rule(
     now = app.clock()
 
     def work(connection: Connection) -> tuple[model.ConversionRule, bool]:
-        done = store.admin_request(connection, caller_id, admin_requests.CREATE_CONVERSION_RULE, request_id)
+        done = partner_store.admin_request(connection, caller_id, admin_requests.CREATE_CONVERSION_RULE, request_id)
         if done is not None:
             admin_requests.check_same_content(done, content, request_id)
-            found = store.get_conversion_rule(connection, rule.from_currency, rule.to_currency, int(done.result_id))
+            found = rule_store.get_conversion_rule(
+                connection, rule.from_currency, rule.to_currency, int(done.result_id)
+            )
             return found, False
-        version = store.next_conversion_rule_version(connection, rule.from_currency, rule.to_currency)
+        version = rule_store.next_conversion_rule_version(connection, rule.from_currency, rule.to_currency)
         stored = dataclasses.replace(rule, version=version)
-        store.insert_conversion_rule(connection, stored, now)
-        store.insert_admin_request(
+        rule_store.insert_conversion_rule(connection, stored, now)
+        partner_store.insert_admin_request(
             connection,
             caller_id=caller_id,
             operation=admin_requests.CREATE_CONVERSION_RULE,
@@ -449,7 +446,7 @@ async def create_conversion_rule(
 
 async def list_conversion_rules(app: App) -> list[model.ConversionRule]:
     """The version in effect now of each direction."""
-    rules = await app.read(store.conversion_rules_of)
+    rules = await app.read(rule_store.conversion_rules_of)
     now = app.clock()
     by_direction: dict[tuple[str, str], list[model.ConversionRule]] = {}
     for rule in rules:
@@ -463,12 +460,10 @@ async def ensure_known_api_key(app: App, partner_id: str, key_id: str, api_key: 
     now = app.clock()
 
     def work(connection: Connection) -> bool:
-        if store.get_api_key(connection, key_id) is not None:
+        if partner_store.get_api_key(connection, key_id) is not None:
             return False
-        connection.execute(
-            insert(store.api_keys).values(
-                key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
-            )
+        partner_store.insert_api_key(
+            connection, key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
         )
         return True
 

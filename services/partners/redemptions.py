@@ -29,10 +29,11 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import earning, model, store
+from services.partners import earning, model
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
+from services.partners.store import redemptions as redemption_store
 
 _log = structlog.get_logger("partners")
 
@@ -130,7 +131,11 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
             authorized[redemption_id] = expire.seconds * model.MICROS_PER_SECOND + expire.nanos // 1000
         else:
             failed[redemption_id] = failure_name(result)
-    rows = await app.write(lambda connection: store.settle_holds(connection, authorized, failed)) if placed else {}
+    rows = (
+        await app.write(lambda connection: redemption_store.settle_holds(connection, authorized, failed))
+        if placed
+        else {}
+    )
     for redemption_id in authorized:
         _log.info("points_held", redemption_id=redemption_id, amount=pending[redemption_id].held_amount)
     return [_hold_answer(one, placed, unplaced, rows) for one in recorded]
@@ -185,7 +190,7 @@ def _record_holds(connection: Connection, app: App, items: list[_Authorizing]) -
     nothing; holds later in the batch see the ones before them."""
     keys = {(item.caller.partner_id, item.command.request_id) for item in items}
     known: dict[tuple[str, str], Row | dict] = {
-        (row.partner_id, row.request_id): row for row in store.redemptions_by_requests(connection, keys)
+        (row.partner_id, row.request_id): row for row in redemption_store.redemptions_by_requests(connection, keys)
     }
     decisions: list[Row | dict | BaseException] = []
     for item in items:
@@ -194,7 +199,7 @@ def _record_holds(connection: Connection, app: App, items: list[_Authorizing]) -
         except (ServiceError, model.DomainError) as error:
             decisions.append(earning.as_service_error(error) if isinstance(error, model.DomainError) else error)
     new = list({id(d): d for d in decisions if isinstance(d, dict)}.values())
-    inserted = dict(zip([id(d) for d in new], store.insert_redemptions(connection, new), strict=True))
+    inserted = dict(zip([id(d) for d in new], redemption_store.insert_redemptions(connection, new), strict=True))
     return [inserted[id(d)] if isinstance(d, dict) else d for d in decisions]
 
 
@@ -273,7 +278,7 @@ def _refused(reason: str | None) -> FailedPrecondition:
 
 
 async def _load(app: App, redemption_id: str) -> Row:
-    return await app.read(lambda connection: store.get_redemption(connection, redemption_id))
+    return await app.read(lambda connection: redemption_store.get_redemption(connection, redemption_id))
 
 
 async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
@@ -319,7 +324,9 @@ async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.Cr
         raise _refused(failure_name(result))
     reason, message, new_state = known
     if new_state is not None and row.state == "authorized":
-        await app.write(lambda connection: store.update_redemption(connection, row.redemption_id, state=new_state))
+        await app.write(
+            lambda connection: redemption_store.update_redemption(connection, row.redemption_id, state=new_state)
+        )
     raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
 
 
@@ -367,7 +374,7 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     captured = result.transfer.amount
 
     def record(connection: Connection) -> Row:
-        return store.update_redemption(
+        return redemption_store.update_redemption(
             connection,
             row.redemption_id,
             state="captured",
@@ -395,7 +402,7 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
     await _resolve(app, row, transfer)
 
     def record(connection: Connection) -> Row:
-        return store.update_redemption(connection, row.redemption_id, state="voided")
+        return redemption_store.update_redemption(connection, row.redemption_id, state="voided")
 
     done = await app.write(record)
     _log.info("hold_voided", redemption_id=row.redemption_id)
@@ -412,11 +419,11 @@ async def get(app: App, caller: Caller, redemption_id: str) -> Row:
     if transfers and transfers[0].hold_state == ledger_pb2.HOLD_STATE_EXPIRED:
 
         def expired(connection: Connection) -> Row:
-            current = store.get_redemption(connection, row.redemption_id)
+            current = redemption_store.get_redemption(connection, row.redemption_id)
             if current.state == "authorized":
-                store.update_redemption(connection, row.redemption_id, state="expired")
+                redemption_store.update_redemption(connection, row.redemption_id, state="expired")
                 _log.info("hold_expired", redemption_id=row.redemption_id, amount=row.held_amount)
-            return store.get_redemption(connection, row.redemption_id)
+            return redemption_store.get_redemption(connection, row.redemption_id)
 
         return await app.write(expired)
     return row
@@ -439,7 +446,9 @@ async def settle_expired_holds(app: App) -> int:
     how many changed; UNAVAILABLE propagates (the ledger is away: try again later)."""
     now = app.clock()
     rows = await app.read(
-        lambda connection: store.expired_authorized_redemptions(connection, now, earning.EXPIRED_HOLDS_PER_PASS_MAX)
+        lambda connection: redemption_store.expired_authorized_redemptions(
+            connection, now, earning.EXPIRED_HOLDS_PER_PASS_MAX
+        )
     )
     if not rows:
         return 0
@@ -455,8 +464,8 @@ async def settle_expired_holds(app: App) -> int:
         if state is None:
             continue  # still pending by the ledger's clock
         if await app.write(
-            lambda connection, redemption_id=row.redemption_id, state=state: store.resolve_authorized_redemption(
-                connection, redemption_id, state
+            lambda connection, redemption_id=row.redemption_id, state=state: (
+                redemption_store.resolve_authorized_redemption(connection, redemption_id, state)
             )
         ):
             changed += 1

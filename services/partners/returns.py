@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Row, insert, update
+from sqlalchemy import Connection, Row
 
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.ledger_client import (
@@ -24,9 +24,12 @@ from services.common.ledger_client import (
     failure_name,
     ledger_pb2,
 )
-from services.partners import earning, model, store
+from services.partners import earning, model
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
+from services.partners.store import earns as earn_store
+from services.partners.store import redemptions as redemption_store
+from services.partners.store import returns as return_store
 
 _log = structlog.get_logger("partners")
 RETURN_ATTEMPTS_MAX = 3
@@ -68,8 +71,8 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
         # Lock the receipt before reading anything about it: concurrent returns of the same
         # receipt (under other request_ids) wait here and then see the lines and refunds this
         # one reserves, instead of each reading them as unreturned (READ COMMITTED).
-        earn, receipt_redemptions = store.lock_receipt(connection, partner_id, command.receipt_id)
-        existing = store.return_by_request(connection, partner_id, command.request_id)
+        earn, receipt_redemptions = return_store.lock_receipt(connection, partner_id, command.receipt_id)
+        existing = return_store.return_by_request(connection, partner_id, command.request_id)
         if existing is not None:
             return same_request(existing)
         redemptions = [row for row in receipt_redemptions if row.state == "captured"]
@@ -90,14 +93,14 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 raise FailedPrecondition(
                     "EARN_NOT_COMPLETE", "the earn of this receipt is not complete; retry the earn first"
                 )
-            lines = {line.line_number: line for line in store.earn_lines_of(connection, earn.earn_id)}
+            lines = {line.line_number: line for line in earn_store.earn_lines_of(connection, earn.earn_id)}
             for number in command.line_numbers:
                 line = lines.get(number)
                 if line is None:
                     raise InvalidArgument("UNKNOWN_LINE", "the receipt has no such line", line_number=number)
                 if line.return_id == return_id:
                     # This very request committed meanwhile (a retry racing its first send).
-                    return same_request(store.return_by_request(connection, partner_id, command.request_id))
+                    return same_request(return_store.return_by_request(connection, partner_id, command.request_id))
                 if line.return_id is not None:
                     raise FailedPrecondition(
                         "LINE_ALREADY_RETURNED", "the line was returned before", line_number=number
@@ -106,7 +109,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             completes = all(
                 line.return_id is not None or number in command.line_numbers for number, line in lines.items()
             )
-            if not store.reserve_lines(connection, earn.earn_id, command.line_numbers, return_id):
+            if not return_store.reserve_lines(connection, earn.earn_id, command.line_numbers, return_id):
                 # Cannot happen under the receipt lock; refuse rather than reverse a line twice.
                 raise Aborted("RETURN_CONFLICT", "a concurrent return claimed these lines; retry the same request_id")
         remaining = [(row, row.captured_amount - row.refunded_amount) for row in redemptions]
@@ -134,33 +137,32 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             share = min(amount, left)
             if share > 0:
                 refunds.append([row.redemption_id, share, row.currency_code])
-                if not store.reserve_refund(connection, row.redemption_id, share):
+                if not return_store.reserve_refund(connection, row.redemption_id, share):
                     raise Aborted("RETURN_CONFLICT", "a concurrent return refunded these points; retry")
                 left -= share
         member_id = earn.member_id if earn is not None else redemptions[0].member_id
         currency = earn.currency_code if earn is not None else redemptions[0].currency_code
-        connection.execute(
-            insert(store.returns).values(
-                return_id=return_id,
-                partner_id=partner_id,
-                store_id=command.store_id,
-                terminal_id=command.terminal_id,
-                request_id=command.request_id,
-                fingerprint=digest,
-                receipt_id=command.receipt_id,
-                member_id=member_id,
-                earn_id=earn.earn_id if earn is not None else None,
-                currency_code=currency,
-                earned_points_due=due,
-                earned_points_reversed=0,
-                refunds=json.dumps(refunds),
-                refund_currency_code=refunds[0][2] if refunds else "",
-                attempt=1,
-                state="new",
-                create_time_us=now,
-            )
+        return_store.insert_return(
+            connection,
+            return_id=return_id,
+            partner_id=partner_id,
+            store_id=command.store_id,
+            terminal_id=command.terminal_id,
+            request_id=command.request_id,
+            fingerprint=digest,
+            receipt_id=command.receipt_id,
+            member_id=member_id,
+            earn_id=earn.earn_id if earn is not None else None,
+            currency_code=currency,
+            earned_points_due=due,
+            earned_points_reversed=0,
+            refunds=json.dumps(refunds),
+            refund_currency_code=refunds[0][2] if refunds else "",
+            attempt=1,
+            state="new",
+            create_time_us=now,
         )
-        return store.return_by_request(connection, partner_id, command.request_id)
+        return return_store.return_by_request(connection, partner_id, command.request_id)
 
     return work
 
@@ -214,7 +216,7 @@ def refund_totals(row: Row) -> dict[str, int]:
 
 def _refunded_redemptions(app: App, row: Row):
     return app.read(
-        lambda connection: {rid: store.get_redemption(connection, rid) for rid, _, _ in refund_entries(row)}
+        lambda connection: {rid: redemption_store.get_redemption(connection, rid) for rid, _, _ in refund_entries(row)}
     )
 
 
@@ -227,23 +229,14 @@ def _release(row: Row, reason: str):
     lines and the refundable points of its redemptions), so a later return may claim them."""
 
     def work(connection: Connection) -> None:
-        current = store.return_by_request(connection, row.partner_id, row.request_id)
+        current = return_store.return_by_request(connection, row.partner_id, row.request_id)
         if current.state == "failed":
             return
         for redemption_id, amount, _ in refund_entries(current):
-            connection.execute(
-                update(store.redemptions)
-                .where(store.redemptions.c.redemption_id == redemption_id)
-                .values(refunded_amount=store.redemptions.c.refunded_amount - amount)
-            )
+            return_store.release_refund(connection, redemption_id, amount)
         if current.earn_id is not None:
-            connection.execute(
-                update(store.earn_lines)
-                .where(store.earn_lines.c.earn_id == current.earn_id)
-                .where(store.earn_lines.c.return_id == current.return_id)
-                .values(return_id=None)
-            )
-        store.update_return(connection, current.return_id, state="failed", failure_reason=reason)
+            return_store.release_lines(connection, current.earn_id, current.return_id)
+        return_store.update_return(connection, current.return_id, state="failed", failure_reason=reason)
 
     return work
 
@@ -267,10 +260,12 @@ async def _decide(app: App, row: Row) -> Row:
         reversed_points = max(0, min(row.earned_points_due, balance.available + refunded_same_currency))
 
     def work(connection: Connection) -> Row:
-        current = store.return_by_request(connection, row.partner_id, row.request_id)
+        current = return_store.return_by_request(connection, row.partner_id, row.request_id)
         if current.state == "new" and current.attempt == row.attempt:
-            store.update_return(connection, row.return_id, earned_points_reversed=reversed_points, state="pending")
-        return store.return_by_request(connection, row.partner_id, row.request_id)
+            return_store.update_return(
+                connection, row.return_id, earned_points_reversed=reversed_points, state="pending"
+            )
+        return return_store.return_by_request(connection, row.partner_id, row.request_id)
 
     return await app.write(work)
 
@@ -344,22 +339,22 @@ async def _submit(app: App, row: Row) -> Row:
         if root:
             if root[0].failure_reason == Failure.FAILURE_REASON_INSUFFICIENT_FUNDS:
                 # The member spent points between our balance read and the chain: decide again.
-                await app.write(lambda connection: store.retry_return(connection, row.return_id, row.attempt))
+                await app.write(lambda connection: return_store.retry_return(connection, row.return_id, row.attempt))
                 return await app.read(
-                    lambda connection: store.return_by_request(connection, row.partner_id, row.request_id)
+                    lambda connection: return_store.return_by_request(connection, row.partner_id, row.request_id)
                 )
             reason = failure_name(root[0])
             await app.write(_release(row, reason))
             _log.error("return_refused", return_id=row.return_id, failure=reason)
             raise _refused(reason)
-    await app.write(lambda connection: store.update_return(connection, row.return_id, state="posted"))
+    await app.write(lambda connection: return_store.update_return(connection, row.return_id, state="posted"))
     _log.info(
         "items_returned",
         return_id=row.return_id,
         reversed_points=row.earned_points_reversed,
         shortfall_points=row.earned_points_due - row.earned_points_reversed,
     )
-    return await app.read(lambda connection: store.return_by_request(connection, row.partner_id, row.request_id))
+    return await app.read(lambda connection: return_store.return_by_request(connection, row.partner_id, row.request_id))
 
 
 async def complete_unfinished_returns(app: App) -> int:
@@ -369,7 +364,7 @@ async def complete_unfinished_returns(app: App) -> int:
     propagates (the ledger is away: try again later)."""
     cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
     rows = await app.read(
-        lambda connection: store.unfinished_returns(connection, cutoff, earning.PENDING_RETURNS_PER_PASS_MAX)
+        lambda connection: return_store.unfinished_returns(connection, cutoff, earning.PENDING_RETURNS_PER_PASS_MAX)
     )
     posted = 0
     for row in rows:

@@ -14,7 +14,10 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure, LedgerRefused
 from services.common.timeconv import timestamp_from_micros
-from services.partners import earning, model, server, store
+from services.partners import earning, model, server
+from services.partners.store import earns as earn_store
+from services.partners.store import rules as rule_store
+from services.partners.store import tables
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
@@ -124,7 +127,9 @@ def test_a_pending_earn_the_ledger_refuses_is_failed_by_recovery_once(refusing):
 
 
 def _earn_state(client, shop, request_id: str):
-    return client.app.database.read(lambda connection: store.earn_by_request(connection, shop.partner_id, request_id))
+    return client.app.database.read(
+        lambda connection: earn_store.earn_by_request(connection, shop.partner_id, request_id)
+    )
 
 
 def test_an_earn_the_ledger_finds_invalid_fails_alone_and_later_earns_still_post(refusing):
@@ -145,7 +150,7 @@ def test_an_earn_the_ledger_finds_invalid_fails_alone_and_later_earns_still_post
     poison_id = model.earn_transfer_id(shop.partner_id, poison.request_id)
     client.app.database.write(
         lambda connection: connection.execute(
-            store.earns.update().where(store.earns.c.earn_id == poison_id).values(points=2 * model.LEDGER_AMOUNT_MAX)
+            tables.earns.update().where(tables.earns.c.earn_id == poison_id).values(points=2 * model.LEDGER_AMOUNT_MAX)
         )
     )
     del outcomes[poison_id]
@@ -203,7 +208,9 @@ def test_a_basket_priced_beyond_the_ledger_maximum_is_refused_at_the_till_and_pe
         valid_from_micros=now - 3_600_000_000,
     )
     client.app.database.write(
-        lambda connection: connection.execute(store.earn_rules.insert().values(**store.earn_rule_values(rule, now)))
+        lambda connection: connection.execute(
+            tables.earn_rules.insert().values(**rule_store.earn_rule_values(rule, now))
+        )
     )
     big = _earn_request(shop, member_id)
     del big.lines[:]

@@ -16,7 +16,8 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure
-from services.partners import earning, model, server, store
+from services.partners import earning, model, server
+from services.partners.store import redemptions as redemption_store
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
@@ -37,7 +38,7 @@ class Recovering:
     attempts: dict[str, int]
 
     def record(self, redemption_id: str):
-        return self.app.database.read(lambda connection: store.get_redemption(connection, redemption_id))
+        return self.app.database.read(lambda connection: redemption_store.get_redemption(connection, redemption_id))
 
     def wait_until(self, condition, what: str) -> None:
         deadline = time.monotonic() + WAIT_SECONDS_MAX

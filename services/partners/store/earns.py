@@ -1,0 +1,87 @@
+"""Earns and their basket lines: what each earn request recorded and whether the ledger took it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Row, and_, insert, select, tuple_, update
+
+from services.partners.store.tables import earn_lines, earns
+
+
+def earn_by_request(connection: Connection, partner_id: str, request_id: str) -> Row | None:
+    query = select(earns).where(and_(earns.c.partner_id == partner_id, earns.c.request_id == request_id))
+    return connection.execute(query).first()
+
+
+def earn_by_receipt(connection: Connection, partner_id: str, receipt_id: str) -> Row | None:
+    query = select(earns).where(and_(earns.c.partner_id == partner_id, earns.c.receipt_id == receipt_id))
+    return connection.execute(query).first()
+
+
+def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
+    query = select(earn_lines).where(earn_lines.c.earn_id == earn_id).order_by(earn_lines.c.line_number)
+    return connection.execute(query).all()
+
+
+def insert_earns(connection: Connection, values: list[dict]) -> list[Row]:
+    """Insert earns in one statement; their rows, in the order given."""
+    if not values:
+        return []
+    return list(connection.execute(insert(earns).returning(*earns.c, sort_by_parameter_order=True), values))
+
+
+def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The earns recorded under these (partner_id, request_id)."""
+    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.request_id).in_(keys))).all()
+
+
+def earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The earns recorded for these (partner_id, receipt_id)."""
+    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.receipt_id).in_(keys))).all()
+
+
+def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
+    rows = connection.execute(select(earns).where(earns.c.earn_id.in_(list(earn_ids)))).all()
+    return {row.earn_id: row for row in rows}
+
+
+def earn_lines_of_many(connection: Connection, earn_ids: Sequence[str]) -> dict[str, list[Row]]:
+    query = (
+        select(earn_lines)
+        .where(earn_lines.c.earn_id.in_(list(earn_ids)))
+        .order_by(earn_lines.c.earn_id, earn_lines.c.line_number)
+    )
+    found: dict[str, list[Row]] = {earn_id: [] for earn_id in earn_ids}
+    for row in connection.execute(query):
+        found[row.earn_id].append(row)
+    return found
+
+
+def mark_earns_posted(connection: Connection, earn_ids: Sequence[str]) -> None:
+    connection.execute(update(earns).where(earns.c.earn_id.in_(list(earn_ids))).values(state="posted"))
+
+
+def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
+    """Only a pending earn fails: one the client's retry already posted stays posted."""
+    connection.execute(
+        update(earns)
+        .where(and_(earns.c.earn_id == earn_id, earns.c.state == "pending"))
+        .values(state="failed", failure_reason=reason)
+    )
+
+
+def pending_earns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
+    """Earns recorded but not yet posted to the ledger, oldest first."""
+    query = (
+        select(earns)
+        .where(and_(earns.c.state == "pending", earns.c.create_time_us < created_before_us))
+        .order_by(earns.c.create_time_us, earns.c.earn_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
+
+
+def insert_earn_lines(connection: Connection, lines: list[dict]) -> None:
+    if lines:
+        connection.execute(insert(earn_lines), lines)

@@ -1,0 +1,98 @@
+"""Redemptions: holds, their captures, voids and refunds, as recorded per request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, tuple_, update
+
+from services.partners.store.tables import redemptions
+
+
+def get_redemption(connection: Connection, redemption_id: str) -> Row | None:
+    return connection.execute(select(redemptions).where(redemptions.c.redemption_id == redemption_id)).first()
+
+
+def redemption_by_request(connection: Connection, partner_id: str, request_id: str) -> Row | None:
+    query = select(redemptions).where(
+        and_(redemptions.c.partner_id == partner_id, redemptions.c.request_id == request_id)
+    )
+    return connection.execute(query).first()
+
+
+def redemptions_of_receipt(connection: Connection, partner_id: str, receipt_id: str) -> Sequence[Row]:
+    query = (
+        select(redemptions)
+        .where(and_(redemptions.c.partner_id == partner_id, redemptions.c.receipt_id == receipt_id))
+        .order_by(redemptions.c.create_time_us, redemptions.c.redemption_id)
+    )
+    return connection.execute(query).all()
+
+
+def update_redemption(connection: Connection, redemption_id: str, **values: object) -> Row | None:
+    """Change a redemption; the row as it is now (None if there is none)."""
+    query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
+    return connection.execute(query.returning(*redemptions.c)).first()
+
+
+def insert_redemption(connection: Connection, **values: object) -> Row:
+    return connection.execute(insert(redemptions).values(**values).returning(*redemptions.c)).one()
+
+
+def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The redemptions recorded under these (partner_id, request_id)."""
+    query = select(redemptions).where(tuple_(redemptions.c.partner_id, redemptions.c.request_id).in_(keys))
+    return connection.execute(query).all()
+
+
+def insert_redemptions(connection: Connection, values: list[dict]) -> list[Row]:
+    """Insert redemptions in one statement; their rows, in the order given."""
+    if not values:
+        return []
+    query = insert(redemptions).returning(*redemptions.c, sort_by_parameter_order=True)
+    return list(connection.execute(query, values))
+
+
+def settle_holds(connection: Connection, authorized: dict[str, int], failed: dict[str, str]) -> dict[str, Row]:
+    """Record what the ledger answered for pending holds: authorized ones with the ledger's expiry
+    time, refused ones with the reason. Only a hold still pending changes. Returns the rows."""
+    pending = and_(redemptions.c.redemption_id == bindparam("id"), redemptions.c.state == "pending")
+    if authorized:
+        connection.execute(
+            update(redemptions).where(pending).values(state="authorized", expire_time_us=bindparam("expire")),
+            [{"id": redemption_id, "expire": expire} for redemption_id, expire in authorized.items()],
+        )
+    if failed:
+        connection.execute(
+            update(redemptions).where(pending).values(state="failed", failure_reason=bindparam("reason")),
+            [{"id": redemption_id, "reason": reason} for redemption_id, reason in failed.items()],
+        )
+    ids = [*authorized, *failed]
+    if not ids:
+        return {}
+    return {
+        row.redemption_id: row
+        for row in connection.execute(select(redemptions).where(redemptions.c.redemption_id.in_(ids)))
+    }
+
+
+def expired_authorized_redemptions(connection: Connection, expired_before_us: int, limit: int) -> Sequence[Row]:
+    """Holds still recorded as authorized although their timeout passed, oldest expiry first."""
+    query = (
+        select(redemptions)
+        .where(and_(redemptions.c.state == "authorized", redemptions.c.expire_time_us < expired_before_us))
+        .order_by(redemptions.c.expire_time_us, redemptions.c.redemption_id)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
+
+
+def resolve_authorized_redemption(connection: Connection, redemption_id: str, state: str) -> bool:
+    """Only a hold still recorded as authorized changes: a capture or void recorded meanwhile
+    by its own call (with its amount and transfer id) wins. True when this call changed it."""
+    result = connection.execute(
+        update(redemptions)
+        .where(and_(redemptions.c.redemption_id == redemption_id, redemptions.c.state == "authorized"))
+        .values(state=state)
+    )
+    return result.rowcount == 1

@@ -1,0 +1,295 @@
+"""The partners service's tables (SQLAlchemy Core). Value lives in the ledger; these tables
+hold who the partners and members are, the rules, and what each request did, so retries
+return the first outcome. Alembic migrations under migrations/ create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("partner_id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("programme_currency_code", String(16), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'suspended')", name="ck_partners_status"),
+)
+
+stores = Table(
+    "stores",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), nullable=False, index=True),
+    Column("display_name", String(200), nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+terminals = Table(
+    "terminals",
+    metadata,
+    Column("store_id", String(64), ForeignKey("stores.store_id"), primary_key=True),
+    Column("terminal_id", String(64), primary_key=True),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    Column("revoke_time_us", BigInteger, nullable=True),
+)
+
+earn_rules = Table(
+    "earn_rules",
+    metadata,
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("currency_code", String(16), nullable=False),
+    Column("basis", String(16), nullable=False),
+    Column("base_rate", String(40), nullable=False),
+    Column("category_multipliers", Text, nullable=False),  # JSON object category -> decimal string
+    Column("excluded_categories", Text, nullable=False),  # JSON array
+    Column("promotion", Text, nullable=True),  # JSON object
+    Column("cap_points", BigInteger, nullable=False),
+    Column("valid_from_us", BigInteger, nullable=False),
+    Column("valid_to_us", BigInteger, nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint("cap_points >= 0", name="ck_earn_rules_cap"),
+)
+
+conversion_rules = Table(
+    "conversion_rules",
+    metadata,
+    Column("from_currency", String(16), primary_key=True),
+    Column("to_currency", String(16), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("from_units", BigInteger, nullable=False),
+    Column("to_units", BigInteger, nullable=False),
+    Column("bonus_block_from_amount", BigInteger, nullable=False),
+    Column("bonus_to_amount", BigInteger, nullable=False),
+    Column("min_from_amount", BigInteger, nullable=False),
+    Column("step_from_amount", BigInteger, nullable=False),
+    Column("max_from_amount", BigInteger, nullable=False),
+    Column("annual_cap_from_amount", BigInteger, nullable=False),
+    Column("valid_from_us", BigInteger, nullable=False),
+    Column("valid_to_us", BigInteger, nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint("from_units > 0 AND to_units > 0", name="ck_conversion_rules_ratio"),
+)
+
+# What an admin request created, so a retry (same caller, operation and request_id) returns
+# it instead of creating another rule version or key. `content` is the request's canonical
+# JSON, compared field by field to name what a reused request_id changed.
+admin_requests = Table(
+    "admin_requests",
+    metadata,
+    Column("caller_id", String(32), primary_key=True),
+    Column("operation", String(32), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("result_id", String(128), nullable=False),  # key_id, or the rule version
+    # An issued key's secret sealed with a server secret, kept for the retry window only.
+    Column("sealed_secret", String(256), nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint(
+        "operation IN ('create_earn_rule', 'create_conversion_rule', 'issue_api_key', 'rotate_api_key')",
+        name="ck_admin_requests_operation",
+    ),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", String(64), primary_key=True),
+    Column("enroll_caller_id", String(32), nullable=False),
+    Column("enroll_request_id", String(64), nullable=False),
+    Column("enroll_fingerprint", String(64), nullable=True),  # NULL before migration 0003
+    Column("create_time_us", BigInteger, nullable=False),
+    UniqueConstraint("enroll_caller_id", "enroll_request_id", name="uq_members_enroll_request"),
+)
+
+member_aliases = Table(
+    "member_aliases",
+    metadata,
+    Column("alias_hash", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.member_id"), nullable=False, index=True),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+member_wallets = Table(
+    "member_wallets",
+    metadata,
+    Column("member_id", String(64), ForeignKey("members.member_id"), primary_key=True),
+    Column("currency_code", String(16), primary_key=True),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+earns = Table(
+    "earns",
+    metadata,
+    Column("earn_id", String(128), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("receipt_id", String(64), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("terminal_id", String(64), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.member_id"), nullable=False, index=True),
+    Column("currency_code", String(16), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("exact_points", String(80), nullable=False),
+    Column("bonus_points", BigInteger, nullable=False),
+    Column("promotion_applied", Boolean, nullable=False),
+    Column("capped", Boolean, nullable=False),
+    Column("rule_version", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("failure_reason", String(64), nullable=True),  # why the ledger refused a failed earn
+    Column("occur_time_us", BigInteger, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    UniqueConstraint("partner_id", "request_id", name="uq_earns_request"),
+    UniqueConstraint("partner_id", "receipt_id", name="uq_earns_receipt"),
+    Index("ix_earns_state", "state", "create_time_us"),
+    CheckConstraint("points >= 0", name="ck_earns_points"),
+    CheckConstraint("state IN ('pending', 'posted', 'failed')", name="ck_earns_state"),
+)
+
+earn_lines = Table(
+    "earn_lines",
+    metadata,
+    Column("earn_id", String(128), ForeignKey("earns.earn_id"), primary_key=True),
+    Column("line_number", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("exact_points", String(80), nullable=False),
+    Column("excluded", Boolean, nullable=False),
+    Column("return_id", String(128), nullable=True),
+    CheckConstraint("points >= 0", name="ck_earn_lines_points"),
+)
+
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("redemption_id", String(128), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("receipt_id", String(64), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("terminal_id", String(64), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.member_id"), nullable=False),
+    Column("currency_code", String(16), nullable=False),
+    Column("held_amount", BigInteger, nullable=False),
+    Column("captured_amount", BigInteger, nullable=False, default=0),
+    Column("refunded_amount", BigInteger, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("capture_transfer_id", String(128), nullable=True),
+    Column("failure_reason", String(64), nullable=True),
+    Column("expire_time_us", BigInteger, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    UniqueConstraint("partner_id", "request_id", name="uq_redemptions_request"),
+    Index("ix_redemptions_receipt", "partner_id", "receipt_id"),
+    Index("ix_redemptions_state", "state", "expire_time_us"),
+    CheckConstraint("held_amount > 0", name="ck_redemptions_held"),
+    CheckConstraint(
+        "captured_amount >= 0 AND captured_amount <= held_amount AND refunded_amount >= 0"
+        " AND refunded_amount <= captured_amount",
+        name="ck_redemptions_amounts",
+    ),
+)
+
+returns = Table(
+    "returns",
+    metadata,
+    Column("return_id", String(128), primary_key=True),
+    Column("partner_id", String(32), ForeignKey("partners.partner_id"), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("receipt_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("earn_id", String(128), nullable=True),
+    Column("store_id", String(64), nullable=False, server_default=""),
+    Column("terminal_id", String(64), nullable=False, server_default=""),
+    Column("currency_code", String(16), nullable=False),
+    Column("earned_points_due", BigInteger, nullable=False),
+    Column("earned_points_reversed", BigInteger, nullable=False),
+    Column("refunds", Text, nullable=False),  # JSON [[redemption_id, points, currency_code], ...]
+    Column("refund_currency_code", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # new, pending, posted, failed
+    Column("failure_reason", String(64), nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    UniqueConstraint("partner_id", "request_id", name="uq_returns_request"),
+    Index("ix_returns_state", "state", "create_time_us"),
+    CheckConstraint(
+        "earned_points_reversed >= 0 AND earned_points_reversed <= earned_points_due",
+        name="ck_returns_points",
+    ),
+)
+
+conversion_quotes = Table(
+    "conversion_quotes",
+    metadata,
+    Column("quote_id", String(64), primary_key=True),
+    Column("caller_id", String(32), nullable=False),
+    Column("member_id", String(64), ForeignKey("members.member_id"), nullable=False),
+    Column("from_currency", String(16), nullable=False),
+    Column("to_currency", String(16), nullable=False),
+    Column("from_amount", BigInteger, nullable=False),
+    Column("base_to_amount", BigInteger, nullable=False),
+    Column("bonus_to_amount", BigInteger, nullable=False),
+    Column("rounded_down_to_amount", String(40), nullable=False),
+    Column("rule_version", Integer, nullable=False),
+    Column("from_units", BigInteger, nullable=False),
+    Column("to_units", BigInteger, nullable=False),
+    Column("annual_remaining_from_amount", BigInteger, nullable=False),
+    Column("expire_time_us", BigInteger, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint("from_amount > 0 AND base_to_amount + bonus_to_amount > 0", name="ck_quotes_amounts"),
+)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("conversion_id", String(128), primary_key=True),
+    Column("caller_id", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("quote_id", String(64), ForeignKey("conversion_quotes.quote_id"), nullable=False, unique=True),
+    Column("member_id", String(64), ForeignKey("members.member_id"), nullable=False),
+    Column("from_currency", String(16), nullable=False),
+    Column("to_currency", String(16), nullable=False),
+    Column("from_amount", BigInteger, nullable=False),
+    Column("to_amount", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("failure_reason", String(64), nullable=True),
+    Column("create_time_us", BigInteger, nullable=False),
+    UniqueConstraint("caller_id", "request_id", name="uq_conversions_request"),
+    Index("ix_conversions_member", "member_id", "from_currency", "to_currency", "create_time_us"),
+    Index("ix_conversions_state", "state", "create_time_us"),
+    CheckConstraint("state IN ('pending', 'completed', 'failed')", name="ck_conversions_state"),
+)
