@@ -17,7 +17,6 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from services.common.ledger_client import (
     Failure,
@@ -28,7 +27,7 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import earning, model
+from services.partners import model, recording
 from services.partners.access import Caller, require_active
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
@@ -92,7 +91,7 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
         try:
             outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
         except model.DomainError as error:
-            raise earning.as_service_error(error) from None
+            raise recording.as_service_error(error) from None
         conversion_store.insert_quote(
             connection,
             quote_id=quote_id,
@@ -236,7 +235,7 @@ async def _complete(app: App, conversion: Row) -> Row:
         _log.error("conversion_invalid", conversion_id=conversion.conversion_id, message=str(error))
         results = None
     if results is None:
-        state, reason = "failed", earning.LEDGER_INVALID_ARGUMENT
+        state, reason = "failed", recording.LEDGER_INVALID_ARGUMENT
     elif all(succeeded(result) for result in results):
         state, reason = "completed", None
     else:
@@ -285,33 +284,9 @@ async def history(app: App, caller: Caller, member: MemberRef, page_size: int) -
     return await app.read(work)
 
 
-async def complete_pending_conversions(app: App) -> int:
-    """Finish conversions that were recorded but whose legs were never posted because the
-    client gave up (even if the quote expired since: it was valid when executed). Returns how
-    many completed; UNAVAILABLE propagates (the ledger is away: try again later)."""
-    cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
-    rows = await app.read(
-        lambda connection: conversion_store.pending_conversions(
-            connection, cutoff, earning.PENDING_CONVERSIONS_PER_PASS_MAX
-        )
-    )
-    completed = 0
-    for row in rows:
-        try:
-            done = await _complete(app, row)
-        except Unavailable:
-            raise
-        except Exception:
-            # One conversion must not stop the others: it stays pending for the next pass.
-            _log.exception("conversion_recovery_failed", conversion_id=row.conversion_id)
-            continue
-        completed += done.state == "completed"
-        _log.info(
-            "conversion_recovered",
-            conversion_id=done.conversion_id,
-            state=done.state,
-            failure=done.failure_reason,
-            from_amount=done.from_amount,
-            to_amount=done.to_amount,
-        )
-    return completed
+async def recover_conversion(app: App, row: Row) -> str | None:
+    """The recovery pass's step for a conversion recorded but whose legs were never posted
+    because the client gave up (even if the quote expired since: it was valid when executed).
+    Returns its state; UNAVAILABLE propagates (the ledger is away)."""
+    done = await _complete(app, row)
+    return done.state

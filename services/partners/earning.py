@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError, Unavailable
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
 from services.common.ledger_client import (
     LedgerRefused,
     TransferInput,
@@ -18,7 +18,7 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import model
+from services.partners import model, recording
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
@@ -179,7 +179,7 @@ def _record_merged(connection: Connection, app: App, item: _Earning) -> EarnReco
     except ServiceError as error:
         return error
     except model.DomainError as error:
-        return as_service_error(error)
+        return recording.as_service_error(error)
     except sa_exc.IntegrityError:
         return _Conflict()
 
@@ -190,7 +190,7 @@ async def _record_alone(app: App, item: _Earning) -> EarnRecord | BaseException:
     except ServiceError as error:
         return error
     except model.DomainError as error:
-        return as_service_error(error)
+        return recording.as_service_error(error)
 
 
 @dataclass(slots=True)
@@ -239,35 +239,26 @@ def _record_all(
     comes back with `lines=None` (read once the batch is posted). An earn's refusal is its
     answer and writes nothing; earns later in the batch see the ones before them."""
     known = _Known.load(connection, items)
-    decisions: list[Row | _NewEarn | BaseException] = []
-    for item in items:
-        try:
-            decisions.append(_decide(connection, app, item, known))
-        except (ServiceError, model.DomainError) as error:
-            if raise_refusals:
-                raise
-            decisions.append(as_service_error(error) if isinstance(error, model.DomainError) else error)
-    new = list({id(d): d for d in decisions if isinstance(d, _NewEarn)}.values())
-    inserted = dict(
-        zip([id(d) for d in new], earn_store.insert_earns(connection, [d.values for d in new]), strict=True)
-    )
-    if new:
+
+    def insert(new: list[_NewEarn]) -> list[Row]:
+        rows = earn_store.insert_earns(connection, [earn.values for earn in new])
         earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines])
-    return [
-        EarnRecord(inserted[id(d)], None)
-        if isinstance(d, _NewEarn)
-        else d
-        if isinstance(d, BaseException)
-        else EarnRecord(d, None)
-        for d in decisions
-    ]
+        return rows
+
+    decided = recording.record_batch(
+        items, lambda item: _decide(connection, app, item, known), _is_new, insert, raise_refusals
+    )
+    return [decision if isinstance(decision, BaseException) else EarnRecord(decision, None) for decision in decided]
+
+
+def _is_new(decision: object) -> bool:
+    return isinstance(decision, _NewEarn)
 
 
 def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> Row | _NewEarn:
     caller, command = item.caller, item.command
     partner_id = caller.partner_id
-    check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
-    member = resolve_member(connection, app, command.member)
+    member = recording.till_member(connection, app, caller, command.store_id, command.terminal_id, command.member)
     digest = model.fingerprint(
         store=command.store_id,
         terminal=command.terminal_id,
@@ -287,12 +278,7 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
             )
         existing = same_receipt  # this very request, committed meanwhile (a retry racing its first send)
     if existing is not None:
-        if existing.fingerprint != digest:
-            raise AlreadyExists(
-                "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                "this request_id was used for a different earn; use a new request_id",
-                request_id=command.request_id,
-            )
+        recording.same_request(existing.fingerprint, digest, command.request_id, "earn")
         return existing
     pricing = model.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
     earn_id = model.earn_transfer_id(partner_id, command.request_id)
@@ -388,16 +374,12 @@ async def _post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition
         if isinstance(result, LedgerRefused):
             # The ledger refused this transfer's content (e.g. an amount above its maximum,
             # recorded before earns were bounded): final, like a per-item refusal.
-            failures[row.earn_id] = _refused(row.earn_id, LEDGER_INVALID_ARGUMENT, str(result))
+            failures[row.earn_id] = _refused(row.earn_id, recording.LEDGER_INVALID_ARGUMENT, str(result))
         elif not succeeded(result):
             failures[row.earn_id] = _refused(row.earn_id, failure_name(result), result.failure_message)
     for earn_id, error in failures.items():
         _log.error("earn_failed", earn_id=earn_id, failure=_failure_of(error), message=error.message)
     return failures
-
-
-# failure_reason of an item the ledger refused as a whole call with INVALID_ARGUMENT.
-LEDGER_INVALID_ARGUMENT = "INVALID_ARGUMENT"
 
 
 def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition:
@@ -410,40 +392,17 @@ def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition
     )
 
 
-# An earn younger than this is left to its client's own retry; older ones were given up on.
-# Returns and conversions recorded but never finished use the same age.
-PENDING_EARN_AGE_SECONDS_MIN = 10
-# What one recovery pass of the server handles at most, per kind; the rest waits for the next pass.
-PENDING_EARNS_PER_PASS_MAX = 100
-PENDING_RETURNS_PER_PASS_MAX = 100
-PENDING_CONVERSIONS_PER_PASS_MAX = 100
-EXPIRED_HOLDS_PER_PASS_MAX = 100
-
-
-async def post_pending_earns(app: App) -> int:
-    """Post earns that were recorded but never posted (the ledger was down and the client
-    never retried). Uses the same transfer id as the client's retry would, so the two can
-    race harmlessly. Returns how many were posted; UNAVAILABLE propagates (try again later)."""
-    cutoff = app.clock() - PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
-    rows = await app.read(lambda connection: earn_store.pending_earns(connection, cutoff, PENDING_EARNS_PER_PASS_MAX))
-    posted = 0
-    for row in rows:
-        try:
-            failures = await _post_earns(app, [row])
-        except Unavailable:
-            raise
-        except Exception:
-            # One earn must not stop the others: it stays pending and the next pass tries again.
-            _log.exception("earn_recovery_failed", earn_id=row.earn_id)
-            continue
-        done = [] if failures else [row.earn_id]
-        await app.write(lambda connection, done=done, failures=failures: _finish(connection, done, failures, set()))
-        if not failures:  # a refusal was marked failed and logged once; later passes no longer see it
-            posted += 1
-            _log.info(
-                "points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True
-            )
-    return posted
+async def recover_earn(app: App, row: Row) -> str | None:
+    """The recovery pass's step for an earn recorded but never posted (the ledger was down and
+    the client never retried). Same transfer id as the client's retry, so the two race
+    harmlessly. Returns the earn's state; UNAVAILABLE propagates (try again later)."""
+    failures = await _post_earns(app, [row])
+    done = [] if failures else [row.earn_id]
+    await app.write(lambda connection: _finish(connection, done, failures, set()))
+    if failures:  # marked failed and logged once; later passes no longer see it
+        return "failed"
+    _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)
+    return "posted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +422,7 @@ async def upload_offline_batch(app: App, caller: Caller, commands: list[EarnComm
     results = []
     for command, outcome in zip(commands, outcomes, strict=True):
         if isinstance(outcome, model.DomainError):
-            outcome = as_service_error(outcome)
+            outcome = recording.as_service_error(outcome)
         if isinstance(outcome, ServiceError):
             if outcome.code.name in ("UNAVAILABLE", "ABORTED"):
                 raise outcome  # the whole upload is retryable; items already done are idempotent
@@ -473,8 +432,3 @@ async def upload_offline_batch(app: App, caller: Caller, commands: list[EarnComm
         else:
             results.append(OfflineResult(command.request_id, outcome, None))
     return results
-
-
-def as_service_error(error: model.DomainError) -> ServiceError:
-    kind = FailedPrecondition if error.precondition else InvalidArgument
-    return kind(error.reason, error.message, **error.metadata)

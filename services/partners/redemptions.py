@@ -18,7 +18,6 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    ServiceError,
     Unavailable,
 )
 from services.common.ledger_client import (
@@ -29,10 +28,10 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import earning, model
-from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
+from services.partners import model, recording
+from services.partners.access import Caller, require_active, require_partner
 from services.partners.app import App
-from services.partners.members import MemberRef, ensure_wallet, resolve_member
+from services.partners.members import MemberRef, ensure_wallet
 from services.partners.store import redemptions as redemption_store
 
 _log = structlog.get_logger("partners")
@@ -192,15 +191,12 @@ def _record_holds(connection: Connection, app: App, items: list[_Authorizing]) -
     known: dict[tuple[str, str], Row | dict] = {
         (row.partner_id, row.request_id): row for row in redemption_store.redemptions_by_requests(connection, keys)
     }
-    decisions: list[Row | dict | BaseException] = []
-    for item in items:
-        try:
-            decisions.append(_decide_hold(connection, app, item, known))
-        except (ServiceError, model.DomainError) as error:
-            decisions.append(earning.as_service_error(error) if isinstance(error, model.DomainError) else error)
-    new = list({id(d): d for d in decisions if isinstance(d, dict)}.values())
-    inserted = dict(zip([id(d) for d in new], redemption_store.insert_redemptions(connection, new), strict=True))
-    return [inserted[id(d)] if isinstance(d, dict) else d for d in decisions]
+    return recording.record_batch(
+        items,
+        lambda item: _decide_hold(connection, app, item, known),
+        lambda decision: isinstance(decision, dict),
+        lambda new: redemption_store.insert_redemptions(connection, new),
+    )
 
 
 def _one_hold(app: App, item: _Authorizing):
@@ -217,8 +213,7 @@ def _one_hold(app: App, item: _Authorizing):
 
 def _decide_hold(connection: Connection, app: App, item: _Authorizing, known: dict) -> Row | dict:
     caller, command = item.caller, item.command
-    check_point_of_sale(connection, app.facts, caller, command.store_id, command.terminal_id)
-    member = resolve_member(connection, app, command.member)
+    member = recording.till_member(connection, app, caller, command.store_id, command.terminal_id, command.member)
     digest = model.fingerprint(
         store=command.store_id,
         terminal=command.terminal_id,
@@ -232,12 +227,7 @@ def _decide_hold(connection: Connection, app: App, item: _Authorizing, known: di
     existing = known.get(key)
     if existing is not None:
         fingerprint = existing["fingerprint"] if isinstance(existing, dict) else existing.fingerprint
-        if fingerprint != digest:
-            raise AlreadyExists(
-                "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                "this request_id was used for a different redemption",
-                request_id=command.request_id,
-            )
+        recording.same_request(fingerprint, digest, command.request_id, "redemption")
         return existing
     known[key] = dict(
         redemption_id=model.hold_transfer_id(caller.partner_id, command.request_id),
@@ -437,37 +427,22 @@ _STATE_OF_HOLD = {
 }
 
 
-async def settle_expired_holds(app: App) -> int:
-    """Record what became of authorized holds whose timeout passed, as the ledger says: EXPIRED
-    mostly; CAPTURED or VOIDED when a capture or void reached the ledger but its caller gave up
-    before recording it (a capture recorded this way shows no captured amount until that
-    capture's own retry records it; the ledger returns it then). The ledger decides expiry by
-    its clock, so a hold it still reports PENDING stays authorized until a later pass. Returns
-    how many changed; UNAVAILABLE propagates (the ledger is away: try again later)."""
-    now = app.clock()
-    rows = await app.read(
-        lambda connection: redemption_store.expired_authorized_redemptions(
-            connection, now, earning.EXPIRED_HOLDS_PER_PASS_MAX
-        )
-    )
-    if not rows:
-        return 0
-    holds = {transfer.id: transfer for transfer in await app.ledger.get_transfers([row.redemption_id for row in rows])}
-    changed = 0
-    for row in rows:
-        hold = holds.get(row.redemption_id)
-        if hold is None:
-            # Authorized means the ledger took the hold; its absence is a bug to look at, not to guess about.
-            _log.error("hold_missing_in_ledger", redemption_id=row.redemption_id)
-            continue
-        state = _STATE_OF_HOLD.get(hold.hold_state)
-        if state is None:
-            continue  # still pending by the ledger's clock
-        if await app.write(
-            lambda connection, redemption_id=row.redemption_id, state=state: (
-                redemption_store.resolve_authorized_redemption(connection, redemption_id, state)
-            )
-        ):
-            changed += 1
-            _log.info("redemption_recovered", redemption_id=row.redemption_id, state=state, amount=row.held_amount)
-    return changed
+async def recover_hold(app: App, row: Row) -> str | None:
+    """The recovery pass's step for an authorized hold whose timeout passed: record what became
+    of it, as the ledger says. EXPIRED mostly; CAPTURED or VOIDED when a capture or void reached
+    the ledger but its caller gave up before recording it (a capture recorded this way shows no
+    captured amount until that capture's own retry records it; the ledger returns it then).
+    Returns the new state, or None while the ledger, whose clock decides expiry, still reports
+    the hold pending. UNAVAILABLE propagates (the ledger is away)."""
+    found = await app.ledger.get_transfers([row.redemption_id])
+    if not found:
+        # Authorized means the ledger took the hold; its absence is a bug to look at, not to guess about.
+        raise RuntimeError(f"hold {row.redemption_id} is authorized here but missing in the ledger")
+    state = _STATE_OF_HOLD.get(found[0].hold_state)
+    if state is None:
+        return None
+    if await app.write(
+        lambda connection: redemption_store.resolve_authorized_redemption(connection, row.redemption_id, state)
+    ):
+        _log.info("redemption_recovered", redemption_id=row.redemption_id, state=state, amount=row.held_amount)
+    return state

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Connection, Row
 
-from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import (
     Failure,
     LedgerRefused,
@@ -24,7 +24,7 @@ from services.common.ledger_client import (
     failure_name,
     ledger_pb2,
 )
-from services.partners import earning, model
+from services.partners import model, recording
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
 from services.partners.store import earns as earn_store
@@ -60,12 +60,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
         )
 
         def same_request(existing: Row) -> Row:
-            if existing.fingerprint != digest:
-                raise AlreadyExists(
-                    "ID_REUSED_WITH_DIFFERENT_CONTENT",
-                    "this request_id was used for a different return",
-                    request_id=command.request_id,
-                )
+            recording.same_request(existing.fingerprint, digest, command.request_id, "return")
             return existing
 
         # Lock the receipt before reading anything about it: concurrent returns of the same
@@ -329,11 +324,11 @@ async def _submit(app: App, row: Row) -> Row:
                 raise
             # The ledger refused the chain's content as a whole: nothing moved, and the same
             # chain is refused again, so the return fails and releases what it reserved.
-            await app.write(_release(row, earning.LEDGER_INVALID_ARGUMENT))
+            await app.write(_release(row, recording.LEDGER_INVALID_ARGUMENT))
             _log.error(
-                "return_refused", return_id=row.return_id, failure=earning.LEDGER_INVALID_ARGUMENT, message=str(error)
+                "return_refused", return_id=row.return_id, failure=recording.LEDGER_INVALID_ARGUMENT, message=str(error)
             )
-            raise _refused(earning.LEDGER_INVALID_ARGUMENT) from None
+            raise _refused(recording.LEDGER_INVALID_ARGUMENT) from None
         failed = [result for result in results if result.status == ledger_pb2.ITEM_STATUS_FAILED]
         root = [result for result in failed if result.failure_reason != Failure.FAILURE_REASON_LINKED_EVENT_FAILED]
         if root:
@@ -357,42 +352,17 @@ async def _submit(app: App, row: Row) -> Row:
     return await app.read(lambda connection: return_store.return_by_request(connection, row.partner_id, row.request_id))
 
 
-async def complete_unfinished_returns(app: App) -> int:
-    """Finish returns that were recorded (lines and refunds reserved) but never posted because
-    the client gave up. Same path and ids as the client's retry, so the two race harmlessly; a
-    refusal releases what the return reserved. Returns how many were posted; UNAVAILABLE
-    propagates (the ledger is away: try again later)."""
-    cutoff = app.clock() - earning.PENDING_EARN_AGE_SECONDS_MIN * model.MICROS_PER_SECOND
-    rows = await app.read(
-        lambda connection: return_store.unfinished_returns(connection, cutoff, earning.PENDING_RETURNS_PER_PASS_MAX)
-    )
-    posted = 0
-    for row in rows:
-        try:
-            done = await _complete(app, row)
-        except FailedPrecondition as error:
-            if error.reason != "LEDGER_REFUSED":
-                _log.warning("return_recovery_failed", return_id=row.return_id, reason=error.reason)
-                continue
-            # Released, marked failed and logged as return_refused; later passes no longer see it.
-            failure = error.metadata.get("failure")
-            _log.info("return_recovered", return_id=row.return_id, state="failed", failure=failure)
-            continue
-        except Aborted:
-            _log.info("return_recovery_deferred", return_id=row.return_id, reason="RETURN_CONFLICT")
-            continue  # the member's balance kept moving; the next pass decides again
-        except Unavailable:
+async def recover_return(app: App, row: Row) -> str | None:
+    """The recovery pass's step for a return recorded (lines and refunds reserved) but never
+    posted. Same path and ids as the client's retry, so the two race harmlessly; a refusal
+    releases what the return reserved. Returns the return's state, or None when it must be
+    decided again later; UNAVAILABLE propagates (the ledger is away)."""
+    try:
+        done = await _complete(app, row)
+    except FailedPrecondition as error:
+        if error.reason != "LEDGER_REFUSED":
             raise
-        except Exception:
-            # One return must not stop the others: it stays unfinished for the next pass.
-            _log.exception("return_recovery_failed", return_id=row.return_id)
-            continue
-        posted += 1
-        _log.info(
-            "return_recovered",
-            return_id=row.return_id,
-            state=done.state,
-            attempt=done.attempt,
-            reversed_points=done.earned_points_reversed,
-        )
-    return posted
+        return "failed"  # released, marked failed and logged as return_refused
+    except Aborted:
+        return None  # the member's balance kept moving; a later pass decides again
+    return done.state

@@ -16,7 +16,7 @@ from services.common.errors import Unavailable
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
-from services.partners import conversions, earning, model, partners_admin, redemptions, returns
+from services.partners import model, partners_admin, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
 
@@ -112,38 +112,6 @@ async def _bootstrap_ledger(app: App) -> None:
             await asyncio.sleep(LEDGER_BOOTSTRAP_BACKOFF_SECONDS)
 
 
-# The steps of the recovery pass, each on its own: one failing does not hold back the others.
-_RECOVERY_STEPS = (
-    ("pending_earns_posted", earning.post_pending_earns),
-    ("unfinished_returns_completed", returns.complete_unfinished_returns),
-    ("pending_conversions_completed", conversions.complete_pending_conversions),
-    ("expired_holds_settled", redemptions.settle_expired_holds),
-)
-
-
-async def recover_once(app: App) -> None:
-    """One bounded recovery pass: earns, returns and conversions recorded but never finished
-    because their client gave up, and authorized holds whose timeout passed."""
-    for event, step in _RECOVERY_STEPS:
-        try:
-            count = await step(app)
-        except Unavailable:
-            _log.info("ledger_not_ready", task=event)
-            return  # the ledger is away; every other step needs it too
-        except Exception:  # the task must outlive one bad pass; the next pass tries again
-            _log.exception("recovery_step_failed", task=event)
-            continue
-        if count:
-            _log.info(event, count=count)
-
-
-async def _recover_forever(app: App, interval_seconds: float) -> None:
-    """Forever, every interval: one recovery pass."""
-    while True:
-        await asyncio.sleep(interval_seconds)
-        await recover_once(app)
-
-
 async def start(settings: PartnersSettings | None = None, clock: Clock = system_clock) -> RunningServer:
     """Start serving; `clock` (microseconds, UTC) is injectable so tests can move time."""
     global _current
@@ -185,7 +153,7 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     running = await start_server(options, register, on_stopped)
     background.append(
         asyncio.create_task(
-            _recover_forever(app, settings.pending_earn_recovery_interval_seconds), name="pending-recovery"
+            recovery.recover_forever(app, settings.pending_earn_recovery_interval_seconds), name="pending-recovery"
         )
     )
     _current = app

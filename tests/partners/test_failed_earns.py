@@ -14,8 +14,9 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure, LedgerRefused
 from services.common.timeconv import timestamp_from_micros
-from services.partners import earning, model, server
+from services.partners import model, recovery, server
 from services.partners.store import earns as earn_store
+from services.partners.store import recovery as recovery_store
 from services.partners.store import rules as rule_store
 from services.partners.store import tables
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
@@ -35,7 +36,7 @@ def refusing(request, tmp_path):
     )
     app = server._current
     real = app.ledger.create_transfers
-    outcomes: dict[str, str] = {}  # earn id -> "refuse" or "unavailable"
+    outcomes: dict[str, str] = {}  # earn id -> "refuse", "unavailable", "internal" or "crash"
     attempts: dict[str, int] = {}
 
     async def create_transfers(transfers):
@@ -45,6 +46,8 @@ def refusing(request, tmp_path):
         attempts[transfers[0].id] = attempts.get(transfers[0].id, 0) + 1
         if outcome == "unavailable":
             raise Unavailable("LEDGER_UNAVAILABLE", "the ledger is unreachable")
+        if outcome == "crash":
+            raise RuntimeError("simulated: a defect that fails this earn on every attempt")
         if outcome == "internal":
             raise LedgerRefused("simulated: ledger CreateTransfers failed: INTERNAL", code="INTERNAL")
         return [
@@ -113,7 +116,7 @@ def test_a_pending_earn_the_ledger_refuses_is_failed_by_recovery_once(refusing):
     assert client.error("Earn", request, shop.key) == (grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE")
     outcomes[earn_id] = "refuse"
     attempts[earn_id] = 0
-    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
     deadline = time.monotonic() + 15
     while attempts[earn_id] == 0:
         assert time.monotonic() < deadline, "the recovery pass never tried the earn"
@@ -156,7 +159,7 @@ def test_an_earn_the_ledger_finds_invalid_fails_alone_and_later_earns_still_post
     del outcomes[poison_id]
     outcomes[model.earn_transfer_id(shop.partner_id, stuck.request_id)] = "internal"
     del outcomes[model.earn_transfer_id(shop.partner_id, normal.request_id)]
-    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
     deadline = time.monotonic() + 15
     while _earn_state(client, shop, normal.request_id).state != "posted":
         assert time.monotonic() < deadline, "the recovery pass never reached the earn after the poison one"
@@ -229,3 +232,51 @@ def test_a_basket_priced_beyond_the_ledger_maximum_is_refused_at_the_till_and_pe
     assert (response.succeeded_count, response.failed_count) == (1, 1)
     assert response.results[0].error_reason == "EARN_TOO_LARGE"
     assert response.results[1].error_reason == "" and response.results[1].earn.pricing.points > 0
+
+
+def _recovery_of(client, earn_id: str):
+    return client.app.database.read(lambda connection: recovery_store.attempts_of(connection, "earn", earn_id))
+
+
+def _wait(condition, what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_an_earn_that_keeps_failing_waits_behind_the_others_with_its_attempts_counted(refusing, monkeypatch):
+    """With room for one earn per pass, an earn whose every attempt fails is put off (each attempt
+    counted on its row, the next one 10 s, then 20 s away) and the earns recorded after it are
+    posted meanwhile; once it stops failing it is posted too."""
+    client, outcomes, attempts = refusing
+    monkeypatch.setattr(recovery, "ROWS_PER_PASS_MAX", 1)
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
+    requests = [_earn_request(shop, member_id) for _ in range(4)]  # 20 points each
+    ids = [model.earn_transfer_id(shop.partner_id, request.request_id) for request in requests]
+    for request, earn_id in zip(requests, ids, strict=True):
+        outcomes[earn_id] = "unavailable"
+        assert client.error("Earn", request, shop.key) == (grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE")
+    poison, *others = ids
+    outcomes[poison] = "crash"
+    attempts[poison] = 0
+    for earn_id in others:
+        del outcomes[earn_id]
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
+    _wait(lambda: client.balance(member_id).posted == 5 + 3 * 20, "the earns behind the failing one were never posted")
+    first = _recovery_of(client, poison)
+    assert (first.state, first.recovery_attempts, attempts[poison]) == ("pending", 1, 1)
+    assert first.next_recovery_us >= client.clock() + (recovery.BACKOFF_SECONDS_MIN - 1) * 1_000_000
+    time.sleep(0.5)  # several passes: it is not due yet
+    assert attempts[poison] == 1
+    client.clock.advance(recovery.BACKOFF_SECONDS_MIN + 1)
+    _wait(lambda: attempts[poison] == 2, "the failing earn was never tried again")
+    second = _recovery_of(client, poison)
+    assert second.recovery_attempts == 2
+    assert second.next_recovery_us >= client.clock() + (2 * recovery.BACKOFF_SECONDS_MIN - 1) * 1_000_000
+    del outcomes[poison]
+    client.clock.advance(2 * recovery.BACKOFF_SECONDS_MIN + 1)
+    _wait(lambda: client.balance(member_id).posted == 5 + 4 * 20, "the earn was never posted once it stopped failing")
+    assert _recovery_of(client, poison).state == "posted"

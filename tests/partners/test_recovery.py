@@ -16,7 +16,7 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure
-from services.partners import earning, model, server
+from services.partners import model, recovery, server
 from services.partners.store import redemptions as redemption_store
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
@@ -146,7 +146,7 @@ def test_a_return_whose_client_gave_up_is_posted_by_the_server_with_its_own_ids(
     del recovering.outcomes[first_leg]
     time.sleep(0.3)  # several passes: a young return is left to its client's retry
     assert client.balance(member_id).posted == 70
-    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
     recovering.wait_until(lambda: client.balance(member_id).posted == 70 + 30 - 50, "the return was never posted")
     earn_leg = model.return_transfer_id(shop.partner_id, back.request_id, 1, "earn")
     posted = recovering.ledger_transfers([first_leg, earn_leg])
@@ -166,7 +166,7 @@ def test_a_given_up_return_the_ledger_refuses_is_failed_and_releases_what_it_res
     back, first_leg = _given_up_return(recovering, shop, earn)
     recovering.outcomes[first_leg] = "refuse"
     recovering.attempts[first_leg] = 0
-    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
     recovering.wait_until(lambda: recovering.attempts[first_leg] > 0, "the recovery pass never tried the return")
     recovering.wait_until(lambda: recovering.record(redemption_id).refunded_amount == 0, "the refund stayed reserved")
     time.sleep(0.3)  # several more passes leave the failed return alone
@@ -229,7 +229,7 @@ def test_a_conversion_whose_client_gave_up_completes_even_after_its_quote_expire
     hotel, airline, member_id = programmes
     execute, out_leg = _given_up_conversion(recovering, hotel, airline, member_id)
     del recovering.outcomes[out_leg]
-    client.clock.advance(model.QUOTE_TTL_SECONDS + earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(model.QUOTE_TTL_SECONDS + recovery.AGE_SECONDS_MIN + 1)
     recovering.wait_until(
         lambda: client.balance(member_id, airline.currency).posted == 20_000, "the conversion was never completed"
     )
@@ -255,7 +255,7 @@ def test_a_given_up_conversion_the_ledger_refuses_is_failed_once(recovering, pro
     execute, out_leg = _given_up_conversion(recovering, hotel, airline, member_id)
     recovering.outcomes[out_leg] = "refuse"
     recovering.attempts[out_leg] = 0
-    client.clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+    client.clock.advance(recovery.AGE_SECONDS_MIN + 1)
     recovering.wait_until(lambda: recovering.attempts[out_leg] > 0, "the recovery pass never tried the conversion")
     time.sleep(0.3)
     assert recovering.attempts[out_leg] == 1

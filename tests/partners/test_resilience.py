@@ -12,7 +12,7 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import error_info_of
 from services.common.ledger_client import Failure
 from services.common.timeconv import timestamp_from_micros
-from services.partners import earning, server
+from services.partners import recovery, server
 from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
@@ -134,7 +134,7 @@ def test_an_earn_whose_client_gave_up_is_posted_by_the_server(tmp_path):
             assert error.code() == grpc.StatusCode.UNAVAILABLE
         ledger = start_ledger_thread(ledger_url, listen_address=ledger_address)
         assert _posted_once_reachable(client, member_id) == 5  # young earns are left to the client's retry
-        clock.advance(earning.PENDING_EARN_AGE_SECONDS_MIN + 1)
+        clock.advance(recovery.AGE_SECONDS_MIN + 1)
         deadline = time.monotonic() + 15
         while _posted_once_reachable(client, member_id) != 25:
             assert time.monotonic() < deadline, "the recorded earn was never posted"

@@ -29,17 +29,6 @@ def finish_conversion(connection: Connection, conversion_id: str, state: str, re
     )
 
 
-def pending_conversions(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
-    """Conversions recorded but whose ledger legs were never sent (or never answered), oldest first."""
-    query = (
-        select(conversions)
-        .where(and_(conversions.c.state == "pending", conversions.c.create_time_us < created_before_us))
-        .order_by(conversions.c.create_time_us, conversions.c.conversion_id)
-        .limit(limit)
-    )
-    return connection.execute(query).all()
-
-
 def conversion_by_quote(connection: Connection, quote_id: str) -> Row | None:
     return connection.execute(select(conversions).where(conversions.c.quote_id == quote_id)).first()
 

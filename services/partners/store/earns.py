@@ -71,17 +71,6 @@ def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
     )
 
 
-def pending_earns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
-    """Earns recorded but not yet posted to the ledger, oldest first."""
-    query = (
-        select(earns)
-        .where(and_(earns.c.state == "pending", earns.c.create_time_us < created_before_us))
-        .order_by(earns.c.create_time_us, earns.c.earn_id)
-        .limit(limit)
-    )
-    return connection.execute(query).all()
-
-
 def insert_earn_lines(connection: Connection, lines: list[dict]) -> None:
     if lines:
         connection.execute(insert(earn_lines), lines)

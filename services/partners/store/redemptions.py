@@ -76,17 +76,6 @@ def settle_holds(connection: Connection, authorized: dict[str, int], failed: dic
     }
 
 
-def expired_authorized_redemptions(connection: Connection, expired_before_us: int, limit: int) -> Sequence[Row]:
-    """Holds still recorded as authorized although their timeout passed, oldest expiry first."""
-    query = (
-        select(redemptions)
-        .where(and_(redemptions.c.state == "authorized", redemptions.c.expire_time_us < expired_before_us))
-        .order_by(redemptions.c.expire_time_us, redemptions.c.redemption_id)
-        .limit(limit)
-    )
-    return connection.execute(query).all()
-
-
 def resolve_authorized_redemption(connection: Connection, redemption_id: str, state: str) -> bool:
     """Only a hold still recorded as authorized changes: a capture or void recorded meanwhile
     by its own call (with its amount and transfer id) wins. True when this call changed it."""

@@ -70,17 +70,6 @@ def retry_return(connection: Connection, return_id: str, attempt: int) -> None:
     )
 
 
-def unfinished_returns(connection: Connection, created_before_us: int, limit: int) -> Sequence[Row]:
-    """Returns recorded (lines and refunds reserved) but not yet posted or failed, oldest first."""
-    query = (
-        select(returns)
-        .where(and_(returns.c.state.in_(("new", "pending")), returns.c.create_time_us < created_before_us))
-        .order_by(returns.c.create_time_us, returns.c.return_id)
-        .limit(limit)
-    )
-    return connection.execute(query).all()
-
-
 def insert_return(connection: Connection, **values: object) -> None:
     connection.execute(insert(returns).values(**values))
 

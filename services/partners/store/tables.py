@@ -21,6 +21,18 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def recovery_columns(table: str) -> tuple:
+    """Every row the recovery pass may have to finish carries how often the pass tried it and
+    when it may try again (services/partners/recovery.py), so one row that keeps failing
+    waits behind the others instead of stalling them."""
+    return (
+        Column("recovery_attempts", Integer, nullable=False, server_default="0"),
+        Column("next_recovery_us", BigInteger, nullable=False, server_default="0"),
+        Index(f"ix_{table}_recovery", "state", "next_recovery_us"),
+    )
+
+
 partners = Table(
     "partners",
     metadata,
@@ -167,6 +179,7 @@ earns = Table(
     Column("rule_version", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     Column("failure_reason", String(64), nullable=True),  # why the ledger refused a failed earn
+    *recovery_columns("earns"),
     Column("occur_time_us", BigInteger, nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_earns_request"),
@@ -211,6 +224,7 @@ redemptions = Table(
     Column("capture_transfer_id", String(128), nullable=True),
     Column("failure_reason", String(64), nullable=True),
     Column("expire_time_us", BigInteger, nullable=False),
+    *recovery_columns("redemptions"),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_redemptions_request"),
     Index("ix_redemptions_receipt", "partner_id", "receipt_id"),
@@ -245,6 +259,7 @@ returns = Table(
     Column("failure_reason", String(64), nullable=True),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_returns_request"),
+    *recovery_columns("returns"),
     Index("ix_returns_state", "state", "create_time_us"),
     CheckConstraint(
         "earned_points_reversed >= 0 AND earned_points_reversed <= earned_points_due",
@@ -289,6 +304,7 @@ conversions = Table(
     Column("failure_reason", String(64), nullable=True),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("caller_id", "request_id", name="uq_conversions_request"),
+    *recovery_columns("conversions"),
     Index("ix_conversions_member", "member_id", "from_currency", "to_currency", "create_time_us"),
     Index("ix_conversions_state", "state", "create_time_us"),
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="ck_conversions_state"),

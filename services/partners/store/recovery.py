@@ -1,0 +1,87 @@
+"""The rows the recovery pass finishes, one shape for every kind: which rows are unfinished,
+which of them are due, and the claim that counts an attempt before it is made."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Column, ColumnElement, Connection, Row, Table, and_, select, update
+
+from services.partners.store.tables import conversions, earns, redemptions, returns
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    table: Table
+    id_column: Column
+    states: tuple[str, ...]
+    # The row's clock: how old it must be (or how far past its expiry) before the pass takes it.
+    since: Column
+
+
+KINDS = {
+    "earn": Unfinished(earns, earns.c.earn_id, ("pending",), earns.c.create_time_us),
+    "return": Unfinished(returns, returns.c.return_id, ("new", "pending"), returns.c.create_time_us),
+    "conversion": Unfinished(conversions, conversions.c.conversion_id, ("pending",), conversions.c.create_time_us),
+    "hold": Unfinished(redemptions, redemptions.c.redemption_id, ("authorized",), redemptions.c.expire_time_us),
+}
+
+
+def _unfinished(kind: Unfinished) -> ColumnElement[bool]:
+    return kind.table.c.state.in_(kind.states)
+
+
+def due(connection: Connection, kind: str, since_before_us: int, now_us: int, limit: int) -> Sequence[Row]:
+    """Unfinished rows of a kind whose clock passed `since_before_us` and whose next attempt is
+    due; least recently tried first, then oldest."""
+    unfinished = KINDS[kind]
+    table = unfinished.table
+    query = (
+        select(table)
+        .where(and_(_unfinished(unfinished), unfinished.since < since_before_us, table.c.next_recovery_us <= now_us))
+        .order_by(table.c.next_recovery_us, unfinished.since, unfinished.id_column)
+        .limit(limit)
+    )
+    return connection.execute(query).all()
+
+
+def claim(connection: Connection, kind: str, row: Row, next_recovery_us: int) -> bool:
+    """Count an attempt on a row before making it. Only the claim that still sees the row
+    unfinished with the attempts it read succeeds, so two partners processes never work on the
+    same row in the same turn, and a process killed mid-attempt has still counted it."""
+    unfinished = KINDS[kind]
+    table = unfinished.table
+    result = connection.execute(
+        update(table)
+        .where(
+            and_(
+                unfinished.id_column == row._mapping[unfinished.id_column.name],
+                _unfinished(unfinished),
+                table.c.recovery_attempts == row.recovery_attempts,
+            )
+        )
+        .values(recovery_attempts=row.recovery_attempts + 1, next_recovery_us=next_recovery_us)
+    )
+    return result.rowcount == 1
+
+
+def postpone(connection: Connection, kind: str, row_id: str, next_recovery_us: int) -> None:
+    """Move a claimed row's next attempt: sooner when the attempt could not start (the ledger is
+    away), or to when it is worth asking again."""
+    unfinished = KINDS[kind]
+    connection.execute(
+        update(unfinished.table)
+        .where(and_(unfinished.id_column == row_id, _unfinished(unfinished)))
+        .values(next_recovery_us=next_recovery_us)
+    )
+
+
+def attempts_of(connection: Connection, kind: str, row_id: str) -> Row | None:
+    """A row's recovery bookkeeping: (state, recovery_attempts, next_recovery_us)."""
+    unfinished = KINDS[kind]
+    table = unfinished.table
+    query = select(table.c.state, table.c.recovery_attempts, table.c.next_recovery_us).where(
+        unfinished.id_column == row_id
+    )
+    return connection.execute(query).first()
