@@ -10,7 +10,7 @@ whole batch alike (the database or the ledger is unreachable: every caller may r
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -43,6 +43,9 @@ class Coalescer(Generic[C, R]):
         self._batches_in_flight = 0
         self._size = size  # what an item counts against batch_items_max (e.g. its transfers)
         self._queue: deque[tuple[C, asyncio.Future]] = deque()
+        # How many batches of each size ran (bounded: sizes go up to batch_items_max), so tests
+        # and operators can see that calls are merged.
+        self.batch_sizes: Counter[int] = Counter()
 
     async def submit(self, item: C) -> R:
         if len(self._queue) >= self._queued_items_max:
@@ -73,6 +76,7 @@ class Coalescer(Generic[C, R]):
             self._batches_in_flight -= 1
 
     async def _run(self, items: list[C], futures: list[asyncio.Future]) -> None:
+        self.batch_sizes[len(items)] += 1
         try:
             results = await self._handle(items)
         except Exception as error:  # the batch as a whole: every caller gets the same answer

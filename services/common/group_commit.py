@@ -15,6 +15,7 @@ transaction.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -54,6 +55,11 @@ class GroupCommit:
         self._writes = Coalescer(
             "write transaction", self._commit, GROUP_WRITES_MAX, QUEUED_WRITES_MAX, GROUPS_IN_FLIGHT_MAX
         )
+
+    @property
+    def group_sizes(self) -> Counter[int]:
+        """How many transactions committed each number of units of work."""
+        return self._writes.batch_sizes
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         return await self._writes.submit(_Write(work, retry_unique_violation))  # type: ignore[return-value]

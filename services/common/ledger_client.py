@@ -17,6 +17,7 @@ helpers below that treat it as an error say so.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -186,6 +187,11 @@ class LedgerClient:
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
         # Accounts are never deleted, so once seen they need no second CreateAccounts.
         self._known_accounts: set[str] = set()
+
+    @property
+    def merged_call_sizes(self) -> Counter[int]:
+        """How many ledger CreateTransfers calls carried each number of merged callers' calls."""
+        return self._transfer_calls.batch_sizes if self._transfer_calls is not None else Counter()
 
     async def close(self) -> None:
         await self._channel.close()

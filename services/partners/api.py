@@ -7,7 +7,18 @@ import functools
 from coalition.partners.v1 import partners_pb2 as pb
 from coalition.partners.v1 import partners_pb2_grpc
 from services.common.errors import InvalidArgument
-from services.partners import conversions, earning, members, model, partners_admin, redemptions, returns, wire
+from services.partners import (
+    captures,
+    conversions,
+    earning,
+    members,
+    model,
+    partners_admin,
+    redemptions,
+    returns,
+    rules_admin,
+    wire,
+)
 from services.partners.access import Caller, authenticate, require_admin, require_self_or_admin
 from services.partners.app import App
 from services.partners.recording import as_service_error
@@ -102,7 +113,7 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc(admin=True)
     async def CreateEarnRule(self, request, caller: Caller):
-        rule = await partners_admin.create_earn_rule(
+        rule = await rules_admin.create_earn_rule(
             self.app, caller.partner_id, request.request_id, wire.earn_rule(request.rule)
         )
         return pb.CreateEarnRuleResponse(rule=wire.earn_rule_message(rule))
@@ -110,12 +121,12 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
     @_rpc()
     async def ListEarnRules(self, request, caller: Caller):
         require_self_or_admin(caller, request.partner_id)
-        rules = await partners_admin.list_earn_rules(self.app, request.partner_id)
+        rules = await rules_admin.list_earn_rules(self.app, request.partner_id)
         return pb.ListEarnRulesResponse(rules=[wire.earn_rule_message(rule) for rule in rules])
 
     @_rpc(admin=True)
     async def CreateConversionRule(self, request, caller: Caller):
-        rule = await partners_admin.create_conversion_rule(
+        rule = await rules_admin.create_conversion_rule(
             self.app, caller.partner_id, request.request_id, wire.conversion_rule(request.rule)
         )
         return pb.CreateConversionRuleResponse(rule=wire.conversion_rule_message(rule))
@@ -184,17 +195,17 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc()
     async def CaptureRedemption(self, request, caller: Caller):
-        row = await redemptions.capture(self.app, caller, request.request_id, request.redemption_id, request.amount)
+        row = await captures.capture(self.app, caller, request.request_id, request.redemption_id, request.amount)
         return pb.CaptureRedemptionResponse(redemption=wire.redemption_message(row))
 
     @_rpc()
     async def VoidRedemption(self, request, caller: Caller):
-        row = await redemptions.void(self.app, caller, request.request_id, request.redemption_id)
+        row = await captures.void(self.app, caller, request.request_id, request.redemption_id)
         return pb.VoidRedemptionResponse(redemption=wire.redemption_message(row))
 
     @_rpc()
     async def GetRedemption(self, request, caller: Caller):
-        row = await redemptions.get(self.app, caller, request.redemption_id)
+        row = await captures.get(self.app, caller, request.redemption_id)
         return pb.GetRedemptionResponse(redemption=wire.redemption_message(row))
 
     @_rpc()
@@ -205,7 +216,7 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
     # ---- conversion ----
     @_rpc()
     async def ListConversionRules(self, request, caller: Caller):
-        rules = await partners_admin.list_conversion_rules(self.app)
+        rules = await rules_admin.list_conversion_rules(self.app)
         return pb.ListConversionRulesResponse(rules=[wire.conversion_rule_message(rule) for rule in rules])
 
     @_rpc()

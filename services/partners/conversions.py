@@ -27,7 +27,7 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import model, recording
+from services.partners import converting, model, recording
 from services.partners.access import Caller, require_active
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
@@ -73,8 +73,8 @@ def _rule_version(connection: Connection, app: App, from_currency: str, to_curre
     return rule
 
 
-def _converted_this_year(connection: Connection, member_id: str, rule: model.ConversionRule, at: int) -> int:
-    start, end = model.utc_year_bounds(at)
+def _converted_this_year(connection: Connection, member_id: str, rule: converting.ConversionRule, at: int) -> int:
+    start, end = converting.utc_year_bounds(at)
     return conversion_store.converted_in_window(connection, member_id, rule.from_currency, rule.to_currency, start, end)
 
 
@@ -89,7 +89,9 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
         member_row = resolve_member(connection, app, member)
         rule = _rule_version(connection, app, from_currency, to_currency, None, now)
         try:
-            outcome = model.convert(rule, amount, _converted_this_year(connection, member_row.member_id, rule, now))
+            outcome = converting.convert(
+                rule, amount, _converted_this_year(connection, member_row.member_id, rule, now)
+            )
         except model.DomainError as error:
             raise recording.as_service_error(error) from None
         conversion_store.insert_quote(
@@ -107,7 +109,7 @@ async def quote(app: App, caller: Caller, member: MemberRef, from_currency: str,
             from_units=rule.from_units,
             to_units=rule.to_units,
             annual_remaining_from_amount=outcome.annual_remaining_from_amount,
-            expire_time_us=model.quote_expire_micros(now),
+            expire_time_us=converting.quote_expire_micros(now),
             create_time_us=now,
         )
         return conversion_store.get_quote(connection, quote_id)
@@ -141,7 +143,7 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
         _check_caller(caller, quote_row.from_currency, quote_row.to_currency)
         if conversion_store.conversion_by_quote(connection, quote_id) is not None:
             raise FailedPrecondition("QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote")
-        if model.quote_expired(quote_row.expire_time_us, now):
+        if converting.quote_expired(quote_row.expire_time_us, now):
             raise FailedPrecondition("QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id)
         member_store.lock_member(connection, quote_row.member_id)
         rule = _rule_version(

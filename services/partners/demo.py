@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import structlog
 
-from services.partners import members, model, partners_admin
+from services.partners import converting, earn_pricing, members, model, partners_admin, rules_admin
 from services.partners.access import Caller
 from services.partners.app import App
 
@@ -28,45 +28,49 @@ DEMO_KEYS = {partner_id: f"demo-{partner_id}-key" for partner_id, *_ in PARTNERS
 DEMO_CARDS = ("6001000000000001", "6001000000000002", "6001000000000003")
 
 
-def _earn_rules(now: int) -> list[model.EarnRule]:
+def _earn_rules(now: int) -> list[earn_pricing.EarnRule]:
     start = now - YEAR_US
     return [
-        model.EarnRule(
+        earn_pricing.EarnRule(
             "fresh-mart",
             0,
             "PTS",
-            model.BASIS_AMOUNT,
+            earn_pricing.BASIS_AMOUNT,
             Decimal("0.5"),  # 1 point per EUR 2
             category_multipliers={"fresh": Decimal(2)},
             excluded_categories=frozenset({"gift_cards", "tobacco"}),
-            promotion=model.Promotion(
-                model.PROMOTION_FIXED_BONUS, start, now + YEAR_US, bonus_points=25, threshold_amount=5_000
+            promotion=earn_pricing.Promotion(
+                earn_pricing.PROMOTION_FIXED_BONUS, start, now + YEAR_US, bonus_points=25, threshold_amount=5_000
             ),
             cap_points=1_000,
             valid_from_micros=start,
         ),
-        model.EarnRule(
+        earn_pricing.EarnRule(
             "fuelco",
             0,
             "PTS",
-            model.BASIS_QUANTITY,
+            earn_pricing.BASIS_QUANTITY,
             Decimal(1),  # 1 point per litre
             excluded_categories=frozenset({"tobacco"}),
             cap_points=200,
             valid_from_micros=start,
         ),
-        model.EarnRule("grand-hotels", 0, "HOTELPTS", model.BASIS_AMOUNT, Decimal(10), valid_from_micros=start),
-        model.EarnRule("skyair", 0, "AIRMILES", model.BASIS_AMOUNT, Decimal(1), valid_from_micros=start),
+        earn_pricing.EarnRule(
+            "grand-hotels", 0, "HOTELPTS", earn_pricing.BASIS_AMOUNT, Decimal(10), valid_from_micros=start
+        ),
+        earn_pricing.EarnRule("skyair", 0, "AIRMILES", earn_pricing.BASIS_AMOUNT, Decimal(1), valid_from_micros=start),
     ]
 
 
-def _conversion_rules(now: int) -> list[model.ConversionRule]:
+def _conversion_rules(now: int) -> list[converting.ConversionRule]:
     start = now - YEAR_US
     return [
-        model.ConversionRule("HOTELPTS", "AIRMILES", 0, 3, 1, 60_000, 5_000, 3_000, 3_000, 300_000, 600_000, start),
-        model.ConversionRule("PTS", "HOTELPTS", 0, 1, 2, 0, 0, 100, 100, 100_000, 0, start),
-        model.ConversionRule("HOTELPTS", "PTS", 0, 4, 1, 0, 0, 400, 400, 400_000, 0, start),
-        model.ConversionRule("PTS", "AIRMILES", 0, 2, 1, 0, 0, 200, 200, 200_000, 0, start),
+        converting.ConversionRule(
+            "HOTELPTS", "AIRMILES", 0, 3, 1, 60_000, 5_000, 3_000, 3_000, 300_000, 600_000, start
+        ),
+        converting.ConversionRule("PTS", "HOTELPTS", 0, 1, 2, 0, 0, 100, 100, 100_000, 0, start),
+        converting.ConversionRule("HOTELPTS", "PTS", 0, 4, 1, 0, 0, 400, 400, 400_000, 0, start),
+        converting.ConversionRule("PTS", "AIRMILES", 0, 2, 1, 0, 0, 200, 200, 200_000, 0, start),
     ]
 
 
@@ -79,13 +83,13 @@ async def seed(app: App) -> None:
             await partners_admin.create_terminal(app, store_id, terminal_id)
         await partners_admin.ensure_known_api_key(app, partner_id, f"demo-{partner_id}", DEMO_KEYS[partner_id])
     for rule in _earn_rules(now):
-        if not await partners_admin.list_earn_rules(app, rule.partner_id):
-            await partners_admin.create_earn_rule(app, model.OPERATOR, f"demo-earn-rule-{rule.partner_id}", rule)
-    existing = {(rule.from_currency, rule.to_currency) for rule in await partners_admin.list_conversion_rules(app)}
+        if not await rules_admin.list_earn_rules(app, rule.partner_id):
+            await rules_admin.create_earn_rule(app, model.OPERATOR, f"demo-earn-rule-{rule.partner_id}", rule)
+    existing = {(rule.from_currency, rule.to_currency) for rule in await rules_admin.list_conversion_rules(app)}
     for rule in _conversion_rules(now):
         if (rule.from_currency, rule.to_currency) not in existing:
             request_id = f"demo-conversion-rule-{rule.from_currency}-{rule.to_currency}"
-            await partners_admin.create_conversion_rule(app, model.OPERATOR, request_id, rule)
+            await rules_admin.create_conversion_rule(app, model.OPERATOR, request_id, rule)
     operator = Caller(model.OPERATOR, is_admin=True)
     for index, card in enumerate(DEMO_CARDS, start=1):
         await members.enroll(app, operator, f"demo-member-{index}", [members.AliasInput("card", card)])

@@ -10,18 +10,10 @@ from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
-from services.common.ledger_client import (
-    LedgerRefused,
-    TransferInput,
-    TransferMetadata,
-    failure_name,
-    ledger_pb2,
-    succeeded,
-)
-from services.partners import model, recording
+from services.partners import earn_posting, earn_pricing, model, recording
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
-from services.partners.members import MemberRef, ensure_wallet, resolve_member
+from services.partners.members import MemberRef, resolve_member
 from services.partners.store import earns as earn_store
 from services.partners.store import rules as rule_store
 
@@ -35,7 +27,7 @@ class EarnCommand:
     terminal_id: str
     receipt_id: str
     member: MemberRef
-    lines: list[model.BasketLine]
+    lines: list[earn_pricing.BasketLine]
     occur_time_us: int | None = None  # offline earns only
 
 
@@ -45,7 +37,7 @@ class EarnRecord:
     lines: list[Row] | None  # None: not read yet (a new earn, inside its batch)
 
 
-def _rule_at(connection: Connection, app: App, partner_id: str, at_us: int) -> model.EarnRule:
+def _rule_at(connection: Connection, app: App, partner_id: str, at_us: int) -> earn_pricing.EarnRule:
     rules = app.facts.earn_rules.get_or_load(partner_id, lambda: rule_store.earn_rules_of(connection, partner_id))
     rule = model.select_version(rules, at_us)
     if rule is None:
@@ -61,17 +53,17 @@ async def quote_earn(
     store_id: str,
     terminal_id: str,
     member: MemberRef | None,
-    lines: list[model.BasketLine],
-) -> model.EarnPricing:
+    lines: list[earn_pricing.BasketLine],
+) -> earn_pricing.EarnPricing:
     require_partner(caller)
-    model.check_basket(lines)
+    earn_pricing.check_basket(lines)
     now = app.clock()
 
-    def work(connection: Connection) -> model.EarnPricing:
+    def work(connection: Connection) -> earn_pricing.EarnPricing:
         check_point_of_sale(connection, app.facts, caller, store_id, terminal_id)
         if member is not None:
             resolve_member(connection, app, member)
-        return model.price_basket(_rule_at(connection, app, caller.partner_id, now), lines, now)
+        return earn_pricing.price_basket(_rule_at(connection, app, caller.partner_id, now), lines, now)
 
     return await app.read(work)
 
@@ -103,7 +95,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     require_active(caller)
     model.check_request_id(command.request_id)
     model.check_local_id(command.receipt_id, "receipt_id")
-    model.check_basket(command.lines)
+    earn_pricing.check_basket(command.lines)
     now = app.clock()
     at = now if command.occur_time_us is None else command.occur_time_us
     if command.occur_time_us is not None:
@@ -128,7 +120,7 @@ async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | Base
     earns = [outcome for outcome in recorded if isinstance(outcome, EarnRecord)]
     pending = {record.earn.earn_id: record.earn for record in earns if record.earn.state == "pending"}
     try:
-        failures = await _post_earns(app, list(pending.values()))
+        failures = await earn_posting.post_earns(app, list(pending.values()))
         unposted: BaseException | None = None
     except Exception as error:  # the ledger unreachable: these earns stay pending for a retry
         failures, unposted = {}, error
@@ -138,7 +130,9 @@ async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | Base
     rows: dict[str, Row] = {}
     lines: dict[str, list[Row]] = {}
     if to_read:
-        rows, lines = await app.write(lambda connection: _finish(connection, posted, failures, to_read))
+        rows, lines = await app.write(
+            lambda connection: earn_posting.record_outcomes(connection, posted, failures, to_read)
+        )
     for earn_id in posted:
         row = pending[earn_id]
         _log.info("points_earned", earn_id=earn_id, points=row.points, currency=row.currency_code)
@@ -157,7 +151,7 @@ def _answer(
         return outcome
     earn_id = outcome.earn.earn_id
     if outcome.earn.state == "failed":
-        return _refused(earn_id, outcome.earn.failure_reason)
+        return earn_posting.refused(earn_id, outcome.earn.failure_reason)
     if earn_id in failures:
         return failures[earn_id]
     if unposted is not None and earn_id in pending:
@@ -222,7 +216,12 @@ class _Known:
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
         return cls(
             {(row.partner_id, row.request_id): row for row in earn_store.earns_by_requests(connection, requests)},
-            {(row.partner_id, row.receipt_id): row for row in earn_store.earns_by_receipts(connection, receipts)},
+            # A refused earn uses up nothing: its receipt may be earned again under a new request id.
+            {
+                (row.partner_id, row.receipt_id): row
+                for row in earn_store.earns_by_receipts(connection, receipts)
+                if row.state != "failed"
+            },
         )
 
 
@@ -280,7 +279,7 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
     if existing is not None:
         recording.same_request(existing.fingerprint, digest, command.request_id, "earn")
         return existing
-    pricing = model.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
+    pricing = earn_pricing.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
     earn_id = model.earn_transfer_id(partner_id, command.request_id)
     decided = _NewEarn(
         dict(
@@ -323,86 +322,6 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
     known.by_request[(partner_id, command.request_id)] = decided
     known.by_receipt[(partner_id, command.receipt_id)] = decided
     return decided
-
-
-def _finish(
-    connection: Connection, posted: list[str], failures: dict[str, FailedPrecondition], read_ids: set[str]
-) -> tuple[dict[str, Row], dict[str, list[Row]]]:
-    """Mark what the ledger answered, then read the earns back as the callers will see them."""
-    if posted:
-        earn_store.mark_earns_posted(connection, posted)
-    for earn_id, error in failures.items():
-        earn_store.mark_earn_failed(connection, earn_id, _failure_of(error))
-    ids = sorted(read_ids)
-    return earn_store.earns_by_id(connection, ids), earn_store.earn_lines_of_many(connection, ids)
-
-
-def _failure_of(error: FailedPrecondition) -> str:
-    return str(error.metadata.get("failure", "")) or "UNKNOWN"
-
-
-def _earn_transfer(row: Row) -> TransferInput:
-    return TransferInput(
-        id=row.earn_id,
-        debit_account_id=model.issuance_account_id(row.currency_code, row.partner_id),
-        credit_account_id=model.wallet_account_id(row.currency_code, row.member_id),
-        amount=row.points,
-        currency_code=row.currency_code,
-        kind=ledger_pb2.TRANSFER_KIND_POSTED,
-        code=ledger_pb2.TRANSFER_CODE_EARN,
-        metadata=TransferMetadata(
-            partner_id=row.partner_id,
-            store_id=row.store_id,
-            terminal_id=row.terminal_id,
-            receipt_id=row.receipt_id,
-            member_id=row.member_id,
-        ),
-    )
-
-
-async def _post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition]:
-    """Post pending earns in one ledger call; returns the ones the ledger refused (final: the
-    ledger remembers a refused transfer id forever). UNAVAILABLE propagates: the earns stay
-    pending for the client's retry or the recovery pass."""
-    if not rows:
-        return {}
-    for member_id, currency in dict.fromkeys((row.member_id, row.currency_code) for row in rows):
-        await ensure_wallet(app, member_id, currency)
-    results = await app.ledger.create_transfers_apart([_earn_transfer(row) for row in rows])
-    failures: dict[str, FailedPrecondition] = {}
-    for row, result in zip(rows, results, strict=True):
-        if isinstance(result, LedgerRefused):
-            # The ledger refused this transfer's content (e.g. an amount above its maximum,
-            # recorded before earns were bounded): final, like a per-item refusal.
-            failures[row.earn_id] = _refused(row.earn_id, recording.LEDGER_INVALID_ARGUMENT, str(result))
-        elif not succeeded(result):
-            failures[row.earn_id] = _refused(row.earn_id, failure_name(result), result.failure_message)
-    for earn_id, error in failures.items():
-        _log.error("earn_failed", earn_id=earn_id, failure=_failure_of(error), message=error.message)
-    return failures
-
-
-def _refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition:
-    return FailedPrecondition(
-        "LEDGER_REFUSED",
-        f"the ledger refused the earn{': ' + detail if detail else ''}; nothing was issued, "
-        "and a retry of this request_id gets the same answer",
-        earn_id=earn_id,
-        failure=failure,
-    )
-
-
-async def recover_earn(app: App, row: Row) -> str | None:
-    """The recovery pass's step for an earn recorded but never posted (the ledger was down and
-    the client never retried). Same transfer id as the client's retry, so the two race
-    harmlessly. Returns the earn's state; UNAVAILABLE propagates (try again later)."""
-    failures = await _post_earns(app, [row])
-    done = [] if failures else [row.earn_id]
-    await app.write(lambda connection: _finish(connection, done, failures, set()))
-    if failures:  # marked failed and logged once; later passes no longer see it
-        return "failed"
-    _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)
-    return "posted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
-"""How a till's write is recorded, the same for earns, holds and returns: the checks every
-call passes, the answer to a reused request id, and a batch of calls decided one by one and
-inserted together, where one call's refusal is its own answer and never its neighbours'."""
+"""How a till's write is recorded: the checks every till call passes, the answer to a reused
+request id (earns, holds and returns), and a batch of calls (earns, holds) decided one by one
+and inserted together, where one call's refusal is its own answer and never its neighbours'."""
 
 from __future__ import annotations
 

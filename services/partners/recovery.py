@@ -7,10 +7,12 @@ passed. One policy for every kind:
 - every attempt is counted on the row before it is made (`recovery_attempts`), and the row's
   next attempt is put off (`next_recovery_us`) by a delay that doubles with each attempt, up
   to BACKOFF_SECONDS_MAX;
-- the pass takes the least recently tried rows first, so a row that keeps failing waits
-  behind the others instead of stalling them;
-- when the ledger is away the pass stops (every step needs it) and the row it was on is due
-  again at the next pass: an outage is not the row's fault.
+- the pass takes the earliest due rows first (rows never tried before any other), so a row
+  that keeps failing waits behind the others instead of stalling them;
+- an attempt that could not tell is not counted: when the ledger is away (the pass stops
+  there, as every step needs it) or answers "not yet" (a hold it still reports pending, a
+  return whose member's balance kept moving), the row is due again NOT_YET_SECONDS later,
+  behind the rows already due, with its count and backoff as they were.
 
 Each kind's step lives with its use case and sends the same transfer ids as the client's own
 retry, so the pass and a late retry race harmlessly."""
@@ -25,7 +27,7 @@ import structlog
 from sqlalchemy import Row
 
 from services.common.errors import Unavailable
-from services.partners import conversions, earning, model, redemptions, returns
+from services.partners import captures, conversions, earn_posting, model, returns
 from services.partners.app import App
 from services.partners.store import recovery as recovery_store
 
@@ -37,7 +39,7 @@ AGE_SECONDS_MIN = 10
 ROWS_PER_PASS_MAX = 100
 BACKOFF_SECONDS_MIN = 10
 BACKOFF_SECONDS_MAX = 3_600
-# A hold the ledger still reports pending (its clock decides expiry) is asked again this soon.
+# An attempt that could not tell (ledger away, or "not yet") is made again this soon, uncounted.
 NOT_YET_SECONDS = 1
 
 
@@ -49,10 +51,10 @@ class Step:
 
 
 STEPS = (
-    Step("earn", earning.recover_earn, AGE_SECONDS_MIN),
+    Step("earn", earn_posting.recover_earn, AGE_SECONDS_MIN),
     Step("return", returns.recover_return, AGE_SECONDS_MIN),
     Step("conversion", conversions.recover_conversion, AGE_SECONDS_MIN),
-    Step("hold", redemptions.recover_hold, 0),
+    Step("hold", captures.recover_hold, 0),
 )
 
 
@@ -76,31 +78,32 @@ async def run_step(app: App, step: Step) -> int:
         row_id = _id_of(step, row)
         attempts = row.recovery_attempts + 1
         next_us = app.clock() + backoff_seconds(attempts) * model.MICROS_PER_SECOND
-        if not await app.write(
+        claimed = await app.write(
             lambda connection, row=row, next_us=next_us: recovery_store.claim(connection, step.kind, row, next_us)
-        ):
+        )
+        if claimed is None:
             continue  # another partners process took it, or its client finished it meanwhile
         try:
-            state = await step.finish(app, row)
+            state = await step.finish(app, claimed)
         except Unavailable:
-            await _postpone(app, step, row_id, app.clock())
+            await _uncount(app, step, claimed)
             raise
         except Exception:
             # One row must not stop the others: it waits for its next attempt, behind them.
             _log.exception("recovery_attempt_failed", kind=step.kind, id=row_id, attempts=attempts)
             continue
         if state is None:
-            if step.kind == "hold":
-                await _postpone(app, step, row_id, app.clock() + NOT_YET_SECONDS * model.MICROS_PER_SECOND)
-            _log.info("recovery_deferred", kind=step.kind, id=row_id, attempts=attempts)
+            await _uncount(app, step, claimed)
+            _log.info("recovery_deferred", kind=step.kind, id=row_id)
             continue
         finished += 1
         _log.info("recovered", kind=step.kind, id=row_id, state=state, attempts=attempts)
     return finished
 
 
-async def _postpone(app: App, step: Step, row_id: str, next_us: int) -> None:
-    await app.write(lambda connection: recovery_store.postpone(connection, step.kind, row_id, next_us))
+async def _uncount(app: App, step: Step, claimed: Row) -> None:
+    next_us = app.clock() + NOT_YET_SECONDS * model.MICROS_PER_SECOND
+    await app.write(lambda connection: recovery_store.uncount(connection, step.kind, claimed, next_us))
 
 
 async def recover_once(app: App) -> None:

@@ -1,4 +1,4 @@
-"""Redemption use cases: hold points as a tender, then capture (all or part) or void.
+"""Redemption use cases: hold points as a tender (captures.py then captures all or part, or voids).
 
 The ledger's no-overdraft check on the member's wallet is what stops concurrent holds from
 overspending; this module never decides availability itself.
@@ -14,14 +14,11 @@ from sqlalchemy import exc as sa_exc
 
 from services.common.coalescer import outcome
 from services.common.errors import (
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     Unavailable,
 )
 from services.common.ledger_client import (
-    Failure,
     TransferInput,
     TransferMetadata,
     failure_name,
@@ -49,7 +46,7 @@ class AuthorizeCommand:
     hold_timeout_seconds: int
 
 
-def _metadata(row: Row) -> TransferMetadata:
+def transfer_metadata(row: Row) -> TransferMetadata:
     return TransferMetadata(
         partner_id=row.partner_id,
         store_id=row.store_id,
@@ -160,7 +157,7 @@ def _hold_answer(
 
 
 def _ledger_refusal(row: Row, reason: str | None) -> FailedPrecondition:
-    return _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else _refused(reason)
+    return _insufficient(row) if reason == "INSUFFICIENT_FUNDS" else refused(reason)
 
 
 async def _place_holds(app: App, rows: list[Row]) -> dict[str, ledger_pb2.CreateTransferResult | BaseException]:
@@ -259,190 +256,9 @@ def _hold_transfer(row: Row) -> TransferInput:
         kind=ledger_pb2.TRANSFER_KIND_PENDING,
         timeout_seconds=(row.expire_time_us - row.create_time_us) // model.MICROS_PER_SECOND,
         code=ledger_pb2.TRANSFER_CODE_REDEEM,
-        metadata=_metadata(row),
+        metadata=transfer_metadata(row),
     )
 
 
-def _refused(reason: str | None) -> FailedPrecondition:
+def refused(reason: str | None) -> FailedPrecondition:
     return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the redemption", failure=reason or "")
-
-
-async def _load(app: App, redemption_id: str) -> Row:
-    return await app.read(lambda connection: redemption_store.get_redemption(connection, redemption_id))
-
-
-async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
-    require_partner(caller)
-    row = await _load(app, redemption_id) if redemption_id else None
-    if row is None or row.partner_id != caller.partner_id:
-        # Another partner's redemption is reported as absent: its existence is not ours to reveal.
-        raise NotFound("REDEMPTION_NOT_FOUND", "no redemption with this id", redemption_id=redemption_id)
-    if row.state in ("pending", "failed"):
-        raise FailedPrecondition("REDEMPTION_NOT_AUTHORIZED", "the hold was never placed", redemption_id=redemption_id)
-    return row
-
-
-_RESOLVE_ERRORS = {
-    Failure.FAILURE_REASON_HOLD_EXPIRED: ("HOLD_EXPIRED", "the hold expired; authorize again", "expired"),
-    Failure.FAILURE_REASON_PENDING_TRANSFER_ALREADY_POSTED: (
-        "HOLD_ALREADY_CAPTURED",
-        "the hold was captured",
-        None,
-    ),
-    Failure.FAILURE_REASON_PENDING_TRANSFER_ALREADY_VOIDED: (
-        "HOLD_ALREADY_VOIDED",
-        "the hold was voided",
-        None,
-    ),
-}
-
-
-async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.CreateTransferResult:
-    (result,) = await app.ledger.create_transfers([transfer])
-    if succeeded(result):
-        return result
-    if result.failure_reason == Failure.FAILURE_REASON_ID_REUSED_WITH_DIFFERENT_CONTENT:
-        raise AlreadyExists(
-            "ID_REUSED_WITH_DIFFERENT_CONTENT",
-            "this request_id was used for a different capture or void",
-            field=result.failure_field,
-        )
-    if result.failure_reason == Failure.FAILURE_REASON_POST_AMOUNT_EXCEEDS_PENDING:
-        raise InvalidArgument("AMOUNT_EXCEEDS_HOLD", "amount is larger than the held amount", held=row.held_amount)
-    known = _RESOLVE_ERRORS.get(result.failure_reason)
-    if known is None:
-        raise _refused(failure_name(result))
-    reason, message, new_state = known
-    if new_state is not None and row.state == "authorized":
-        await app.write(
-            lambda connection: redemption_store.update_redemption(connection, row.redemption_id, state=new_state)
-        )
-    raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
-
-
-_FINAL_STATES = {
-    "captured": ("HOLD_ALREADY_CAPTURED", "the hold was captured"),
-    "voided": ("HOLD_ALREADY_VOIDED", "the hold was voided"),
-    "expired": ("HOLD_EXPIRED", "the hold expired; authorize again"),
-}
-
-
-async def _refuse_if_resolved(app: App, row: Row, transfer_id: str) -> None:
-    """Refuse a capture or void of a hold already resolved here, without a ledger write.
-
-    Only a retry of the very transfer that resolved it goes on (the ledger answers it with the
-    first result); anything else would only store a permanent failure row in the ledger's journal.
-    """
-    refusal = _FINAL_STATES.get(row.state)
-    if refusal is None:
-        return
-    if row.state == "captured" and row.capture_transfer_id == transfer_id:
-        return
-    # The recovery pass may have recorded a resolution without its transfer id: ask with a read.
-    if row.state != "expired" and await app.ledger.get_transfers([transfer_id]):
-        return
-    reason, message = refusal
-    raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
-
-
-async def capture(app: App, caller: Caller, request_id: str, redemption_id: str, amount: int) -> Row:
-    model.check_request_id(request_id)
-    row = await _owned(app, caller, redemption_id)
-    require_active(caller)
-    if not 0 <= amount <= row.held_amount:
-        raise InvalidArgument("AMOUNT_EXCEEDS_HOLD", "amount must be 0 (all) .. the held amount", held=row.held_amount)
-    await _refuse_if_resolved(app, row, model.capture_transfer_id(caller.partner_id, request_id))
-    transfer = TransferInput(
-        id=model.capture_transfer_id(caller.partner_id, request_id),
-        amount=amount or row.held_amount,
-        kind=ledger_pb2.TRANSFER_KIND_POST_PENDING,
-        pending_id=row.redemption_id,
-        code=ledger_pb2.TRANSFER_CODE_REDEEM,
-        metadata=_metadata(row),
-    )
-    result = await _resolve(app, row, transfer)
-    captured = result.transfer.amount
-
-    def record(connection: Connection) -> Row:
-        return redemption_store.update_redemption(
-            connection,
-            row.redemption_id,
-            state="captured",
-            captured_amount=captured,
-            capture_transfer_id=result.transfer.id,
-        )
-
-    done = await app.write(record)
-    _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
-    return done
-
-
-async def void(app: App, caller: Caller, request_id: str, redemption_id: str) -> Row:
-    model.check_request_id(request_id)
-    row = await _owned(app, caller, redemption_id)
-    await _refuse_if_resolved(app, row, model.void_transfer_id(caller.partner_id, request_id))
-    transfer = TransferInput(
-        id=model.void_transfer_id(caller.partner_id, request_id),
-        amount=0,
-        kind=ledger_pb2.TRANSFER_KIND_VOID_PENDING,
-        pending_id=row.redemption_id,
-        code=ledger_pb2.TRANSFER_CODE_REDEEM,
-        metadata=_metadata(row),
-    )
-    await _resolve(app, row, transfer)
-
-    def record(connection: Connection) -> Row:
-        return redemption_store.update_redemption(connection, row.redemption_id, state="voided")
-
-    done = await app.write(record)
-    _log.info("hold_voided", redemption_id=row.redemption_id)
-    return done
-
-
-async def get(app: App, caller: Caller, redemption_id: str) -> Row:
-    """A redemption as it stands: an authorized hold is checked against the ledger, which
-    decides expiry by its own clock, so a hold nobody captured or voided shows EXPIRED."""
-    row = await _owned(app, caller, redemption_id)
-    if row.state != "authorized":
-        return row
-    transfers = await app.ledger.get_transfers([row.redemption_id])
-    if transfers and transfers[0].hold_state == ledger_pb2.HOLD_STATE_EXPIRED:
-
-        def expired(connection: Connection) -> Row:
-            current = redemption_store.get_redemption(connection, row.redemption_id)
-            if current.state == "authorized":
-                redemption_store.update_redemption(connection, row.redemption_id, state="expired")
-                _log.info("hold_expired", redemption_id=row.redemption_id, amount=row.held_amount)
-            return redemption_store.get_redemption(connection, row.redemption_id)
-
-        return await app.write(expired)
-    return row
-
-
-# What the ledger's hold state means for a redemption still recorded as authorized.
-_STATE_OF_HOLD = {
-    ledger_pb2.HOLD_STATE_EXPIRED: "expired",
-    ledger_pb2.HOLD_STATE_POSTED: "captured",
-    ledger_pb2.HOLD_STATE_VOIDED: "voided",
-}
-
-
-async def recover_hold(app: App, row: Row) -> str | None:
-    """The recovery pass's step for an authorized hold whose timeout passed: record what became
-    of it, as the ledger says. EXPIRED mostly; CAPTURED or VOIDED when a capture or void reached
-    the ledger but its caller gave up before recording it (a capture recorded this way shows no
-    captured amount until that capture's own retry records it; the ledger returns it then).
-    Returns the new state, or None while the ledger, whose clock decides expiry, still reports
-    the hold pending. UNAVAILABLE propagates (the ledger is away)."""
-    found = await app.ledger.get_transfers([row.redemption_id])
-    if not found:
-        # Authorized means the ledger took the hold; its absence is a bug to look at, not to guess about.
-        raise RuntimeError(f"hold {row.redemption_id} is authorized here but missing in the ledger")
-    state = _STATE_OF_HOLD.get(found[0].hold_state)
-    if state is None:
-        return None
-    if await app.write(
-        lambda connection: redemption_store.resolve_authorized_redemption(connection, row.redemption_id, state)
-    ):
-        _log.info("redemption_recovered", redemption_id=row.redemption_id, state=state, amount=row.held_amount)
-    return state

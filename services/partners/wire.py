@@ -12,7 +12,7 @@ from decimal import Decimal
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import InvalidArgument
 from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
-from services.partners import earning, members, model, partners_admin, redemptions, returns
+from services.partners import converting, earn_pricing, earning, members, model, partners_admin, redemptions, returns
 
 _KINDS = {
     pb.PARTNER_KIND_RETAILER: "retailer",
@@ -22,11 +22,11 @@ _KINDS = {
 }
 _KIND_ENUMS = {value: key for key, value in _KINDS.items()}
 _ALIAS_KINDS = {pb.ALIAS_KIND_CARD: "card", pb.ALIAS_KIND_PHONE: "phone", pb.ALIAS_KIND_EMAIL: "email"}
-_BASES = {pb.EARN_BASIS_AMOUNT: model.BASIS_AMOUNT, pb.EARN_BASIS_QUANTITY: model.BASIS_QUANTITY}
+_BASES = {pb.EARN_BASIS_AMOUNT: earn_pricing.BASIS_AMOUNT, pb.EARN_BASIS_QUANTITY: earn_pricing.BASIS_QUANTITY}
 _BASIS_ENUMS = {value: key for key, value in _BASES.items()}
 _PROMOTIONS = {
-    pb.PROMOTION_KIND_MULTIPLIER: model.PROMOTION_MULTIPLIER,
-    pb.PROMOTION_KIND_FIXED_BONUS: model.PROMOTION_FIXED_BONUS,
+    pb.PROMOTION_KIND_MULTIPLIER: earn_pricing.PROMOTION_MULTIPLIER,
+    pb.PROMOTION_KIND_FIXED_BONUS: earn_pricing.PROMOTION_FIXED_BONUS,
 }
 _PROMOTION_ENUMS = {value: key for key, value in _PROMOTIONS.items()}
 _REDEMPTION_STATES = {
@@ -69,9 +69,10 @@ def member_ref(message: pb.MemberIdentity) -> members.MemberRef:
     raise InvalidArgument("MEMBER_REQUIRED", "name the member by member_id or alias", field="member")
 
 
-def basket_lines(messages) -> list[model.BasketLine]:
+def basket_lines(messages) -> list[earn_pricing.BasketLine]:
     return [
-        model.BasketLine(line.line_number, line.sku, line.category, line.quantity, line.amount) for line in messages
+        earn_pricing.BasketLine(line.line_number, line.sku, line.category, line.quantity, line.amount)
+        for line in messages
     ]
 
 
@@ -79,12 +80,12 @@ def optional_time(message, field: str) -> int | None:
     return micros_from_timestamp(getattr(message, field)) if message.HasField(field) else None
 
 
-def earn_rule(message: pb.EarnRule) -> model.EarnRule:
+def earn_rule(message: pb.EarnRule) -> earn_pricing.EarnRule:
     promotion = None
     if message.HasField("promotion") and message.promotion.kind != pb.PROMOTION_KIND_UNSPECIFIED:
         source = message.promotion
         kind = _PROMOTIONS.get(source.kind, "")
-        promotion = model.Promotion(
+        promotion = earn_pricing.Promotion(
             kind=kind,
             start_micros=micros_from_timestamp(source.start_time),
             end_micros=micros_from_timestamp(source.end_time),
@@ -94,7 +95,7 @@ def earn_rule(message: pb.EarnRule) -> model.EarnRule:
             bonus_points=source.bonus_points,
             threshold_amount=source.threshold_amount,
         )
-    return model.EarnRule(
+    return earn_pricing.EarnRule(
         partner_id=message.partner_id,
         version=0,
         currency_code=message.currency_code,
@@ -114,8 +115,8 @@ def earn_rule(message: pb.EarnRule) -> model.EarnRule:
     )
 
 
-def conversion_rule(message: pb.ConversionRule) -> model.ConversionRule:
-    return model.ConversionRule(
+def conversion_rule(message: pb.ConversionRule) -> converting.ConversionRule:
+    return converting.ConversionRule(
         from_currency=message.from_currency_code,
         to_currency=message.to_currency_code,
         version=0,
@@ -200,7 +201,7 @@ def key_info_message(row) -> pb.ApiKeyInfo:
     return info
 
 
-def earn_rule_message(rule: model.EarnRule) -> pb.EarnRule:
+def earn_rule_message(rule: earn_pricing.EarnRule) -> pb.EarnRule:
     message = pb.EarnRule(
         partner_id=rule.partner_id,
         version=rule.version,
@@ -232,7 +233,7 @@ def earn_rule_message(rule: model.EarnRule) -> pb.EarnRule:
     return message
 
 
-def conversion_rule_message(rule: model.ConversionRule) -> pb.ConversionRule:
+def conversion_rule_message(rule: converting.ConversionRule) -> pb.ConversionRule:
     message = pb.ConversionRule(
         from_currency_code=rule.from_currency,
         to_currency_code=rule.to_currency,
@@ -277,7 +278,7 @@ def activity_item_message(item) -> pb.ActivityItem:
     )
 
 
-def pricing_message(pricing: model.EarnPricing) -> pb.EarnPricing:
+def pricing_message(pricing: earn_pricing.EarnPricing) -> pb.EarnPricing:
     return pb.EarnPricing(
         currency_code=pricing.currency_code,
         points=pricing.points,

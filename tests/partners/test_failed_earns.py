@@ -4,7 +4,9 @@ recovery pass neither retries nor re-logs it."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -14,7 +16,7 @@ from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure, LedgerRefused
 from services.common.timeconv import timestamp_from_micros
-from services.partners import model, recovery, server
+from services.partners import earn_pricing, model, recovery, server
 from services.partners.store import earns as earn_store
 from services.partners.store import recovery as recovery_store
 from services.partners.store import rules as rule_store
@@ -201,11 +203,11 @@ def test_a_basket_priced_beyond_the_ledger_maximum_is_refused_at_the_till_and_pe
     shop = client.register_partner()
     member_id, _ = client.enroll()
     now = client.clock()
-    rule = model.EarnRule(
+    rule = earn_pricing.EarnRule(
         partner_id=shop.partner_id,
         version=99,
         currency_code="PTS",
-        basis=model.BASIS_AMOUNT,
+        basis=earn_pricing.BASIS_AMOUNT,
         base_rate=model.BASE_RATE_MAX,
         category_multipliers={"luxury": model.MULTIPLIER_MAX},
         valid_from_micros=now - 3_600_000_000,
@@ -247,8 +249,9 @@ def _wait(condition, what: str) -> None:
 
 def test_an_earn_that_keeps_failing_waits_behind_the_others_with_its_attempts_counted(refusing, monkeypatch):
     """With room for one earn per pass, an earn whose every attempt fails is put off (each attempt
-    counted on its row, the next one 10 s, then 20 s away) and the earns recorded after it are
-    posted meanwhile; once it stops failing it is posted too."""
+    counted on its row, the next one 10 s, then 20 s away; an attempt that found the ledger away
+    not counted) and the earns recorded after it are posted meanwhile; once it stops failing it
+    is posted too."""
     client, outcomes, attempts = refusing
     monkeypatch.setattr(recovery, "ROWS_PER_PASS_MAX", 1)
     shop = client.register_partner()
@@ -271,12 +274,75 @@ def test_an_earn_that_keeps_failing_waits_behind_the_others_with_its_attempts_co
     assert first.next_recovery_us >= client.clock() + (recovery.BACKOFF_SECONDS_MIN - 1) * 1_000_000
     time.sleep(0.5)  # several passes: it is not due yet
     assert attempts[poison] == 1
+    # An attempt that finds the ledger away is not the earn's fault: it is not counted.
+    outcomes[poison] = "unavailable"
     client.clock.advance(recovery.BACKOFF_SECONDS_MIN + 1)
     _wait(lambda: attempts[poison] == 2, "the failing earn was never tried again")
+    _wait(lambda: _recovery_of(client, poison).next_recovery_us < client.clock() + 2_000_000, "not made due again")
+    assert _recovery_of(client, poison).recovery_attempts == 1
+    outcomes[poison] = "crash"
+    _wait(lambda: attempts[poison] == 3, "the earn was not tried again after the ledger came back")
     second = _recovery_of(client, poison)
     assert second.recovery_attempts == 2
     assert second.next_recovery_us >= client.clock() + (2 * recovery.BACKOFF_SECONDS_MIN - 1) * 1_000_000
     del outcomes[poison]
     client.clock.advance(2 * recovery.BACKOFF_SECONDS_MIN + 1)
-    _wait(lambda: client.balance(member_id).posted == 5 + 4 * 20, "the earn was never posted once it stopped failing")
-    assert _recovery_of(client, poison).state == "posted"
+    _wait(lambda: _recovery_of(client, poison).state == "posted", "the earn was never posted once it stopped failing")
+    assert client.balance(member_id).posted == 5 + 4 * 20
+
+
+def test_a_refused_earn_uses_up_nothing_its_receipt_earns_under_a_new_request_id(refusing):
+    """DOMAIN.md: a receipt whose earn was refused may be earned again with a new request id.
+    The refused request keeps answering its refusal, the receipt's new earn is the one a return
+    reverses, and a third request id for the receipt is refused as already earned."""
+    client, outcomes, _ = refusing
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
+    refused_request = _earn_request(shop, member_id)
+    outcomes[model.earn_transfer_id(shop.partner_id, refused_request.request_id)] = "refuse"
+    refused = (grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_REFUSED", "CURRENCY_MISMATCH")
+    assert _refusal(client, refused_request, shop.key) == refused
+    again = _earn_request(shop, member_id)
+    again.receipt_id = refused_request.receipt_id
+    assert client.call("Earn", again, shop.key).pricing.points == 20
+    assert client.call("Earn", again, shop.key).pricing.points == 20  # its retry
+    assert _refusal(client, refused_request, shop.key) == refused  # the first request's answer stays
+    third = _earn_request(shop, member_id)
+    third.receipt_id = refused_request.receipt_id
+    assert client.error("Earn", third, shop.key) == (grpc.StatusCode.ALREADY_EXISTS, "RECEIPT_ALREADY_EARNED")
+    assert client.balance(member_id).posted == 5 + 20
+    back = pb.ReturnRequest(
+        request_id=unique("ret"), point_of_sale=shop.pos(), receipt_id=again.receipt_id, line_numbers=[1]
+    )
+    assert client.call("Return", back, shop.key).earned_points_reversed == 20
+    assert client.balance(member_id).posted == 5
+
+
+def test_two_earns_of_a_refused_receipt_at_once_earn_it_once(refusing):
+    """The receipt freed by a refusal is still earned at most once, however many tills race for it."""
+    client, outcomes, _ = refusing
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])
+    refused_request = _earn_request(shop, member_id)
+    outcomes[model.earn_transfer_id(shop.partner_id, refused_request.request_id)] = "refuse"
+    _refusal(client, refused_request, shop.key)
+    racers = []
+    for _ in range(8):
+        racer = _earn_request(shop, member_id)
+        racer.receipt_id = refused_request.receipt_id
+        racers.append(racer)
+    start = threading.Barrier(len(racers))
+
+    def send(request):
+        start.wait()
+        try:
+            return client.call("Earn", request, shop.key).pricing.points
+        except grpc.RpcError as error:
+            return error_info_of(error).reason
+
+    with ThreadPoolExecutor(len(racers)) as pool:
+        answers = sorted(map(str, pool.map(send, racers)))
+    assert answers == ["20"] + ["RECEIPT_ALREADY_EARNED"] * 7
+    assert client.balance(member_id).posted == 5 + 20

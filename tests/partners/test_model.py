@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.partners import model
-from services.partners.model import BasketLine, ConversionRule, DomainError, EarnRule, Promotion
+from services.partners import converting, earn_pricing, model
+from services.partners.converting import ConversionRule
+from services.partners.earn_pricing import BasketLine, EarnRule, Promotion
+from services.partners.model import DomainError
 
 DAY = 86_400 * model.MICROS_PER_SECOND
 NOW = 1_760_000_000 * model.MICROS_PER_SECOND
@@ -21,7 +23,7 @@ def rule(**overrides) -> EarnRule:
         partner_id="fresh-mart",
         version=1,
         currency_code="PTS",
-        basis=model.BASIS_AMOUNT,
+        basis=earn_pricing.BASIS_AMOUNT,
         base_rate=Decimal("0.5"),  # 1 point per EUR 2
     )
     values.update(overrides)
@@ -34,15 +36,15 @@ def line(number: int, amount: int, category: str = "grocery", quantity: int = 10
 
 def test_base_rate_rounds_down_once_per_basket_not_per_line():
     # Each line alone is worth 0.75 points; per-line rounding would give 0, per-basket gives 1.
-    pricing = model.price_basket(rule(), [line(1, 150), line(2, 150)], NOW)
+    pricing = earn_pricing.price_basket(rule(), [line(1, 150), line(2, 150)], NOW)
     assert pricing.points == 1
     assert pricing.exact_points == Decimal("1.5")
     assert sum(item.points for item in pricing.lines) == 1
 
 
 def test_excluded_category_earns_nothing_and_does_not_count_for_threshold():
-    promo = Promotion(model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=100, threshold_amount=5000)
-    pricing = model.price_basket(
+    promo = Promotion(earn_pricing.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=100, threshold_amount=5000)
+    pricing = earn_pricing.price_basket(
         rule(excluded_categories=frozenset({"tobacco"}), promotion=promo),
         [line(1, 1000), line(2, 9000, "tobacco")],
         NOW,
@@ -53,7 +55,7 @@ def test_excluded_category_earns_nothing_and_does_not_count_for_threshold():
 
 
 def test_category_multiplier_applies_to_its_lines():
-    pricing = model.price_basket(
+    pricing = earn_pricing.price_basket(
         rule(category_multipliers={"fresh": Decimal(3)}), [line(1, 1000, "fresh"), line(2, 1000)], NOW
     )
     assert pricing.points == 15 + 5
@@ -61,40 +63,40 @@ def test_category_multiplier_applies_to_its_lines():
 
 
 def test_promotion_multiplier_only_inside_its_window():
-    promo = Promotion(model.PROMOTION_MULTIPLIER, NOW, NOW + DAY, multiplier=Decimal(2))
+    promo = Promotion(earn_pricing.PROMOTION_MULTIPLIER, NOW, NOW + DAY, multiplier=Decimal(2))
     basket = [line(1, 1000)]
-    assert model.price_basket(rule(promotion=promo), basket, NOW).points == 10
-    assert model.price_basket(rule(promotion=promo), basket, NOW - 1).points == 5
+    assert earn_pricing.price_basket(rule(promotion=promo), basket, NOW).points == 10
+    assert earn_pricing.price_basket(rule(promotion=promo), basket, NOW - 1).points == 5
     # The end is exclusive.
-    assert model.price_basket(rule(promotion=promo), basket, NOW + DAY).points == 5
+    assert earn_pricing.price_basket(rule(promotion=promo), basket, NOW + DAY).points == 5
 
 
 def test_fixed_bonus_needs_the_threshold():
-    promo = Promotion(model.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=50, threshold_amount=5000)
-    assert model.price_basket(rule(promotion=promo), [line(1, 4999)], NOW).points == 24
-    priced = model.price_basket(rule(promotion=promo), [line(1, 5000)], NOW)
+    promo = Promotion(earn_pricing.PROMOTION_FIXED_BONUS, NOW - DAY, NOW + DAY, bonus_points=50, threshold_amount=5000)
+    assert earn_pricing.price_basket(rule(promotion=promo), [line(1, 4999)], NOW).points == 24
+    priced = earn_pricing.price_basket(rule(promotion=promo), [line(1, 5000)], NOW)
     assert priced.points == 25 + 50 and priced.bonus_points == 50 and priced.promotion_applied
 
 
 def test_cap_limits_points_after_rounding():
-    pricing = model.price_basket(rule(cap_points=100), [line(1, 100_000), line(2, 50_000)], NOW)
+    pricing = earn_pricing.price_basket(rule(cap_points=100), [line(1, 100_000), line(2, 50_000)], NOW)
     assert pricing.points == 100 and pricing.capped
     assert sum(item.points for item in pricing.lines) == 100
 
 
 def test_quantity_basis_counts_whole_units():
-    fuel = rule(basis=model.BASIS_QUANTITY, base_rate=Decimal(1))
-    assert model.price_basket(fuel, [line(1, 9000, "fuel", quantity=45_678)], NOW).points == 45
+    fuel = rule(basis=earn_pricing.BASIS_QUANTITY, base_rate=Decimal(1))
+    assert earn_pricing.price_basket(fuel, [line(1, 9000, "fuel", quantity=45_678)], NOW).points == 45
 
 
 def test_basket_validation_refuses_duplicate_lines_and_negative_amounts():
     with pytest.raises(DomainError) as error:
-        model.price_basket(rule(), [line(1, 100), line(1, 100)], NOW)
+        earn_pricing.price_basket(rule(), [line(1, 100), line(1, 100)], NOW)
     assert error.value.reason == "INVALID_BASKET"
     with pytest.raises(DomainError):
-        model.price_basket(rule(), [line(1, -1)], NOW)
+        earn_pricing.price_basket(rule(), [line(1, -1)], NOW)
     with pytest.raises(DomainError):
-        model.price_basket(rule(), [], NOW)
+        earn_pricing.price_basket(rule(), [], NOW)
 
 
 def test_select_version_takes_the_highest_version_in_effect():
@@ -124,7 +126,7 @@ rules_strategy = st.builds(
         st.none(),
         st.builds(
             Promotion,
-            kind=st.just(model.PROMOTION_MULTIPLIER),
+            kind=st.just(earn_pricing.PROMOTION_MULTIPLIER),
             start_micros=st.just(NOW - DAY),
             end_micros=st.just(NOW + DAY),
             multiplier=st.decimals(min_value="1", max_value=5, places=2),
@@ -132,7 +134,7 @@ rules_strategy = st.builds(
         ),
         st.builds(
             Promotion,
-            kind=st.just(model.PROMOTION_FIXED_BONUS),
+            kind=st.just(earn_pricing.PROMOTION_FIXED_BONUS),
             start_micros=st.just(NOW - DAY),
             end_micros=st.just(NOW + DAY),
             bonus_points=st.integers(1, 1000),
@@ -155,7 +157,7 @@ def test_pricing_invariants(earn_rule, raw_lines):
     """Line shares add up to the basket; the basket is the exact total rounded down once
     (plus bonus), never above the cap; excluded lines never earn."""
     basket = _basket(raw_lines)
-    pricing = model.price_basket(earn_rule, basket, NOW)
+    pricing = earn_pricing.price_basket(earn_rule, basket, NOW)
     assert sum(item.points for item in pricing.lines) == pricing.points
     assert all(item.points >= 0 for item in pricing.lines)
     uncapped = int(pricing.exact_points) + pricing.bonus_points
@@ -175,8 +177,8 @@ def test_pricing_invariants(earn_rule, raw_lines):
     st.tuples(st.integers(0, 1_000_000), st.just("grocery"), st.integers(1, 1000)),
 )
 def test_adding_an_earning_line_never_lowers_the_points(earn_rule, raw_lines, extra):
-    before = model.price_basket(earn_rule, _basket(raw_lines), NOW).points
-    after = model.price_basket(earn_rule, _basket([*raw_lines, extra]), NOW).points
+    before = earn_pricing.price_basket(earn_rule, _basket(raw_lines), NOW).points
+    after = earn_pricing.price_basket(earn_rule, _basket([*raw_lines, extra]), NOW).points
     assert after >= before
 
 
@@ -185,7 +187,7 @@ def test_adding_an_earning_line_never_lowers_the_points(earn_rule, raw_lines, ex
     st.lists(st.decimals(min_value=0, max_value=10**6, places=4), min_size=1, max_size=50),
 )
 def test_allocate_adds_up_and_stays_near_the_quota(total, weights):
-    shares = model.allocate(total, weights)
+    shares = earn_pricing.allocate(total, weights)
     assert sum(shares) == total
     weight_sum = sum(weights)
     if weight_sum > 0:
@@ -214,10 +216,10 @@ def hotel_to_airline(**overrides) -> ConversionRule:
 
 
 def test_domain_example_one_full_block_earns_the_bonus():
-    outcome = model.convert(hotel_to_airline(), 60_000, 0)
+    outcome = converting.convert(hotel_to_airline(), 60_000, 0)
     assert (outcome.base_to_amount, outcome.bonus_to_amount, outcome.to_amount) == (20_000, 5_000, 25_000)
-    assert model.convert(hotel_to_airline(), 3_000, 0).to_amount == 1_000
-    assert model.convert(hotel_to_airline(), 57_000, 0).bonus_to_amount == 0
+    assert converting.convert(hotel_to_airline(), 3_000, 0).to_amount == 1_000
+    assert converting.convert(hotel_to_airline(), 57_000, 0).bonus_to_amount == 0
 
 
 @pytest.mark.parametrize(
@@ -232,18 +234,18 @@ def test_domain_example_one_full_block_earns_the_bonus():
 )
 def test_conversion_refusals(amount, converted, reason):
     with pytest.raises(DomainError) as error:
-        model.convert(hotel_to_airline(), amount, converted)
+        converting.convert(hotel_to_airline(), amount, converted)
     assert error.value.reason == reason
     assert error.value.precondition == (reason == "ANNUAL_CAP_EXCEEDED")
 
 
 def test_annual_cap_allows_exactly_the_remainder():
-    outcome = model.convert(hotel_to_airline(), 3_000, 597_000)
+    outcome = converting.convert(hotel_to_airline(), 3_000, 597_000)
     assert outcome.annual_remaining_from_amount == 0
 
 
 def test_fraction_rounds_down_in_the_operators_favour_and_is_shown():
-    outcome = model.convert(hotel_to_airline(min_from_amount=1, step_from_amount=1), 3_001, 0)
+    outcome = converting.convert(hotel_to_airline(min_from_amount=1, step_from_amount=1), 3_001, 0)
     assert outcome.base_to_amount == 1_000
     assert outcome.rounded_down_to_amount == Decimal("0.333333")
 
@@ -258,7 +260,7 @@ def test_fraction_rounds_down_in_the_operators_favour_and_is_shown():
 def test_conversion_never_gives_more_than_the_exact_ratio_plus_bonus(from_units, to_units, block, bonus, amount):
     conversion = ConversionRule("PTS", "AIRMILES", 1, from_units, to_units, block, bonus if block else 0)
     try:
-        outcome = model.convert(conversion, amount, 0)
+        outcome = converting.convert(conversion, amount, 0)
     except DomainError as error:
         assert error.reason == "ZERO_OUTCOME"
         assert amount * to_units < from_units
@@ -270,16 +272,16 @@ def test_conversion_never_gives_more_than_the_exact_ratio_plus_bonus(from_units,
 
 def test_conversion_rule_validation():
     with pytest.raises(DomainError):
-        model.check_conversion_rule(hotel_to_airline(to_currency="HOTELPTS"))
+        converting.check_conversion_rule(hotel_to_airline(to_currency="HOTELPTS"))
     with pytest.raises(DomainError):
-        model.check_conversion_rule(hotel_to_airline(bonus_to_amount=0))
-    model.check_conversion_rule(hotel_to_airline())
+        converting.check_conversion_rule(hotel_to_airline(bonus_to_amount=0))
+    converting.check_conversion_rule(hotel_to_airline())
 
 
 def test_quote_expires_at_its_ttl():
-    expire = model.quote_expire_micros(NOW)
-    assert not model.quote_expired(expire, NOW + 59 * model.MICROS_PER_SECOND)
-    assert model.quote_expired(expire, NOW + 60 * model.MICROS_PER_SECOND)
+    expire = converting.quote_expire_micros(NOW)
+    assert not converting.quote_expired(expire, NOW + 59 * model.MICROS_PER_SECOND)
+    assert converting.quote_expired(expire, NOW + 60 * model.MICROS_PER_SECOND)
 
 
 def test_alias_normalisation_and_keyed_hash():
@@ -292,18 +294,18 @@ def test_alias_normalisation_and_keyed_hash():
 
 
 def test_year_bounds():
-    start, end = model.utc_year_bounds(NOW)
+    start, end = converting.utc_year_bounds(NOW)
     assert start <= NOW < end
-    assert model.utc_year_bounds(start) == (start, end)
-    assert model.utc_year_bounds(end - 1) == (start, end)
+    assert converting.utc_year_bounds(start) == (start, end)
+    assert converting.utc_year_bounds(end - 1) == (start, end)
 
 
 def test_a_promotion_multiplier_below_one_is_refused():
     """Found by test_adding_an_earning_line_never_lowers_the_points: a 0.5 promotion above a
     threshold made one more line lower the basket's points."""
-    promo = Promotion(model.PROMOTION_MULTIPLIER, NOW, NOW + DAY, multiplier=Decimal("0.5"))
+    promo = Promotion(earn_pricing.PROMOTION_MULTIPLIER, NOW, NOW + DAY, multiplier=Decimal("0.5"))
     with pytest.raises(DomainError) as raised:
-        model.check_earn_rule(rule(promotion=promo))
+        earn_pricing.check_earn_rule(rule(promotion=promo))
     assert "multiplier" in str(raised.value)
 
 
@@ -312,23 +314,25 @@ def test_a_conversion_rule_that_could_credit_beyond_the_ledger_maximum_is_refuse
     could be one the ledger refuses (INVALID_ARGUMENT) and never complete."""
     unbounded = hotel_to_airline(from_units=1, to_units=10**6, max_from_amount=0, annual_cap_from_amount=0)
     with pytest.raises(model.DomainError) as raised:
-        model.check_conversion_rule(unbounded)
+        converting.check_conversion_rule(unbounded)
     assert (raised.value.reason, raised.value.metadata["field"]) == ("INVALID_CONVERSION_RULE", "max_from_amount")
-    model.check_conversion_rule(hotel_to_airline(from_units=1, to_units=10**6, max_from_amount=10**9))
+    converting.check_conversion_rule(hotel_to_airline(from_units=1, to_units=10**6, max_from_amount=10**9))
     # A rule stored before the bound: the quote refuses what the ledger would.
     with pytest.raises(model.DomainError) as raised:
-        model.convert(unbounded, 3 * 10**9, 0)
+        converting.convert(unbounded, 3 * 10**9, 0)
     assert raised.value.reason == "CONVERSION_TOO_LARGE" and not raised.value.precondition
-    assert model.convert(unbounded, 3 * 10**6, 0).to_amount == 3 * 10**12 + 50 * 5_000
+    assert converting.convert(unbounded, 3 * 10**6, 0).to_amount == 3 * 10**12 + 50 * 5_000
 
 
 def test_an_earn_rule_that_could_price_beyond_the_ledger_maximum_is_refused():
-    rule = model.EarnRule("p", 1, "PTS", model.BASIS_AMOUNT, Decimal(1_000_000), {"grocery": Decimal(1000)})
+    rule = earn_pricing.EarnRule(
+        "p", 1, "PTS", earn_pricing.BASIS_AMOUNT, Decimal(1_000_000), {"grocery": Decimal(1000)}
+    )
     with pytest.raises(model.DomainError) as raised:
-        model.check_earn_rule(rule)
+        earn_pricing.check_earn_rule(rule)
     assert raised.value.reason == "INVALID_EARN_RULE"
-    model.check_earn_rule(dataclasses.replace(rule, cap_points=model.LEDGER_AMOUNT_MAX))
-    lines = [model.BasketLine(n, "", "grocery", 1000, model.LINE_AMOUNT_MAX) for n in (1, 2)]
+    earn_pricing.check_earn_rule(dataclasses.replace(rule, cap_points=model.LEDGER_AMOUNT_MAX))
+    lines = [earn_pricing.BasketLine(n, "", "grocery", 1000, model.LINE_AMOUNT_MAX) for n in (1, 2)]
     with pytest.raises(model.DomainError) as raised:
-        model.price_basket(rule, lines, 0)
+        earn_pricing.price_basket(rule, lines, 0)
     assert (raised.value.reason, raised.value.precondition) == ("EARN_TOO_LARGE", True)

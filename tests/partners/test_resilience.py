@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import grpc
@@ -13,10 +12,9 @@ from services.common.errors import error_info_of
 from services.common.ledger_client import Failure
 from services.common.timeconv import timestamp_from_micros
 from services.partners import recovery, server
-from services.partners.server import PartnersSettings, start
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, free_port, start_ledger_thread, start_partners_thread
+from tests.support.servers import free_port, start_ledger_thread, start_partners_thread
 
 
 def test_earn_while_the_ledger_is_down_is_unavailable_and_the_retry_posts_once(tmp_path):
@@ -24,17 +22,8 @@ def test_earn_while_the_ledger_is_down_is_unavailable_and_the_retry_posts_once(t
     partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
     ledger_address = f"127.0.0.1:{free_port()}"
     ledger = start_ledger_thread(ledger_url, listen_address=ledger_address)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger_address,
-        admin_api_key=ADMIN_KEY,
-        ledger_deadline_ms=500,
-        grpc_grace_period_seconds=1,
-    )
     clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
+    partners = start_partners_thread(partners_url, ledger_address, ADMIN_KEY, clock, ledger_deadline_ms=500)
     client = Coalition(partners.address, clock, ledger_address)
     try:
         shop = client.register_partner()
@@ -102,18 +91,15 @@ def test_an_earn_whose_client_gave_up_is_posted_by_the_server(tmp_path):
     partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
     ledger_address = f"127.0.0.1:{free_port()}"
     ledger = start_ledger_thread(ledger_url, listen_address=ledger_address)
-    settings = dataclasses.replace(
-        PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger_address,
-        admin_api_key=ADMIN_KEY,
+    clock = MovableClock()
+    partners = start_partners_thread(
+        partners_url,
+        ledger_address,
+        ADMIN_KEY,
+        clock,
         ledger_deadline_ms=500,
-        grpc_grace_period_seconds=1,
         pending_earn_recovery_interval_seconds=0.2,
     )
-    clock = MovableClock()
-    partners = ThreadedServer(lambda: start(settings, clock))
     client = Coalition(partners.address, clock, ledger_address)
     try:
         shop = client.register_partner()

@@ -34,7 +34,7 @@ def _unfinished(kind: Unfinished) -> ColumnElement[bool]:
 
 def due(connection: Connection, kind: str, since_before_us: int, now_us: int, limit: int) -> Sequence[Row]:
     """Unfinished rows of a kind whose clock passed `since_before_us` and whose next attempt is
-    due; least recently tried first, then oldest."""
+    due; earliest due first (rows never tried before any other), then oldest."""
     unfinished = KINDS[kind]
     table = unfinished.table
     query = (
@@ -46,13 +46,14 @@ def due(connection: Connection, kind: str, since_before_us: int, now_us: int, li
     return connection.execute(query).all()
 
 
-def claim(connection: Connection, kind: str, row: Row, next_recovery_us: int) -> bool:
-    """Count an attempt on a row before making it. Only the claim that still sees the row
-    unfinished with the attempts it read succeeds, so two partners processes never work on the
-    same row in the same turn, and a process killed mid-attempt has still counted it."""
+def claim(connection: Connection, kind: str, row: Row, next_recovery_us: int) -> Row | None:
+    """Count an attempt on a row before making it; the row as it is now, or None. Only the
+    claim that still sees the row unfinished with the attempts it read succeeds, so two
+    partners processes never work on the same row in the same turn, and a process killed
+    mid-attempt has still counted it."""
     unfinished = KINDS[kind]
     table = unfinished.table
-    result = connection.execute(
+    query = (
         update(table)
         .where(
             and_(
@@ -62,18 +63,26 @@ def claim(connection: Connection, kind: str, row: Row, next_recovery_us: int) ->
             )
         )
         .values(recovery_attempts=row.recovery_attempts + 1, next_recovery_us=next_recovery_us)
+        .returning(*table.c)
     )
-    return result.rowcount == 1
+    return connection.execute(query).first()
 
 
-def postpone(connection: Connection, kind: str, row_id: str, next_recovery_us: int) -> None:
-    """Move a claimed row's next attempt: sooner when the attempt could not start (the ledger is
-    away), or to when it is worth asking again."""
+def uncount(connection: Connection, kind: str, row: Row, next_recovery_us: int) -> None:
+    """Take back a claimed attempt that did not count against the row (the ledger was away, or
+    it is too early to tell), and set when to try again. Only while nothing else claimed it."""
     unfinished = KINDS[kind]
+    table = unfinished.table
     connection.execute(
-        update(unfinished.table)
-        .where(and_(unfinished.id_column == row_id, _unfinished(unfinished)))
-        .values(next_recovery_us=next_recovery_us)
+        update(table)
+        .where(
+            and_(
+                unfinished.id_column == row._mapping[unfinished.id_column.name],
+                _unfinished(unfinished),
+                table.c.recovery_attempts == row.recovery_attempts,
+            )
+        )
+        .values(recovery_attempts=row.recovery_attempts - 1, next_recovery_us=next_recovery_us)
     )
 
 

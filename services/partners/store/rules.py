@@ -7,15 +7,15 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Row, and_, func, insert, select
 
-from services.partners import model
+from services.partners import converting, earn_pricing
 from services.partners.store.tables import conversion_rules, earn_rules
 
 
-def earn_rule_from_row(row: Row) -> model.EarnRule:
+def earn_rule_from_row(row: Row) -> earn_pricing.EarnRule:
     promotion = None
     if row.promotion:
         data = json.loads(row.promotion)
-        promotion = model.Promotion(
+        promotion = earn_pricing.Promotion(
             kind=data["kind"],
             start_micros=data["start_us"],
             end_micros=data["end_us"],
@@ -23,7 +23,7 @@ def earn_rule_from_row(row: Row) -> model.EarnRule:
             bonus_points=data["bonus_points"],
             threshold_amount=data["threshold_amount"],
         )
-    return model.EarnRule(
+    return earn_pricing.EarnRule(
         partner_id=row.partner_id,
         version=row.version,
         currency_code=row.currency_code,
@@ -38,7 +38,7 @@ def earn_rule_from_row(row: Row) -> model.EarnRule:
     )
 
 
-def earn_rule_values(rule: model.EarnRule, now_us: int) -> dict:
+def earn_rule_values(rule: earn_pricing.EarnRule, now_us: int) -> dict:
     promotion = rule.promotion
     return dict(
         partner_id=rule.partner_id,
@@ -67,13 +67,13 @@ def earn_rule_values(rule: model.EarnRule, now_us: int) -> dict:
     )
 
 
-def get_earn_rule(connection: Connection, partner_id: str, version: int) -> model.EarnRule | None:
+def get_earn_rule(connection: Connection, partner_id: str, version: int) -> earn_pricing.EarnRule | None:
     query = select(earn_rules).where(and_(earn_rules.c.partner_id == partner_id, earn_rules.c.version == version))
     row = connection.execute(query).first()
     return None if row is None else earn_rule_from_row(row)
 
 
-def earn_rules_of(connection: Connection, partner_id: str, limit: int = 100) -> list[model.EarnRule]:
+def earn_rules_of(connection: Connection, partner_id: str, limit: int = 100) -> list[earn_pricing.EarnRule]:
     query = (
         select(earn_rules)
         .where(earn_rules.c.partner_id == partner_id)
@@ -88,8 +88,8 @@ def next_earn_rule_version(connection: Connection, partner_id: str) -> int:
     return int(connection.execute(query).scalar_one()) + 1
 
 
-def conversion_rule_from_row(row: Row) -> model.ConversionRule:
-    return model.ConversionRule(
+def conversion_rule_from_row(row: Row) -> converting.ConversionRule:
+    return converting.ConversionRule(
         from_currency=row.from_currency,
         to_currency=row.to_currency,
         version=row.version,
@@ -122,7 +122,7 @@ def conversion_rules_of(connection: Connection, from_currency: str | None = None
 
 def get_conversion_rule(
     connection: Connection, from_currency: str, to_currency: str, version: int
-) -> model.ConversionRule | None:
+) -> converting.ConversionRule | None:
     query = select(conversion_rules).where(
         and_(
             conversion_rules.c.from_currency == from_currency,
@@ -141,7 +141,7 @@ def next_conversion_rule_version(connection: Connection, from_currency: str, to_
     return int(connection.execute(query).scalar_one()) + 1
 
 
-def insert_conversion_rule(connection: Connection, rule: model.ConversionRule, now_us: int) -> None:
+def insert_conversion_rule(connection: Connection, rule: converting.ConversionRule, now_us: int) -> None:
     connection.execute(
         insert(conversion_rules).values(
             from_currency=rule.from_currency,

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -183,7 +184,16 @@ earns = Table(
     Column("occur_time_us", BigInteger, nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_earns_request"),
-    UniqueConstraint("partner_id", "receipt_id", name="uq_earns_receipt"),
+    # A receipt is earned at most once, refused earns aside: a refused earn uses up nothing.
+    Index(
+        "uq_earns_receipt",
+        "partner_id",
+        "receipt_id",
+        unique=True,
+        sqlite_where=text("state <> 'failed'"),
+        postgresql_where=text("state <> 'failed'"),
+    ),
+    Index("ix_earns_receipt", "partner_id", "receipt_id"),
     Index("ix_earns_state", "state", "create_time_us"),
     CheckConstraint("points >= 0", name="ck_earns_points"),
     CheckConstraint("state IN ('pending', 'posted', 'failed')", name="ck_earns_state"),

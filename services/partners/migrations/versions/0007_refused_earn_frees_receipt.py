@@ -1,0 +1,39 @@
+"""A refused earn uses up nothing (DOMAIN.md): a receipt is unique among the earns that were
+not refused, so a receipt whose earn the ledger refused may be earned again under a new
+request id, while two live earns of one receipt stay impossible.
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+_NOT_REFUSED = sa.text("state <> 'failed'")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("earns") as batch:
+        batch.drop_constraint("uq_earns_receipt", type_="unique")
+    op.create_index(
+        "uq_earns_receipt",
+        "earns",
+        ["partner_id", "receipt_id"],
+        unique=True,
+        sqlite_where=_NOT_REFUSED,
+        postgresql_where=_NOT_REFUSED,
+    )
+    # Returns and retries still find every earn of a receipt, refused ones included.
+    op.create_index("ix_earns_receipt", "earns", ["partner_id", "receipt_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_earns_receipt", table_name="earns")
+    op.drop_index("uq_earns_receipt", table_name="earns")
+    with op.batch_alter_table("earns") as batch:
+        batch.create_unique_constraint("uq_earns_receipt", ["partner_id", "receipt_id"])

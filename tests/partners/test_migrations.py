@@ -1,0 +1,94 @@
+"""The partners migrations build exactly the tables the code declares (store/tables.py), and the
+latest ones upgrade a database that already holds rows, and downgrade, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from services.common.db import Database, DatabaseOptions
+from services.partners.server import MIGRATIONS
+from services.partners.store.tables import metadata
+from tests.support.databases import new_database_url
+
+VERSION_TABLE = "alembic_version_partners"
+
+
+def _migrate(database: Database, revision: str, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["version_table"] = VERSION_TABLE
+    with database.writer.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    url, cleanup = new_database_url(request.param, tmp_path, "partners")
+    database = Database(DatabaseOptions(url))
+    yield database
+    database.dispose()
+    cleanup()
+
+
+def test_the_migrations_build_the_tables_the_code_declares(database):
+    _migrate(database, "head")
+    with database.writer.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        differences = [
+            difference
+            for difference in compare_metadata(context, metadata)
+            if not (difference[0] == "remove_table" and difference[1].name == VERSION_TABLE)
+        ]
+    assert differences == []
+
+
+def test_the_latest_migrations_keep_existing_rows_and_go_down_and_up_again(database):
+    _migrate(database, "0005")
+    with database.writer.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO partners (partner_id, kind, display_name, status, create_time_us, update_time_us)"
+                " VALUES ('shop', 'retailer', 'Shop', 'active', 1, 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO members (member_id, enroll_caller_id, enroll_request_id, create_time_us)"
+                " VALUES ('m-1', 'operator', 'e-1', 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO earns (earn_id, partner_id, request_id, fingerprint, receipt_id, store_id, terminal_id,"
+                " member_id, currency_code, points, exact_points, bonus_points, promotion_applied, capped,"
+                " rule_version, state, occur_time_us, create_time_us)"
+                " VALUES ('earn:shop:r1', 'shop', 'r1', 'f', 'receipt-1', 's', 't', 'm-1', 'PTS', 5, '5', 0,"
+                " false, false, 1, 'failed', 1, 1)"
+            )
+        )
+    _migrate(database, "head")
+    with database.writer.begin() as connection:
+        row = connection.execute(text("SELECT recovery_attempts, next_recovery_us FROM earns")).one()
+        assert tuple(row) == (0, 0)
+        # The refused earn no longer holds its receipt.
+        connection.execute(
+            text(
+                "INSERT INTO earns (earn_id, partner_id, request_id, fingerprint, receipt_id, store_id, terminal_id,"
+                " member_id, currency_code, points, exact_points, bonus_points, promotion_applied, capped,"
+                " rule_version, state, occur_time_us, create_time_us)"
+                " VALUES ('earn:shop:r2', 'shop', 'r2', 'f', 'receipt-1', 's', 't', 'm-1', 'PTS', 5, '5', 0,"
+                " false, false, 1, 'posted', 1, 2)"
+            )
+        )
+        # Going back to one earn per receipt needs the receipt's earns to be one again.
+        connection.execute(text("DELETE FROM earns WHERE earn_id = 'earn:shop:r2'"))
+    _migrate(database, "0005", down=True)
+    _migrate(database, "head")
+    with database.writer.connect() as connection:
+        assert connection.execute(text("SELECT earn_id, recovery_attempts FROM earns")).all() == [("earn:shop:r1", 0)]
