@@ -183,6 +183,18 @@ class LedgerClient:
             if merge_transfers
             else None
         )
+        # Balance reads of many tills share one GetBalances call (and one ledger read) the same way.
+        self._balance_calls = (
+            Coalescer(
+                "ledger GetBalances",
+                self._get_balances_merged,
+                ACCOUNT_IDS_PER_CALL_MAX,
+                MERGED_TRANSFERS_QUEUED_MAX,
+                size=len,
+            )
+            if merge_transfers
+            else None
+        )
         self._channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
         # Accounts are never deleted, so once seen they need no second CreateAccounts.
@@ -192,6 +204,11 @@ class LedgerClient:
     def merged_call_sizes(self) -> Counter[int]:
         """How many ledger CreateTransfers calls carried each number of merged callers' calls."""
         return self._transfer_calls.batch_sizes if self._transfer_calls is not None else Counter()
+
+    @property
+    def merged_balance_read_sizes(self) -> Counter[int]:
+        """How many ledger GetBalances calls carried each number of merged callers' reads."""
+        return self._balance_calls.batch_sizes if self._balance_calls is not None else Counter()
 
     async def close(self) -> None:
         await self._channel.close()
@@ -383,7 +400,24 @@ class LedgerClient:
         return await self._call("GetTrialBalance", ledger_pb2.GetTrialBalanceRequest())
 
     async def get_balances(self, account_ids: Sequence[str], as_of_us: int | None = None) -> list[ledger_pb2.Balance]:
-        """Balances now (or as of a past time), ACCOUNT_IDS_PER_CALL_MAX ids per call."""
+        """Balances now (or as of a past time), ACCOUNT_IDS_PER_CALL_MAX ids per call; with
+        merging on, concurrent reads of the balances now share one call."""
+        if self._balance_calls is not None and as_of_us is None and 0 < len(account_ids) <= ACCOUNT_IDS_PER_CALL_MAX:
+            return await self._balance_calls.submit(list(account_ids))
+        return await self._get_balances(account_ids, as_of_us)
+
+    async def _get_balances_merged(self, calls: list[list[str]]) -> list[list[ledger_pb2.Balance] | BaseException]:
+        ids = list(dict.fromkeys(account_id for call in calls for account_id in call))
+        try:
+            found = {balance.account_id: balance for balance in await self._get_balances(ids)}
+        except LedgerRefused:
+            if len(calls) == 1:
+                raise
+            # One call's unknown account refused the merged read: each call alone gets its own answer.
+            return [await outcome(self._get_balances(call)) for call in calls]
+        return [[found[account_id] for account_id in call] for call in calls]
+
+    async def _get_balances(self, account_ids: Sequence[str], as_of_us: int | None = None) -> list[ledger_pb2.Balance]:
         result: list[ledger_pb2.Balance] = []
         for index in range(0, len(account_ids), ACCOUNT_IDS_PER_CALL_MAX):
             request = ledger_pb2.GetBalancesRequest(

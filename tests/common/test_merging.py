@@ -161,3 +161,34 @@ def test_transfers_sent_apart_fail_only_the_one_the_ledger_refuses(ledger_addres
     first, bad, second = asyncio.run(main())
     assert first.status == CREATED and second.status == CREATED
     assert isinstance(bad, LedgerRefused) and bad.invalid_argument
+
+
+def test_merged_balance_reads_answer_each_caller_and_an_unknown_account_fails_alone(ledger_address):
+    """Concurrent GetBalances reads share one ledger call; each caller gets its own accounts, in
+    its order; a read naming an account the ledger does not know fails only itself."""
+
+    async def main():
+        client = LedgerClient(ledger_address, merge_transfers=True)
+        await client.create_transfers([posted("balance-seed", "iss", "w5", 7)])
+        sent: list[list[str]] = []
+        read = client._get_balances
+
+        async def counting(account_ids, as_of_us=None):
+            sent.append(list(account_ids))
+            return await read(account_ids, as_of_us)
+
+        client._get_balances = counting
+        calls = [client.get_balances([f"w{n % 8}", "w5"]) for n in range(20)]
+        calls.append(client.get_balances(["nobody"]))
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        await client.close()
+        return answers, sent
+
+    answers, sent = asyncio.run(main())
+    for n, answer in enumerate(answers[:20]):
+        assert [(balance.account_id, balance.posted) for balance in answer] == [
+            (f"w{n % 8}", 7 if n % 8 == 5 else 0),
+            ("w5", 7),
+        ], n
+    assert isinstance(answers[20], LedgerRefused) and answers[20].ledger_code == "NOT_FOUND"
+    assert max(len(ids) for ids in sent) > 2, f"no ledger read carried more than one caller's accounts: {sent}"

@@ -1,7 +1,8 @@
 """Captures, voids, returns and conversions from many tills at once share partners transactions
-(group commit) and ledger calls (the ledger client's merged CreateTransfers), and each caller
-still gets its own answer. The merge statistics the service keeps show the sharing: before the
-merges every call had a transaction and a ledger call of its own."""
+(group commit) and ledger calls (the ledger client's merged CreateTransfers), balance reads share
+ledger reads (merged GetBalances), and each caller still gets its own answer. The merge
+statistics the service keeps show the sharing: before the merges every call had a transaction
+and a ledger call of its own."""
 
 from __future__ import annotations
 
@@ -96,6 +97,11 @@ def test_concurrent_captures_voids_returns_and_conversions_share_transactions_an
     most_per_transaction, most_per_ledger_call = merges.since()
     assert most_per_transaction >= 2 and most_per_ledger_call >= 2, merges.since()
     assert [client.balance(member_id).posted for member_id in members[:2]] == [40, 50]
+
+    reads = Counter(app.ledger.merged_balance_read_sizes)
+    balances = _all_at_once([lambda member_id=member_id: client.balance(member_id).posted for member_id in members])
+    assert balances == [40 if index % 2 == 0 else 50 for index in range(CALLERS)]
+    assert max(Counter(app.ledger.merged_balance_read_sizes) - reads, default=0) >= 2
 
     def give_back(receipt_id: str) -> int:
         request = pb.ReturnRequest(

@@ -194,7 +194,6 @@ earns = Table(
         postgresql_where=text("state <> 'failed'"),
     ),
     Index("ix_earns_receipt", "partner_id", "receipt_id"),
-    Index("ix_earns_state", "state", "create_time_us"),
     CheckConstraint("points >= 0", name="ck_earns_points"),
     CheckConstraint("state IN ('pending', 'posted', 'failed')", name="ck_earns_state"),
 )
@@ -238,7 +237,6 @@ redemptions = Table(
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_redemptions_request"),
     Index("ix_redemptions_receipt", "partner_id", "receipt_id"),
-    Index("ix_redemptions_state", "state", "expire_time_us"),
     CheckConstraint("held_amount > 0", name="ck_redemptions_held"),
     CheckConstraint(
         "captured_amount >= 0 AND captured_amount <= held_amount AND refunded_amount >= 0"
@@ -270,7 +268,6 @@ returns = Table(
     Column("create_time_us", BigInteger, nullable=False),
     UniqueConstraint("partner_id", "request_id", name="uq_returns_request"),
     *recovery_columns("returns"),
-    Index("ix_returns_state", "state", "create_time_us"),
     CheckConstraint(
         "earned_points_reversed >= 0 AND earned_points_reversed <= earned_points_due",
         name="ck_returns_points",
@@ -316,6 +313,5 @@ conversions = Table(
     UniqueConstraint("caller_id", "request_id", name="uq_conversions_request"),
     *recovery_columns("conversions"),
     Index("ix_conversions_member", "member_id", "from_currency", "to_currency", "create_time_us"),
-    Index("ix_conversions_state", "state", "create_time_us"),
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="ck_conversions_state"),
 )
