@@ -27,11 +27,14 @@ _log = structlog.get_logger("partners")
 def record_outcomes(
     connection: Connection, posted: list[str], failures: dict[str, FailedPrecondition], read_ids: set[str]
 ) -> tuple[dict[str, Row], dict[str, list[Row]]]:
-    """Mark what the ledger answered, then read the earns back as the callers will see them."""
+    """Mark what the ledger answered, then read back the earns in `read_ids` (retries of earns
+    recorded before) as their callers will see them."""
     if posted:
         earn_store.mark_earns_posted(connection, posted)
     for earn_id, error in failures.items():
         earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+    if not read_ids:
+        return {}, {}
     ids = sorted(read_ids)
     return earn_store.earns_by_id(connection, ids), earn_store.earn_lines_of_many(connection, ids)
 

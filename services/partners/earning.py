@@ -125,11 +125,12 @@ async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | Base
     except Exception as error:  # the ledger unreachable: these earns stay pending for a retry
         failures, unposted = {}, error
     posted = [] if unposted else [earn_id for earn_id in pending if earn_id not in failures]
-    to_read = {record.earn.earn_id for record in earns if record.lines is None} | set(posted) | set(failures)
-    to_read -= set() if unposted is None else set(pending)
+    # Only retries of earns recorded before are read back (for their lines' returned marks).
+    to_read = {record.earn.earn_id for record in earns if record.lines is None}
+    to_read -= set(failures) | (set() if unposted is None else set(pending))
     rows: dict[str, Row] = {}
     lines: dict[str, list[Row]] = {}
-    if to_read:
+    if to_read or posted or failures:
         rows, lines = await app.write(
             lambda connection: earn_posting.record_outcomes(connection, posted, failures, to_read)
         )
@@ -217,11 +218,7 @@ class _Known:
         return cls(
             {(row.partner_id, row.request_id): row for row in earn_store.earns_by_requests(connection, requests)},
             # A refused earn uses up nothing: its receipt may be earned again under a new request id.
-            {
-                (row.partner_id, row.receipt_id): row
-                for row in earn_store.earns_by_receipts(connection, receipts)
-                if row.state != "failed"
-            },
+            {(row.partner_id, row.receipt_id): row for row in earn_store.live_earns_by_receipts(connection, receipts)},
         )
 
 
@@ -234,20 +231,27 @@ def _record_all(
     connection: Connection, app: App, items: list[_Earning], raise_refusals: bool = False
 ) -> list[EarnRecord | BaseException]:
     """Record a batch of earns with two reads and two inserts, whatever its size. Each earn is
-    the one recorded before under its request id (a retry), or a new one, priced; a new one
-    comes back with `lines=None` (read once the batch is posted). An earn's refusal is its
-    answer and writes nothing; earns later in the batch see the ones before them."""
+    the one recorded before under its request id (a retry), which comes back with `lines=None`
+    (read once the batch is posted), or a new one, priced, with its lines. An earn's refusal
+    is its answer and writes nothing; earns later in the batch see the ones before them."""
     known = _Known.load(connection, items)
+
+    new_lines: dict[str, list[Row]] = {}
 
     def insert(new: list[_NewEarn]) -> list[Row]:
         rows = earn_store.insert_earns(connection, [earn.values for earn in new])
-        earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines])
+        # The lines come back from the insert, so answering a new earn needs no read afterwards.
+        for line in earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines]):
+            new_lines.setdefault(line.earn_id, []).append(line)
         return rows
 
     decided = recording.record_batch(
         items, lambda item: _decide(connection, app, item, known), _is_new, insert, raise_refusals
     )
-    return [decision if isinstance(decision, BaseException) else EarnRecord(decision, None) for decision in decided]
+    return [
+        decision if isinstance(decision, BaseException) else EarnRecord(decision, new_lines.get(decision.earn_id))
+        for decision in decided
+    ]
 
 
 def _is_new(decision: object) -> bool:

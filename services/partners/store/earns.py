@@ -36,9 +36,12 @@ def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Seq
     return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.request_id).in_(keys))).all()
 
 
-def earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
-    """The earns recorded for these (partner_id, receipt_id)."""
-    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.receipt_id).in_(keys))).all()
+def live_earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+    """The earns, refused ones aside, recorded for these (partner_id, receipt_id): at most one each."""
+    query = select(earns).where(
+        and_(tuple_(earns.c.partner_id, earns.c.receipt_id).in_(keys), earns.c.state != "failed")
+    )
+    return connection.execute(query).all()
 
 
 def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
@@ -71,6 +74,9 @@ def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
     )
 
 
-def insert_earn_lines(connection: Connection, lines: list[dict]) -> None:
-    if lines:
-        connection.execute(insert(earn_lines), lines)
+def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[Row]:
+    """Insert basket lines in one statement; their rows, in the order given."""
+    if not lines:
+        return []
+    query = insert(earn_lines).returning(*earn_lines.c, sort_by_parameter_order=True)
+    return list(connection.execute(query, lines))

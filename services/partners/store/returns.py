@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, case, insert, select, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
 from services.partners.store.tables import earn_lines, earns, redemptions, returns
 
@@ -18,12 +18,13 @@ def lock_receipt(connection: Connection, partner_id: str, receipt_id: str) -> tu
     On SQLite FOR UPDATE is not rendered; the writer's BEGIN IMMEDIATE already serializes."""
     # A receipt has at most one earn that was not refused, and maybe refused ones before it:
     # the live one is the receipt's earn; with none, the latest refused one answers EARN_FAILED.
-    earn = connection.execute(
-        select(earns)
-        .where(and_(earns.c.partner_id == partner_id, earns.c.receipt_id == receipt_id))
-        .order_by(case((earns.c.state == "failed", 1), else_=0), earns.c.create_time_us.desc(), earns.c.earn_id)
-        .with_for_update()
-    ).first()
+    receipt = and_(earns.c.partner_id == partner_id, earns.c.receipt_id == receipt_id)
+    earn = connection.execute(select(earns).where(and_(receipt, earns.c.state != "failed")).with_for_update()).first()
+    if earn is None:
+        refused = select(earns).where(and_(receipt, earns.c.state == "failed"))
+        earn = connection.execute(
+            refused.order_by(earns.c.create_time_us.desc(), earns.c.earn_id).limit(1).with_for_update()
+        ).first()
     rows = connection.execute(
         select(redemptions)
         .where(and_(redemptions.c.partner_id == partner_id, redemptions.c.receipt_id == receipt_id))

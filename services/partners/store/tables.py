@@ -193,7 +193,14 @@ earns = Table(
         sqlite_where=text("state <> 'failed'"),
         postgresql_where=text("state <> 'failed'"),
     ),
-    Index("ix_earns_receipt", "partner_id", "receipt_id"),
+    # The refused earns of a receipt, for a return of it (small: refusals are rare).
+    Index(
+        "ix_earns_refused_receipt",
+        "partner_id",
+        "receipt_id",
+        sqlite_where=text("state = 'failed'"),
+        postgresql_where=text("state = 'failed'"),
+    ),
     CheckConstraint("points >= 0", name="ck_earns_points"),
     CheckConstraint("state IN ('pending', 'posted', 'failed')", name="ck_earns_state"),
 )
