@@ -24,7 +24,7 @@ from services.common.ledger_client import (
     failure_name,
     ledger_pb2,
 )
-from services.partners import model, recording
+from services.partners import earn_posting, model, recording
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
 from services.partners.store import earns as earn_store
@@ -85,9 +85,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                     receipt_id=command.receipt_id,
                 )
             if earn.state != "posted":
-                raise FailedPrecondition(
-                    "EARN_NOT_COMPLETE", "the earn of this receipt is not complete; retry the earn first"
-                )
+                raise _EarnUnsettled(earn)
             lines = {line.line_number: line for line in earn_store.earn_lines_of(connection, earn.earn_id)}
             for number in command.line_numbers:
                 line = lines.get(number)
@@ -174,8 +172,28 @@ async def return_items(app: App, caller: Caller, command: ReturnCommand) -> Row:
         raise InvalidArgument("INVALID_AMOUNT", "redeemed_refund_amount out of range")
     if not command.line_numbers and command.redeemed_refund_amount == 0:
         raise InvalidArgument("NOTHING_TO_RETURN", "give line_numbers and/or redeemed_refund_amount")
-    row = await app.write(_record(app, caller, command, app.clock()), retry_unique_violation=True)
+    record = _record(app, caller, command, app.clock())
+    try:
+        row = await app.write(record, retry_unique_violation=True)
+    except _EarnUnsettled as unsettled:
+        # The earn's outcome is not recorded here yet (its caller was answered first, or gave
+        # up): settle it with the ledger as a retry of the earn would, then decide again.
+        await earn_posting.recover_earn(app, unsettled.earn)
+        try:
+            row = await app.write(record, retry_unique_violation=True)
+        except _EarnUnsettled:
+            raise FailedPrecondition(
+                "EARN_NOT_COMPLETE", "the earn of this receipt is not complete; retry the earn first"
+            ) from None
     return await _complete(app, row)
+
+
+class _EarnUnsettled(Exception):
+    """The receipt's earn is recorded, but what the ledger answered for it is not recorded yet."""
+
+    def __init__(self, earn: Row) -> None:
+        super().__init__(earn.earn_id)
+        self.earn = earn
 
 
 async def _complete(app: App, row: Row) -> Row:

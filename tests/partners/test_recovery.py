@@ -136,6 +136,32 @@ def _given_up_return(recovering: Recovering, shop, earn: pb.EarnRequest) -> tupl
     return back, first_leg
 
 
+def test_a_return_of_a_receipt_whose_earn_is_not_yet_recorded_as_posted_settles_it_first(recovering):
+    """The earn reached the ledger but its answer was lost, so partners still has it pending:
+    a return of the receipt settles the earn with the ledger (as a retry of the earn would, same
+    transfer id) and is then decided against it, instead of refusing the return. An earn whose
+    answer was not yet marked posted in the background is the same case."""
+    client = recovering.client
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
+    _, request = client.earn(shop, member_id, [10_000], request_id=unique("e"), receipt_id=unique("r"))
+    lost = pb.EarnRequest()
+    lost.CopyFrom(request)
+    lost.request_id, lost.receipt_id = unique("lost"), unique("r")
+    earn_id = model.earn_transfer_id(shop.partner_id, lost.request_id)
+    recovering.outcomes[earn_id] = "lose_answer"
+    assert client.error("Earn", lost, shop.key) == (Code.UNAVAILABLE, "LEDGER_UNAVAILABLE")
+    del recovering.outcomes[earn_id]
+    assert client.balance(member_id).posted == 5 + 50 + 50  # in the ledger, pending here
+    back = pb.ReturnRequest(
+        request_id=unique("ret"), point_of_sale=shop.pos(), receipt_id=lost.receipt_id, line_numbers=[1]
+    )
+    assert client.call("Return", back, shop.key).earned_points_reversed == 50
+    assert client.balance(member_id).posted == 5 + 50
+    assert client.call("Earn", lost, shop.key).pricing.points == 50  # the earn's retry: the first answer
+
+
 def test_a_return_whose_client_gave_up_is_posted_by_the_server_with_its_own_ids(recovering):
     client = recovering.client
     shop = client.register_partner()
