@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import structlog
 from sqlalchemy import Connection
 
 from services.common.auth import AdminKey
@@ -19,7 +18,6 @@ from services.common.ledger_client import LedgerClient
 from services.partners.facts import Facts
 
 T = TypeVar("T")
-_log = structlog.get_logger("partners")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
 
 
@@ -39,8 +37,6 @@ class App:
     facts: Facts = field(default_factory=Facts)
     # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
-    # Work that no caller waits for (see `later`); kept so it is not collected mid-flight.
-    background: set[asyncio.Task] = field(default_factory=set)
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One unit of work on the writer, committed before this returns, off the event loop (the
@@ -56,18 +52,6 @@ class App:
         if merger is None:
             merger = self.mergers[kind] = Coalescer(kind, handle, batch_items_max, queued_items_max)
         return merger
-
-    def later(self, work: Awaitable[object], what: str) -> None:
-        """Run work after the caller is answered. Only for work whose loss the recovery pass
-        repairs (a crash between the answer and this work leaves nothing wrong, only late)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self.background.add(task)
-        task.add_done_callback(lambda done: self._background_done(done, what))
-
-    def _background_done(self, task: asyncio.Task, what: str) -> None:
-        self.background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.warning("background_work_failed", work=what, error=repr(task.exception()))
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.database.read, work)

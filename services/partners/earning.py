@@ -130,17 +130,9 @@ async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | Base
     to_read -= set(failures) | (set() if unposted is None else set(pending))
     rows: dict[str, Row] = {}
     lines: dict[str, list[Row]] = {}
-    if to_read or failures:
+    if to_read or posted or failures:
         rows, lines = await app.write(
             lambda connection: earn_posting.record_outcomes(connection, posted, failures, to_read)
-        )
-    elif posted:
-        # The ledger holds the points now; marking them posted here need not keep the tills
-        # waiting. Until it lands an earn reads as pending, which a retry, a return of the
-        # receipt and the recovery pass all settle with the ledger (the same transfer id).
-        app.later(
-            app.write(lambda connection: earn_posting.record_outcomes(connection, posted, {}, set())),
-            "mark_earns_posted",
         )
     for earn_id in posted:
         row = pending[earn_id]

@@ -176,8 +176,8 @@ async def return_items(app: App, caller: Caller, command: ReturnCommand) -> Row:
     try:
         row = await app.write(record, retry_unique_violation=True)
     except _EarnUnsettled as unsettled:
-        # The earn's outcome is not recorded here yet (its caller was answered first, or gave
-        # up): settle it with the ledger as a retry of the earn would, then decide again.
+        # The earn's outcome is not recorded here (the ledger's answer was lost, or its caller
+        # gave up): settle it with the ledger as a retry of the earn would, then decide again.
         await earn_posting.recover_earn(app, unsettled.earn)
         try:
             row = await app.write(record, retry_unique_violation=True)

@@ -139,8 +139,7 @@ def _given_up_return(recovering: Recovering, shop, earn: pb.EarnRequest) -> tupl
 def test_a_return_of_a_receipt_whose_earn_is_not_yet_recorded_as_posted_settles_it_first(recovering):
     """The earn reached the ledger but its answer was lost, so partners still has it pending:
     a return of the receipt settles the earn with the ledger (as a retry of the earn would, same
-    transfer id) and is then decided against it, instead of refusing the return. An earn whose
-    answer was not yet marked posted in the background is the same case."""
+    transfer id) and is then decided against it, instead of refusing the return."""
     client = recovering.client
     shop = client.register_partner()
     member_id, _ = client.enroll()
