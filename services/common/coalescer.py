@@ -51,7 +51,8 @@ class Coalescer(Generic[C, R]):
         if len(self._queue) >= self._queued_items_max:
             raise Unavailable(
                 "PARTNERS_OVERLOADED",
-                f"more than {self._queued_items_max} {self._name} calls are waiting; retry with the same request_id",
+                f"more than {self._queued_items_max} {self._name} calls are waiting; retry shortly"
+                " (a write is safe to retry with the same request_id)",
             )
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)  # a caller that went away must not leave it unread

@@ -17,6 +17,7 @@ helpers below that treat it as an error say so.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -308,8 +309,8 @@ class LedgerClient:
         except LedgerRefused as error:
             if not error.invalid_argument or len(calls) == 1:
                 raise
-            # One call's content refused the whole merged call: each call alone gets its own answer.
-            return [await outcome(self._create_transfers(call)) for call in calls]
+            # One call's content refused the whole merged call: each call alone (all at once) gets its own answer.
+            return list(await asyncio.gather(*(outcome(self._create_transfers(call)) for call in calls)))
         answers: list[list[ledger_pb2.CreateTransferResult] | BaseException] = []
         start = 0
         for call in calls:
@@ -414,7 +415,7 @@ class LedgerClient:
             if len(calls) == 1:
                 raise
             # One call's unknown account refused the merged read: each call alone gets its own answer.
-            return [await outcome(self._get_balances(call)) for call in calls]
+            return list(await asyncio.gather(*(outcome(self._get_balances(call)) for call in calls)))
         return [[found[account_id] for account_id in call] for call in calls]
 
     async def _get_balances(self, account_ids: Sequence[str], as_of_us: int | None = None) -> list[ledger_pb2.Balance]:

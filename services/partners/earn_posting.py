@@ -32,7 +32,8 @@ def record_outcomes(
     if posted:
         earn_store.mark_earns_posted(connection, posted)
     for earn_id, error in failures.items():
-        earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+        if error.reason != HELD_BY_LEDGER:
+            earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
     if not read_ids:
         return {}, {}
     ids = sorted(read_ids)
@@ -63,9 +64,9 @@ def earn_transfer(row: Row) -> TransferInput:
 
 
 async def post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition]:
-    """Post pending earns in one ledger call; returns the ones the ledger refused (final: the
-    ledger remembers a refused transfer id forever). UNAVAILABLE propagates: the earns stay
-    pending for the client's retry or the recovery pass."""
+    """Post pending earns in one ledger call; returns the ones the ledger refused and holds no
+    transfer for (final: the ledger remembers a refused transfer id forever). UNAVAILABLE
+    propagates: the earns stay pending for the client's retry or the recovery pass."""
     if not rows:
         return {}
     for member_id, currency in dict.fromkeys((row.member_id, row.currency_code) for row in rows):
@@ -79,9 +80,28 @@ async def post_earns(app: App, rows: list[Row]) -> dict[str, FailedPrecondition]
             failures[row.earn_id] = refused(row.earn_id, recording.LEDGER_INVALID_ARGUMENT, str(result))
         elif not succeeded(result):
             failures[row.earn_id] = refused(row.earn_id, failure_name(result), result.failure_message)
+    if failures:
+        # A refused earn frees its receipt for a new request id, so it is marked failed only
+        # when the ledger holds no transfer under its id: a refusal like "id reused with other
+        # content" means the ledger already holds (and issued) it, e.g. after a restore of this
+        # database; such an earn stays pending, and is looked at, instead of being earned twice.
+        for transfer in await app.ledger.get_transfers(list(failures)):
+            _log.error(
+                "earn_refused_but_held_by_ledger", earn_id=transfer.id, failure=failure_of(failures[transfer.id])
+            )
+            failures[transfer.id] = FailedPrecondition(
+                HELD_BY_LEDGER,
+                "the ledger holds another transfer under this earn's id; the operator must reconcile it",
+                earn_id=transfer.id,
+            )
     for earn_id, error in failures.items():
         _log.error("earn_failed", earn_id=earn_id, failure=failure_of(error), message=error.message)
     return failures
+
+
+# The reason of an earn the ledger refused although it holds a transfer under the earn's id:
+# not final (the earn stays pending and its receipt taken) until an operator reconciles it.
+HELD_BY_LEDGER = "EARN_CONFLICTS_WITH_LEDGER"
 
 
 def refused(earn_id: str, failure: str, detail: str = "") -> FailedPrecondition:
@@ -99,6 +119,8 @@ async def recover_earn(app: App, row: Row) -> str | None:
     the client never retried). Same transfer id as the client's retry, so the two race
     harmlessly. Returns the earn's state; UNAVAILABLE propagates (try again later)."""
     failures = await post_earns(app, [row])
+    if any(error.reason == HELD_BY_LEDGER for error in failures.values()):
+        raise RuntimeError(f"earn {row.earn_id}: the ledger holds another transfer under its id")  # counted, backs off
     done = [] if failures else [row.earn_id]
     await app.write(lambda connection: record_outcomes(connection, done, failures, set()))
     if failures:  # marked failed and logged once; later passes no longer see it

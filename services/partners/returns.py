@@ -75,6 +75,7 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             raise NotFound("RECEIPT_NOT_FOUND", "no earn or redemption on this receipt", receipt_id=command.receipt_id)
         due = 0
         completes = False
+        unsettled = False
         if command.line_numbers:
             if earn is None:
                 raise NotFound("RECEIPT_NOT_FOUND", "no earn on this receipt", receipt_id=command.receipt_id)
@@ -84,8 +85,9 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                     "the earn of this receipt failed in the ledger; no points were issued to return",
                     receipt_id=command.receipt_id,
                 )
-            if earn.state != "posted":
-                raise _EarnUnsettled(earn)
+            # An earn still pending here is settled with the ledger only once the return is
+            # otherwise accepted (below), so a refused return never causes that write.
+            unsettled = earn.state != "posted"
             lines = {line.line_number: line for line in earn_store.earn_lines_of(connection, earn.earn_id)}
             for number in command.line_numbers:
                 line = lines.get(number)
@@ -133,6 +135,8 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
                 if not return_store.reserve_refund(connection, row.redemption_id, share):
                     raise Aborted("RETURN_CONFLICT", "a concurrent return refunded these points; retry")
                 left -= share
+        if unsettled:
+            raise _EarnUnsettled(earn)  # rolls back what this unit reserved
         member_id = earn.member_id if earn is not None else redemptions[0].member_id
         currency = earn.currency_code if earn is not None else redemptions[0].currency_code
         return_store.insert_return(

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from coalition.ledger.v1 import ledger_pb2
+from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import Unavailable, error_info_of
 from services.common.ledger_client import Failure, LedgerRefused
@@ -21,6 +21,7 @@ from services.partners.store import earns as earn_store
 from services.partners.store import recovery as recovery_store
 from services.partners.store import rules as rule_store
 from services.partners.store import tables
+from tests.ledger.helpers import posted
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
@@ -346,3 +347,28 @@ def test_two_earns_of_a_refused_receipt_at_once_earn_it_once(refusing):
         answers = sorted(map(str, pool.map(send, racers)))
     assert answers == ["20"] + ["RECEIPT_ALREADY_EARNED"] * 7
     assert client.balance(member_id).posted == 5 + 20
+
+
+def test_an_earn_the_ledger_refuses_but_holds_under_its_id_keeps_its_receipt(refusing):
+    """If the ledger already holds a different transfer under an earn's id (a restored partners
+    database, say), its refusal is not taken as final: the earn stays pending and its receipt
+    taken, so the points the ledger holds are never issued a second time under a new request id."""
+    client, _, _ = refusing
+    shop = client.register_partner()
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
+    request = _earn_request(shop, member_id)
+    earn_id = model.earn_transfer_id(shop.partner_id, request.request_id)
+    with grpc.insecure_channel(client.ledger_address) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        held = posted(
+            earn_id, model.issuance_account_id("PTS", shop.partner_id), model.wallet_account_id("PTS", member_id), 7
+        )
+        ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=[held]), timeout=10)
+    code, reason = client.error("Earn", request, shop.key)
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "EARN_CONFLICTS_WITH_LEDGER")
+    assert _earn_state(client, shop, request.request_id).state == "pending"
+    again = _earn_request(shop, member_id)
+    again.receipt_id = request.receipt_id
+    assert client.error("Earn", again, shop.key) == (grpc.StatusCode.ALREADY_EXISTS, "RECEIPT_ALREADY_EARNED")
+    assert client.balance(member_id).posted == 5 + 7

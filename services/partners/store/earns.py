@@ -14,11 +14,6 @@ def earn_by_request(connection: Connection, partner_id: str, request_id: str) ->
     return connection.execute(query).first()
 
 
-def earn_by_receipt(connection: Connection, partner_id: str, receipt_id: str) -> Row | None:
-    query = select(earns).where(and_(earns.c.partner_id == partner_id, earns.c.receipt_id == receipt_id))
-    return connection.execute(query).first()
-
-
 def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
     query = select(earn_lines).where(earn_lines.c.earn_id == earn_id).order_by(earn_lines.c.line_number)
     return connection.execute(query).all()

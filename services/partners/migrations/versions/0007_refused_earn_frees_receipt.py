@@ -41,6 +41,21 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    receipts_earned_again = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT partner_id, receipt_id FROM earns"
+                " GROUP BY partner_id, receipt_id HAVING count(*) > 1) AS again"
+            )
+        )
+        .scalar_one()
+    )
+    if receipts_earned_again:
+        raise RuntimeError(
+            f"cannot go below 0007: {receipts_earned_again} receipts were earned again after a refused earn,"
+            " and before 0007 a receipt holds one earn only"
+        )
     op.drop_index("ix_earns_refused_receipt", table_name="earns")
     op.drop_index("uq_earns_receipt", table_name="earns")
     with op.batch_alter_table("earns") as batch:
