@@ -13,30 +13,10 @@ def get_redemption(connection: Connection, redemption_id: str) -> Row | None:
     return connection.execute(select(redemptions).where(redemptions.c.redemption_id == redemption_id)).first()
 
 
-def redemption_by_request(connection: Connection, partner_id: str, request_id: str) -> Row | None:
-    query = select(redemptions).where(
-        and_(redemptions.c.partner_id == partner_id, redemptions.c.request_id == request_id)
-    )
-    return connection.execute(query).first()
-
-
-def redemptions_of_receipt(connection: Connection, partner_id: str, receipt_id: str) -> Sequence[Row]:
-    query = (
-        select(redemptions)
-        .where(and_(redemptions.c.partner_id == partner_id, redemptions.c.receipt_id == receipt_id))
-        .order_by(redemptions.c.create_time_us, redemptions.c.redemption_id)
-    )
-    return connection.execute(query).all()
-
-
 def update_redemption(connection: Connection, redemption_id: str, **values: object) -> Row | None:
     """Change a redemption; the row as it is now (None if there is none)."""
     query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
     return connection.execute(query.returning(*redemptions.c)).first()
-
-
-def insert_redemption(connection: Connection, **values: object) -> Row:
-    return connection.execute(insert(redemptions).values(**values).returning(*redemptions.c)).one()
 
 
 def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
