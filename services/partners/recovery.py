@@ -1,6 +1,6 @@
 """The server's recovery pass: it finishes what a client gave up on (earns, returns and
 conversions recorded but never posted) and records what became of holds whose timeout
-passed. One policy for every kind:
+passed, and it erases API-key secrets whose retry window ended. One policy for every kind:
 
 - a row is taken only when its clock passed: AGE_SECONDS_MIN after it was recorded (younger
   rows are left to their client's own retry), or its hold's expiry;
@@ -29,6 +29,7 @@ from sqlalchemy import Row
 from services.common.errors import Unavailable
 from services.partners import captures, conversions, earn_posting, model, returns
 from services.partners.app import App
+from services.partners.store import partners as partner_store
 from services.partners.store import recovery as recovery_store
 
 _log = structlog.get_logger("partners.recovery")
@@ -106,8 +107,19 @@ async def _uncount(app: App, step: Step, claimed: Row) -> None:
     await app.write(lambda connection: recovery_store.uncount(connection, step.kind, claimed, next_us))
 
 
+async def forget_expired_secrets(app: App) -> None:
+    """An issued key's sealed secret is kept for its retry window only; past it, it is erased
+    (within one pass), whether or not another key was issued since."""
+    window_start = app.clock() - model.API_KEY_RETRY_WINDOW_SECONDS * model.MICROS_PER_SECOND
+    await app.write(lambda connection: partner_store.forget_sealed_secrets(connection, window_start))
+
+
 async def recover_once(app: App) -> None:
     """One bounded pass over every kind; one kind failing does not hold back the others."""
+    try:
+        await forget_expired_secrets(app)
+    except Exception:  # the database is away; the next pass tries again
+        _log.exception("recovery_step_failed", kind="sealed_secrets")
     for step in STEPS:
         try:
             count = await run_step(app, step)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
@@ -372,3 +373,22 @@ def test_an_earn_the_ledger_refuses_but_holds_under_its_id_keeps_its_receipt(ref
     again.receipt_id = request.receipt_id
     assert client.error("Earn", again, shop.key) == (grpc.StatusCode.ALREADY_EXISTS, "RECEIPT_ALREADY_EARNED")
     assert client.balance(member_id).posted == 5 + 7
+
+
+def test_a_sealed_key_secret_is_erased_once_its_retry_window_ends(refusing):
+    """The secret of an issued key is kept (sealed) only for its retry window; the recovery pass
+    erases it when the window ends, even if no other key is ever issued."""
+    client, _, _ = refusing
+    client.register_partner()  # issues a key
+
+    def sealed() -> list:
+        query = select(tables.admin_requests.c.sealed_secret).where(
+            tables.admin_requests.c.operation == "issue_api_key"
+        )
+        return client.app.database.read(lambda connection: connection.execute(query).scalars().all())
+
+    assert sealed() and all(secret is not None for secret in sealed())
+    time.sleep(0.5)  # several passes: the window has not ended
+    assert all(secret is not None for secret in sealed())
+    client.clock.advance(model.API_KEY_RETRY_WINDOW_SECONDS + 1)
+    _wait(lambda: all(secret is None for secret in sealed()), "the sealed secret outlived its retry window")
