@@ -65,20 +65,24 @@ def wait_until_serving(address: str, timeout_seconds: float = 60) -> None:
 class ProcessServer:
     """A service as a separate OS process (`python -m <module>`), e.g. two ledgers on one database."""
 
-    def __init__(self, module: str, env: dict[str, str], address: str) -> None:
+    def __init__(self, module: str, env: dict[str, str], address: str, log_path: str | None = None) -> None:
         self.address = address
+        # With log_path its log lines go to that file (read it after stop()); else to a pipe
+        # read only if it fails to start.
+        self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", module],
             env={**os.environ, **env},
             cwd=REPO_ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._log or subprocess.PIPE,
         )
         try:
             wait_until_serving(address)
         except TimeoutError:
             self.process.kill()
-            raise RuntimeError(self.process.stderr.read().decode()[-4000:]) from None
+            detail = self.process.stderr.read().decode()[-4000:] if self.process.stderr else f"see {log_path}"
+            raise RuntimeError(detail) from None
 
     def stop(self) -> int:
         self.process.terminate()
@@ -87,6 +91,8 @@ class ProcessServer:
         finally:
             if self.process.stderr:
                 self.process.stderr.close()
+            if self._log:
+                self._log.close()
 
 
 def start_ledger_thread(database_url: str, **overrides) -> ThreadedServer:
@@ -114,16 +120,19 @@ def start_ledger_process(database_url: str) -> ProcessServer:
     return ProcessServer("services.ledger.server", env, f"127.0.0.1:{port}")
 
 
-def start_partners_process(database_url: str, ledger_address: str, admin_api_key: str) -> ProcessServer:
+def start_partners_process(
+    database_url: str, ledger_address: str, admin_api_key: str, log_path: str | None = None
+) -> ProcessServer:
+    """A partners server as its own process; with log_path, its info log goes to that file."""
     port = free_port()
     env = {
         "COALITION_PARTNERS_DATABASE_URL": database_url,
         "COALITION_PARTNERS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "COALITION_LEDGER_ADDRESS": ledger_address,
         "COALITION_ADMIN_API_KEY": admin_api_key,
-        "COALITION_LOG_LEVEL": "warning",
+        "COALITION_LOG_LEVEL": "info" if log_path else "warning",
     }
-    return ProcessServer("services.partners.server", env, f"127.0.0.1:{port}")
+    return ProcessServer("services.partners.server", env, f"127.0.0.1:{port}", log_path)
 
 
 def start_partners_thread(
