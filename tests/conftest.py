@@ -1,10 +1,19 @@
-import grpc
+import os
+import tempfile
+
 import pytest
+
+# Every server a test starts (in a thread or as a process) runs in development mode and serves
+# mutual TLS with a CA made for this session; clients dial with tests/support/tls.py.
+os.environ["COALITION_ENV"] = "development"
+os.environ.pop("COALITION_DEV_PLAINTEXT", None)
+os.environ["COALITION_DEV_PKI_DIR"] = tempfile.mkdtemp(prefix="coalition-test-pki-")
 
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.logs import configure_logging
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread
+from tests.support.tls import channel as tls_channel
 
 configure_logging("console", "warning")
 
@@ -30,5 +39,5 @@ def ledger_server(ledger_database_url):
 
 @pytest.fixture
 def ledger(ledger_server):
-    with grpc.insecure_channel(ledger_server.address) as channel:
+    with tls_channel(ledger_server.address) as channel:
         yield ledger_pb2_grpc.LedgerServiceStub(channel)

@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.tls import OPERATOR, caller_identity
 
 AUTHORIZATION_HEADER = "authorization"
 BEARER_PREFIX = "bearer "
@@ -67,11 +68,24 @@ class AdminKey:
         return hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest)
 
     def require(self, context: grpc.aio.ServicerContext) -> None:
-        """Raise unless the call carries the admin key (UNAUTHENTICATED when no key at all)."""
+        """Raise unless the call carries the admin key (UNAUTHENTICATED when no key at all)
+        over a connection with the operator's certificate."""
         token = require_bearer_token(context)
         if not self.matches(token):
             raise PermissionDenied("ADMIN_REQUIRED", "this call needs the operator's admin key")
-        bind_principal("operator")
+        require_operator_certificate(context)
+        bind_principal(OPERATOR)
+
+
+def require_operator_certificate(context: grpc.aio.ServicerContext) -> None:
+    """The admin key alone is not enough: it must come with the operator's client certificate."""
+    identity = caller_identity(context)
+    if identity != OPERATOR:
+        raise PermissionDenied(
+            "OPERATOR_CERTIFICATE_REQUIRED",
+            f"admin calls need the operator's client certificate; this connection presents {identity!r}",
+            caller=identity or "",
+        )
 
 
 def bind_principal(partner_id: str) -> None:

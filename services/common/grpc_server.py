@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from services.common.config import env_int
 from services.common.health import DatabaseHealth
 from services.common.interceptor import Admission, CallLimits, InstrumentingServer
+from services.common.tls import Transport
 
 _log = structlog.get_logger("server")
 
@@ -78,11 +79,11 @@ class ConnectionLimits:
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     listen_address: str
+    # Mutual TLS, or the development plaintext switch (services/common/tls.py).
+    transport: Transport
     grace_period_seconds: int = 10
     call_limits: CallLimits = field(default_factory=CallLimits)
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
-    tls_certificate_path: str = ""
-    tls_private_key_path: str = ""
     # Engines whose reachability decides health (the first is pinged); empty: always SERVING.
     health_engines: Sequence[Engine] = ()
 
@@ -149,12 +150,7 @@ async def start_server(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    if options.tls_certificate_path:
-        with open(options.tls_certificate_path, "rb") as cert, open(options.tls_private_key_path, "rb") as key:
-            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-        port = server.add_secure_port(options.listen_address, credentials)
-    else:
-        port = server.add_insecure_port(options.listen_address)
+    port = options.transport.add_port(server, options.listen_address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {options.listen_address}")
     await server.start()
@@ -162,7 +158,13 @@ async def start_server(
     if options.health_engines:
         watch = DatabaseHealth(options.health_engines, health_servicer, ["", *service_names])
         health_task = asyncio.create_task(watch.run(), name="database-health")
-    _log.info("server_started", address=options.listen_address, port=port, services=service_names)
+    _log.info(
+        "server_started",
+        address=options.listen_address,
+        port=port,
+        services=service_names,
+        transport="plaintext (development)" if options.transport.plaintext else "mutual TLS",
+    )
     return RunningServer(server, health_servicer, port, options, on_stopped, instrumented, health_task)
 
 

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from services.common.tls import caller_identity
 from services.common.validation import check_no_nul
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -68,7 +69,9 @@ class _Call:
         self.status = "OK"
         self.reason = ""
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=_request_id(context), rpc_method=method, peer=context.peer())
+        structlog.contextvars.bind_contextvars(
+            request_id=_request_id(context), rpc_method=method, peer=context.peer(), caller=caller_identity(context)
+        )
 
     async def fail(self, error: Exception, context: grpc.aio.ServicerContext) -> None:
         service_error = as_service_error(error)

@@ -30,6 +30,7 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.coalescer import Coalescer, outcome
 from services.common.errors import AlreadyExists, FailedPrecondition, ServiceError, Unavailable
 from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
+from services.common.tls import Transport
 
 _log = structlog.get_logger("ledger_client")
 
@@ -168,6 +169,7 @@ class LedgerClient:
     def __init__(
         self,
         address: str,
+        transport: Transport,
         deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS_DEFAULT,
         merge_transfers: bool = False,
     ) -> None:
@@ -196,7 +198,7 @@ class LedgerClient:
             if merge_transfers
             else None
         )
-        self._channel = grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+        self._channel = transport.aio_channel(address, CHANNEL_OPTIONS)
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
         # Accounts are never deleted, so once seen they need no second CreateAccounts.
         self._known_accounts: set[str] = set()

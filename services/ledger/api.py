@@ -8,6 +8,7 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
 from services.common.errors import InvalidArgument, Unavailable
 from services.ledger import accounts, limits, queries, validation, wire
+from services.ledger.authorization import authorize
 from services.ledger.batcher import TransferBatcher
 
 
@@ -18,17 +19,24 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         self._watch_streams = 0
 
     async def RegisterCurrency(self, request, context):
+        authorize(context, "RegisterCurrency")
         code, scale, owner_id = validation.currency_from_proto(request.currency)
         row, created = await asyncio.to_thread(accounts.register_currency, self._database, code, scale, owner_id)
         return ledger_pb2.RegisterCurrencyResponse(currency=wire.currency_message(row), created=created)
 
     async def ListCurrencies(self, request, context):
+        authorize(context, "ListCurrencies")
         rows = await asyncio.to_thread(self._database.read, queries.store.list_currencies)
         return ledger_pb2.ListCurrenciesResponse(currencies=[wire.currency_message(row) for row in rows])
 
     async def CreateAccounts(self, request, context):
+        grant = authorize(context, "CreateAccounts")
         validation.check_batch_size(len(request.accounts), "account")
         requested = [validation.account_from_proto(a, i) for i, a in enumerate(request.accounts)]
+        for index, account in enumerate(requested):
+            denied = grant.account_denial(account, index)
+            if denied is not None:
+                raise denied
         outcomes = await asyncio.to_thread(accounts.create_accounts, self._database, requested)
         response = ledger_pb2.CreateAccountsResponse()
         for index, outcome in enumerate(outcomes):
@@ -41,6 +49,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return response
 
     async def GetAccount(self, request, context):
+        authorize(context, "GetAccount")
         validation.check_id(request.account_id, "account_id")
         view = await asyncio.to_thread(queries.get_account, self._database, request.account_id)
         message = wire.account_message(view.account)
@@ -48,6 +57,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.GetAccountResponse(account=message)
 
     async def ListAccounts(self, request, context):
+        authorize(context, "ListAccounts")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
         validation.check_length(request.kind, "kind", limits.ACCOUNT_KIND_LENGTH_MAX)
         page_size = validation.page_size(request.page_size)
@@ -57,14 +67,16 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.ListAccountsResponse(accounts=[wire.account_message(a) for a in found], next_page_token=token)
 
     async def CreateTransfers(self, request, context):
+        grant = authorize(context, "CreateTransfers")
         validation.check_batch_size(len(request.transfers), "transfer")
         commands = [validation.transfer_from_proto(item, index) for index, item in enumerate(request.transfers)]
-        outcomes = await self._batcher.submit(commands)
+        outcomes = await self._batcher.submit(commands, grant)
         return ledger_pb2.CreateTransfersResponse(
             results=[wire.transfer_result(index, outcome) for index, outcome in enumerate(outcomes)]
         )
 
     async def GetTransfers(self, request, context):
+        authorize(context, "GetTransfers")
         validation.check_lookup_size(len(request.ids), "ids")
         for transfer_id in request.ids:
             validation.check_length(transfer_id, "ids", limits.ID_LENGTH_MAX + 32)
@@ -72,6 +84,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.GetTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
 
     async def GetBalances(self, request, context):
+        authorize(context, "GetBalances")
         validation.check_lookup_size(len(request.account_ids), "account_ids")
         for account_id in request.account_ids:
             validation.check_id(account_id, "account_ids")
@@ -84,6 +97,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     async def ListAccountEntries(self, request, context):
+        authorize(context, "ListAccountEntries")
         validation.check_id(request.account_id, "account_id")
         start_us, end_us = _window(request, required=False)
         page_size = validation.page_size(request.page_size)
@@ -103,6 +117,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return response
 
     async def GetTrialBalance(self, request, context):
+        authorize(context, "GetTrialBalance")
         rows, sequence = await asyncio.to_thread(queries.trial_balance, self._database)
         response = ledger_pb2.GetTrialBalanceResponse(commit_sequence=sequence, balanced=True)
         for code, debits_posted, credits_posted, debits_pending, credits_pending, count in rows:
@@ -120,6 +135,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return response
 
     async def GetActivitySummary(self, request, context):
+        authorize(context, "GetActivitySummary")
         start_us, end_us = _window(request, required=True)
         if len(request.account_ids) > limits.LOOKUP_IDS_MAX:
             raise InvalidArgument("INVALID_LOOKUP_SIZE", f"at most {limits.LOOKUP_IDS_MAX} account_ids")
@@ -144,6 +160,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return response
 
     async def WatchTransfers(self, request, context):
+        authorize(context, "WatchTransfers")
         if request.after_commit_sequence < 0:
             raise InvalidArgument("INVALID_CURSOR", "after_commit_sequence must be >= 0")
         if self._watch_streams >= limits.WATCH_STREAMS_MAX:

@@ -17,19 +17,22 @@ from collections.abc import Callable
 import structlog
 from sqlalchemy import exc as sa_exc
 
-from services.common.errors import Unavailable
+from services.common.errors import PermissionDenied, Unavailable
+from services.ledger.authorization import Grant
 from services.ledger.model import Outcome, TransferCommand
+from services.ledger.transfers import TransferRequest
 
 _log = structlog.get_logger("batcher")
 
-Apply = Callable[[list[list[TransferCommand]]], list[list[Outcome]]]
+Apply = Callable[[list[TransferRequest]], list[list[Outcome] | PermissionDenied]]
 
 
 class _Waiting:
-    __slots__ = ("commands", "future", "loop")
+    __slots__ = ("commands", "future", "grant", "loop")
 
-    def __init__(self, commands: list[TransferCommand], future: asyncio.Future, loop) -> None:
+    def __init__(self, commands: list[TransferCommand], grant: Grant, future: asyncio.Future, loop) -> None:
         self.commands = commands
+        self.grant = grant
         self.future = future
         self.loop = loop
 
@@ -49,6 +52,9 @@ def _wake(taken: list[_Waiting], results: list | None, error: BaseException | No
     by_loop: dict = {}
     for index, waiting in enumerate(taken):
         result = None if results is None else results[index]
+        if isinstance(result, PermissionDenied):  # this call was refused whole; its neighbours were not
+            by_loop.setdefault(waiting.loop, []).append((waiting.future, None, result))
+            continue
         by_loop.setdefault(waiting.loop, []).append((waiting.future, result, error))
     for loop, settlements in by_loop.items():
         loop.call_soon_threadsafe(_settle, settlements)
@@ -69,7 +75,7 @@ class TransferBatcher:
         for writer in self._writers:
             writer.start()
 
-    async def submit(self, commands: list[TransferCommand]) -> list[Outcome]:
+    async def submit(self, commands: list[TransferCommand], grant: Grant) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._condition:
@@ -81,7 +87,7 @@ class TransferBatcher:
                     f"more than {self._queued_items_max} transfers are waiting to be written; retry with the same ids",
                 )
             self._queued_items += len(commands)
-            self._waiting.append(_Waiting(commands, future, loop))
+            self._waiting.append(_Waiting(commands, grant, future, loop))
             self._condition.notify()
         return await future
 
@@ -113,7 +119,7 @@ class TransferBatcher:
 
     def _apply_merged(self, taken: list[_Waiting]) -> None:
         try:
-            results = self._apply([waiting.commands for waiting in taken])
+            results = self._apply([TransferRequest(waiting.commands, waiting.grant) for waiting in taken])
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:  # the database itself: all fail alike
             _log.warning("transfer_batch_failed", error=repr(error), calls=len(taken))
             _wake(taken, None, error)

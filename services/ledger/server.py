@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 import structlog
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.config import env_int, env_str
+from services.common.config import env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
+from services.common.tls import Transport
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
@@ -33,8 +34,7 @@ class LedgerSettings:
     writer_count: int
     grpc_grace_period_seconds: int
     grpc_concurrent_rpcs_max: int
-    tls_certificate_path: str
-    tls_private_key_path: str
+    transport: Transport
     # Streams (WatchTransfers) have their own pool, so they never take a unary call's slot.
     grpc_concurrent_streams_max: int = limits.WATCH_STREAMS_MAX
     grpc_streams_per_peer_host_max: int = limits.STREAMS_PER_PEER_HOST_MAX
@@ -54,8 +54,7 @@ class LedgerSettings:
             writer_count=env_int("COALITION_LEDGER_WRITERS", 1, 1, 16),
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
-            tls_certificate_path=env_str("COALITION_LEDGER_TLS_CERT_PATH", ""),
-            tls_private_key_path=env_str("COALITION_LEDGER_TLS_KEY_PATH", ""),
+            transport=Transport.from_env("ledger", "COALITION_LEDGER"),
             grpc_concurrent_streams_max=env_int(
                 "COALITION_GRPC_CONCURRENT_STREAMS_MAX", limits.WATCH_STREAMS_MAX, 1, limits.WATCH_STREAMS_MAX
             ),
@@ -122,15 +121,14 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
             request_bytes_max_by_method=limits.REQUEST_BYTES_MAX_BY_METHOD,
         ),
         connection_limits=settings.grpc_connection_limits,
-        tls_certificate_path=settings.tls_certificate_path,
-        tls_private_key_path=settings.tls_private_key_path,
+        transport=settings.transport,
         health_engines=(database.writer, database.reader),
     )
     return await start_server(options, register, on_stopped)
 
 
 def main() -> None:
-    settings = LedgerSettings.from_env()
+    settings = settings_or_exit(LedgerSettings.from_env)
     serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 

@@ -8,10 +8,14 @@ batch by the TransferBatcher, so a hot account is locked once per batch, not onc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Connection
 
 from services.common.db import Database
+from services.common.errors import PermissionDenied
 from services.ledger import limits, store
+from services.ledger.authorization import Grant
 from services.ledger.model import (
     BatchState,
     HoldState,
@@ -22,8 +26,19 @@ from services.ledger.model import (
 )
 
 
-def create_transfers(database: Database, requests: list[list[TransferCommand]]) -> list[list[Outcome]]:
-    """Apply several independent requests in one transaction; one outcome list per request."""
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """One CreateTransfers call: its commands and what its caller may do."""
+
+    commands: list[TransferCommand]
+    grant: Grant
+
+
+def create_transfers(database: Database, requests: list[TransferRequest]) -> list[list[Outcome] | PermissionDenied]:
+    """Apply several independent requests in one transaction: per request its outcomes, or its refusal.
+
+    A request with any transfer its caller may not post is refused whole and writes nothing.
+    """
     return database.write(lambda connection: _apply(connection, requests, sweep=False), retry_unique_violation=True)
 
 
@@ -33,8 +48,10 @@ def expire_due_holds(database: Database) -> int:
     return len(outcomes[0]) if outcomes else 0
 
 
-def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep: bool) -> list[list[Outcome]]:
-    commands = [command for request in requests for command in request]
+def _apply(
+    connection: Connection, requests: list[TransferRequest], sweep: bool
+) -> list[list[Outcome] | PermissionDenied]:
+    commands = [command for request in requests for command in request.commands]
     item_ids = {command.id for command in commands}
     pending_ids = {command.pending_id for command in commands if command.pending_id}
     reversed_ids = {command.reverses_transfer_id for command in commands if command.reverses_transfer_id}
@@ -82,7 +99,11 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
         if states.get(pending_id) is HoldState.PENDING
     ]
     expiry_outcomes = decide_batch(state, expirations)
-    outcomes = decide_batch(state, requests)
+    refusals = [_refusal(request, accounts, state.transfers) for request in requests]
+    decided = decide_batch(
+        state, [[] if refused else r.commands for r, refused in zip(requests, refusals, strict=True)]
+    )
+    outcomes = [refused or outcome for refused, outcome in zip(refusals, decided, strict=True)]
     if not state.postings and not state.new_failures:
         return [[outcome for request in expiry_outcomes for outcome in request]] if sweep else outcomes
     first_sequence, committed_at_us = store.advance_clock(connection, len(state.postings))
@@ -99,3 +120,11 @@ def _apply(connection: Connection, requests: list[list[TransferCommand]], sweep:
     if sweep:
         return [[outcome for request in expiry_outcomes for outcome in request]]
     return outcomes
+
+
+def _refusal(request: TransferRequest, accounts, transfers) -> PermissionDenied | None:
+    for index, command in enumerate(request.commands):
+        denied = request.grant.transfer_denial(command, index, accounts, transfers)
+        if denied is not None:
+            return denied
+    return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from services.common.auth import bind_principal, hash_api_key, require_bearer_token
+from services.common.auth import bind_principal, hash_api_key, require_bearer_token, require_operator_certificate
 from services.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from services.partners import model
 from services.partners.app import App
@@ -26,6 +26,7 @@ class Caller:
 async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
     token = require_bearer_token(context)
     if app.admin_key.matches(token):
+        require_operator_certificate(context)
         bind_principal(model.OPERATOR)
         return Caller(model.OPERATOR, is_admin=True)
     key_hash = hash_api_key(token)

@@ -13,7 +13,9 @@ import grpc
 
 from coalition.partners.v1 import partners_pb2 as pb
 from coalition.partners.v1 import partners_pb2_grpc
+from services.common.config import settings_or_exit
 from services.common.errors import error_info_of
+from services.common.tls import Transport, client_transport
 from services.partners.demo import DEMO_CARDS, DEMO_KEYS
 
 CALL_DEADLINE_SECONDS = 5
@@ -46,8 +48,8 @@ def _show_balances(pos: Pos, card: str) -> None:
         print(f"    {item.currency_code:<9} {figures}")
 
 
-def run(address: str) -> None:
-    with grpc.insecure_channel(address) as channel:
+def run(address: str, transport: Transport) -> None:
+    with transport.channel(address) as channel:
         stub = partners_pb2_grpc.PartnersServiceStub(channel)
         supermarket = Pos(stub, "fresh-mart", "fm-berlin-01", "till-1")
         fuel = Pos(stub, "fuelco", "fc-a9-01", "pump-1")
@@ -146,8 +148,9 @@ def run(address: str) -> None:
 
 def main() -> None:
     address = os.environ.get("COALITION_PARTNERS_ADDRESS", "127.0.0.1:50052")
+    transport = settings_or_exit(client_transport)
     try:
-        run(address)
+        run(address, transport)
     except grpc.RpcError as error:
         info = error_info_of(error)
         reason = f" [{info.reason}]" if info else ""

@@ -10,12 +10,14 @@ import structlog
 
 from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
-from services.common.config import ConfigError, env_int, env_str
+from services.common.config import env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
+from services.common.mode import secret_setting
+from services.common.tls import Transport
 from services.partners import model, partners_admin, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
@@ -57,8 +59,7 @@ class PartnersSettings:
     db_statement_timeout_ms: int
     grpc_grace_period_seconds: int
     grpc_concurrent_rpcs_max: int
-    tls_certificate_path: str
-    tls_private_key_path: str
+    transport: Transport
     pending_earn_recovery_interval_seconds: float = 30
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
@@ -69,24 +70,19 @@ class PartnersSettings:
             listen_address=env_str("COALITION_PARTNERS_LISTEN_ADDRESS", "127.0.0.1:50052"),
             ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
             ledger_deadline_ms=env_int("COALITION_PARTNERS_LEDGER_DEADLINE_MS", 3_000, minimum=50, maximum=60_000),
-            # Development default, documented; production sets its own secret.
-            admin_api_key=env_str("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
-            alias_hash_key=env_str("COALITION_PARTNERS_ALIAS_HASH_KEY", DEV_ALIAS_HASH_KEY),
+            # Published development values; production refuses to start without its own.
+            admin_api_key=secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
+            alias_hash_key=secret_setting("COALITION_PARTNERS_ALIAS_HASH_KEY", DEV_ALIAS_HASH_KEY),
             db_pool_size=env_int("COALITION_PARTNERS_DB_POOL_SIZE", 8, minimum=2, maximum=64),
             db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
-            tls_certificate_path=env_str("COALITION_PARTNERS_TLS_CERT_PATH", ""),
-            tls_private_key_path=env_str("COALITION_PARTNERS_TLS_KEY_PATH", ""),
+            transport=Transport.from_env("partners", "COALITION_PARTNERS"),
             pending_earn_recovery_interval_seconds=env_int(
                 "COALITION_PARTNERS_PENDING_EARN_RECOVERY_INTERVAL_SECONDS", 30, minimum=1, maximum=3_600
             ),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
         )
-        if bool(settings.tls_certificate_path) != bool(settings.tls_private_key_path):
-            raise ConfigError(
-                "set both COALITION_PARTNERS_TLS_CERT_PATH and COALITION_PARTNERS_TLS_KEY_PATH, or neither"
-            )
         return settings
 
 
@@ -120,7 +116,9 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
     database = await asyncio.to_thread(open_database, settings)
-    ledger = LedgerClient(settings.ledger_address, settings.ledger_deadline_ms / 1000, merge_transfers=True)
+    ledger = LedgerClient(
+        settings.ledger_address, settings.transport, settings.ledger_deadline_ms / 1000, merge_transfers=True
+    )
     app = App(database, ledger, admin_key, settings.alias_hash_key.encode(), clock)
     await _bootstrap_ledger(app)
 
@@ -146,8 +144,7 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
             request_bytes_max_by_method=REQUEST_BYTES_MAX_BY_METHOD,
         ),
         connection_limits=settings.grpc_connection_limits,
-        tls_certificate_path=settings.tls_certificate_path,
-        tls_private_key_path=settings.tls_private_key_path,
+        transport=settings.transport,
         health_engines=(database.writer, database.reader),
     )
     running = await start_server(options, register, on_stopped)
@@ -170,7 +167,7 @@ async def seed_demo() -> None:
 
 
 def main() -> None:
-    settings = PartnersSettings.from_env()
+    settings = settings_or_exit(PartnersSettings.from_env)
     serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 

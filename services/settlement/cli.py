@@ -24,9 +24,11 @@ import grpc
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY
-from services.common.config import env_str
+from services.common.config import env_str, settings_or_exit
 from services.common.errors import error_info_of
+from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
+from services.common.tls import client_transport
 from services.settlement.reports.formatting import eur, points
 
 CALL_DEADLINE_SECONDS = 300.0
@@ -180,8 +182,9 @@ def run(args, stub, metadata) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     address = env_str("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053")
-    metadata = (("authorization", f"Bearer {env_str('COALITION_ADMIN_API_KEY', DEV_ADMIN_API_KEY)}"),)
-    with grpc.insecure_channel(address) as channel:
+    admin_key = settings_or_exit(lambda: secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY))
+    metadata = (("authorization", f"Bearer {admin_key}"),)
+    with settings_or_exit(client_transport).channel(address) as channel:
         try:
             return run(args, settlement_pb2_grpc.SettlementServiceStub(channel), metadata)
         except grpc.RpcError as error:

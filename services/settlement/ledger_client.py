@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from coalition.ledger.v1 import ledger_pb2
 from services.common import ledger_client as common
 from services.common.timeconv import micros_from_timestamp
+from services.common.tls import Transport
 from services.settlement.model import Activity, TransactionRow
 
 LEDGER_CALL_DEADLINE_SECONDS = 10.0
@@ -20,8 +21,10 @@ LedgerTransfer = common.LedgerTransfer
 
 
 class LedgerClient(common.LedgerClient):
-    def __init__(self, address: str, deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS) -> None:
-        super().__init__(address, deadline_seconds)
+    def __init__(
+        self, address: str, transport: Transport, deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS
+    ) -> None:
+        super().__init__(address, transport, deadline_seconds)
 
     async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
         """Posted debits/credits per account and code committed in [start, end); and the last sequence."""

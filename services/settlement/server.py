@@ -11,10 +11,12 @@ import structlog
 
 from coalition.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
-from services.common.config import ConfigError, env_int, env_str
+from services.common.config import ConfigError, env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
+from services.common.mode import secret_setting
+from services.common.tls import Transport
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
@@ -46,6 +48,7 @@ class SettlementSettings:
     db_statement_timeout_ms: int
     grpc_grace_period_seconds: int
     grpc_concurrent_rpcs_max: int
+    transport: Transport
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
@@ -55,13 +58,14 @@ class SettlementSettings:
             listen_address=env_str("COALITION_SETTLEMENT_LISTEN_ADDRESS", "127.0.0.1:50053"),
             ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
             time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
-            admin_api_key=env_str("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
+            admin_api_key=secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
             close_delay_seconds=env_int("COALITION_SETTLEMENT_CLOSE_DELAY_SECONDS", 60, minimum=0, maximum=86_400),
             audit_lag_seconds=env_int("COALITION_SETTLEMENT_AUDIT_LAG_SECONDS", 2, minimum=0, maximum=3_600),
             db_pool_size=env_int("COALITION_SETTLEMENT_DB_POOL_SIZE", 4, minimum=1, maximum=64),
             db_statement_timeout_ms=env_int("COALITION_DB_STATEMENT_TIMEOUT_MS", 15_000, minimum=100),
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 64, minimum=1),
+            transport=Transport.from_env("settlement", "COALITION_SETTLEMENT"),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
         )
         settings.zone()
@@ -89,7 +93,7 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
     database = await asyncio.to_thread(open_database, settings)
-    ledger = LedgerClient(settings.ledger_address)
+    ledger = LedgerClient(settings.ledger_address, settings.transport)
     context = SettlementContext(
         database=database,
         ledger=ledger,
@@ -117,6 +121,7 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
             request_bytes_max_by_method={"Reconcile": RECONCILE_REQUEST_BYTES_MAX},
         ),
         connection_limits=settings.grpc_connection_limits,
+        transport=settings.transport,
         health_engines=(database.writer, database.reader),
     )
     return await start_server(options, register, on_stopped)
@@ -131,7 +136,7 @@ async def seed_demo() -> None:
 
 
 def main() -> None:
-    settings = SettlementSettings.from_env()
+    settings = settings_or_exit(SettlementSettings.from_env)
     serve_main(lambda: start(settings), io_threads=settings.db_pool_size)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 
@@ -16,18 +17,34 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from tests.support.tls import transport
+
 
 def grpc_frame(message: bytes) -> bytes:
     return struct.pack(">?I", False, len(message)) + message
+
+
+READ_SLICE_SECONDS = 0.005
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The servers speak mutual TLS only: present the operator's development certificate, speak h2."""
+    files = transport()
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=files.ca_path)
+    context.load_cert_chain(files.certificate_path, files.key_path)
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 class RawGrpcConnection:
     def __init__(self, address: str, source_host: str = "127.0.0.1") -> None:
         host, port = address.rsplit(":", 1)
         self._authority = address
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind((source_host, 0))
-        self._socket.connect((host, int(port)))
+        plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        plain.bind((source_host, 0))
+        plain.connect((host, int(port)))
+        self._socket = _tls_context().wrap_socket(plain, server_hostname=host)
+        self._socket.settimeout(READ_SLICE_SECONDS)
         self._lock = threading.Lock()
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.closed_streams: dict[int, dict[str, str]] = {}  # stream id -> trailers (or headers) received
@@ -50,7 +67,7 @@ class RawGrpcConnection:
             stream_id = self._h2.get_next_available_stream_id()
             headers = [
                 (":method", "POST"),
-                (":scheme", "http"),
+                (":scheme", "https"),
                 (":path", path),
                 (":authority", self._authority),
                 ("content-type", "application/grpc"),
@@ -65,10 +82,15 @@ class RawGrpcConnection:
     def _read_forever(self) -> None:
         try:
             while True:
-                data = self._socket.recv(65_536)
-                if not data:
-                    return
+                # One TLS connection may not be read and written by two threads at once: the
+                # reader holds the lock while it reads, a few milliseconds at a time.
                 with self._lock:
+                    try:
+                        data = self._socket.recv(65_536)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        return
                     for event in self._h2.receive_data(data):
                         self._on_event(event)
                     self._flush()

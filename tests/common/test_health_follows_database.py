@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 from tests.common.tcp_proxy import TcpProxy
 from tests.support.databases import PostgresSchema, require_postgres
 from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.tls import channel as tls_channel
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -95,7 +95,7 @@ def test_health_is_not_serving_while_postgres_is_cut_and_serving_again_after(ser
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     server = _start(service, _through(proxy, schema.url), ledger_for_others.address)
     try:
-        with grpc.insecure_channel(server.address) as channel:
+        with tls_channel(server.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             assert _statuses(stub, SERVICE_NAMES[service]) == (SERVING, SERVING)
 
@@ -122,7 +122,7 @@ def test_a_reachable_database_keeps_health_serving(backend, tmp_path):
     url, cleanup = new_database_url(backend, tmp_path, "ledger")
     server = start_ledger_thread(url)
     try:
-        with grpc.insecure_channel(server.address) as channel:
+        with tls_channel(server.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 3  # three database checks
             while time.monotonic() < deadline:

@@ -26,6 +26,8 @@ from services.common.ledger_client import LedgerClient, LedgerRefused
 from tests.ledger.helpers import CREATED, DEBIT, account, create_accounts, posted, register_currency
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread
+from tests.support.tls import channel as tls_channel
+from tests.support.tls import transport as tls_transport
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String(40), unique=True))
@@ -100,7 +102,7 @@ def test_a_group_without_refusals_commits_every_unit_once(database):
 def ledger_address(request, tmp_path):
     url, cleanup = new_database_url(request.param, tmp_path, "ledger")
     server = start_ledger_thread(url)
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         register_currency(stub)
         create_accounts(stub, account("iss", DEBIT), *(account(f"w{n}") for n in range(8)))
@@ -111,7 +113,7 @@ def ledger_address(request, tmp_path):
 
 def test_merged_ledger_calls_answer_each_caller_and_a_refused_call_fails_alone(ledger_address):
     async def main():
-        client = LedgerClient(ledger_address, merge_transfers=True)
+        client = LedgerClient(ledger_address, tls_transport(), merge_transfers=True)
         sent: list[list[str]] = []
         send = client._create_transfers
 
@@ -146,7 +148,7 @@ def test_transfers_sent_apart_fail_only_the_one_the_ledger_refuses(ledger_addres
     transfer alone, so the good ones are created and only the bad one carries the refusal."""
 
     async def main():
-        client = LedgerClient(ledger_address)
+        client = LedgerClient(ledger_address, tls_transport())
         try:
             return await client.create_transfers_apart(
                 [
@@ -168,7 +170,7 @@ def test_merged_balance_reads_answer_each_caller_and_an_unknown_account_fails_al
     its order; a read naming an account the ledger does not know fails only itself."""
 
     async def main():
-        client = LedgerClient(ledger_address, merge_transfers=True)
+        client = LedgerClient(ledger_address, tls_transport(), merge_transfers=True)
         await client.create_transfers([posted("balance-seed", "iss", "w5", 7)])
         sent: list[list[str]] = []
         read = client._get_balances

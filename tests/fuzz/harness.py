@@ -26,6 +26,7 @@ from tests.fuzz.generator import Pools, RequestGenerator, page_tokens
 from tests.support.databases import new_database_url
 from tests.support.servers import ThreadedServer, start_ledger_thread
 from tests.support.snapshot import snapshot
+from tests.support.tls import channel as tls_channel
 
 ADMIN_KEY = "fuzz-admin-key"
 SERVICE_DESCRIPTORS = tuple(
@@ -126,7 +127,7 @@ class Stack:
             "coalition.partners.v1.PartnersService": self.partners.address,
             "coalition.settlement.v1.SettlementService": self.settlement.address,
         }
-        self.channels = {name: grpc.insecure_channel(address) for name, address in self.addresses.items()}
+        self.channels = {name: tls_channel(address) for name, address in self.addresses.items()}
 
     def snapshot(self) -> dict:
         return {name: snapshot(url) for name, url in self.database_urls.items()}

@@ -11,7 +11,6 @@ import random
 import threading
 from collections import defaultdict
 
-import grpc
 import pytest
 
 from coalition.ledger.v1 import ledger_pb2 as pb
@@ -19,6 +18,7 @@ from coalition.ledger.v1 import ledger_pb2_grpc
 from tests.ledger.helpers import CREATED, CREDIT, DEBIT, account, create_accounts, posted, register_currency
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_process, start_ledger_thread
+from tests.support.tls import channel as tls_channel
 
 SCALE = int(os.environ.get("COALITION_SOAK_SCALE", "1"))  # `make soak` raises it
 CLIENTS = 16
@@ -39,7 +39,7 @@ def _open_accounts(stub, run):
 
 def _client(address, wallets, client_number, results, observed_negative):
     rng = random.Random(client_number)
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         for n in range(TRANSFERS_PER_CLIENT):
             debit, credit = rng.sample(wallets, 2)
@@ -53,7 +53,7 @@ def _client(address, wallets, client_number, results, observed_negative):
 
 
 def _run_workload(addresses):
-    with grpc.insecure_channel(addresses[0]) as channel:
+    with tls_channel(addresses[0]) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         wallets = _open_accounts(stub, f"{random.getrandbits(32):08x}")
         results, negative = [], []

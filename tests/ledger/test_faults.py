@@ -18,6 +18,7 @@ from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from tests.ledger.helpers import CREATED, CREDIT, DEBIT, EXISTS, account, create_accounts, posted, register_currency
 from tests.support.servers import start_ledger_process
+from tests.support.tls import channel as tls_channel
 
 SCALE = int(os.environ.get("COALITION_SOAK_SCALE", "1"))
 BATCHES = 60 * SCALE
@@ -33,7 +34,7 @@ def _batch(number: int, issuance: str, wallets: list[str]) -> list[pb.TransferIn
 
 
 def _load(address: str, batches, stop: threading.Event) -> None:
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         for items in batches:
             if stop.is_set():
@@ -46,7 +47,7 @@ def _load(address: str, batches, stop: threading.Event) -> None:
 
 def test_killed_ledger_leaves_whole_batches_and_replay_completes_exactly_once(ledger_database_url):
     server = start_ledger_process(ledger_database_url)
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         register_currency(stub)
         issuance = "issuance:fault"
@@ -56,7 +57,7 @@ def test_killed_ledger_leaves_whole_batches_and_replay_completes_exactly_once(le
     stop = threading.Event()
     loader = threading.Thread(target=_load, args=(server.address, batches, stop))
     loader.start()
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         watcher = ledger_pb2_grpc.LedgerServiceStub(channel)
         deadline = time.monotonic() + 60
         while watcher.GetTrialBalance(pb.GetTrialBalanceRequest(), timeout=10).commit_sequence < 5 * BATCH_SIZE:
@@ -69,7 +70,7 @@ def test_killed_ledger_leaves_whole_batches_and_replay_completes_exactly_once(le
 
     restarted = start_ledger_process(ledger_database_url)
     try:
-        with grpc.insecure_channel(restarted.address) as channel:
+        with tls_channel(restarted.address) as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             expected_total = 0
             committed_batches = 0

@@ -20,6 +20,7 @@ from coalition.ledger.v1 import ledger_pb2_grpc
 from tests.ledger.helpers import CREATED, CREDIT, DEBIT, account, create_accounts, pending, posted, register_currency
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_process, start_ledger_thread
+from tests.support.tls import channel as tls_channel
 
 SCALE = int(os.environ.get("COALITION_SOAK_SCALE", "1"))
 HOLDS = 80 * SCALE
@@ -122,7 +123,7 @@ def _round(stubs, run: str) -> list[str]:
 
 
 def test_a_hold_read_as_expired_is_never_posted_or_voided_afterwards(ledger_addresses):
-    channels = [grpc.insecure_channel(address) for address in ledger_addresses]
+    channels = [tls_channel(address) for address in ledger_addresses]
     stubs = [ledger_pb2_grpc.LedgerServiceStub(channel) for channel in channels]
     try:
         register_currency(stubs[0])
@@ -148,7 +149,7 @@ def test_a_post_decided_before_expiry_but_paused_past_it_cannot_follow_an_expire
 
     url, cleanup = new_database_url("postgres", tmp_path, "pause")
     server = start_ledger_process(url)
-    channel = grpc.insecure_channel(server.address)
+    channel = tls_channel(server.address)
     stub = ledger_pb2_grpc.LedgerServiceStub(channel)
     pauser = create_engine(url)
     try:

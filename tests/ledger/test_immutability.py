@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from services.common.db import Database, DatabaseOptions, run_transaction
 from tests.ledger.helpers import CREATED, FAILED, pending, post, posted, setup_pts, transfer, unique
 from tests.support.databases import PostgresSchema, require_postgres
+from tests.support.tls import channel as tls_channel
 
 # Table -> an UPDATE that would change every row, if the database let it.
 JOURNAL_UPDATES = {
@@ -151,8 +152,6 @@ def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp
     the trigger can be switched off: the journal is safe from the service's own credentials."""
     import uuid
 
-    import grpc
-
     from coalition.ledger.v1 import ledger_pb2_grpc
     from tests.support.databases import postgres_url, url_with_schema
     from tests.support.servers import start_ledger_thread
@@ -180,7 +179,7 @@ def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp
         app_url = url_with_schema(base, schema.name)
         server = start_ledger_thread(app_url)
         try:
-            with grpc.insecure_channel(server.address) as channel:
+            with tls_channel(server.address) as channel:
                 ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
                 issuance, (wallet, shop) = setup_pts(ledger)
                 hold = pending("hold", wallet, shop, 5, timeout_seconds=600)

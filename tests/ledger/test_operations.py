@@ -21,6 +21,7 @@ from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from tests.ledger.helpers import CREATED, TIMEOUT, account, create_accounts, posted, register_currency
 from tests.support.servers import REPO_ROOT, free_port, start_ledger_process, wait_until_serving
+from tests.support.tls import channel as tls_channel
 
 LEDGER_SERVICE = "coalition.ledger.v1.LedgerService"
 GRACE_PERIOD_SECONDS = 1
@@ -91,7 +92,7 @@ def logged_ledger(ledger_database_url, tmp_path):
 
 
 def health_status(address: str, service: str = "") -> health_pb2.HealthCheckResponse.ServingStatus:
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         return (
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
         )
@@ -123,7 +124,7 @@ def test_sigterm_lets_an_in_flight_batch_finish_and_commit(ledger_database_url):
     """A batch already being written when SIGTERM arrives completes and answers its caller."""
     server = start_ledger_process(ledger_database_url)
     try:
-        with grpc.insecure_channel(server.address) as channel:
+        with tls_channel(server.address) as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             register_currency(stub)
             create_accounts(stub, account("iss", pb.ACCOUNT_SIDE_DEBIT), account("wal", pb.ACCOUNT_SIDE_CREDIT))
@@ -140,7 +141,7 @@ def test_sigterm_lets_an_in_flight_batch_finish_and_commit(ledger_database_url):
         server.process.stderr.close()
     restarted = start_ledger_process(ledger_database_url)
     try:
-        with grpc.insecure_channel(restarted.address) as channel:
+        with tls_channel(restarted.address) as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             wallet = stub.GetBalances(pb.GetBalancesRequest(account_ids=["wal"]), timeout=TIMEOUT).balances[0]
             assert wallet.posted == 8_000
@@ -150,7 +151,7 @@ def test_sigterm_lets_an_in_flight_batch_finish_and_commit(ledger_database_url):
 
 def test_sigterm_turns_health_not_serving_and_cuts_open_streams_after_the_grace_period(logged_ledger):
     server = logged_ledger(COALITION_LOG_LEVEL="info", COALITION_LOG_FORMAT="json")
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         health_watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
         assert next(health_watch).status == health_pb2.HealthCheckResponse.SERVING
         # A follower that never ends on its own: shutdown must not wait for it beyond the grace period.
@@ -176,7 +177,7 @@ def test_sigterm_turns_health_not_serving_and_cuts_open_streams_after_the_grace_
 
 def test_json_logs_have_one_line_per_rpc_with_method_request_id_peer_status_and_duration(logged_ledger):
     server = logged_ledger(COALITION_LOG_LEVEL="info", COALITION_LOG_FORMAT="json")
-    with grpc.insecure_channel(server.address) as channel:
+    with tls_channel(server.address) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         register_currency(ledger)
         create_accounts(ledger, account("issuance:p-1", pb.ACCOUNT_SIDE_DEBIT), account("wallet:m-1"))
@@ -240,7 +241,7 @@ def test_health_check_reports_serving_for_the_server_and_the_ledger_service(ledg
 
 
 def test_server_reflection_lists_and_describes_the_ledger_service(ledger_server):
-    with grpc.insecure_channel(ledger_server.address) as channel:
+    with tls_channel(ledger_server.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),

@@ -24,6 +24,7 @@ from tests.ledger.helpers import (
     unique,
     void,
 )
+from tests.support.tls import channel as tls_channel
 
 
 def _trial(ledger):
@@ -450,7 +451,6 @@ def test_a_post_that_waited_on_a_lock_past_the_timeout_finds_the_hold_expired(le
 def test_a_backlog_of_expired_holds_never_refuses_a_spend_they_no_longer_block(backend, tmp_path, monkeypatch):
     """With the sweeper stopped and more expired holds than one scan page, a batch touching the
     account still releases every one of them before deciding (no wrong, remembered refusal)."""
-    import grpc as grpc_module
 
     from coalition.ledger.v1 import ledger_pb2_grpc
     from services.ledger import limits as ledger_limits
@@ -462,7 +462,7 @@ def test_a_backlog_of_expired_holds_never_refuses_a_spend_they_no_longer_block(b
     url, cleanup = new_database_url(backend, tmp_path, "backlog")
     server = start_ledger_thread(url)
     try:
-        with grpc_module.insecure_channel(server.address) as channel:
+        with tls_channel(server.address) as channel:
             ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
             issuance, (wallet, shop) = setup_pts(ledger)
             holds = [pending(f"h-{n}", wallet, shop, 10, timeout_seconds=1) for n in range(5)]

@@ -19,6 +19,7 @@ from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
+from tests.support.tls import channel as tls_channel
 
 ADMIN_KEY = "test-admin-key"
 DAY_US = 86_400 * 1_000_000
@@ -58,7 +59,7 @@ class Coalition:
     """A client of the real servers with the helpers the tests share."""
 
     def __init__(self, address: str, clock: MovableClock, ledger_address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+        self.channel = tls_channel(address)
         self.stub = partners_pb2_grpc.PartnersServiceStub(self.channel)
         self.clock = clock
         self.ledger_address = ledger_address

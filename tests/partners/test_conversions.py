@@ -10,6 +10,7 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from tests.partners.conftest import unique
+from tests.support.tls import channel as tls_channel
 
 Code = grpc.StatusCode
 
@@ -66,7 +67,7 @@ def test_one_full_block_converts_with_its_bonus_and_moves_linked_legs(coalition,
     again = pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote.quote_id)
     assert coalition.error("ExecuteConversion", again, hotel.key) == (Code.FAILED_PRECONDITION, "QUOTE_ALREADY_USED")
     # The operator's exchange accounts carry each side; every currency still sums to zero.
-    with grpc.insecure_channel(coalition.ledger_address) as channel:
+    with tls_channel(coalition.ledger_address) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         balances = ledger.GetBalances(
             ledger_pb2.GetBalancesRequest(

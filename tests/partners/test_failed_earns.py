@@ -26,6 +26,7 @@ from tests.ledger.helpers import posted
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
+from tests.support.tls import channel as tls_channel
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -360,7 +361,7 @@ def test_an_earn_the_ledger_refuses_but_holds_under_its_id_keeps_its_receipt(ref
     client.earn(shop, member_id, [1000])  # 5 points; the wallet exists
     request = _earn_request(shop, member_id)
     earn_id = model.earn_transfer_id(shop.partner_id, request.request_id)
-    with grpc.insecure_channel(client.ledger_address) as channel:
+    with tls_channel(client.ledger_address) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         held = posted(
             earn_id, model.issuance_account_id("PTS", shop.partner_id), model.wallet_account_id("PTS", member_id), 7

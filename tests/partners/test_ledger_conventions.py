@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-import grpc
-
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from tests.partners.conftest import unique
+from tests.support.tls import channel as tls_channel
 
 
 def test_accounts_and_metadata_follow_the_team_conventions(coalition):
@@ -21,7 +20,7 @@ def test_accounts_and_metadata_follow_the_team_conventions(coalition):
         request_id=unique("ret"), point_of_sale=hotel.pos(), receipt_id=earn.receipt_id, line_numbers=[1]
     )
     coalition.call("Return", back, hotel.key)
-    with grpc.insecure_channel(coalition.ledger_address) as channel:
+    with tls_channel(coalition.ledger_address) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         expected = {
             f"issuance:PTS:{hotel.partner_id}": ("PTS", lpb.ACCOUNT_SIDE_DEBIT, hotel.partner_id, "partner_issuance"),

@@ -21,6 +21,7 @@ from services.partners.store import redemptions as redemption_store
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
+from tests.support.tls import channel as tls_channel
 
 Code = grpc.StatusCode
 WAIT_SECONDS_MAX = 15
@@ -47,7 +48,7 @@ class Recovering:
             time.sleep(0.05)
 
     def ledger_transfers(self, ids: list[str]) -> dict[str, ledger_pb2.Transfer]:
-        with grpc.insecure_channel(self.client.ledger_address) as channel:
+        with tls_channel(self.client.ledger_address) as channel:
             ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
             found = ledger.GetTransfers(ledger_pb2.GetTransfersRequest(ids=ids), timeout=10).transfers
         return {transfer.id: transfer for transfer in found}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from coalition.ledger.v1 import ledger_pb2_grpc
@@ -10,6 +9,8 @@ from coalition.settlement.v1 import settlement_pb2_grpc
 from services.settlement.server import SettlementSettings, start
 from tests.support.databases import new_database_url
 from tests.support.servers import ThreadedServer
+from tests.support.tls import channel as tls_channel
+from tests.support.tls import transport as tls_transport
 
 ADMIN_KEY = "test-admin-key-settlement"
 ADMIN_METADATA = (("authorization", f"Bearer {ADMIN_KEY}"),)
@@ -35,6 +36,7 @@ def settlement_settings(database_url: str, ledger_address: str) -> SettlementSet
         db_statement_timeout_ms=15_000,
         grpc_grace_period_seconds=1,
         grpc_concurrent_rpcs_max=16,
+        transport=tls_transport("settlement"),
     )
 
 
@@ -64,11 +66,11 @@ class AdminStub:
 
 @pytest.fixture
 def settlement(settlement_server):
-    with grpc.insecure_channel(settlement_server.address) as channel:
+    with tls_channel(settlement_server.address) as channel:
         yield AdminStub(channel)
 
 
 @pytest.fixture
 def ledger_stub(ledger_server):
-    with grpc.insecure_channel(ledger_server.address) as channel:
+    with tls_channel(ledger_server.address) as channel:
         yield ledger_pb2_grpc.LedgerServiceStub(channel)

@@ -18,6 +18,7 @@ from services.settlement.server import start
 from tests.settlement import scripted_month as month
 from tests.settlement.conftest import AdminStub, settlement_settings
 from tests.support.servers import ThreadedServer
+from tests.support.tls import channel as tls_channel
 
 CALLERS = 6
 ROUNDS = 4
@@ -62,8 +63,8 @@ def test_concurrent_closes_of_one_period_answer_closed_now_exactly_once(
 ):
     month.setup_ledger(ledger_stub)
     with (
-        grpc.insecure_channel(settlement_server.address) as first,
-        grpc.insecure_channel(second_settlement_server.address) as second,
+        tls_channel(settlement_server.address) as first,
+        tls_channel(second_settlement_server.address) as second,
     ):
         stubs = [AdminStub(first if index % 2 == 0 else second) for index in range(CALLERS)]
         start_us = month.tick()

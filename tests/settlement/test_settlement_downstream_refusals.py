@@ -21,6 +21,7 @@ from services.settlement.server import start
 from tests.settlement import scripted_month as month
 from tests.settlement.conftest import AdminStub, settlement_settings
 from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.tls import channel as tls_channel
 
 FORMATS = (spb.REPORT_FORMAT_CSV, spb.REPORT_FORMAT_HTML, spb.REPORT_FORMAT_PDF)
 
@@ -101,7 +102,7 @@ def overloaded(ledger_database_url, settlement_database_url):
     """A real ledger that admits no unary call: every one is RESOURCE_EXHAUSTED (streams have their own pool)."""
     ledger = start_ledger_thread(ledger_database_url, grpc_concurrent_rpcs_max=0)
     settlement_server = ThreadedServer(lambda: start(settlement_settings(settlement_database_url, ledger.address)))
-    with grpc.insecure_channel(settlement_server.address) as channel:
+    with tls_channel(settlement_server.address) as channel:
         yield AdminStub(channel)
     settlement_server.stop()
     ledger.stop()

@@ -26,13 +26,14 @@ from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
 from services.settlement.server import MIGRATIONS, VERSION_TABLE
 from tests.settlement import scripted_month as month
+from tests.support.tls import transport as tls_transport
 
 
 class HidingLedgerClient(LedgerClient):
     """Hides one posted EARN transfer from activity reads, as if it committed after them."""
 
-    def __init__(self, address: str, hidden: lpb.Transfer) -> None:
-        super().__init__(address)
+    def __init__(self, address: str, transport, hidden: lpb.Transfer) -> None:
+        super().__init__(address, transport)
         self.hidden = hidden
 
     async def activity(self, start_us, end_us, account_ids):
@@ -68,7 +69,7 @@ def test_transfer_committed_after_the_close_is_a_prior_period_adjustment(
     month.setup_ledger(ledger_stub)
 
     async def scenario():
-        real = LedgerClient(ledger_server.address)
+        real = LedgerClient(ledger_server.address, tls_transport())
         context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
 
         start = month.tick()
@@ -96,7 +97,11 @@ def test_transfer_committed_after_the_close_is_a_prior_period_adjustment(
         )
         end = month.tick()
         hiding = SettlementContext(
-            settlement_database, HidingLedgerClient(ledger_server.address, racing), context.time_zone, 0, 0
+            settlement_database,
+            HidingLedgerClient(ledger_server.address, tls_transport(), racing),
+            context.time_zone,
+            0,
+            0,
         )
         first, _ = await periods.close_period(hiding, "p1", start, end)
         assert first.statement("retailer").net_cents == 1000
@@ -158,8 +163,8 @@ def test_interrupted_close_is_finished_by_closing_again(settlement_database, led
     month.setup_ledger(ledger_stub)
 
     async def scenario():
-        real = LedgerClient(ledger_server.address)
-        failing = FailingPostLedgerClient(ledger_server.address)
+        real = LedgerClient(ledger_server.address, tls_transport())
+        failing = FailingPostLedgerClient(ledger_server.address, tls_transport())
         context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
         broken = SettlementContext(settlement_database, failing, context.time_zone, 0, 0)
         start = month.tick()
@@ -220,7 +225,7 @@ def test_an_agreement_recorded_while_a_close_computes_is_priced_in(settlement_da
     earn = lpb.TRANSFER_CODE_EARN
 
     async def scenario():
-        real = LedgerClient(ledger_server.address)
+        real = LedgerClient(ledger_server.address, tls_transport())
         context = SettlementContext(settlement_database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
         start = month.tick()
         for message in month.base_agreements(start - 1):

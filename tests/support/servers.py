@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.grpc_server import RunningServer
+from tests.support.tls import channel as tls_channel
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,7 +49,7 @@ def free_port() -> int:
 
 def wait_until_serving(address: str, timeout_seconds: float = 60) -> None:
     deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
