@@ -148,36 +148,22 @@ def test_run_transaction_retries_a_postgres_deadlock_until_both_units_complete()
 
 
 def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp_path):
-    """The README's production grants are enough to run the ledger, and under them not even
-    the trigger can be switched off: the journal is safe from the service's own credentials."""
-    import uuid
+    """The ledger's production grants (services/ledger/migrations/grants.sql) are enough to run
+    it, and under them not even the trigger can be switched off: the journal is safe from the
+    service's own credentials."""
 
     from coalition.ledger.v1 import ledger_pb2_grpc
-    from tests.support.databases import postgres_url, url_with_schema
+    from tests.support.roles import ServiceRole
     from tests.support.servers import start_ledger_thread
 
     require_postgres()
     schema = PostgresSchema("roles")
-    role = f"ledger_app_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
-    owner_server = start_ledger_thread(schema.url)  # the owner migrates
-    owner_server.stop()
-    grants = [
-        f"CREATE ROLE {role} LOGIN",
-        f'GRANT USAGE ON SCHEMA "{schema.name}" TO {role}',
-        f'GRANT SELECT, INSERT ON "{schema.name}".currencies, "{schema.name}".accounts, "{schema.name}".transfers, '
-        f'"{schema.name}".entries, "{schema.name}".hold_resolutions, "{schema.name}".transfer_failures TO {role}',
-        f'GRANT SELECT, INSERT, UPDATE ON "{schema.name}".account_balances, "{schema.name}".ledger_clock TO {role}',
-        f'GRANT SELECT, INSERT, DELETE ON "{schema.name}".open_holds TO {role}',
-        f'GRANT SELECT ON "{schema.name}".alembic_version_ledger TO {role}',
-    ]
+    role = None
     try:
-        with admin.connect() as connection:
-            for statement in grants:
-                connection.execute(text(statement))
-        base = postgres_url().replace("postgres@", f"{role}@", 1)
-        app_url = url_with_schema(base, schema.name)
-        server = start_ledger_thread(app_url)
+        owner_server = start_ledger_thread(schema.url)  # the owner migrates
+        owner_server.stop()
+        role = ServiceRole("ledger", schema.name, schema.url)
+        server = start_ledger_thread(role.url)
         try:
             with tls_channel(server.address) as channel:
                 ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
@@ -187,7 +173,7 @@ def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp
                 assert [r.status for r in results] == [CREATED] * 3
         finally:
             server.stop()
-        app = create_engine(app_url)
+        app = create_engine(role.url)
         try:
             for statement in (
                 "UPDATE transfers SET amount = amount + 1",
@@ -201,7 +187,5 @@ def test_the_ledger_runs_as_a_role_that_can_only_read_and_append_the_journal(tmp
             app.dispose()
     finally:
         schema.drop()
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP OWNED BY {role}"))
-            connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
-        admin.dispose()
+        if role is not None:
+            role.drop()

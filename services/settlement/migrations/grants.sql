@@ -1,0 +1,11 @@
+-- The settlement service's run-time role: it records price agreements, freezes a period's
+-- statements and reconciliations, and moves a period from CLOSING to CLOSED. No DELETE, no
+-- TRUNCATE, no DDL, and no UPDATE of a frozen figure (README, "Running on PostgreSQL").
+--
+-- Run as the owner that ran the migrations, with search_path set to settlement's schema, after
+-- every `make migrate`; a migration that adds a table adds its line here. GRANT is idempotent.
+GRANT SELECT, INSERT ON settlement_price_agreements, settlement_statements, settlement_statement_lines,
+    settlement_roll_forwards, settlement_reconciliations, settlement_reconciliation_rows TO settlement_app;
+GRANT SELECT, INSERT, UPDATE ON settlement_periods TO settlement_app;
+-- At head, the migration on start only reads which revision the schema is at.
+GRANT SELECT ON alembic_version_settlement TO settlement_app;
