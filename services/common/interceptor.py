@@ -55,7 +55,8 @@ def as_service_error(error: Exception) -> ServiceError | None:
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:
     details = error.to_rpc_status().SerializeToString()
-    await context.abort(error.code, error.message, trailing_metadata=(("grpc-status-details-bin", details),))
+    trailing_metadata = (("grpc-status-details-bin", details), *error.trailing_metadata())
+    await context.abort(error.code, error.message, trailing_metadata=trailing_metadata)
 
 
 class _Call:

@@ -21,6 +21,8 @@ class Caller:
     is_admin: bool
     active: bool = True
     programme_currency: str = ""
+    # SHA-256 of the partner's API key (empty for the admin key): what rate limits are kept by.
+    key_hash: str = ""
 
 
 async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
@@ -45,6 +47,7 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
         is_admin=False,
         active=row.status == "active",
         programme_currency=row.programme_currency_code or "",
+        key_hash=key_hash,
     )
 
 

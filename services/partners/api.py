@@ -25,12 +25,14 @@ from services.partners.recording import as_service_error
 
 
 def _rpc(admin: bool = False):
-    """Authenticate every call; domain refusals become INVALID_ARGUMENT / FAILED_PRECONDITION."""
+    """Authenticate and rate-limit every call; domain refusals become INVALID_ARGUMENT /
+    FAILED_PRECONDITION."""
 
     def decorate(method):
         @functools.wraps(method)
         async def handler(self: PartnersApi, request, context):
             caller = await authenticate(self.app, context)
+            self.app.rate_limits.admit_call(caller)
             if admin:
                 require_admin(caller)
             try:
@@ -145,7 +147,9 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc()
     async def LookupMember(self, request, caller: Caller):
-        row, count = await members.lookup(self.app, members.MemberRef(alias=wire.alias(request.alias)))
+        alias = wire.alias(request.alias)
+        self.app.rate_limits.admit_member_lookup(caller, alias.kind)
+        row, count = await members.lookup(self.app, members.MemberRef(alias=alias))
         return pb.LookupMemberResponse(member=wire.member_message(row, count))
 
     @_rpc()

@@ -16,6 +16,7 @@ from services.common.db import Database
 from services.common.group_commit import GroupCommit
 from services.common.ledger_client import LedgerClient
 from services.partners.facts import Facts
+from services.partners.rate_limits import RateLimits
 
 T = TypeVar("T")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
@@ -35,6 +36,7 @@ class App:
     # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
     known_wallets: set[str] = field(default_factory=set)
     facts: Facts = field(default_factory=Facts)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
 

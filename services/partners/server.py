@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -18,7 +20,8 @@ from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
 from services.common.mode import secret_setting
 from services.common.tls import Transport
-from services.partners import model, partners_admin, recovery
+from services.common.token_buckets import Rate
+from services.partners import model, partners_admin, rate_limits, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
 
@@ -62,6 +65,12 @@ class PartnersSettings:
     transport: Transport
     pending_earn_recovery_interval_seconds: float = 30
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # Per partner API key and process (services/partners/rate_limits.py). No "off" value: a
+    # deployment that limits elsewhere sets them high.
+    rate_limit_calls_per_second: int = rate_limits.CALLS_PER_SECOND_DEFAULT
+    rate_limit_burst_calls: int = rate_limits.CALLS_BURST_DEFAULT
+    lookup_rate_limit_calls_per_minute: int = rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_PER_MINUTE_DEFAULT
+    lookup_rate_limit_burst_calls: int = rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_BURST_DEFAULT
 
     @classmethod
     def from_env(cls) -> PartnersSettings:
@@ -82,6 +91,22 @@ class PartnersSettings:
                 "COALITION_PARTNERS_PENDING_EARN_RECOVERY_INTERVAL_SECONDS", 30, minimum=1, maximum=3_600
             ),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
+            rate_limit_calls_per_second=env_int(
+                "COALITION_PARTNERS_RATE_LIMIT_PER_SECOND", rate_limits.CALLS_PER_SECOND_DEFAULT, minimum=1
+            ),
+            rate_limit_burst_calls=env_int(
+                "COALITION_PARTNERS_RATE_LIMIT_BURST", rate_limits.CALLS_BURST_DEFAULT, minimum=1
+            ),
+            lookup_rate_limit_calls_per_minute=env_int(
+                "COALITION_PARTNERS_LOOKUP_RATE_LIMIT_PER_MINUTE",
+                rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_PER_MINUTE_DEFAULT,
+                minimum=1,
+            ),
+            lookup_rate_limit_burst_calls=env_int(
+                "COALITION_PARTNERS_LOOKUP_RATE_LIMIT_BURST",
+                rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_BURST_DEFAULT,
+                minimum=1,
+            ),
         )
         return settings
 
@@ -108,8 +133,23 @@ async def _bootstrap_ledger(app: App) -> None:
             await asyncio.sleep(LEDGER_BOOTSTRAP_BACKOFF_SECONDS)
 
 
-async def start(settings: PartnersSettings | None = None, clock: Clock = system_clock) -> RunningServer:
-    """Start serving; `clock` (microseconds, UTC) is injectable so tests can move time."""
+def _rate_limits(settings: PartnersSettings, clock: Callable[[], int]) -> rate_limits.RateLimits:
+    return rate_limits.RateLimits(
+        calls=Rate(settings.rate_limit_calls_per_second, 1, settings.rate_limit_burst_calls),
+        lookups_by_phone_or_email=Rate(
+            settings.lookup_rate_limit_calls_per_minute, 60, settings.lookup_rate_limit_burst_calls
+        ),
+        clock=clock,
+    )
+
+
+async def start(
+    settings: PartnersSettings | None = None,
+    clock: Clock = system_clock,
+    rate_limit_clock: Callable[[], int] = time.monotonic_ns,
+) -> RunningServer:
+    """Start serving. The clocks are injectable so tests can move time: `clock` (microseconds,
+    UTC) for the domain, `rate_limit_clock` (monotonic nanoseconds) for the rate limits."""
     global _current
     settings = settings or PartnersSettings.from_env()
     admin_key = AdminKey(settings.admin_api_key)
@@ -119,7 +159,14 @@ async def start(settings: PartnersSettings | None = None, clock: Clock = system_
     ledger = LedgerClient(
         settings.ledger_address, settings.transport, settings.ledger_deadline_ms / 1000, merge_transfers=True
     )
-    app = App(database, ledger, admin_key, settings.alias_hash_key.encode(), clock)
+    app = App(
+        database,
+        ledger,
+        admin_key,
+        settings.alias_hash_key.encode(),
+        clock,
+        rate_limits=_rate_limits(settings, rate_limit_clock),
+    )
     await _bootstrap_ledger(app)
 
     def register(server):

@@ -137,9 +137,10 @@ def start_partners_process(
 
 
 def start_partners_thread(
-    database_url: str, ledger_address: str, admin_api_key: str, clock=None, **overrides
+    database_url: str, ledger_address: str, admin_api_key: str, clock=None, rate_limit_clock=None, **overrides
 ) -> ThreadedServer:
-    """A partners server on a free loopback port; `clock` (microseconds) moves its time."""
+    """A partners server on a free loopback port; `clock` (microseconds) moves its time,
+    `rate_limit_clock` (monotonic nanoseconds) the time its rate limits see."""
     import dataclasses
 
     from services.partners.server import PartnersSettings, start
@@ -153,4 +154,6 @@ def start_partners_thread(
         grpc_grace_period_seconds=1,
         **overrides,
     )
-    return ThreadedServer(lambda: start(settings, clock) if clock is not None else start(settings))
+    clocks = {"clock": clock, "rate_limit_clock": rate_limit_clock}
+    given = {name: value for name, value in clocks.items() if value is not None}
+    return ThreadedServer(lambda: start(settings, **given))
