@@ -38,7 +38,7 @@ gen-force:
 	touch $(GENERATED)
 
 run: setup
-	$(PY) -m services.run
+	COALITION_ENV=development $(PY) -m services.run
 
 migrate: setup
 	$(PY) -m services.migrate

@@ -1,6 +1,10 @@
 """The demo coalition seeded by `make run`: idempotent, so restarts change nothing.
 
-The demo API keys are fixed, documented development values (never use them elsewhere).
+The demo API keys are fixed, documented development values (never use them elsewhere), so the
+seed runs only in development and only on a partners database that holds nothing but the demo:
+no partner at all (empty, such as a fresh var/partners.db), or only partners equal to those in
+PARTNERS (same id, kind, name and programme currency). A database with any other partner is a
+real coalition (or a developer's own): the seed then writes nothing and logs `demo_seed_skipped`.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from decimal import Decimal
 
 import structlog
 
+from services.common.demo import DEMO_PARTNER_IDS, SKIPPED_EVENT
+from services.common.mode import DEVELOPMENT, ENV_SETTING, is_development
 from services.partners import converting, earn_pricing, members, model, partners_admin, rules_admin
 from services.partners.access import Caller
 from services.partners.app import App
@@ -24,6 +30,8 @@ PARTNERS = (
     ("grand-hotels", "hotel", "Grand Hotels", "HOTELPTS", "gh-paris-01", ("desk-1",)),
     ("skyair", "airline", "SkyAir", "AIRMILES", "sa-web", ("web-1",)),
 )
+if frozenset(partner_id for partner_id, *_ in PARTNERS) != DEMO_PARTNER_IDS:
+    raise RuntimeError("services/common/demo.py DEMO_PARTNER_IDS must name exactly the partners seeded here")
 DEMO_KEYS = {partner_id: f"demo-{partner_id}-key" for partner_id, *_ in PARTNERS}
 DEMO_CARDS = ("6001000000000001", "6001000000000002", "6001000000000003")
 
@@ -74,7 +82,42 @@ def _conversion_rules(now: int) -> list[converting.ConversionRule]:
     ]
 
 
+async def partners_not_from_demo(app: App) -> list[str]:
+    """Ids of partners in the database that the demo did not create (at most len(PARTNERS) + 1 of them).
+
+    A partner counts as the demo's only if it equals one in PARTNERS, so a real partner that happens
+    to use a demo id is not mistaken for it. Reading len(PARTNERS) + 1 rows is enough: a database
+    with more partners than the demo has holds at least one the demo did not create.
+    """
+    demo = {(partner_id, kind, name, currency) for partner_id, kind, name, currency, *_ in PARTNERS}
+    rows, _ = await partners_admin.list_partners(app, len(PARTNERS) + 1, "")
+    return [
+        row.partner_id
+        for row in rows
+        if (row.partner_id, row.kind, row.display_name, row.programme_currency_code or "") not in demo
+    ]
+
+
 async def seed(app: App) -> None:
+    """Seed the demo coalition where the rule above allows it; otherwise write nothing and say why."""
+    if not is_development():
+        _log.info(
+            SKIPPED_EVENT,
+            reason=f"{ENV_SETTING} is not {DEVELOPMENT}: demo partners and keys are never seeded in production",
+        )
+        return
+    strangers = await partners_not_from_demo(app)
+    if strangers:
+        _log.warning(
+            SKIPPED_EVENT,
+            reason="the partners database holds partners the demo did not create; it is left untouched",
+            partner_ids=strangers,
+        )
+        return
+    await _seed(app)
+
+
+async def _seed(app: App) -> None:
     now = app.clock()
     for partner_id, kind, name, currency, store_id, terminals in PARTNERS:
         await partners_admin.register_partner(app, partners_admin.NewPartner(partner_id, kind, name, currency))

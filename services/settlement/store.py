@@ -246,6 +246,12 @@ def all_agreements(connection: Connection) -> list[PriceAgreement]:
     return [_agreement_from_row(row) for row in rows]
 
 
+def priced_partner_ids(connection: Connection, limit: int) -> frozenset[str]:
+    """Partners with at least one agreement version: the first `limit` by id."""
+    query = select(price_agreements.c.partner_id).distinct().order_by(price_agreements.c.partner_id).limit(limit)
+    return frozenset(connection.execute(query).scalars())
+
+
 def list_agreements(
     connection: Connection, partner_id: str, after: tuple[str, int] | None, limit: int
 ) -> list[tuple[PriceAgreement, int]]:

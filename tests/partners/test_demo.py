@@ -1,16 +1,26 @@
-"""The demo seed is idempotent and the demo POS client runs end to end against it."""
+"""The demo seed is idempotent, the demo POS client runs against it, a real partner is never taken for the demo's.
+
+The whole rule (development only, nothing but the demo) is shown across services in tests/test_demo_seed.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 
-from services.partners import demo_client, server
+import grpc
+
+from coalition.partners.v1 import partners_pb2 as pb
+from services.common.mode import DEVELOPMENT, ENV_SETTING
+from services.partners import demo, demo_client, server
+from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock
 from tests.support.databases import new_database_url
-from tests.support.servers import ThreadedServer, start_ledger_thread
+from tests.support.servers import ThreadedServer, start_ledger_thread, start_partners_thread
+from tests.support.snapshot import snapshot
 
 
-def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys):
+def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)  # what `make run` sets; tests/test_demo_seed.py has the rule
     ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
     partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
     ledger = start_ledger_thread(ledger_url)
@@ -34,3 +44,28 @@ def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys):
     assert "demo-fresh-mart-key" in output
     assert "60000 HOTELPTS -> 25000 AIRMILES" in output
     assert "AIRMILES" in output.split("5. Balances")[-1]
+
+
+def test_a_real_partner_using_a_demo_id_is_not_mistaken_for_the_demo(tmp_path, monkeypatch):
+    # Same id as the demo's FreshMart, another name: the seed must not give it the published key.
+    monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)
+    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
+    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
+    ledger = start_ledger_thread(ledger_url)
+    partners = start_partners_thread(partners_url, ledger.address, ADMIN_KEY)
+    client = Coalition(partners.address, MovableClock(), ledger.address)
+    try:
+        real = pb.Partner(partner_id="fresh-mart", kind=pb.PARTNER_KIND_RETAILER, display_name="Fresh Mart GmbH")
+        client.call("RegisterPartner", pb.RegisterPartnerRequest(partner=real))
+        before = snapshot(partners_url)
+        asyncio.run_coroutine_threadsafe(server.seed_demo(), partners._loop).result(timeout=60)
+        assert snapshot(partners_url) == before
+        request = pb.GetPartnerRequest(partner_id="fresh-mart")
+        assert client.error("GetPartner", request, demo.DEMO_KEYS["fresh-mart"]) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "INVALID_API_KEY",
+        )
+    finally:
+        client.close()
+        partners.stop()
+        ledger.stop()

@@ -270,22 +270,62 @@ def _iso(micros: int) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
 
 
-def test_demo_seed_prices_every_partner_so_a_preview_works(settlement, settlement_server, ledger_stub):
+def _demo_ledger(ledger_stub) -> None:
+    """Some of the demo partners' currencies and accounts on the ledger, as partners' demo seed makes them."""
+    for code, scale, owner in (("PTS", 0, "operator"), ("HOTELPTS", 0, "grand-hotels"), ("AIRMILES", 0, "skyair")):
+        currency = lpb.Currency(code=code, scale=scale, owner_id=owner)
+        ledger_stub.RegisterCurrency(lpb.RegisterCurrencyRequest(currency=currency), timeout=10)
+    accounts = [
+        ("issuance:PTS:fuelco", "PTS", month.DEBIT, "fuelco", "partner_issuance", False),
+        ("issuance:HOTELPTS:grand-hotels", "HOTELPTS", month.DEBIT, "grand-hotels", "partner_issuance", False),
+        ("issuance:AIRMILES:skyair", "AIRMILES", month.DEBIT, "skyair", "partner_issuance", False),
+        ("exchange:AIRMILES:HOTELPTS", "AIRMILES", month.DEBIT, "operator", "operator_exchange", False),
+        ("wallet:PTS:m1", "PTS", month.CREDIT, "m1", "member_wallet", True),
+    ]
+    request = lpb.CreateAccountsRequest(
+        accounts=[
+            lpb.Account(id=i, currency_code=c, normal_side=side, owner_id=o, kind=k, no_overdraft=n)
+            for i, c, side, o, k, n in accounts
+        ]
+    )
+    results = ledger_stub.CreateAccounts(request, timeout=10).results
+    assert all(r.status != lpb.ITEM_STATUS_FAILED for r in results), results
+
+
+def _seed_demo_twice(settlement_server) -> None:
     import asyncio
 
     from services.settlement import server as settlement_server_module
 
-    month.setup_ledger(ledger_stub)
+    for _ in range(2):
+        asyncio.run_coroutine_threadsafe(settlement_server_module.seed_demo(), settlement_server._loop).result(30)
+
+
+def test_demo_seed_prices_the_demo_partners_so_a_preview_works(settlement, settlement_server, ledger_stub, monkeypatch):
+    monkeypatch.setenv("COALITION_ENV", "development")  # what `make run` sets
+    _demo_ledger(ledger_stub)
     start = month.tick()
-    month.transfer(ledger_stub, "d1", "issuance:PTS:fuel", "wallet:PTS:m1", 100, "PTS", lpb.TRANSFER_CODE_EARN)
+    month.transfer(ledger_stub, "d1", "issuance:PTS:fuelco", "wallet:PTS:m1", 100, "PTS", lpb.TRANSFER_CODE_EARN)
     end = month.tick()
-    asyncio.run_coroutine_threadsafe(settlement_server_module.seed_demo(), settlement_server._loop).result(30)
-    asyncio.run_coroutine_threadsafe(settlement_server_module.seed_demo(), settlement_server._loop).result(30)
+    _seed_demo_twice(settlement_server)
     listed = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(page_size=2))
     assert len(listed.agreements) == 2 and listed.next_page_token
-    airline = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(partner_id="airline")).agreements
-    assert [(c.from_currency_code, c.to_currency_code) for c in airline[0].conversion_prices] == [
+    listed = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest()).agreements
+    assert [a.agreement_id for a in listed] == ["demo-fuelco", "demo-grand-hotels", "demo-skyair"]
+    skyair = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(partner_id="skyair")).agreements
+    assert [(c.from_currency_code, c.to_currency_code) for c in skyair[0].conversion_prices] == [
         ("HOTELPTS", "AIRMILES")
     ]
     preview = settlement.PreviewStatement(spb.PreviewStatementRequest(period=selector("demo", start, end)))
-    assert nets(preview.settlement) == {"fuel": 100}
+    assert nets(preview.settlement) == {"fuelco": 100}
+
+
+def test_demo_seed_prices_nobody_when_the_ledger_lists_partners_outside_the_demo(
+    settlement, settlement_server, ledger_stub, monkeypatch
+):
+    # The scripted month's partners (retailer, fuel, hotel, airline) are not the demo's: a real
+    # coalition, where a demo price would bill a partner without an agreement at EUR 0.01.
+    monkeypatch.setenv("COALITION_ENV", "development")
+    month.setup_ledger(ledger_stub)
+    _seed_demo_twice(settlement_server)
+    assert list(settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest()).agreements) == []
