@@ -38,7 +38,7 @@ gen-force:
 	touch $(GENERATED)
 
 run: setup
-	COALITION_ENV=development $(PY) -m services.run
+	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.run
 
 migrate: setup
 	$(PY) -m services.migrate
@@ -80,8 +80,8 @@ bench-settlement: setup
 
 # Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview.
 demo: setup
-	$(PY) -m services.partners.demo_client
-	$(PY) -m services.settlement.cli preview $$(date +%Y-%m)
+	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.partners.demo_client
+	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview $$(date +%Y-%m)
 
 clean:
 	rm -rf $(VENV) gen var .tools .pytest_cache .hypothesis

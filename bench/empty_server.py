@@ -16,6 +16,7 @@ from services.common.config import log_format, log_level
 from services.common.grpc_server import ServerOptions, run_until_signalled, start_server
 from services.common.interceptor import CallLimits
 from services.common.logs import configure_logging
+from services.common.tls import Transport
 
 METHOD_SERVICE = "coalition.bench.v1.BenchService"
 
@@ -35,7 +36,7 @@ async def _main(address: str, bare: bool) -> None:
     if bare:
         server = grpc.aio.server()
         _register(server)
-        server.add_insecure_port(address)
+        Transport.development("ledger").add_port(server, address)
         await server.start()
         await server.wait_for_termination()
         return
@@ -43,7 +44,9 @@ async def _main(address: str, bare: bool) -> None:
     # when no method has its own size; naming Ping at the default size admits exactly the same.
     limits = CallLimits()
     limits = replace(limits, request_bytes_max_by_method={"Ping": limits.request_bytes_max_default})
-    running = await start_server(ServerOptions(listen_address=address, call_limits=limits), _register)
+    running = await start_server(
+        ServerOptions(listen_address=address, transport=Transport.development("ledger"), call_limits=limits), _register
+    )
     await run_until_signalled([running])
 
 

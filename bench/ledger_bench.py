@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import grpc
 from sqlalchemy import create_engine
 
+from bench import tls
 from bench.empty_server import METHOD_SERVICE
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
@@ -135,7 +136,7 @@ async def closed_loop(name: str, call, seconds: float, concurrency: int = CONCUR
 
 
 async def _baseline(address: str, seconds: float) -> dict:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.aio_channel(address) as channel:
         ping = channel.unary_unary(f"/{METHOD_SERVICE}/Ping")
         await ping(b"", timeout=30, wait_for_ready=True)
 
@@ -183,7 +184,7 @@ def analyze_schema(database_url: str) -> None:
 
 async def _ledger_workloads(address: str, database_url: str, seconds: float, batches: int) -> list[dict]:
     run = uuid.uuid4().hex[:8]
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.aio_channel(address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         hot, wallets = await _prepare(stub, run)
         analyze_schema(database_url)
@@ -326,6 +327,7 @@ def require_postgres() -> None:
 
 async def _main(arguments) -> None:
     require_postgres()
+    tls.use_development_pki()
     seconds = arguments.seconds
     bare, baseline = await measure_baselines(seconds)
     results = await measure_ledger(seconds, arguments.batches)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bench import tls
 from bench.ledger_bench import (
     CONCURRENCY,
     Tally,
@@ -224,7 +225,7 @@ class PosClient:
     """One grpc.aio channel per partners process; each call goes to the next one in turn."""
 
     def __init__(self, addresses: list[str]) -> None:
-        self._channels = [grpc.aio.insecure_channel(address) for address in addresses]
+        self._channels = [tls.aio_channel(address) for address in addresses]
         self._stubs = [partners_pb2_grpc.PartnersServiceStub(channel) for channel in self._channels]
         self._turn = itertools.count()
 
@@ -762,6 +763,7 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.seconds, arguments.batches = 2.0, 3
+    tls.use_development_pki()
     asyncio.run(soak(arguments) if arguments.soak else bench(arguments))
 
 

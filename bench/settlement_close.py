@@ -28,11 +28,11 @@ import sys
 import time
 from zoneinfo import ZoneInfo
 
-import grpc
-
+from bench import tls
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.db import Database, DatabaseOptions, migrate
+from services.common.tls import Transport
 from services.settlement import model, periods, store
 from services.settlement.context import SettlementContext
 from services.settlement.ledger_client import LedgerClient
@@ -210,7 +210,7 @@ async def _main(transfers: int) -> int:
     try:
         wait_until_serving(address)
         migrate(database, MIGRATIONS, VERSION_TABLE)
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with tls.aio_channel(address) as channel:
             stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             await _setup(stub)
             start_us = now_us()
@@ -224,7 +224,7 @@ async def _main(transfers: int) -> int:
             await asyncio.sleep(0.01)
         for agreement in _agreements(start_us - 1, price_change_us):
             database.write(lambda connection, a=agreement: store.insert_agreement(connection, a, now_us()))
-        ledger = LedgerClient(address)
+        ledger = LedgerClient(address, Transport.development("settlement"))
         context = SettlementContext(database, ledger, ZoneInfo("Europe/Amsterdam"), close_delay_seconds=0)
         closing = time.perf_counter()
         settlement, closed_now = await periods.close_period(context, "bench", start_us, end_us)
@@ -251,6 +251,7 @@ async def _main(transfers: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transfers", type=int, default=1_000_000)
+    tls.use_development_pki()
     sys.exit(asyncio.run(_main(parser.parse_args().transfers)))
 
 

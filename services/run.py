@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from services.common.config import apply_gil_switch_interval, log_format, log_level
+from services.common.config import ConfigError, apply_gil_switch_interval, log_format, log_level
 from services.common.grpc_server import run_until_signalled
 from services.common.logs import configure_logging
+from services.common.mode import environment
 
 # Each module exposes `async def start() -> RunningServer` (settings from the environment)
 # and may expose `async def seed_demo() -> None` run once all servers are up.
@@ -33,8 +35,16 @@ async def _main() -> None:
         if seed is not None:
             await seed()
     log.info("coalition_running", ports=[server.port for server in running])
+    ledger, partners, settlement = (f"127.0.0.1:{server.port}" for server in running)
+    transport = running[0].transport
+    how = (
+        "plaintext (COALITION_DEV_PLAINTEXT=1, development only)"
+        if transport.plaintext
+        else f"mutual TLS; CA {transport.ca_path}, operator certificate and key next to it"
+    )
     print(
-        "\nThe coalition is running: ledger 127.0.0.1:50051, partners 127.0.0.1:50052, settlement 127.0.0.1:50053."
+        f"\nThe coalition is running ({environment()}): ledger {ledger}, partners {partners}, settlement {settlement}."
+        f"\nTransport: {how}."
         "\nIn another terminal: `make demo` walks a till through earn, hold/capture, return and conversion."
         "\nCtrl-C stops everything.\n",
         flush=True,
@@ -43,7 +53,11 @@ async def _main() -> None:
 
 
 def main() -> None:
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class RunningServer:
         self.health = health_servicer
         self.port = port
         self.instrumented = instrumented
+        self.transport = options.transport
         self._options = options
         self._on_stopped = on_stopped
         self._health_task = health_task

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 
-import grpc
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
@@ -30,6 +29,7 @@ from tests.settlement.scripted_month import iso, tick
 from tests.support.databases import PostgresSchema, require_postgres
 from tests.support.roles import LoginRole, ServiceRole
 from tests.support.servers import ThreadedServer, start_ledger_thread, start_partners_thread
+from tests.support.tls import channel as tls_channel
 
 SERVICES = ("ledger", "partners", "settlement")
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -265,7 +265,7 @@ def _settle(address: str, partners: Partners, start_us: int) -> None:
             ],
         ),
     ]
-    with grpc.insecure_channel(address) as channel:
+    with tls_channel(address) as channel:
         settlement = AdminStub(channel)
         for partner_id, prices, conversions in agreements:
             agreement = spb.PriceAgreement(

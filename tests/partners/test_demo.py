@@ -17,6 +17,7 @@ from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock
 from tests.support.databases import new_database_url
 from tests.support.servers import ThreadedServer, start_ledger_thread, start_partners_thread
 from tests.support.snapshot import snapshot
+from tests.support.tls import transport as tls_transport
 
 
 def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys, monkeypatch):
@@ -35,8 +36,8 @@ def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys, monkeypatch
     try:
         for _ in range(2):
             asyncio.run_coroutine_threadsafe(server.seed_demo(), partners._loop).result(timeout=60)
-        demo_client.run(partners.address)
-        demo_client.run(partners.address)
+        demo_client.run(partners.address, tls_transport())
+        demo_client.run(partners.address, tls_transport())
     finally:
         partners.stop()
         ledger.stop()
