@@ -58,13 +58,15 @@ class Transport:
             f"{setting_prefix}_TLS_KEY_PATH": env_str(f"{setting_prefix}_TLS_KEY_PATH", ""),
         }
         missing = [name for name, value in settings.items() if not value]
+        if len(missing) == len(settings) and is_development():
+            return cls.development(identity)
         if missing and not is_development():
             raise ConfigError(
                 f"{', '.join(missing)} not set: production ({ENV_SETTING}=production, the default) serves and "
                 f"dials mutual TLS only; issue certificates with `coalition-pki` (README: Production)"
             )
-        if missing:
-            return cls.development(identity)
+        if missing:  # some set, some not: never mix given files with the development CA's
+            raise ConfigError(f"{', '.join(missing)} not set: set all of {', '.join(settings)}, or none in development")
         transport = cls(False, *settings.values())
         transport.check_files(list(settings))
         return transport

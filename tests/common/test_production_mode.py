@@ -111,3 +111,10 @@ def test_a_service_started_with_nothing_set_exits_and_says_what_is_missing(modul
     (line,) = finished.stderr.strip().splitlines()
     assert line.startswith("configuration error: ")
     assert "production" in line and "COALITION_" in line
+
+
+def test_a_certificate_without_its_key_is_named_in_development_too(monkeypatch, tmp_path):
+    """Files given in part are never mixed with the development CA's (this used to crash on '')."""
+    _apply(monkeypatch, {"COALITION_ENV": "development", "COALITION_LEDGER_TLS_CERT_PATH": str(tmp_path / "x.pem")})
+    with pytest.raises(ConfigError, match="COALITION_LEDGER_TLS_KEY_PATH"):
+        LedgerSettings.from_env()
