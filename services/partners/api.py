@@ -154,19 +154,25 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
 
     @_rpc()
     async def GetMemberBalance(self, request, caller: Caller):
-        member_id, balances = await members.balances(self.app, caller, wire.member_ref(request.member))
+        member = wire.member_ref(request.member)
+        self._admit_member_read(caller, member)
+        member_id, balances = await members.balances(self.app, caller, member)
         return pb.GetMemberBalanceResponse(
             member_id=member_id, balances=[wire.wallet_balance_message(item) for item in balances]
         )
 
     @_rpc()
     async def ListMemberActivity(self, request, caller: Caller):
-        member_id, items = await members.activity(
-            self.app, caller, wire.member_ref(request.member), request.currency_code, request.page_size
-        )
+        member = wire.member_ref(request.member)
+        self._admit_member_read(caller, member)
+        member_id, items = await members.activity(self.app, caller, member, request.currency_code, request.page_size)
         return pb.ListMemberActivityResponse(
             member_id=member_id, items=[wire.activity_item_message(item) for item in items]
         )
+
+    def _admit_member_read(self, caller: Caller, member: members.MemberRef) -> None:
+        if member.alias is not None:
+            self.app.rate_limits.admit_member_lookup(caller, member.alias.kind)
 
     # ---- POS ----
     @_rpc()

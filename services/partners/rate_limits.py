@@ -5,9 +5,10 @@ Two token buckets per key (services/common/token_buckets.py), in this process's 
 - every call made with a partner key takes a token from the key's call bucket. The operator's
   admin key is not limited: it is one trusted credential, and a limit could lock the operator
   out while an incident is being handled;
-- LookupMember by phone or e-mail also takes one from a much smaller bucket. It answers
-  whether a phone number or address belongs to a member, so without a tight limit a partner
-  (or whoever holds its key) can enumerate phone numbers. A card number is printed on the
+- a member read by phone or e-mail (LookupMember, GetMemberBalance, ListMemberActivity) also
+  takes one from a much smaller bucket. Each answers whether a phone number or address belongs
+  to a member, so without a tight limit a partner (or whoever holds its key) can enumerate
+  phone numbers; limiting LookupMember alone would only move the probe to the other two. A card number is printed on the
   card and is what tills scan, so card look-ups only take from the call bucket.
 
 The buckets are per process: with N partners processes a key may make N times the rate in
@@ -63,7 +64,8 @@ class RateLimits:
         _take(self.calls, caller, "calls", "this API key made more than")
 
     def admit_member_lookup(self, caller: Caller, alias_kind: str) -> None:
-        """LookupMember by phone or e-mail, on top of admit_call's token."""
+        """A member read (LookupMember, GetMemberBalance, ListMemberActivity) by phone or e-mail,
+        on top of admit_call's token."""
         if caller.is_admin or alias_kind not in PROBING_ALIAS_KINDS:
             return
         _take(

@@ -185,6 +185,11 @@ def test_lookup_by_phone_or_email_has_a_tighter_limit_and_card_lookups_do_not(li
     # The card is what tills scan: it takes only the call bucket, which still has tokens (3 of 5 used).
     found = coalition.call("LookupMember", pb.LookupMemberRequest(alias=card), shop.key)
     assert found.member.member_id == member_id
+    # The same probe through a balance read by phone meets the same limit (the call bucket's last token).
+    by_phone = pb.GetMemberBalanceRequest(member=pb.MemberIdentity(alias=stranger.alias))
+    refused = _refusal(coalition, "GetMemberBalance", by_phone, shop.key)
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info_of(refused).metadata["limit"] == "lookups_by_phone_or_email"
     # The operator is not limited.
     for _ in range(3 * LOOKUPS_BURST):
         assert coalition.call("LookupMember", pb.LookupMemberRequest(alias=phone)).member.member_id == member_id
