@@ -53,10 +53,12 @@ def key_path(directory: str, identity: str) -> str:
 
 
 def _write_private(path: str, data: bytes) -> None:
-    # Keys are readable by their owner only, from the moment they exist.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Readable by the owner only from the moment it exists; replaced whole, never seen half written.
+    temporary = f"{path}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
+    os.replace(temporary, path)
 
 
 def _write_public(path: str, data: bytes) -> None:

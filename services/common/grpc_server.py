@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
-from services.common.config import env_int
+from services.common.config import ConfigError, env_int
 from services.common.health import DatabaseHealth
 from services.common.interceptor import Admission, CallLimits, InstrumentingServer
 from services.common.tls import Transport
@@ -195,4 +196,8 @@ def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -
         running = await start()
         await run_until_signalled([running])
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except ConfigError as error:  # found while starting (e.g. in the database): one line, as for settings
+        print(f"configuration error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

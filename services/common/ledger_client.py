@@ -309,7 +309,7 @@ class LedgerClient:
         try:
             results = await self._create_transfers([transfer for call in calls for transfer in call])
         except LedgerRefused as error:
-            if not error.invalid_argument or len(calls) == 1:
+            if not (error.invalid_argument or error.ledger_code == "PERMISSION_DENIED") or len(calls) == 1:
                 raise
             # One call's content refused the whole merged call: each call alone (all at once) gets its own answer.
             return list(await asyncio.gather(*(outcome(self._create_transfers(call)) for call in calls)))

@@ -24,10 +24,15 @@ def is_development() -> bool:
 def secret_setting(name: str, development_default: str) -> str:
     """A secret's value; its development default only in development, else a refusal naming it."""
     value = env_str(name, "")
+    if is_development():
+        return value or development_default
+    if value == development_default:
+        raise ConfigError(
+            f"{name} is the published development value: production ({ENV_SETTING}={PRODUCTION}, the default) "
+            f"needs a secret of its own"
+        )
     if value:
         return value
-    if is_development():
-        return development_default
     raise ConfigError(
         f"{name} is not set: production ({ENV_SETTING}={PRODUCTION}, the default) needs its own secret; "
         f"set {name}, or {ENV_SETTING}={DEVELOPMENT} for the published development value"

@@ -24,9 +24,6 @@ DEV_PKI_DIR_DEFAULT = "var/tls"
 # Settings of the operator's tools (finance CLI, demo walk-through, benches).
 CLIENT_SETTING_PREFIX = "COALITION_CLIENT"
 OPERATOR = "operator"
-# Without TLS there is no certificate to read: the development switch trusts every caller as
-# the operator, which is why production refuses it.
-PLAINTEXT_CALLER = OPERATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +91,9 @@ class Transport:
     # ---------------------------------------------------------------- serving
 
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
+        global _serving_plaintext
         if self.plaintext:
+            _serving_plaintext = True
             return server.add_insecure_port(address)
         reloading = _ReloadingCertificate(self)
         credentials = grpc.dynamic_ssl_server_credentials(
@@ -128,6 +127,9 @@ def client_transport() -> Transport:
 
 
 _DEVELOPMENT_PKI_LOCK = threading.Lock()
+# Set once this process serves plaintext (the development switch): only then is a caller
+# without a certificate trusted, as the operator. Anywhere else such a caller is nobody.
+_serving_plaintext = False
 
 
 def _read(path: str) -> bytes:
@@ -139,7 +141,9 @@ class _ReloadingCertificate:
     """Re-reads the server's certificate, key and CA when their files change.
 
     gRPC asks before every TLS handshake, so a rotated certificate serves new connections at
-    once, with no restart; connections already open keep the old one until they end.
+    once, with no restart; connections already open keep the old one until they end. A set of
+    files that does not load (a key caught before its certificate, a CA bundle half written)
+    is skipped, and the one already loaded keeps serving.
     """
 
     def __init__(self, transport: Transport) -> None:
@@ -148,11 +152,20 @@ class _ReloadingCertificate:
         self._stamp = self._current_stamp()
 
     def _current_stamp(self) -> tuple:
-        return tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in self._paths)
+        return tuple((stat.st_mtime_ns, stat.st_size) for stat in map(os.stat, self._paths))
+
+    def _read(self) -> grpc.ServerCertificateConfiguration | None:
+        ca, certificate, key = (_read(path) for path in self._paths)
+        if not _loads(ca, certificate, key):
+            return None
+        return grpc.ssl_server_certificate_configuration([(key, certificate)], root_certificates=ca)
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
-        ca, certificate, key = (_read(path) for path in self._paths)
-        return grpc.ssl_server_certificate_configuration([(key, certificate)], root_certificates=ca)
+        configuration = self._read()
+        if configuration is None:
+            ca, certificate, key = self._paths
+            raise ConfigError(f"{certificate} and {key} are not one pair, or {ca} holds no CA certificate")
+        return configuration
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         try:
@@ -160,23 +173,24 @@ class _ReloadingCertificate:
                 stamp = self._current_stamp()
                 if stamp == self._stamp:
                     return None
-                ca, certificate, key = (_read(path) for path in self._paths)
-                if not _is_pair(certificate, key):  # caught between writing the key and the certificate
-                    return None
-                self._stamp = stamp
-                return grpc.ssl_server_certificate_configuration([(key, certificate)], root_certificates=ca)
-        except OSError:  # a file mid-replacement: keep serving the certificate already loaded
+                configuration = self._read()
+                if configuration is not None:
+                    self._stamp = stamp
+                return configuration
+        except Exception:  # gRPC calls this before every handshake: never let it fail one
             return None
 
 
-def _is_pair(certificate_pem: bytes, key_pem: bytes) -> bool:
+def _loads(ca_pem: bytes, certificate_pem: bytes, key_pem: bytes) -> bool:
+    """The CA bundle parses, and the certificate and key are one pair."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     try:
+        x509.load_pem_x509_certificates(ca_pem)
         public = x509.load_pem_x509_certificate(certificate_pem).public_key()
         private = serialization.load_pem_private_key(key_pem, password=None)
-    except ValueError:
+    except (ValueError, TypeError):
         return False
     encoding, form = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return public.public_bytes(encoding, form) == private.public_key().public_bytes(encoding, form)
@@ -186,6 +200,6 @@ def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
     """The common name of the caller's certificate; the operator on a development plaintext server."""
     auth = context.auth_context() or {}
     if auth.get("transport_security_type") != [b"ssl"]:
-        return PLAINTEXT_CALLER
+        return OPERATOR if _serving_plaintext else None
     names = auth.get("x509_common_name") or ()
     return names[0].decode(errors="replace") if names else None

@@ -3,9 +3,10 @@
 The table (README: Identities and authorization):
 
 - `partners` posts EARN, REDEEM, REVERSAL and CONVERSION transfers between member wallets,
-  partner issuance and redemption accounts and the operator's exchange accounts; creates
-  those accounts (and the breakage account) and registers currencies while the operator
-  onboards a partner through partners' admin API; reads balances, transfers and wallet entries.
+  partner issuance and redemption accounts and the operator's exchange accounts, and captures,
+  voids and reverses only transfers of those codes; creates those accounts (and the breakage
+  account, never an EUR one) and registers currencies while the operator onboards a partner
+  through partners' admin API; reads balances, transfers and account entries.
 - `settlement` posts SETTLEMENT transfers on EUR settlement accounts, creates those accounts,
   and reads everything.
 - `operator` does the rest: any currency, account and transfer, including ADJUSTMENT and EXPIRY.
@@ -53,6 +54,7 @@ _READS = frozenset(
         "WatchTransfers",
     }
 )
+_RESOLVING = (Kind.POST_PENDING, Kind.VOID_PENDING)
 _CODE_NAMES = {value: name.removeprefix("TRANSFER_CODE_") for name, value in ledger_pb2.TransferCode.items()}
 
 
@@ -66,6 +68,7 @@ class Grant:
     transfer_account_kinds: frozenset[str] | None = frozenset()
     created_account_kinds: frozenset[str] | None = frozenset()
     currency: str | None = _ALL  # the only currency its transfers and accounts may use
+    excluded_currency: str | None = None  # a currency it may not create accounts in
 
     def require_method(self, method: str) -> None:
         if self.methods is not None and method not in self.methods:
@@ -91,6 +94,12 @@ class Grant:
                 f"caller {self.identity!r} may only create {self.currency} accounts (accounts[{index}])",
                 self.identity,
             )
+        if account.currency_code == self.excluded_currency:
+            return _denied(
+                "ACCOUNT_NOT_PERMITTED",
+                f"caller {self.identity!r} may not create {account.currency_code} accounts (accounts[{index}])",
+                self.identity,
+            )
         return None
 
     def transfer_denial(
@@ -98,23 +107,40 @@ class Grant:
         command: TransferCommand,
         index: int,
         accounts: Mapping[str, Account],
-        transfers: Mapping[str, Transfer],
+        referenced: Mapping[str, Transfer | TransferCommand | None],
     ) -> PermissionDenied | None:
-        """Why this caller may not post `command`, or None. Unknown accounts pass: the item fails NOT_FOUND."""
-        debit_id, credit_id, code = command.debit_account_id, command.credit_account_id, command.code
-        if command.kind in (Kind.POST_PENDING, Kind.VOID_PENDING):
-            pending = transfers.get(command.pending_id)
-            if pending is not None:
-                debit_id, credit_id = pending.debit_account_id, pending.credit_account_id
-                code = code or pending.code
-        if self.transfer_codes is not None and code and code not in self.transfer_codes:
-            allowed = ", ".join(sorted(_CODE_NAMES[c] for c in self.transfer_codes)) or "none"
-            return _denied(
-                "TRANSFER_NOT_PERMITTED",
-                f"caller {self.identity!r} may not post {_CODE_NAMES.get(code, code)} transfers "
-                f"(transfers[{index}]; it may post: {allowed})",
-                self.identity,
-            )
+        """Why this caller may not post `command`, or None.
+
+        `referenced` maps the holds and reversed transfers the batch knows to what it knows of
+        them: the committed transfer, the command of this same call that creates it, or None
+        when another call of the batch creates it (never this caller's to resolve). A capture or
+        void is judged by its hold's code and accounts, a reversal also by the original's code.
+        Unknown accounts and references pass: the item fails NOT_FOUND in the same transaction.
+        """
+        debit_id, credit_id = command.debit_account_id, command.credit_account_id
+        codes = [command.code] if command.code else []
+        reference_id = command.pending_id if command.kind in _RESOLVING else command.reverses_transfer_id
+        if reference_id and reference_id in referenced:
+            original = referenced[reference_id]
+            if original is None:
+                return _denied(
+                    "TRANSFER_NOT_PERMITTED",
+                    f"transfers[{index}] refers to {reference_id!r}, which another call creates in the same batch",
+                    self.identity,
+                )
+            codes.append(original.code)
+            if command.kind in _RESOLVING:
+                debit_id, credit_id = original.debit_account_id, original.credit_account_id
+        for code in codes:
+            if self.transfer_codes is not None and code not in self.transfer_codes:
+                allowed = ", ".join(sorted(_CODE_NAMES[c] for c in self.transfer_codes)) or "none"
+                what = "post" if code == command.code else "resolve or reverse"
+                return _denied(
+                    "TRANSFER_NOT_PERMITTED",
+                    f"caller {self.identity!r} may not {what} {_CODE_NAMES.get(code, code)} transfers "
+                    f"(transfers[{index}]; it may post: {allowed})",
+                    self.identity,
+                )
         for side, account_id in (("debit", debit_id), ("credit", credit_id)):
             account = accounts.get(account_id)
             if account is None:
@@ -164,6 +190,8 @@ GRANTS: dict[str, Grant] = {
         ),
         transfer_account_kinds=_POS_KINDS,
         created_account_kinds=_POS_KINDS | {BREAKAGE},
+        # Money accounts are settlement's: an account partners made there could squat the id of one.
+        excluded_currency=SETTLEMENT_CURRENCY,
     ),
     SETTLEMENT: Grant(
         SETTLEMENT,

@@ -17,9 +17,11 @@ from services.common.errors import PermissionDenied
 from services.ledger import limits, store
 from services.ledger.authorization import Grant
 from services.ledger.model import (
+    Account,
     BatchState,
     HoldState,
     Outcome,
+    Transfer,
     TransferCommand,
     decide_batch,
     expire_command,
@@ -99,11 +101,11 @@ def _apply(
         if states.get(pending_id) is HoldState.PENDING
     ]
     expiry_outcomes = decide_batch(state, expirations)
-    refusals = [_refusal(request, accounts, state.transfers) for request in requests]
+    refusals = _refusals(requests, accounts, state.transfers)
     decided = decide_batch(
-        state, [[] if refused else r.commands for r, refused in zip(requests, refusals, strict=True)]
+        state, [r.commands if refused is None else [] for r, refused in zip(requests, refusals, strict=True)]
     )
-    outcomes = [refused or outcome for refused, outcome in zip(refusals, decided, strict=True)]
+    outcomes = [outcome if refused is None else refused for refused, outcome in zip(refusals, decided, strict=True)]
     if not state.postings and not state.new_failures:
         return [[outcome for request in expiry_outcomes for outcome in request]] if sweep else outcomes
     first_sequence, committed_at_us = store.advance_clock(connection, len(state.postings))
@@ -122,9 +124,32 @@ def _apply(
     return outcomes
 
 
-def _refusal(request: TransferRequest, accounts, transfers) -> PermissionDenied | None:
-    for index, command in enumerate(request.commands):
-        denied = request.grant.transfer_denial(command, index, accounts, transfers)
-        if denied is not None:
-            return denied
-    return None
+def _refusals(
+    requests: list[TransferRequest], accounts: dict[str, Account], committed: dict[str, Transfer]
+) -> list[PermissionDenied | None]:
+    """Per request, why its caller may not post it whole, or None."""
+    creators: dict[str, int] = {}
+    for number, request in enumerate(requests):
+        for command in request.commands:
+            creators.setdefault(command.id, number)
+    refusals: list[PermissionDenied | None] = []
+    for number, request in enumerate(requests):
+        own = {command.id: command for command in request.commands}
+        referenced: dict[str, Transfer | TransferCommand | None] = {}
+        for command in request.commands:
+            for reference in (command.pending_id, command.reverses_transfer_id):
+                if not reference:
+                    continue
+                if reference in committed:
+                    referenced[reference] = committed[reference]
+                elif reference in own:
+                    referenced[reference] = own[reference]
+                elif reference in creators and creators[reference] != number:
+                    referenced[reference] = None
+        refusal = None
+        for index, command in enumerate(request.commands):
+            refusal = request.grant.transfer_denial(command, index, accounts, referenced)
+            if refusal is not None:
+                break
+        refusals.append(refusal)
+    return refusals

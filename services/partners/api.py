@@ -137,12 +137,16 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
     @_rpc()
     async def EnrollMember(self, request, caller: Caller):
         aliases = [wire.alias(alias) for alias in request.aliases]
+        for alias in aliases:  # ALIAS_IN_USE would answer what a look-up answers
+            self.app.rate_limits.admit_member_lookup(caller, alias.kind)
         row, count = await members.enroll(self.app, caller, request.request_id, aliases)
         return pb.EnrollMemberResponse(member=wire.member_message(row, count))
 
     @_rpc()
     async def AttachAlias(self, request, caller: Caller):
-        row, count = await members.attach_alias(self.app, request.member_id, wire.alias(request.alias))
+        alias = wire.alias(request.alias)
+        self.app.rate_limits.admit_member_lookup(caller, alias.kind)
+        row, count = await members.attach_alias(self.app, request.member_id, alias)
         return pb.AttachAliasResponse(member=wire.member_message(row, count))
 
     @_rpc()

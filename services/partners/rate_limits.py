@@ -5,8 +5,9 @@ Two token buckets per key (services/common/token_buckets.py), in this process's 
 - every call made with a partner key takes a token from the key's call bucket. The operator's
   admin key is not limited: it is one trusted credential, and a limit could lock the operator
   out while an incident is being handled;
-- a member read by phone or e-mail (LookupMember, GetMemberBalance, ListMemberActivity) also
-  takes one from a much smaller bucket. Each answers whether a phone number or address belongs
+- a member read or alias claim by phone or e-mail (LookupMember, GetMemberBalance,
+  ListMemberActivity, EnrollMember, AttachAlias: ALIAS_IN_USE answers a look-up) also takes
+  one from a much smaller bucket. Each answers whether a phone number or address belongs
   to a member, so without a tight limit a partner (or whoever holds its key) can enumerate
   phone numbers; limiting LookupMember alone would only move the probe to the other two. A card number is printed on the
   card and is what tills scan, so card look-ups only take from the call bucket.

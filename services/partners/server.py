@@ -11,19 +11,20 @@ from dataclasses import dataclass, field
 import structlog
 
 from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
-from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
-from services.common.config import env_int, env_str, settings_or_exit
+from services.common.auth import DEV_ADMIN_API_KEY, AdminKey, hash_api_key
+from services.common.config import ConfigError, env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
-from services.common.mode import secret_setting
+from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
 from services.common.token_buckets import Rate
 from services.partners import model, partners_admin, rate_limits, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import App, Clock, system_clock
+from services.partners.store import partners as partner_store
 
 SERVICE_NAME = partners_pb2.DESCRIPTOR.services_by_name["PartnersService"].full_name
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
@@ -120,6 +121,22 @@ def open_database(settings: PartnersSettings) -> Database:
     return open_migrated(options, MIGRATIONS, "alembic_version_partners")
 
 
+def _refuse_published_keys(database: Database) -> None:
+    """Production never answers to the demo's published API keys, whoever seeded them."""
+    from services.partners.demo import DEMO_KEYS
+
+    def active(connection) -> list[str]:
+        return [p for p, key in DEMO_KEYS.items() if partner_store.partner_of_key(connection, hash_api_key(key))]
+
+    found = database.read(active)
+    if found:
+        database.dispose()
+        raise ConfigError(
+            f"the published demo API keys of {', '.join(sorted(found))} are active in this database: revoke them "
+            "(RevokeApiKey, in development) before starting in production"
+        )
+
+
 async def _bootstrap_ledger(app: App) -> None:
     """The ledger may still be starting (make run starts both): retry a bounded number of times."""
     for attempt in range(1, LEDGER_BOOTSTRAP_ATTEMPTS_MAX + 1):
@@ -156,6 +173,8 @@ async def start(
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
     database = await asyncio.to_thread(open_database, settings)
+    if not is_development():
+        await asyncio.to_thread(_refuse_published_keys, database)
     ledger = LedgerClient(
         settings.ledger_address, settings.transport, settings.ledger_deadline_ms / 1000, merge_transfers=True
     )

@@ -118,3 +118,14 @@ def test_a_certificate_without_its_key_is_named_in_development_too(monkeypatch, 
     _apply(monkeypatch, {"COALITION_ENV": "development", "COALITION_LEDGER_TLS_CERT_PATH": str(tmp_path / "x.pem")})
     with pytest.raises(ConfigError, match="COALITION_LEDGER_TLS_KEY_PATH"):
         LedgerSettings.from_env()
+
+
+@pytest.mark.parametrize("service", ["partners", "settlement"])
+def test_a_published_development_secret_is_refused_in_production(monkeypatch, production_pki, service):
+    settings_class = SERVICES[service][0]
+    _apply(
+        monkeypatch,
+        {**_complete_settings(service, production_pki), "COALITION_ADMIN_API_KEY": "coalition-dev-admin-key"},
+    )
+    with pytest.raises(ConfigError, match="COALITION_ADMIN_API_KEY is the published development value"):
+        settings_class.from_env()

@@ -250,3 +250,110 @@ def test_accounts_currencies_and_reads_follow_the_table(stubs, books):
     assert len(entries.entries) == 1
     first = next(iter(stubs["settlement"].WatchTransfers(watch, timeout=TIMEOUT)))
     assert len(first.transfers) >= 1
+
+
+def test_a_code_on_the_request_does_not_launder_someone_elses_hold_or_transfer(stubs, books):
+    stubs["partners"].CreateTransfers(
+        pb.CreateTransfersRequest(transfers=[posted(unique("earn"), books["issuance"], books["wallet"], 50)]),
+        timeout=TIMEOUT,
+    )
+    hold_id, adjustment_id = unique("hold"), unique("adjust")
+    stubs["operator"].CreateTransfers(
+        pb.CreateTransfersRequest(
+            transfers=[
+                pending(hold_id, books["wallet"], books["issuance"], 20, code=pb.TRANSFER_CODE_ADJUSTMENT),
+                posted(adjustment_id, books["issuance"], books["wallet"], 5, code=pb.TRANSFER_CODE_ADJUSTMENT),
+            ]
+        ),
+        timeout=TIMEOUT,
+    )
+    capture_as_earn = post(unique("capture"), hold_id, 20)
+    capture_as_earn.code = pb.TRANSFER_CODE_EARN
+    void_as_redeem = pb.TransferInput(
+        id=unique("void"), pending_id=hold_id, kind=pb.TRANSFER_KIND_VOID_PENDING, code=pb.TRANSFER_CODE_REDEEM
+    )
+    reversal = posted(
+        unique("reverse"),
+        books["wallet"],
+        books["issuance"],
+        5,
+        code=pb.TRANSFER_CODE_REVERSAL,
+        reverses_transfer_id=adjustment_id,
+    )
+    for transfer in (capture_as_earn, void_as_redeem, reversal):
+        code, reason, message = _refused(
+            stubs["partners"].CreateTransfers, pb.CreateTransfersRequest(transfers=[transfer])
+        )
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "TRANSFER_NOT_PERMITTED"), transfer.id
+        assert "ADJUSTMENT" in message
+    assert _written(stubs, capture_as_earn.id, void_as_redeem.id, reversal.id) == []
+    # Money accounts are settlement's: partners may not make one (it could squat its id).
+    squat = account(f"settlement:EUR:{unique('p')}", CREDIT, currency="EUR", kind="member_wallet")
+    code, reason, _ = _refused(stubs["partners"].CreateAccounts, pb.CreateAccountsRequest(accounts=[squat]))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACCOUNT_NOT_PERMITTED")
+
+
+def test_a_hold_another_call_creates_in_the_same_batch_is_not_this_callers_to_resolve(
+    ledger_database_url, stubs, books
+):
+    """Merged calls share one transaction: the check sees holds other calls create in it."""
+    from services.common.db import Database, DatabaseOptions
+    from services.ledger.authorization import GRANTS
+    from services.ledger.model import Kind, TransferCommand
+    from services.ledger.transfers import TransferRequest, create_transfers
+
+    stubs["partners"].CreateTransfers(
+        pb.CreateTransfersRequest(transfers=[posted(unique("earn"), books["issuance"], books["wallet"], 50)]),
+        timeout=TIMEOUT,
+    )
+    hold_id = unique("hold")
+
+    def command(transfer_id, kind, **fields):
+        blank = {"debit_account_id": "", "credit_account_id": "", "amount": 0, "currency_code": ""}
+        return TransferCommand(id=transfer_id, kind=kind, **{**blank, **fields})
+
+    operators_hold = command(
+        hold_id,
+        Kind.PENDING,
+        debit_account_id=books["wallet"],
+        credit_account_id=books["issuance"],
+        amount=20,
+        currency_code="PTS",
+        code=pb.TRANSFER_CODE_ADJUSTMENT,
+        timeout_seconds=600,
+    )
+    settlements_capture = command(unique("capture"), Kind.POST_PENDING, pending_id=hold_id, amount=20, currency_code="")
+    own_hold_id = unique("own-hold")
+    partners_own = [
+        command(
+            own_hold_id,
+            Kind.PENDING,
+            debit_account_id=books["wallet"],
+            credit_account_id=books["issuance"],
+            amount=10,
+            currency_code="PTS",
+            code=pb.TRANSFER_CODE_REDEEM,
+            timeout_seconds=600,
+        ),
+        command(unique("capture"), Kind.POST_PENDING, pending_id=own_hold_id, amount=10, currency_code=""),
+    ]
+    database = Database(DatabaseOptions(url=ledger_database_url, pool_size=2))
+    try:
+        operator_outcomes, settlement_refusal, partners_outcomes = create_transfers(
+            database,
+            [
+                TransferRequest([operators_hold], GRANTS["operator"]),
+                TransferRequest([settlements_capture], GRANTS["settlement"]),
+                TransferRequest(partners_own, GRANTS["partners"]),
+            ],
+        )
+    finally:
+        database.dispose()
+    assert [int(o.status) for o in operator_outcomes] == [CREATED]
+    assert settlement_refusal.reason == "TRANSFER_NOT_PERMITTED"
+    assert "another call creates in the same batch" in str(settlement_refusal)
+    assert [int(o.status) for o in partners_outcomes] == [
+        CREATED,
+        CREATED,
+    ]  # a hold of its own call is judged as its own
+    assert _written(stubs, settlements_capture.id) == []

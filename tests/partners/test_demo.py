@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 
 import grpc
+import pytest
 
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.mode import DEVELOPMENT, ENV_SETTING
@@ -69,4 +70,43 @@ def test_a_real_partner_using_a_demo_id_is_not_mistaken_for_the_demo(tmp_path, m
     finally:
         client.close()
         partners.stop()
+        ledger.stop()
+
+
+def test_production_refuses_to_start_while_the_published_demo_keys_are_active(tmp_path, monkeypatch):
+    """A database seeded by `make run` and then started in production: its demo keys would open it."""
+    from services import pki
+    from services.common.config import ConfigError
+    from services.common.tls import Transport
+
+    monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)
+    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
+    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
+    ledger = start_ledger_thread(ledger_url)
+    settings = dataclasses.replace(
+        server.PartnersSettings.from_env(),
+        database_url=partners_url,
+        listen_address="127.0.0.1:0",
+        ledger_address=ledger.address,
+        grpc_grace_period_seconds=1,
+    )
+    partners = ThreadedServer(lambda: server.start(settings))
+    try:
+        asyncio.run_coroutine_threadsafe(server.seed_demo(), partners._loop).result(timeout=60)
+    finally:
+        partners.stop()
+    directory = str(tmp_path / "ca")
+    pki.init_ca(directory)
+    files = pki.issue(directory, "partners", dns_names=("localhost",))
+    monkeypatch.setenv(ENV_SETTING, "production")
+    production = dataclasses.replace(
+        settings,
+        admin_api_key="a-production-admin-key",
+        alias_hash_key="a-production-alias-key",
+        transport=Transport(False, f"{directory}/{pki.CA_CERT_FILE}", files.certificate_path, files.key_path),
+    )
+    try:
+        with pytest.raises(ConfigError, match="published demo API keys of fresh-mart, fuelco, grand-hotels, skyair"):
+            asyncio.run(server.start(production))
+    finally:
         ledger.stop()

@@ -218,3 +218,22 @@ def test_a_rate_limited_call_writes_nothing(limited):
     limited.clock.advance_ns(NS)
     assert coalition.call("Earn", earn, shop.key).pricing.points == 20
     assert coalition.balance(member_id).posted == 20
+
+
+def test_enrolling_or_attaching_a_phone_takes_the_look_up_token_since_alias_in_use_answers_a_look_up(limited):
+    coalition = limited.coalition
+    shop = coalition.register_partner()
+    taken = pb.Alias(kind=pb.ALIAS_KIND_PHONE, value=_phone())
+    coalition.call("EnrollMember", pb.EnrollMemberRequest(request_id=unique("enroll"), aliases=[taken]))  # admin
+    probe = pb.EnrollMemberRequest(request_id=unique("enroll"), aliases=[taken])
+    for _ in range(LOOKUPS_BURST):
+        assert _refusal(coalition, "EnrollMember", probe, shop.key).code() == grpc.StatusCode.ALREADY_EXISTS
+        probe = pb.EnrollMemberRequest(request_id=unique("enroll"), aliases=[taken])
+    refused = _refusal(coalition, "EnrollMember", probe, shop.key)
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info_of(refused).metadata["limit"] == "lookups_by_phone_or_email"
+    attach = pb.AttachAliasRequest(member_id="m-unknown", alias=taken)
+    assert error_info_of(_refusal(coalition, "AttachAlias", attach, shop.key)).reason == "RATE_LIMITED"
+    # A card takes only the ordinary token.
+    card = pb.Alias(kind=pb.ALIAS_KIND_CARD, value=str(uuid.uuid4().int)[:16])
+    coalition.call("EnrollMember", pb.EnrollMemberRequest(request_id=unique("enroll"), aliases=[card]), shop.key)
