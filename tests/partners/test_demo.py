@@ -21,19 +21,22 @@ from tests.support.snapshot import snapshot
 from tests.support.tls import transport as tls_transport
 
 
-def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)  # what `make run` sets; tests/test_demo_seed.py has the rule
-    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
-    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
-    ledger = start_ledger_thread(ledger_url)
+def _ledger_and_partners(tmp_path):
+    """A ledger and a partners server on fresh SQLite files; the partners settings too."""
+    ledger = start_ledger_thread(new_database_url("sqlite", tmp_path, "ledger")[0])
     settings = dataclasses.replace(
         server.PartnersSettings.from_env(),
-        database_url=partners_url,
+        database_url=new_database_url("sqlite", tmp_path, "partners")[0],
         listen_address="127.0.0.1:0",
         ledger_address=ledger.address,
         grpc_grace_period_seconds=1,
     )
-    partners = ThreadedServer(lambda: server.start(settings))
+    return ledger, settings, ThreadedServer(lambda: server.start(settings))
+
+
+def test_demo_seed_twice_then_the_demo_client_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)  # what `make run` sets; tests/test_demo_seed.py has the rule
+    ledger, _, partners = _ledger_and_partners(tmp_path)
     try:
         for _ in range(2):
             asyncio.run_coroutine_threadsafe(server.seed_demo(), partners._loop).result(timeout=60)
@@ -80,17 +83,7 @@ def test_production_refuses_to_start_while_the_published_demo_keys_are_active(tm
     from services.common.tls import Transport
 
     monkeypatch.setenv(ENV_SETTING, DEVELOPMENT)
-    ledger_url, _ = new_database_url("sqlite", tmp_path, "ledger")
-    partners_url, _ = new_database_url("sqlite", tmp_path, "partners")
-    ledger = start_ledger_thread(ledger_url)
-    settings = dataclasses.replace(
-        server.PartnersSettings.from_env(),
-        database_url=partners_url,
-        listen_address="127.0.0.1:0",
-        ledger_address=ledger.address,
-        grpc_grace_period_seconds=1,
-    )
-    partners = ThreadedServer(lambda: server.start(settings))
+    ledger, settings, partners = _ledger_and_partners(tmp_path)
     try:
         asyncio.run_coroutine_threadsafe(server.seed_demo(), partners._loop).result(timeout=60)
     finally:
