@@ -146,12 +146,29 @@ def issue(
 
 
 def ensure_development_pki(directory: str) -> None:
-    """The development CA and every development identity under `directory`, made once."""
-    if not os.path.exists(os.path.join(directory, CA_KEY_FILE)):
-        init_ca(directory, "Coalition development CA")
-    for identity in DEVELOPMENT_IDENTITIES:
-        if not (os.path.exists(cert_path(directory, identity)) and os.path.exists(key_path(directory, identity))):
-            issue(directory, identity, dns_names=LOOPBACK_DNS, ip_addresses=LOOPBACK_IPS)
+    """The development CA and every development identity under `directory`, made once.
+
+    Services started at the same moment as separate processes may all get here first: an
+    exclusive lock on a file in the directory lets one make the files while the others wait.
+    A CA left half made (a process killed between its key and its certificate) is made again.
+    """
+    import fcntl
+
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ca_key, ca_cert = os.path.join(directory, CA_KEY_FILE), os.path.join(directory, CA_CERT_FILE)
+        if not (os.path.exists(ca_key) and os.path.exists(ca_cert)):
+            for identity in DEVELOPMENT_IDENTITIES:  # anything signed by a lost CA key is useless
+                for path in (cert_path(directory, identity), key_path(directory, identity)):
+                    if os.path.exists(path):
+                        os.remove(path)
+            if os.path.exists(ca_key):
+                os.remove(ca_key)
+            init_ca(directory, "Coalition development CA")
+        for identity in DEVELOPMENT_IDENTITIES:
+            if not (os.path.exists(cert_path(directory, identity)) and os.path.exists(key_path(directory, identity))):
+                issue(directory, identity, dns_names=LOOPBACK_DNS, ip_addresses=LOOPBACK_IPS)
 
 
 def _parser() -> argparse.ArgumentParser:
