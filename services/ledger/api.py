@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from zoneinfo import ZoneInfo
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
 from services.common.errors import InvalidArgument, Unavailable
-from services.ledger import accounts, limits, queries, validation, wire
+from services.common.timeconv import timestamp_from_micros
+from services.ledger import accounts, expiry_policies, limits, queries, validation, wire
 from services.ledger.authorization import authorize
 from services.ledger.batcher import TransferBatcher
+from services.ledger.transfers import run_expiry
 
 
 class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, database: Database, batcher: TransferBatcher) -> None:
+    def __init__(self, database: Database, batcher: TransferBatcher, zone: ZoneInfo) -> None:
         self._database = database
         self._batcher = batcher
+        self._zone = zone
         self._watch_streams = 0
 
     async def RegisterCurrency(self, request, context):
@@ -179,6 +183,41 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                     await asyncio.sleep(limits.WATCH_POLL_SECONDS)
         finally:
             self._watch_streams -= 1
+
+    async def SetExpiryPolicy(self, request, context):
+        authorize(context, "SetExpiryPolicy")
+        policy, given = validation.expiry_policy_from_proto(request.policy)
+        recorded, created = await asyncio.to_thread(expiry_policies.set_policy, self._database, policy, given)
+        return ledger_pb2.SetExpiryPolicyResponse(policy=wire.expiry_policy_message(recorded), created=created)
+
+    async def ListExpiryPolicies(self, request, context):
+        authorize(context, "ListExpiryPolicies")
+        validation.check_currency_code(request.currency_code)
+        found = await asyncio.to_thread(expiry_policies.list_policies, self._database, request.currency_code)
+        return ledger_pb2.ListExpiryPoliciesResponse(policies=[wire.expiry_policy_message(p) for p in found])
+
+    async def ListLots(self, request, context):
+        authorize(context, "ListLots")
+        validation.check_id(request.account_id, "account_id")
+        found = await asyncio.to_thread(expiry_policies.wallet_lots, self._database, request.account_id, self._zone)
+        response = ledger_pb2.ListLotsResponse(
+            lots=[wire.lot_message(lot, found.inactivity_expires_us) for lot in found.lots],
+            expiring=[ledger_pb2.ExpiringMonth(month=month, amount=amount) for month, amount in found.expiring],
+            open_total=sum(lot.open_amount for lot in found.lots),
+        )
+        if found.inactivity_expires_us is not None:
+            response.inactivity_expire_time.CopyFrom(timestamp_from_micros(found.inactivity_expires_us))
+        return response
+
+    async def RunExpiry(self, request, context):
+        authorize(context, "RunExpiry")
+        as_of_us = (
+            validation.check_timestamp(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
+        )
+        totals = await asyncio.to_thread(run_expiry, self._database, as_of_us, self._zone)
+        return ledger_pb2.RunExpiryResponse(
+            transfers_posted=totals.posted, amount_expired=totals.amount_expired, wallets_deferred=totals.deferred
+        )
 
 
 def _window(request, required: bool) -> tuple[int | None, int | None]:

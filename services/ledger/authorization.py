@@ -52,6 +52,8 @@ _READS = frozenset(
         "GetTrialBalance",
         "GetActivitySummary",
         "WatchTransfers",
+        "ListExpiryPolicies",
+        "ListLots",
     }
 )
 _RESOLVING = (Kind.POST_PENDING, Kind.VOID_PENDING)
@@ -178,6 +180,8 @@ GRANTS: dict[str, Grant] = {
                 "GetTransfers",
                 "GetBalances",
                 "ListAccountEntries",
+                "ListExpiryPolicies",
+                "ListLots",
             }
         ),
         transfer_codes=frozenset(

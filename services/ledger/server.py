@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.config import env_int, env_str, settings_or_exit
+from services.common.config import ConfigError, env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
@@ -18,7 +19,7 @@ from services.common.tls import Transport
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
-from services.ledger.transfers import create_transfers, expire_due_holds
+from services.ledger.transfers import create_transfers, expire_due_holds, run_expiry
 
 SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
@@ -35,6 +36,7 @@ class LedgerSettings:
     grpc_grace_period_seconds: int
     grpc_concurrent_rpcs_max: int
     transport: Transport
+    time_zone: str = "Europe/Amsterdam"
     # Streams (WatchTransfers) have their own pool, so they never take a unary call's slot.
     grpc_concurrent_streams_max: int = limits.WATCH_STREAMS_MAX
     grpc_streams_per_peer_host_max: int = limits.STREAMS_PER_PEER_HOST_MAX
@@ -55,6 +57,7 @@ class LedgerSettings:
             grpc_grace_period_seconds=env_int("COALITION_GRPC_GRACE_PERIOD_SECONDS", 10, minimum=0),
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
             transport=Transport.from_env("ledger", "COALITION_LEDGER"),
+            time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
             grpc_concurrent_streams_max=env_int(
                 "COALITION_GRPC_CONCURRENT_STREAMS_MAX", limits.WATCH_STREAMS_MAX, 1, limits.WATCH_STREAMS_MAX
             ),
@@ -88,25 +91,47 @@ async def _sweep_expired_holds(database: Database) -> None:
             _log.warning("hold_sweep_failed", error=repr(error))
 
 
+async def _expire_due_lots(database: Database, zone: ZoneInfo) -> None:
+    """Expire due lots in the background; after downtime the first pass catches up."""
+    while True:
+        try:
+            run = await asyncio.to_thread(run_expiry, database, None, zone)
+            if run.posted or run.deferred:
+                _log.info("lots_expired", transfers=run.posted, amount=run.amount_expired, deferred=run.deferred)
+        except Exception as error:  # a database blip must not end the loop; the next pass catches up
+            _log.warning("lot_expiry_failed", error=repr(error))
+        await asyncio.sleep(limits.LOT_EXPIRY_INTERVAL_SECONDS)
+
+
+def zone_of(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(f"COALITION_TIME_ZONE {name!r} is not a known time zone") from error
+
+
 async def start(settings: LedgerSettings | None = None) -> RunningServer:
     settings = settings or LedgerSettings.from_env()
     database = await asyncio.to_thread(open_database, settings)
+    zone = zone_of(settings.time_zone)
     batcher = TransferBatcher(
-        lambda requests: create_transfers(database, requests),
+        lambda requests: create_transfers(database, requests, zone),
         settings.writer_count,
         limits.BATCH_ITEMS_MAX,
         limits.QUEUED_TRANSFERS_MAX,
     )
     sweeper = asyncio.create_task(_sweep_expired_holds(database))
+    lot_expiry = asyncio.create_task(_expire_due_lots(database, zone))
 
     def register(server):
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerApi(database, batcher), server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerApi(database, batcher, zone), server)
         return [SERVICE_NAME]
 
     async def on_stopped() -> None:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, lot_expiry):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.to_thread(batcher.stop)
         database.dispose()
 

@@ -178,11 +178,19 @@ def _one_of(connection: Connection, column, values):
     return column.in_(values)
 
 
+# Added to the clock. Always 0 in a service: there is no setting for it. Tests move it forward
+# (monkeypatch) to see months pass, e.g. lots expiring; the clock stays non-decreasing per database.
+clock_offset_us = 0
+
+
 def clock_now_us(connection: Connection) -> int:
     """The ledger's clock: the database server's on PostgreSQL (shared by every ledger process)."""
     if is_postgres(connection):
-        return connection.execute(text("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")).scalar_one()
-    return time.time_ns() // 1000
+        return connection.execute(
+            text("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset"),
+            {"offset": clock_offset_us},
+        ).scalar_one()
+    return time.time_ns() // 1000 + clock_offset_us
 
 
 # --- currencies and accounts -------------------------------------------------------------
@@ -434,7 +442,7 @@ def hold_states(connection: Connection, pending_ids: Iterable[str]) -> dict[str,
 
 _CLOCK_AND_EXPIRED_SQL = (
     "SELECT n.now_us, h.pending_id, h.debit_account_id, h.credit_account_id "
-    "FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS now_us) AS n "
+    "FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s AS now_us) AS n "
     "LEFT JOIN LATERAL (SELECT pending_id, debit_account_id, credit_account_id FROM open_holds "
     "WHERE expires_at_us <= n.now_us + %(horizon)s ORDER BY expires_at_us LIMIT %(limit)s) AS h ON true"
 )
@@ -453,7 +461,9 @@ def clock_and_expired_holds(
         now_us = clock_now_us(connection)
         precise_limit = limit if account_ids is None else EXPIRED_HOLDS_PER_BATCH_MAX
         return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, precise_limit)
-    rows = connection.exec_driver_sql(_CLOCK_AND_EXPIRED_SQL, {"limit": limit, "horizon": horizon_us}).all()
+    rows = connection.exec_driver_sql(
+        _CLOCK_AND_EXPIRED_SQL, {"limit": limit, "horizon": horizon_us, "offset": clock_offset_us}
+    ).all()
     now_us = rows[0][0]
     holds = [row for row in rows if row[1] is not None]
     if account_ids is None:
@@ -544,10 +554,10 @@ def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
             text(
                 "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
                 "last_committed_at_us = GREATEST(last_committed_at_us, "
-                "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) "
+                "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset) "
                 "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
             ),
-            {"count": count},
+            {"count": count, "offset": clock_offset_us},
         ).one()
     else:
         row = connection.execute(
@@ -556,7 +566,7 @@ def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
                 "last_committed_at_us = MAX(last_committed_at_us, :now) "
                 "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
             ),
-            {"count": count, "now": time.time_ns() // 1000},
+            {"count": count, "now": time.time_ns() // 1000 + clock_offset_us},
         ).one()
     return row[0] - count + 1, row[1]
 

@@ -9,13 +9,14 @@ batch by the TransferBatcher, so a hot account is locked once per batch, not onc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
 from services.common.db import Database
-from services.common.errors import PermissionDenied
-from services.ledger import limits, store
-from services.ledger.authorization import Grant
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.ledger import expiry, limits, store
+from services.ledger.authorization import GRANTS, OPERATOR, Grant
 from services.ledger.model import (
     Account,
     BatchState,
@@ -27,6 +28,8 @@ from services.ledger.model import (
     expire_command,
 )
 
+DEFAULT_ZONE = ZoneInfo("Europe/Amsterdam")
+
 
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
@@ -36,12 +39,28 @@ class TransferRequest:
     grant: Grant
 
 
-def create_transfers(database: Database, requests: list[TransferRequest]) -> list[list[Outcome] | PermissionDenied]:
+def create_transfers(
+    database: Database, requests: list[TransferRequest], zone: ZoneInfo = DEFAULT_ZONE
+) -> list[list[Outcome] | PermissionDenied]:
     """Apply several independent requests in one transaction: per request its outcomes, or its refusal.
 
     A request with any transfer its caller may not post is refused whole and writes nothing.
     """
-    return database.write(lambda connection: _apply(connection, requests, sweep=False), retry_unique_violation=True)
+    return database.write(
+        lambda connection: _apply(connection, requests, sweep=False, zone=zone), retry_unique_violation=True
+    )
+
+
+def expire_due_lots(database: Database, as_of_us: int | None, zone: ZoneInfo = DEFAULT_ZONE) -> expiry.ExpiryRun:
+    """Post EXPIRY transfers for up to EXPIRY_RUN_WALLETS_MAX wallets with lots due at as_of (default now)."""
+    run = expiry.ExpiryRun(as_of_us, limits.EXPIRY_RUN_WALLETS_MAX)
+
+    def work(connection: Connection) -> expiry.ExpiryRun:
+        run.reset()
+        _apply(connection, [], sweep=False, zone=zone, lot_expiry=run)
+        return run
+
+    return database.write(work, retry_unique_violation=True)
 
 
 def expire_due_holds(database: Database) -> int:
@@ -50,8 +69,28 @@ def expire_due_holds(database: Database) -> int:
     return len(outcomes[0]) if outcomes else 0
 
 
+def run_expiry(database: Database, as_of_us: int | None, zone: ZoneInfo) -> expiry.ExpiryRun:
+    """Expire page after page until a page comes back short; the totals of all pages."""
+    totals = expiry.ExpiryRun(as_of_us, 0)
+    if as_of_us is not None and as_of_us > database.read(store.clock_now_us):
+        raise InvalidArgument(
+            "AS_OF_IN_FUTURE", "as_of_time is in the future; points expire only once due", field="as_of_time"
+        )
+    while True:
+        page = expire_due_lots(database, as_of_us, zone)
+        totals.posted += page.posted
+        totals.amount_expired += page.amount_expired
+        totals.deferred += page.deferred
+        if not page.full or not page.posted:
+            return totals
+
+
 def _apply(
-    connection: Connection, requests: list[TransferRequest], sweep: bool
+    connection: Connection,
+    requests: list[TransferRequest],
+    sweep: bool,
+    zone: ZoneInfo = DEFAULT_ZONE,
+    lot_expiry: expiry.ExpiryRun | None = None,
 ) -> list[list[Outcome] | PermissionDenied]:
     commands = [command for request in requests for command in request.commands]
     item_ids = {command.id for command in commands}
@@ -73,6 +112,8 @@ def _apply(
     candidates = store.get_transfers(connection, candidate_ids)
     for transfer in candidates.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
+    if lot_expiry is not None:
+        account_ids.update(expiry.accounts_to_lock(connection, lot_expiry))
 
     accounts, balances = store.lock_balances(connection, account_ids)
     # The clock is read after the locks, the clock row's included (always taken after the
@@ -81,6 +122,10 @@ def _apply(
     now_us = store.clock_now_us(connection)
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)
+    if lot_expiry is not None:  # decided under the wallets' locks, so a capture cannot race it
+        request = expiry.expiry_request(connection, lot_expiry, accounts, balances, now_us, zone)
+        requests = [*requests, TransferRequest(request, GRANTS[OPERATOR])]
+        item_ids.update(command.id for command in request)
     # Under the locks: whatever resolves or creates these ids must hold the same locks first.
     committed_ids, failed_ids = store.known_ids(connection, item_ids)
     existing = store.get_transfers(connection, committed_ids)
@@ -119,6 +164,7 @@ def _apply(
         committed_at_us,
     )
     del committed  # the outcomes hold the same Transfer objects, now stamped with sequence and time
+    expiry.follow_lots(connection, accounts, state.postings, zone, lot_expiry)
     if sweep:
         return [[outcome for request in expiry_outcomes for outcome in request]]
     return outcomes

@@ -10,7 +10,7 @@ import re
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import InvalidArgument
 from services.common.validation import ID_PATTERN
-from services.ledger import limits
+from services.ledger import limits, lots
 from services.ledger.model import Account, Code, Kind, Side, TransferCommand
 
 # The one id grammar of every service (services/common/validation.py), full-matched.
@@ -212,3 +212,37 @@ def _check_kind_fields(item: ledger_pb2.TransferInput, kind: Kind, index: int) -
             raise _invalid(
                 "UNEXPECTED_FIELD", "a reversal must be a POSTED transfer", field="reverses_transfer_id", index=index
             )
+
+
+def expiry_policy_from_proto(message) -> tuple[lots.ExpiryPolicy, bool]:
+    """A policy version and whether its effective_time was given (unset: now)."""
+    check_currency_code(message.currency_code, "policy.currency_code")
+    if message.kind not in (int(kind) for kind in lots.PolicyKind):
+        raise _invalid("INVALID_ENUM_VALUE", "policy.kind must be NONE, FIXED or INACTIVITY", field="policy.kind")
+    kind = lots.PolicyKind(message.kind)
+    expiring = kind is not lots.PolicyKind.NONE
+    if expiring and not 1 <= message.months <= lots.MONTHS_MAX:
+        raise _invalid("INVALID_MONTHS", f"policy.months must be 1..{lots.MONTHS_MAX}", field="policy.months")
+    if not expiring and message.months:
+        raise _invalid("INVALID_MONTHS", "policy.months must be 0 for NONE", field="policy.months")
+    sweep = (message.sweep_month, message.sweep_day)
+    if sweep != (0, 0) and (kind is not lots.PolicyKind.FIXED or not (1 <= sweep[0] <= 12 and 1 <= sweep[1] <= 31)):
+        raise _invalid(
+            "INVALID_SWEEP_DAY",
+            "policy.sweep_month (1..12) and sweep_day (1..31) are for FIXED only; 0 and 0 for none",
+            field="policy.sweep_month",
+        )
+    if not 0 <= message.notice_days <= 365:
+        raise _invalid("INVALID_NOTICE_DAYS", "policy.notice_days must be 0..365 (0: 30)", field="policy.notice_days")
+    given = message.HasField("effective_time")
+    effective_us = check_timestamp(message.effective_time, "policy.effective_time") if given else 0
+    policy = lots.ExpiryPolicy(
+        currency_code=message.currency_code,
+        effective_from_us=effective_us,
+        kind=kind,
+        months=message.months,
+        sweep_month=message.sweep_month,
+        sweep_day=message.sweep_day,
+        notice_days=message.notice_days or lots.NOTICE_DAYS_DEFAULT,
+    )
+    return policy, given

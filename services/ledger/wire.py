@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.timeconv import timestamp_from_micros
+from services.ledger import lots
 from services.ledger.model import Account, Balance, Outcome, Transfer
 
 
@@ -79,3 +80,30 @@ def transfer_result(index: int, outcome: Outcome) -> ledger_pb2.CreateTransferRe
     return ledger_pb2.CreateTransferResult(
         index=index, status=int(outcome.status), transfer=transfer_message(outcome.transfer)
     )
+
+
+def expiry_policy_message(policy: lots.ExpiryPolicy) -> ledger_pb2.ExpiryPolicy:
+    return ledger_pb2.ExpiryPolicy(
+        currency_code=policy.currency_code,
+        effective_time=timestamp_from_micros(policy.effective_from_us),
+        kind=int(policy.kind),
+        months=policy.months,
+        sweep_month=policy.sweep_month,
+        sweep_day=policy.sweep_day,
+        notice_days=policy.notice_days,
+        create_time=timestamp_from_micros(policy.created_at_us),
+    )
+
+
+def lot_message(lot: lots.Lot, last_activity_expiry_us: int | None) -> ledger_pb2.Lot:
+    message = ledger_pb2.Lot(
+        lot_id=lot.lot_id,
+        credit_time=timestamp_from_micros(lot.credited_at_us),
+        amount=lot.amount,
+        open_amount=lot.open_amount,
+        policy_kind=int(lot.policy_kind),
+    )
+    expires = lot.expires_at_us if lot.policy_kind is lots.PolicyKind.FIXED else last_activity_expiry_us
+    if expires is not None and lot.policy_kind is not lots.PolicyKind.NONE:
+        message.expire_time.CopyFrom(timestamp_from_micros(expires))
+    return message

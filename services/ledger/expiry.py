@@ -1,0 +1,147 @@
+"""Use case: lots follow every batch, and due lots expire (EXPIRY transfers wallet -> breakage).
+
+Expiry is decided inside an ordinary transfer batch, after the wallets' balance rows are
+locked: what is due is read under the same locks every capture takes, so an expiry never races
+a capture into an overdraft, and a wallet with an open hold is left until the hold resolves.
+Each EXPIRY transfer's id is derived from the wallet, the lot, the day it fell due and how many
+times the lot has expired before, so a run repeated after a crash posts nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from services.ledger import lot_store, lots, store
+from services.ledger.model import SYSTEM_ID_PREFIX, Account, Balance, Kind, Posting, TransferCommand
+
+EXPIRY_CODE = 5  # ledger_pb2.TRANSFER_CODE_EXPIRY
+
+
+@dataclass(slots=True)
+class ExpiryRun:
+    """One run's request and what it did."""
+
+    as_of_us: int | None
+    wallets_max: int
+    wallets: list[str] = field(default_factory=list)
+    breakage: dict[str, str] = field(default_factory=dict)  # currency -> breakage account
+    targets: dict[str, str] = field(default_factory=dict)  # EXPIRY transfer id -> lot id
+    amounts: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+    posted: int = 0
+    amount_expired: int = 0
+
+    def reset(self) -> None:  # the transaction may be retried from the start
+        self.wallets, self.breakage, self.targets, self.amounts = [], {}, {}, {}
+        self.deferred = self.posted = self.amount_expired = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.wallets) >= self.wallets_max
+
+
+def accounts_to_lock(connection: Connection, run: ExpiryRun) -> set[str]:
+    """The wallets with lots that may be due, and their currencies' breakage accounts."""
+    as_of = run.as_of_us if run.as_of_us is not None else store.clock_now_us(connection)
+    run.wallets = lot_store.due_candidates(connection, as_of, run.wallets_max)
+    wallets = store.get_accounts(connection, run.wallets)
+    run.breakage = lot_store.breakage_accounts(connection, {account.currency_code for account in wallets.values()})
+    return set(run.wallets) | set(run.breakage.values())
+
+
+def _expiry_id(account_id: str, lot: lots.Lot, due_day: str) -> str:
+    digest = hashlib.sha256(f"{account_id}\n{lot.lot_id}\n{due_day}\n{lot.expiry_round}".encode()).hexdigest()
+    return f"{SYSTEM_ID_PREFIX}expiry:{digest[:48]}"
+
+
+def expiry_request(
+    connection: Connection,
+    run: ExpiryRun,
+    accounts: dict[str, Account],
+    balances: dict[str, Balance],
+    now_us: int,
+    zone: ZoneInfo,
+) -> list[TransferCommand]:
+    """EXPIRY transfers for every lot due at as_of, read under the wallets' locks."""
+    as_of = now_us if run.as_of_us is None else min(run.as_of_us, now_us)
+    wallets = [w for w in run.wallets if w in accounts and lots.is_tracked(accounts[w])]
+    open_lots = lot_store.open_lots(connection, wallets)
+    activity = lot_store.last_activity(connection, wallets)
+    commands: list[TransferCommand] = []
+    for wallet in wallets:
+        account = accounts[wallet]
+        breakage = run.breakage.get(account.currency_code)
+        due = []
+        for lot in sorted((lot for (owner, _), lot in open_lots.items() if owner == wallet), key=lots.Lot.order_key):
+            expires = lots.lot_expiry_us(lot, activity.get(wallet), zone)
+            if expires is not None and expires <= as_of:
+                due.append((lot, expires))
+        if not due or breakage is None:
+            continue
+        if balances[wallet].debits_pending:  # an open hold: its points do not expire until it resolves
+            run.deferred += 1
+            continue
+        for lot, expires in due:
+            transfer_id = _expiry_id(wallet, lot, lots.local_date(expires - 1, zone).isoformat())
+            run.targets[transfer_id] = lot.lot_id
+            run.amounts[transfer_id] = lot.open_amount
+            commands.append(
+                TransferCommand(
+                    id=transfer_id,
+                    debit_account_id=wallet,
+                    credit_account_id=breakage,
+                    amount=lot.open_amount,
+                    currency_code=account.currency_code,
+                    kind=Kind.POSTED,
+                    code=EXPIRY_CODE,
+                    partner_id=lot.issuer_id,
+                    member_id=account.owner_id,
+                )
+            )
+    return commands
+
+
+def follow_lots(
+    connection: Connection,
+    accounts: dict[str, Account],
+    postings: list[Posting],
+    zone: ZoneInfo,
+    run: ExpiryRun | None,
+) -> None:
+    """Bring the lots of every tracked wallet the batch posted to in step with it, in the same transaction."""
+    moved = [p for p in postings if p.posted_amount > 0 and p.transfer.kind in (Kind.POSTED, Kind.POST_PENDING)]
+    tracked = {
+        account_id
+        for posting in moved
+        for account_id in (posting.transfer.debit_account_id, posting.transfer.credit_account_id)
+        if lots.is_tracked(accounts[account_id])
+    }
+    if not tracked:
+        return
+    reversed_ids = {p.transfer.reverses_transfer_id for p in moved if p.transfer.reverses_transfer_id}
+    draws = lot_store.draws_of(connection, reversed_ids)
+    named = {(d.account_id, d.lot_id) for items in draws.values() for d in items}
+    state = lots.LotState(
+        zone=zone,
+        policies=lot_store.policies_of(connection, {accounts[a].currency_code for a in tracked}),
+        lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, tracked)},
+        draws=draws,
+    )
+    lots.follow(state, moved, accounts, run.targets if run is not None else None)
+    known_activity = lot_store.last_activity(connection, state.active_wallets)
+    lot_store.write_changes(
+        connection,
+        state.new_lots,
+        (state.lots[key] for key in state.changed - {(lot.account_id, lot.lot_id) for lot in state.new_lots}),
+        state.new_draws,
+        state.active_wallets,
+        known_activity,
+    )
+    if run is not None:
+        expired = [p for p in moved if p.transfer.id in run.targets]
+        run.posted = len(expired)
+        run.amount_expired = sum(p.posted_amount for p in expired)

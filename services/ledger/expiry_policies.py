@@ -1,0 +1,70 @@
+"""Use cases: record a currency's expiry policy version, list them, read a wallet's lots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from zoneinfo import ZoneInfo
+
+from services.common.db import Database
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.ledger import lot_store, lots, store
+
+
+def set_policy(database: Database, policy: lots.ExpiryPolicy, effective_given: bool) -> tuple[lots.ExpiryPolicy, bool]:
+    """Record `policy` (effective now when not given); (the recorded version, created)."""
+
+    def work(connection):
+        if store.get_currency(connection, policy.currency_code) is None:
+            raise NotFound(
+                "CURRENCY_NOT_FOUND", f"currency {policy.currency_code} is not registered", code=policy.currency_code
+            )
+        now_us = store.clock_now_us(connection)
+        version = policy if effective_given else replace(policy, effective_from_us=now_us)
+        existing = lot_store.get_policy(connection, version.currency_code, version.effective_from_us)
+        if existing is not None:
+            if replace(existing, created_at_us=0) != replace(version, created_at_us=0):
+                raise AlreadyExists(
+                    "POLICY_EXISTS_WITH_DIFFERENT_CONTENT",
+                    f"{version.currency_code} already has a different policy from this effective_time",
+                    field="policy.effective_time",
+                )
+            return existing, False
+        if version.effective_from_us < now_us:
+            raise InvalidArgument(
+                "EFFECTIVE_TIME_IN_PAST",
+                "effective_time is in the past: a policy applies to points credited from its effective_time on; "
+                "leave it unset for now",
+                field="policy.effective_time",
+            )
+        recorded = replace(version, created_at_us=now_us)
+        lot_store.insert_policy(connection, recorded)
+        return recorded, True
+
+    return database.write(work, retry_unique_violation=True)
+
+
+def list_policies(database: Database, currency_code: str) -> list[lots.ExpiryPolicy]:
+    return database.read(lambda connection: lot_store.policies_of(connection, [currency_code])).get(currency_code, [])
+
+
+@dataclass(frozen=True, slots=True)
+class WalletLots:
+    lots: list[lots.Lot]
+    expiring: list[tuple[str, int]]
+    inactivity_expires_us: int | None
+    now_us: int
+
+
+def wallet_lots(database: Database, account_id: str, zone: ZoneInfo) -> WalletLots:
+    def work(connection):
+        account = store.get_accounts(connection, [account_id]).get(account_id)
+        if account is None:
+            raise NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", account_id=account_id)
+        now_us = store.clock_now_us(connection)
+        found = sorted(lot_store.open_lots(connection, [account_id]).values(), key=lots.Lot.order_key)
+        last = lot_store.last_activity(connection, [account_id]).get(account_id)
+        inactive = [lot for lot in found if lot.policy_kind is lots.PolicyKind.INACTIVITY]
+        deadline = min((lots.inactivity_expiry_us(lot, last, zone) for lot in inactive), default=None) if last else None
+        return WalletLots(found, lots.expiring_by_month(found, last, now_us, zone), deadline, now_us)
+
+    return database.read(work)

@@ -1,0 +1,309 @@
+"""Tables and queries of expiry: policy versions, lots, their draws, wallets' last activity.
+
+Lots change only inside a transfer batch that holds the wallet's balance row lock, so reading
+them after the locks (as the batch does) sees exactly what the balance does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    and_,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+
+from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
+from services.ledger.store import ID, accounts, metadata
+
+expiry_policies = Table(
+    "expiry_policies",
+    metadata,
+    Column("currency_code", String(16), nullable=False),
+    Column("effective_from_us", BigInteger, nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("months", Integer, nullable=False),
+    Column("sweep_month", SmallInteger, nullable=False),
+    Column("sweep_day", SmallInteger, nullable=False),
+    Column("notice_days", Integer, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("currency_code", "effective_from_us"),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("account_id", ID, nullable=False),
+    Column("lot_id", ID, nullable=False),
+    Column("credited_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("open_amount", BigInteger, nullable=False),
+    Column("policy_kind", SmallInteger, nullable=False),
+    Column("months", Integer, nullable=False),
+    Column("notice_days", Integer, nullable=False),
+    Column("issuer_id", String(128), nullable=False),
+    Column("expiry_round", Integer, nullable=False),
+    PrimaryKeyConstraint("account_id", "lot_id"),
+    CheckConstraint("open_amount >= 0 AND open_amount <= amount", name="ck_lots_open_amount"),
+    Index("ix_lots_due", "expires_at_us", postgresql_where="open_amount > 0", sqlite_where="open_amount > 0"),
+)
+
+lot_draws = Table(
+    "lot_draws",
+    metadata,
+    Column("transfer_id", ID, nullable=False),
+    Column("account_id", ID, nullable=False),
+    Column("lot_id", ID, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("restores_transfer_id", ID, nullable=False),
+    PrimaryKeyConstraint("transfer_id", "account_id", "lot_id"),
+    Index("ix_lot_draws_restores", "restores_transfer_id"),
+)
+
+wallet_activity = Table(
+    "wallet_activity",
+    metadata,
+    Column("account_id", ID, primary_key=True),
+    Column("last_activity_us", BigInteger, nullable=False),
+)
+
+
+def _policy(row) -> ExpiryPolicy:
+    return ExpiryPolicy(
+        currency_code=row.currency_code,
+        effective_from_us=row.effective_from_us,
+        kind=PolicyKind(row.kind),
+        months=row.months,
+        sweep_month=row.sweep_month,
+        sweep_day=row.sweep_day,
+        notice_days=row.notice_days,
+        created_at_us=row.created_at_us,
+    )
+
+
+def policies_of(connection: Connection, currency_codes: Iterable[str]) -> dict[str, list[ExpiryPolicy]]:
+    codes = sorted(set(currency_codes))
+    found: dict[str, list[ExpiryPolicy]] = {}
+    if not codes:
+        return found
+    query = (
+        select(expiry_policies)
+        .where(expiry_policies.c.currency_code.in_(codes))
+        .order_by(expiry_policies.c.currency_code, expiry_policies.c.effective_from_us)
+    )
+    for row in connection.execute(query):
+        found.setdefault(row.currency_code, []).append(_policy(row))
+    return found
+
+
+def get_policy(connection: Connection, currency_code: str, effective_from_us: int) -> ExpiryPolicy | None:
+    row = connection.execute(
+        select(expiry_policies).where(
+            and_(
+                expiry_policies.c.currency_code == currency_code,
+                expiry_policies.c.effective_from_us == effective_from_us,
+            )
+        )
+    ).first()
+    return None if row is None else _policy(row)
+
+
+def insert_policy(connection: Connection, policy: ExpiryPolicy) -> None:
+    connection.execute(
+        insert(expiry_policies).values(
+            currency_code=policy.currency_code,
+            effective_from_us=policy.effective_from_us,
+            kind=int(policy.kind),
+            months=policy.months,
+            sweep_month=policy.sweep_month,
+            sweep_day=policy.sweep_day,
+            notice_days=policy.notice_days,
+            created_at_us=policy.created_at_us,
+        )
+    )
+
+
+def _lot(row) -> Lot:
+    return Lot(
+        account_id=row.account_id,
+        lot_id=row.lot_id,
+        credited_at_us=row.credited_at_us,
+        expires_at_us=row.expires_at_us,
+        amount=row.amount,
+        open_amount=row.open_amount,
+        policy_kind=PolicyKind(row.policy_kind),
+        months=row.months,
+        notice_days=row.notice_days,
+        issuer_id=row.issuer_id,
+        expiry_round=row.expiry_round,
+    )
+
+
+def open_lots(connection: Connection, account_ids: Iterable[str]) -> dict[tuple[str, str], Lot]:
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    rows = connection.execute(select(lots).where(and_(lots.c.account_id.in_(ids), lots.c.open_amount > 0)))
+    return {(row.account_id, row.lot_id): _lot(row) for row in rows}
+
+
+def lots_by_key(connection: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Lot]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = connection.execute(select(lots).where(tuple_(lots.c.account_id, lots.c.lot_id).in_(wanted)))
+    return {(row.account_id, row.lot_id): _lot(row) for row in rows}
+
+
+def draws_of(connection: Connection, transfer_ids: Iterable[str]) -> dict[str, list[Draw]]:
+    """The draws of these transfers, and the restores made by reversals of them, in the order made."""
+    ids = sorted(set(transfer_ids))
+    found: dict[str, list[Draw]] = {}
+    if not ids:
+        return found
+    query = select(lot_draws).where(or_(lot_draws.c.transfer_id.in_(ids), lot_draws.c.restores_transfer_id.in_(ids)))
+    for row in connection.execute(query):
+        item = Draw(row.transfer_id, row.account_id, row.lot_id, row.amount, row.restores_transfer_id)
+        owner = row.restores_transfer_id if row.restores_transfer_id in ids else row.transfer_id
+        found.setdefault(owner, []).append(item)
+    for items in found.values():  # draws before the restores made of them
+        items.sort(key=lambda item: item.amount < 0)
+    return found
+
+
+def last_activity(connection: Connection, account_ids: Iterable[str]) -> dict[str, int]:
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    rows = connection.execute(select(wallet_activity).where(wallet_activity.c.account_id.in_(ids)))
+    return {row.account_id: row.last_activity_us for row in rows}
+
+
+def write_changes(
+    connection: Connection,
+    new_lots: Sequence[Lot],
+    changed: Iterable[Lot],
+    new_draws: Sequence[Draw],
+    active_wallets: dict[str, int],
+    known_activity: dict[str, int],
+) -> None:
+    if new_lots:
+        connection.execute(
+            insert(lots),
+            [
+                {
+                    "account_id": lot.account_id,
+                    "lot_id": lot.lot_id,
+                    "credited_at_us": lot.credited_at_us,
+                    "expires_at_us": lot.expires_at_us,
+                    "amount": lot.amount,
+                    "open_amount": lot.open_amount,
+                    "policy_kind": int(lot.policy_kind),
+                    "months": lot.months,
+                    "notice_days": lot.notice_days,
+                    "issuer_id": lot.issuer_id,
+                    "expiry_round": lot.expiry_round,
+                }
+                for lot in new_lots
+            ],
+        )
+    changed = list(changed)
+    if changed:
+        statement = (
+            update(lots)
+            .where(and_(lots.c.account_id == _bind("b_account"), lots.c.lot_id == _bind("b_lot")))
+            .values(open_amount=_bind("b_open"), expiry_round=_bind("b_round"))
+        )
+        connection.execute(
+            statement,
+            [
+                {
+                    "b_account": lot.account_id,
+                    "b_lot": lot.lot_id,
+                    "b_open": lot.open_amount,
+                    "b_round": lot.expiry_round,
+                }
+                for lot in changed
+            ],
+        )
+    if new_draws:
+        connection.execute(
+            insert(lot_draws),
+            [
+                {
+                    "transfer_id": item.transfer_id,
+                    "account_id": item.account_id,
+                    "lot_id": item.lot_id,
+                    "amount": item.amount,
+                    "restores_transfer_id": item.restores_transfer_id,
+                }
+                for item in new_draws
+            ],
+        )
+    updates = [(a, at) for a, at in active_wallets.items() if a in known_activity]
+    inserts = [(a, at) for a, at in active_wallets.items() if a not in known_activity]
+    if updates:
+        statement = (
+            update(wallet_activity)
+            .where(wallet_activity.c.account_id == _bind("b_account"))
+            .values(last_activity_us=_bind("b_at"))
+        )
+        connection.execute(statement, [{"b_account": a, "b_at": at} for a, at in updates])
+    if inserts:
+        connection.execute(insert(wallet_activity), [{"account_id": a, "last_activity_us": at} for a, at in inserts])
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def due_candidates(connection: Connection, as_of_us: int, limit: int) -> list[str]:
+    """Wallets with a FIXED lot due, or an INACTIVITY lot whose wallet has been quiet a month or more."""
+    fixed = select(lots.c.account_id).where(and_(lots.c.open_amount > 0, lots.c.expires_at_us <= as_of_us))
+    quiet = (
+        select(lots.c.account_id)
+        .join(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
+        .where(
+            and_(
+                lots.c.open_amount > 0,
+                lots.c.policy_kind == int(PolicyKind.INACTIVITY),
+                # Months are calendar months; 28 days each is a floor, the exact date is checked in Python.
+                wallet_activity.c.last_activity_us + lots.c.months * 28 * 86_400_000_000 <= as_of_us,
+            )
+        )
+    )
+    rows = connection.execute(fixed.union(quiet).limit(limit))
+    return sorted({row[0] for row in rows})
+
+
+def breakage_accounts(connection: Connection, currency_codes: Iterable[str]) -> dict[str, str]:
+    """Per currency, the operator's breakage account (the first by id, if several)."""
+    codes = sorted(set(currency_codes))
+    if not codes:
+        return {}
+    rows = connection.execute(
+        select(accounts.c.currency_code, accounts.c.id)
+        .where(and_(accounts.c.kind == "operator_breakage", accounts.c.currency_code.in_(codes)))
+        .order_by(accounts.c.currency_code, accounts.c.id)
+    )
+    found: dict[str, str] = {}
+    for code, account_id in rows:
+        found.setdefault(code, account_id)
+    return found

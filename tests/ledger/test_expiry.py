@@ -1,0 +1,345 @@
+"""Lots and expiry on the ledger (DOMAIN.md "Expiry"), over gRPC, with a clock the test moves.
+
+The ledger's clock moves through `store.clock_offset_us` (there is no setting for it: a service
+always runs on the server's clock). Months are passed as 31 days, so each step lands past the
+calendar month it stands for.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coalition.ledger.v1 import ledger_pb2 as pb
+from coalition.ledger.v1 import ledger_pb2_grpc
+from services.common.errors import error_info_of
+from services.ledger import store
+from tests.ledger.helpers import (
+    CREATED,
+    CREDIT,
+    DEBIT,
+    TIMEOUT,
+    account,
+    create_accounts,
+    pending,
+    posted,
+    register_currency,
+    unique,
+)
+from tests.support.tls import channel as tls_channel
+
+DAY_US = 86_400_000_000
+MONTH_US = 31 * DAY_US
+FIXED, INACTIVITY = pb.EXPIRY_POLICY_KIND_FIXED, pb.EXPIRY_POLICY_KIND_INACTIVITY
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Moves the ledger's clock forward by whole days; restored after the test."""
+
+    class Clock:
+        def advance(self, microseconds: int) -> None:
+            monkeypatch.setattr(store, "clock_offset_us", store.clock_offset_us + microseconds)
+
+    monkeypatch.setattr(store, "clock_offset_us", 0)
+    return Clock()
+
+
+@pytest.fixture
+def operator(ledger_server):
+    with tls_channel(ledger_server.address) as channel:
+        yield ledger_pb2_grpc.LedgerServiceStub(channel)
+
+
+class Books:
+    """A programme currency with a partner's issuance and redemption, breakage and member wallets."""
+
+    def __init__(self, ledger, policy_kind=FIXED, months=36, **policy) -> None:
+        self.ledger = ledger
+        self.currency = f"X{unique('c')[-8:].upper()}"
+        register_currency(ledger, self.currency, owner_id="p1")
+        self.issuance, self.redemption = unique("issuance"), unique("redemption")
+        self.breakage = f"breakage:{self.currency}"
+        create_accounts(
+            ledger,
+            account(self.issuance, DEBIT, currency=self.currency, kind="partner_issuance", owner="p1"),
+            account(self.redemption, CREDIT, currency=self.currency, kind="partner_redemption", owner="p1"),
+            account(self.breakage, CREDIT, currency=self.currency, kind="operator_breakage", owner="operator"),
+        )
+        self.set_policy(policy_kind, months, **policy)
+
+    def set_policy(self, kind, months, **fields):
+        message = pb.ExpiryPolicy(currency_code=self.currency, kind=kind, months=months, **fields)
+        return self.ledger.SetExpiryPolicy(pb.SetExpiryPolicyRequest(policy=message), timeout=TIMEOUT)
+
+    def wallet(self) -> str:
+        wallet_id = unique("wallet")
+        create_accounts(
+            self.ledger,
+            account(wallet_id, CREDIT, no_overdraft=True, currency=self.currency, kind="member_wallet", owner="m1"),
+        )
+        return wallet_id
+
+    def post(self, *transfers):
+        results = self.ledger.CreateTransfers(pb.CreateTransfersRequest(transfers=list(transfers)), timeout=TIMEOUT)
+        assert all(r.status == CREATED for r in results.results), results
+        return results
+
+    def earn(self, wallet, amount) -> str:
+        transfer_id = unique("earn")
+        self.post(posted(transfer_id, self.issuance, wallet, amount, currency=self.currency))
+        return transfer_id
+
+    def redeem(self, wallet, amount) -> str:
+        transfer_id = unique("redeem")
+        self.post(
+            posted(transfer_id, wallet, self.redemption, amount, code=pb.TRANSFER_CODE_REDEEM, currency=self.currency)
+        )
+        return transfer_id
+
+    def reverse(self, original_id, debit, credit, amount) -> str:
+        transfer_id = unique("reverse")
+        self.post(
+            posted(
+                transfer_id,
+                debit,
+                credit,
+                amount,
+                code=pb.TRANSFER_CODE_REVERSAL,
+                currency=self.currency,
+                reverses_transfer_id=original_id,
+            )
+        )
+        return transfer_id
+
+    def lots(self, wallet) -> pb.ListLotsResponse:
+        return self.ledger.ListLots(pb.ListLotsRequest(account_id=wallet), timeout=TIMEOUT)
+
+    def open_by_lot(self, wallet) -> dict[str, int]:
+        return {lot.lot_id: lot.open_amount for lot in self.lots(wallet).lots}
+
+    def balance(self, wallet) -> int:
+        (b,) = self.ledger.GetBalances(pb.GetBalancesRequest(account_ids=[wallet]), timeout=TIMEOUT).balances
+        return b.credits_posted - b.debits_posted
+
+    def run(self) -> pb.RunExpiryResponse:
+        return self.ledger.RunExpiry(pb.RunExpiryRequest(), timeout=60)
+
+    def check_lots_equal_balance(self, wallet) -> None:
+        assert self.lots(wallet).open_total == self.balance(wallet)
+
+
+def test_the_domain_example_a_36_month_lot_fifo_draws_expiry_and_a_return_restoring_lots(operator, clock):
+    books = Books(operator, FIXED, 36)
+    wallet = books.wallet()
+    january = books.earn(wallet, 100)
+    clock.advance(2 * MONTH_US)
+    march = books.earn(wallet, 50)
+    clock.advance(11 * MONTH_US)
+    february = books.earn(wallet, 70)
+    clock.advance(2 * MONTH_US)
+    redemption = books.redeem(wallet, 120)  # draws 100 of January's lot and 20 of March's
+    assert books.open_by_lot(wallet) == {march: 30, february: 70}
+    lots = {lot.lot_id: lot for lot in books.lots(wallet).lots}
+    march_expiry = lots[march].expire_time.ToMicroseconds()
+    credit = lots[march].credit_time.ToMicroseconds()
+    assert 36 * 30 * DAY_US < march_expiry - credit < 37 * 31 * DAY_US  # 36 calendar months, to the end of a day
+    assert books.run().transfers_posted == 0  # nothing due yet
+    clock.advance(march_expiry - credit - 13 * MONTH_US + DAY_US)  # past the March lot's expiry (13 months on)
+    run = books.run()
+    assert (run.transfers_posted, run.amount_expired) == (1, 30)
+    assert books.open_by_lot(wallet) == {february: 70}
+    assert books.balance(wallet) == 70
+    # Returning the redemption restores 100 + 20 to their lots; both have expired, so they expire again.
+    books.reverse(redemption, books.redemption, wallet, 120)
+    assert books.open_by_lot(wallet) == {january: 100, march: 20, february: 70}
+    run = books.run()
+    assert (run.transfers_posted, run.amount_expired) == (2, 120)
+    assert books.open_by_lot(wallet) == {february: 70}
+    assert books.balance(wallet) == 70
+    assert books.run().transfers_posted == 0  # running again posts nothing twice
+    books.check_lots_equal_balance(wallet)
+
+
+def test_a_debit_draws_soonest_expiring_first_across_three_lots_and_a_partial_reversal_restores_the_last_drawn(
+    operator, clock
+):
+    books = Books(operator, FIXED, 24)
+    wallet = books.wallet()
+    first = books.earn(wallet, 10)
+    clock.advance(MONTH_US)
+    second = books.earn(wallet, 20)
+    clock.advance(MONTH_US)
+    books.set_policy(FIXED, 6)  # a shorter policy from now: the third lot expires before the others
+    third = books.earn(wallet, 30)
+    spent = books.redeem(wallet, 35)  # third (soonest) 30, then first 5
+    assert books.open_by_lot(wallet) == {first: 5, second: 20}
+    books.reverse(spent, books.redemption, wallet, 10)  # gives back the last drawn first: first's 5, then third's 5
+    assert books.open_by_lot(wallet) == {third: 5, first: 10, second: 20}
+    books.reverse(spent, books.redemption, wallet, 25)
+    assert books.open_by_lot(wallet) == {third: 30, first: 10, second: 20}
+    books.check_lots_equal_balance(wallet)
+
+
+def test_a_policy_change_leaves_lots_already_credited_alone(operator, clock):
+    books = Books(operator, FIXED, 36)
+    wallet = books.wallet()
+    old = books.earn(wallet, 10)
+    old_expiry = books.lots(wallet).lots[0].expire_time.ToMicroseconds()
+    recorded = books.set_policy(FIXED, 12)
+    assert recorded.created
+    new = books.earn(wallet, 10)
+    lots = {lot.lot_id: lot.expire_time.ToMicroseconds() for lot in books.lots(wallet).lots}
+    assert lots[old] == old_expiry
+    assert lots[new] < old_expiry - 20 * MONTH_US
+    policies = operator.ListExpiryPolicies(pb.ListExpiryPoliciesRequest(currency_code=books.currency), timeout=TIMEOUT)
+    assert [p.months for p in policies.policies] == [36, 12]
+    # A version in the past would claim points it never priced: refused.
+    past = Timestamp()
+    past.FromMicroseconds(policies.policies[0].effective_time.ToMicroseconds() - DAY_US)
+    with pytest.raises(grpc.RpcError) as raised:
+        books.set_policy(FIXED, 6, effective_time=past)
+    assert error_info_of(raised.value).reason == "EFFECTIVE_TIME_IN_PAST"
+
+
+def test_inactivity_expiry_is_reset_by_activity_and_then_takes_the_whole_balance(operator, clock):
+    books = Books(operator, INACTIVITY, 24)
+    wallet = books.wallet()
+    books.earn(wallet, 40)
+    clock.advance(23 * MONTH_US)
+    books.earn(wallet, 2)  # an earn (at any partner) resets the clock
+    clock.advance(23 * MONTH_US)
+    assert books.run().transfers_posted == 0
+    deadline = books.lots(wallet).inactivity_expire_time.ToMicroseconds()
+    clock.advance(2 * MONTH_US)
+    run = books.run()
+    assert (run.transfers_posted, run.amount_expired) == (2, 42)
+    assert books.balance(wallet) == 0
+    assert deadline > 0
+
+
+def test_points_held_by_an_open_hold_do_not_expire_until_the_hold_resolves(operator, clock):
+    books = Books(operator, FIXED, 1)
+    wallet = books.wallet()
+    books.earn(wallet, 50)
+    clock.advance(29 * DAY_US)
+    hold_id = unique("hold")
+    hold = pending(hold_id, wallet, books.redemption, 20, timeout_seconds=30 * 86_400)
+    hold.currency_code = books.currency
+    books.post(hold)
+    clock.advance(6 * DAY_US)  # the lot is due (a month and the 30-day notice have passed); the hold is open
+    run = books.run()
+    assert (run.transfers_posted, run.wallets_deferred) == (0, 1)
+    books.post(pb.TransferInput(id=unique("void"), pending_id=hold_id, kind=pb.TRANSFER_KIND_VOID_PENDING))
+    run = books.run()
+    assert (run.transfers_posted, run.amount_expired) == (1, 50)
+    books.check_lots_equal_balance(wallet)
+
+
+def test_points_never_expire_before_their_notice_period(operator, clock):
+    books = Books(operator, FIXED, 1, notice_days=45)
+    wallet = books.wallet()
+    books.earn(wallet, 5)
+    (lot,) = books.lots(wallet).lots
+    assert lot.expire_time.ToMicroseconds() - lot.credit_time.ToMicroseconds() >= 45 * DAY_US
+    clock.advance(40 * DAY_US)
+    assert books.run().transfers_posted == 0
+    months = books.lots(wallet).expiring
+    assert len(months) == 12 and sum(m.amount for m in months) == 5
+
+
+def test_a_rerun_after_a_run_that_never_committed_posts_the_same_ids_once(ledger_database_url, operator, clock):
+    """A crash mid-run rolls its transaction back; the next run derives the very same transfer ids."""
+    from services.common.db import Database, DatabaseOptions
+    from services.ledger import transfers
+
+    books = Books(operator, FIXED, 1)
+    wallets = [books.wallet() for _ in range(3)]
+    for wallet in wallets:
+        books.earn(wallet, 7)
+    clock.advance(3 * MONTH_US)
+    database = Database(DatabaseOptions(url=ledger_database_url, pool_size=2))
+    try:
+        with database.writer.connect() as connection:
+            transaction = connection.begin()
+            crashed = transfers.expiry.ExpiryRun(None, 100)
+            transfers._apply(connection, [], sweep=False, lot_expiry=crashed)
+            transaction.rollback()  # the crash: nothing of it committed
+        assert len(crashed.targets) == 3
+        run = books.run()
+        assert run.transfers_posted == 3
+        found = operator.GetTransfers(pb.GetTransfersRequest(ids=sorted(crashed.targets)), timeout=TIMEOUT)
+        assert sorted(t.id for t in found.transfers) == sorted(crashed.targets)
+        assert all(t.code == pb.TRANSFER_CODE_EXPIRY for t in found.transfers)
+        assert books.run().transfers_posted == 0
+    finally:
+        database.dispose()
+
+
+def test_lots_sum_to_the_balance_under_concurrent_earns_spends_and_returns(operator, clock):
+    books = Books(operator, FIXED, 12)
+    wallet = books.wallet()
+    books.earn(wallet, 1_000)
+
+    def work(n: int) -> None:
+        clock_free = unique("w")
+        del clock_free
+        books.earn(wallet, 5)
+        try:
+            spent = books.redeem(wallet, 7)
+        except AssertionError:  # not enough available at that moment: refused, fine
+            return
+        if n % 2:
+            books.reverse(spent, books.redemption, wallet, 3)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(48)))
+    books.check_lots_equal_balance(wallet)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    operations=st.lists(
+        st.tuples(st.sampled_from(["earn", "redeem", "reverse", "month", "expire"]), st.integers(1, 60)),
+        min_size=1,
+        max_size=14,
+    )
+)
+def test_open_lots_always_sum_to_the_posted_balance(operator, clock, operations):
+    books = Books(operator, FIXED, 3)
+    wallet = books.wallet()
+    redemptions: list[tuple[str, int]] = []
+    for operation, amount in operations:
+        balance = books.balance(wallet)
+        if operation == "earn":
+            books.earn(wallet, amount)
+        elif operation == "redeem" and balance >= amount:
+            redemptions.append((books.redeem(wallet, amount), amount))
+        elif operation == "reverse" and redemptions:
+            original, left = redemptions.pop()
+            books.reverse(original, books.redemption, wallet, min(amount, left))
+        elif operation == "month":
+            clock.advance(MONTH_US)
+        elif operation == "expire":
+            books.run()
+        books.check_lots_equal_balance(wallet)
+
+
+def test_only_the_operator_sets_policies_and_runs_expiry(ledger_server, operator):
+    books = Books(operator, FIXED, 36)
+    with tls_channel(ledger_server.address, "partners") as channel:
+        partners = ledger_pb2_grpc.LedgerServiceStub(channel)
+        for method, request in (
+            ("SetExpiryPolicy", pb.SetExpiryPolicyRequest(policy=pb.ExpiryPolicy(currency_code=books.currency))),
+            ("RunExpiry", pb.RunExpiryRequest()),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                getattr(partners, method)(request, timeout=TIMEOUT)
+            assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        wallet = books.wallet()
+        assert partners.ListLots(pb.ListLotsRequest(account_id=wallet), timeout=TIMEOUT).open_total == 0
