@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from zoneinfo import ZoneInfo
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
@@ -12,14 +11,15 @@ from services.common.timeconv import timestamp_from_micros
 from services.ledger import accounts, expiry_policies, limits, queries, validation, wire
 from services.ledger.authorization import authorize
 from services.ledger.batcher import TransferBatcher
+from services.ledger.lots import LotRules
 from services.ledger.transfers import run_expiry
 
 
 class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, database: Database, batcher: TransferBatcher, zone: ZoneInfo) -> None:
+    def __init__(self, database: Database, batcher: TransferBatcher, rules: LotRules) -> None:
         self._database = database
         self._batcher = batcher
-        self._zone = zone
+        self._rules = rules
         self._watch_streams = 0
 
     async def RegisterCurrency(self, request, context):
@@ -199,7 +199,9 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     async def ListLots(self, request, context):
         authorize(context, "ListLots")
         validation.check_id(request.account_id, "account_id")
-        found = await asyncio.to_thread(expiry_policies.wallet_lots, self._database, request.account_id, self._zone)
+        found = await asyncio.to_thread(
+            expiry_policies.wallet_lots, self._database, request.account_id, self._rules.zone
+        )
         response = ledger_pb2.ListLotsResponse(
             lots=[wire.lot_message(lot, found.inactivity_expires_us) for lot in found.lots],
             expiring=[ledger_pb2.ExpiringMonth(month=month, amount=amount) for month, amount in found.expiring],
@@ -214,7 +216,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         as_of_us = (
             validation.check_timestamp(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
         )
-        totals = await asyncio.to_thread(run_expiry, self._database, as_of_us, self._zone)
+        totals = await asyncio.to_thread(run_expiry, self._database, as_of_us, self._rules)
         return ledger_pb2.RunExpiryResponse(
             transfers_posted=totals.posted, amount_expired=totals.amount_expired, wallets_deferred=totals.deferred
         )

@@ -109,7 +109,7 @@ def follow_lots(
     connection: Connection,
     accounts: dict[str, Account],
     postings: list[Posting],
-    zone: ZoneInfo,
+    rules: lots.LotRules,
     run: ExpiryRun | None,
 ) -> None:
     """Bring the lots of every tracked wallet the batch posted to in step with it, in the same transaction."""
@@ -125,11 +125,14 @@ def follow_lots(
     reversed_ids = {p.transfer.reverses_transfer_id for p in moved if p.transfer.reverses_transfer_id}
     draws = lot_store.draws_of(connection, reversed_ids)
     named = {(d.account_id, d.lot_id) for items in draws.values() for d in items}
+    originals = store.get_transfers(connection, reversed_ids) if reversed_ids else {}
     state = lots.LotState(
-        zone=zone,
+        zone=rules.zone,
         policies=lot_store.policies_of(connection, {accounts[a].currency_code for a in tracked}),
         lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, tracked)},
         draws=draws,
+        currencies={account_id: accounts[account_id].currency_code for account_id in tracked},
+        reinstated={t.id for t in originals.values() if t.code == EXPIRY_CODE},
     )
     lots.follow(state, moved, accounts, run.targets if run is not None else None)
     known_activity = lot_store.last_activity(connection, state.active_wallets)

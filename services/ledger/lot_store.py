@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     insert,
     or_,
     select,
@@ -227,7 +228,15 @@ def write_changes(
         statement = (
             update(lots)
             .where(and_(lots.c.account_id == _bind("b_account"), lots.c.lot_id == _bind("b_lot")))
-            .values(open_amount=_bind("b_open"), expiry_round=_bind("b_round"))
+            .values(
+                open_amount=_bind("b_open"),
+                expiry_round=_bind("b_round"),
+                expires_at_us=_bind("b_expires"),
+                policy_kind=_bind("b_kind"),
+                months=_bind("b_months"),
+                notice_days=_bind("b_notice"),
+                credited_at_us=_bind("b_credited"),
+            )
         )
         connection.execute(
             statement,
@@ -237,6 +246,11 @@ def write_changes(
                     "b_lot": lot.lot_id,
                     "b_open": lot.open_amount,
                     "b_round": lot.expiry_round,
+                    "b_expires": lot.expires_at_us,
+                    "b_kind": int(lot.policy_kind),
+                    "b_months": lot.months,
+                    "b_notice": lot.notice_days,
+                    "b_credited": lot.credited_at_us,
                 }
                 for lot in changed
             ],
@@ -269,8 +283,6 @@ def write_changes(
 
 
 def _bind(name: str):
-    from sqlalchemy import bindparam
-
     return bindparam(name)
 
 

@@ -31,6 +31,17 @@ US_PER_DAY = 86_400_000_000
 _NEVER = 2**62
 
 
+@dataclass(frozen=True, slots=True)
+class LotRules:
+    """The coalition's settings for lots: its time zone (months and days) and the reinstatement window."""
+
+    zone: ZoneInfo
+    reinstatement_window_us: int = 90 * 86_400_000_000
+
+
+DEFAULT_RULES = LotRules(ZoneInfo("Europe/Amsterdam"))
+
+
 class PolicyKind(enum.IntEnum):
     NONE = 1
     FIXED = 2
@@ -97,6 +108,8 @@ class LotState:
     changed: set[tuple[str, str]] = field(default_factory=set)
     new_draws: list[Draw] = field(default_factory=list)
     active_wallets: dict[str, int] = field(default_factory=dict)  # account -> last qualifying activity
+    currencies: dict[str, str] = field(default_factory=dict)  # tracked account -> its currency
+    reinstated: set[str] = field(default_factory=set)  # EXPIRY transfers whose reversal renews lots
 
 
 def is_tracked(account: Account) -> bool:
@@ -211,8 +224,13 @@ def draw(state: LotState, transfer_id: str, account_id: str, amount: int, lot_id
         raise LotsShort(f"{account_id}: {remaining} more than its open lots for {transfer_id}")
 
 
-def restore(state: LotState, transfer_id: str, account_id: str, amount: int, original_id: str) -> int:
-    """Give back what `original_id` drew from the wallet, last drawn first; returns what is left over."""
+def restore(
+    state: LotState, transfer_id: str, account_id: str, amount: int, original_id: str, renew_at_us: int | None = None
+) -> int:
+    """Give back what `original_id` drew from the wallet, last drawn first; returns what is left over.
+
+    With `renew_at_us` (a reinstated expiry) the lots given back take a new expiry, as if credited then.
+    """
     remaining = amount
     net: dict[str, int] = {}
     order: list[str] = []
@@ -233,9 +251,21 @@ def restore(state: LotState, transfer_id: str, account_id: str, amount: int, ori
         lot = state.lots[(account_id, lot_id)]
         lot.open_amount += given
         remaining -= given
+        if renew_at_us is not None:
+            _renew(state, lot, renew_at_us)
         state.changed.add((account_id, lot_id))
         _record(state, Draw(transfer_id, account_id, lot_id, -given, restores_transfer_id=original_id))
     return remaining
+
+
+def _renew(state: LotState, lot: Lot, at_us: int) -> None:
+    currency = state.currencies[lot.account_id]
+    policy = policy_at(state.policies.get(currency, []), at_us)
+    lot.policy_kind = policy.kind
+    lot.expires_at_us = fixed_expiry_us(policy, at_us, state.zone) if policy.kind is PolicyKind.FIXED else None
+    lot.months = policy.months if policy.kind is PolicyKind.INACTIVITY else 0
+    lot.notice_days = policy.notice_days
+    lot.credited_at_us = max(lot.credited_at_us, at_us) if policy.kind is PolicyKind.INACTIVITY else lot.credited_at_us
 
 
 def _record(state: LotState, item: Draw) -> None:
@@ -270,7 +300,8 @@ def follow(
         if is_tracked(credit):
             left = amount
             if transfer.reverses_transfer_id:
-                left = restore(state, transfer.id, credit.id, amount, transfer.reverses_transfer_id)
+                renew = at_us if transfer.reverses_transfer_id in state.reinstated else None
+                left = restore(state, transfer.id, credit.id, amount, transfer.reverses_transfer_id, renew)
             if left:
                 open_lot(state, credit, transfer.id, left, at_us, debit.owner_id)
             if transfer.code in QUALIFYING_CODES:

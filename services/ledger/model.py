@@ -13,6 +13,7 @@ from enum import IntEnum
 from services.ledger.limits import BALANCE_MAX
 
 OPERATOR_OWNER_ID = "operator"
+_EXPIRY_CODE = 5  # coalition.ledger.v1.TRANSFER_CODE_EXPIRY
 SYSTEM_ID_PREFIX = "#"  # never valid in a caller's id, so system transfers cannot collide
 
 
@@ -78,6 +79,7 @@ class Failure(IntEnum):
     BALANCE_OVERFLOW = 20
     ACCOUNT_EXISTS_WITH_DIFFERENT_CONTENT = 21
     CURRENCY_NOT_FOUND = 22
+    REINSTATEMENT_WINDOW_CLOSED = 23
 
 
 # Failures that depend only on the item and the ledger's state at the time: remembered under the
@@ -239,6 +241,7 @@ class BatchState:
     remembered_failures: dict[str, RememberedFailure]
     hold_states: dict[str, HoldState]  # pending id -> state
     reversed_totals: dict[str, int]  # reversed transfer id -> amount already reversed
+    reinstatement_window_us: int = 90 * 86_400_000_000  # how long an expiry may be reversed
     # Outputs.
     postings: list[Posting] = field(default_factory=list)
     new_failures: list[tuple[str, RememberedFailure]] = field(default_factory=list)
@@ -525,6 +528,13 @@ def _check_reversal(state: BatchState, command: TransferCommand) -> None:
             f"a reversal of {original.id!r} must debit {original.credit_account_id!r} "
             f"and credit {original.debit_account_id!r}",
             "debit_account_id",
+        )
+    if original.code == _EXPIRY_CODE and state.now_us - original.committed_at_us > state.reinstatement_window_us:
+        raise _ItemFailed(
+            Failure.REINSTATEMENT_WINDOW_CLOSED,
+            f"expiry {original.id!r} is older than the {state.reinstatement_window_us // 86_400_000_000}-day "
+            "reinstatement window",
+            "reverses_transfer_id",
         )
     already = state.reversed_totals.get(original.id, 0)
     if already + command.amount > original.amount:

@@ -19,6 +19,7 @@ from services.common.tls import Transport
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
+from services.ledger.lots import LotRules
 from services.ledger.transfers import create_transfers, expire_due_holds, run_expiry
 
 SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
@@ -37,6 +38,7 @@ class LedgerSettings:
     grpc_concurrent_rpcs_max: int
     transport: Transport
     time_zone: str = "Europe/Amsterdam"
+    reinstatement_days: int = 90
     # Streams (WatchTransfers) have their own pool, so they never take a unary call's slot.
     grpc_concurrent_streams_max: int = limits.WATCH_STREAMS_MAX
     grpc_streams_per_peer_host_max: int = limits.STREAMS_PER_PEER_HOST_MAX
@@ -58,6 +60,7 @@ class LedgerSettings:
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 1024, minimum=1),
             transport=Transport.from_env("ledger", "COALITION_LEDGER"),
             time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
+            reinstatement_days=env_int("COALITION_LEDGER_REINSTATEMENT_DAYS", 90, minimum=0, maximum=3_650),
             grpc_concurrent_streams_max=env_int(
                 "COALITION_GRPC_CONCURRENT_STREAMS_MAX", limits.WATCH_STREAMS_MAX, 1, limits.WATCH_STREAMS_MAX
             ),
@@ -91,11 +94,11 @@ async def _sweep_expired_holds(database: Database) -> None:
             _log.warning("hold_sweep_failed", error=repr(error))
 
 
-async def _expire_due_lots(database: Database, zone: ZoneInfo) -> None:
+async def _expire_due_lots(database: Database, rules: LotRules) -> None:
     """Expire due lots in the background; after downtime the first pass catches up."""
     while True:
         try:
-            run = await asyncio.to_thread(run_expiry, database, None, zone)
+            run = await asyncio.to_thread(run_expiry, database, None, rules)
             if run.posted or run.deferred:
                 _log.info("lots_expired", transfers=run.posted, amount=run.amount_expired, deferred=run.deferred)
         except Exception as error:  # a database blip must not end the loop; the next pass catches up
@@ -113,18 +116,18 @@ def zone_of(name: str) -> ZoneInfo:
 async def start(settings: LedgerSettings | None = None) -> RunningServer:
     settings = settings or LedgerSettings.from_env()
     database = await asyncio.to_thread(open_database, settings)
-    zone = zone_of(settings.time_zone)
+    rules = LotRules(zone_of(settings.time_zone), settings.reinstatement_days * 86_400_000_000)
     batcher = TransferBatcher(
-        lambda requests: create_transfers(database, requests, zone),
+        lambda requests: create_transfers(database, requests, rules),
         settings.writer_count,
         limits.BATCH_ITEMS_MAX,
         limits.QUEUED_TRANSFERS_MAX,
     )
     sweeper = asyncio.create_task(_sweep_expired_holds(database))
-    lot_expiry = asyncio.create_task(_expire_due_lots(database, zone))
+    lot_expiry = asyncio.create_task(_expire_due_lots(database, rules))
 
     def register(server):
-        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerApi(database, batcher, zone), server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerApi(database, batcher, rules), server)
         return [SERVICE_NAME]
 
     async def on_stopped() -> None:

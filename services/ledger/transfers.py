@@ -9,13 +9,12 @@ batch by the TransferBatcher, so a hot account is locked once per batch, not onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
 from services.common.db import Database
 from services.common.errors import InvalidArgument, PermissionDenied
-from services.ledger import expiry, limits, store
+from services.ledger import expiry, limits, lots, store
 from services.ledger.authorization import GRANTS, OPERATOR, Grant
 from services.ledger.model import (
     Account,
@@ -28,8 +27,6 @@ from services.ledger.model import (
     expire_command,
 )
 
-DEFAULT_ZONE = ZoneInfo("Europe/Amsterdam")
-
 
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
@@ -40,24 +37,26 @@ class TransferRequest:
 
 
 def create_transfers(
-    database: Database, requests: list[TransferRequest], zone: ZoneInfo = DEFAULT_ZONE
+    database: Database, requests: list[TransferRequest], rules: lots.LotRules = lots.DEFAULT_RULES
 ) -> list[list[Outcome] | PermissionDenied]:
     """Apply several independent requests in one transaction: per request its outcomes, or its refusal.
 
     A request with any transfer its caller may not post is refused whole and writes nothing.
     """
     return database.write(
-        lambda connection: _apply(connection, requests, sweep=False, zone=zone), retry_unique_violation=True
+        lambda connection: _apply(connection, requests, sweep=False, rules=rules), retry_unique_violation=True
     )
 
 
-def expire_due_lots(database: Database, as_of_us: int | None, zone: ZoneInfo = DEFAULT_ZONE) -> expiry.ExpiryRun:
+def expire_due_lots(
+    database: Database, as_of_us: int | None, rules: lots.LotRules = lots.DEFAULT_RULES
+) -> expiry.ExpiryRun:
     """Post EXPIRY transfers for up to EXPIRY_RUN_WALLETS_MAX wallets with lots due at as_of (default now)."""
     run = expiry.ExpiryRun(as_of_us, limits.EXPIRY_RUN_WALLETS_MAX)
 
     def work(connection: Connection) -> expiry.ExpiryRun:
         run.reset()
-        _apply(connection, [], sweep=False, zone=zone, lot_expiry=run)
+        _apply(connection, [], sweep=False, rules=rules, lot_expiry=run)
         return run
 
     return database.write(work, retry_unique_violation=True)
@@ -69,7 +68,7 @@ def expire_due_holds(database: Database) -> int:
     return len(outcomes[0]) if outcomes else 0
 
 
-def run_expiry(database: Database, as_of_us: int | None, zone: ZoneInfo) -> expiry.ExpiryRun:
+def run_expiry(database: Database, as_of_us: int | None, rules: lots.LotRules) -> expiry.ExpiryRun:
     """Expire page after page until a page comes back short; the totals of all pages."""
     totals = expiry.ExpiryRun(as_of_us, 0)
     if as_of_us is not None and as_of_us > database.read(store.clock_now_us):
@@ -77,7 +76,7 @@ def run_expiry(database: Database, as_of_us: int | None, zone: ZoneInfo) -> expi
             "AS_OF_IN_FUTURE", "as_of_time is in the future; points expire only once due", field="as_of_time"
         )
     while True:
-        page = expire_due_lots(database, as_of_us, zone)
+        page = expire_due_lots(database, as_of_us, rules)
         totals.posted += page.posted
         totals.amount_expired += page.amount_expired
         totals.deferred += page.deferred
@@ -89,7 +88,7 @@ def _apply(
     connection: Connection,
     requests: list[TransferRequest],
     sweep: bool,
-    zone: ZoneInfo = DEFAULT_ZONE,
+    rules: lots.LotRules = lots.DEFAULT_RULES,
     lot_expiry: expiry.ExpiryRun | None = None,
 ) -> list[list[Outcome] | PermissionDenied]:
     commands = [command for request in requests for command in request.commands]
@@ -123,7 +122,7 @@ def _apply(
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)
     if lot_expiry is not None:  # decided under the wallets' locks, so a capture cannot race it
-        request = expiry.expiry_request(connection, lot_expiry, accounts, balances, now_us, zone)
+        request = expiry.expiry_request(connection, lot_expiry, accounts, balances, now_us, rules.zone)
         requests = [*requests, TransferRequest(request, GRANTS[OPERATOR])]
         item_ids.update(command.id for command in request)
     # Under the locks: whatever resolves or creates these ids must hold the same locks first.
@@ -139,6 +138,7 @@ def _apply(
         remembered_failures=failures,
         hold_states=states,
         reversed_totals=store.reversed_totals(connection, reversed_ids),
+        reinstatement_window_us=rules.reinstatement_window_us,
     )
     expirations = [
         [expire_command(expired[pending_id])]
@@ -164,7 +164,7 @@ def _apply(
         committed_at_us,
     )
     del committed  # the outcomes hold the same Transfer objects, now stamped with sequence and time
-    expiry.follow_lots(connection, accounts, state.postings, zone, lot_expiry)
+    expiry.follow_lots(connection, accounts, state.postings, rules, lot_expiry)
     if sweep:
         return [[outcome for request in expiry_outcomes for outcome in request]]
     return outcomes

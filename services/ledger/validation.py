@@ -187,6 +187,9 @@ def _check_amount(item: ledger_pb2.TransferInput, kind: Kind, index: int) -> Non
         )
 
 
+_EXPIRY_ID = re.compile(r"#expiry:[0-9a-f]{48}")
+
+
 def _check_kind_fields(item: ledger_pb2.TransferInput, kind: Kind, index: int) -> None:
     if kind in (Kind.POST_PENDING, Kind.VOID_PENDING):
         check_id(item.pending_id, "pending_id", index=index)
@@ -207,7 +210,10 @@ def _check_kind_fields(item: ledger_pb2.TransferInput, kind: Kind, index: int) -
             "UNEXPECTED_FIELD", "timeout_seconds is only for PENDING transfers", field="timeout_seconds", index=index
         )
     if item.reverses_transfer_id:
-        check_id(item.reverses_transfer_id, "reverses_transfer_id", index=index)
+        # The ledger's own EXPIRY transfers (ids "#expiry:<hex>") may be reversed: a reinstatement.
+        reversed_id = item.reverses_transfer_id
+        if not _EXPIRY_ID.fullmatch(reversed_id):
+            check_id(reversed_id, "reverses_transfer_id", index=index)
         if kind is not Kind.POSTED:
             raise _invalid(
                 "UNEXPECTED_FIELD", "a reversal must be a POSTED transfer", field="reverses_transfer_id", index=index

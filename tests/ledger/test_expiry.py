@@ -343,3 +343,42 @@ def test_only_the_operator_sets_policies_and_runs_expiry(ledger_server, operator
             assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
         wallet = books.wallet()
         assert partners.ListLots(pb.ListLotsRequest(account_id=wallet), timeout=TIMEOUT).open_total == 0
+
+
+def _expiries(books) -> list[pb.Transfer]:
+    entries = books.ledger.ListAccountEntries(pb.ListAccountEntriesRequest(account_id=books.breakage), timeout=TIMEOUT)
+    return [e.transfer for e in entries.entries if e.transfer.code == pb.TRANSFER_CODE_EXPIRY]
+
+
+def test_a_reinstated_expiry_brings_the_same_lot_back_with_a_new_expiry_within_the_window(operator, clock):
+    books = Books(operator, FIXED, 1)
+    wallet = books.wallet()
+    lot_id = books.earn(wallet, 25)
+    clock.advance(2 * MONTH_US)
+    assert books.run().amount_expired == 25
+    (expired,) = _expiries(books)
+    assert (expired.metadata.member_id, expired.metadata.partner_id) == ("m1", "p1")  # the member, and the partner that issued
+    clock.advance(10 * DAY_US)
+    books.reverse(expired.id, books.breakage, wallet, 25)  # the operator reinstates
+    (lot,) = books.lots(wallet).lots
+    assert (lot.lot_id, lot.open_amount) == (lot_id, 25)
+    now = expired.commit_time.ToMicroseconds() + 10 * DAY_US
+    assert lot.expire_time.ToMicroseconds() > now + 28 * DAY_US  # a new expiry, as if credited today
+    assert books.run().transfers_posted == 0
+    # It expires again when its new date comes, under a new id; that one is past the window later.
+    clock.advance(2 * MONTH_US)
+    assert books.run().amount_expired == 25
+    second = next(t for t in _expiries(books) if t.id != expired.id)
+    clock.advance(91 * DAY_US)
+    late = posted(
+        unique("reinstate"),
+        books.breakage,
+        wallet,
+        25,
+        code=pb.TRANSFER_CODE_REVERSAL,
+        currency=books.currency,
+        reverses_transfer_id=second.id,
+    )
+    (result,) = operator.CreateTransfers(pb.CreateTransfersRequest(transfers=[late]), timeout=TIMEOUT).results
+    assert result.failure_reason == pb.FAILURE_REASON_REINSTATEMENT_WINDOW_CLOSED
+    books.check_lots_equal_balance(wallet)
