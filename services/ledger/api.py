@@ -8,7 +8,7 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.timeconv import timestamp_from_micros
-from services.ledger import accounts, expiry_policies, limits, queries, validation, wire
+from services.ledger import accounts, expiry_policies, limits, lots, queries, validation, wire
 from services.ledger.authorization import authorize
 from services.ledger.batcher import TransferBatcher
 from services.ledger.lots import LotRules
@@ -219,6 +219,34 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         totals = await asyncio.to_thread(run_expiry, self._database, as_of_us, self._rules)
         return ledger_pb2.RunExpiryResponse(
             transfers_posted=totals.posted, amount_expired=totals.amount_expired, wallets_deferred=totals.deferred
+        )
+
+    async def ListExpiringSoon(self, request, context):
+        authorize(context, "ListExpiringSoon")
+        validation.check_currency_code(request.currency_code)
+        if not 0 <= request.within_days <= 365:
+            raise InvalidArgument("INVALID_WITHIN_DAYS", "within_days must be 0..365 (0: 30)", field="within_days")
+        page_size = validation.page_size(request.page_size)
+        found, token = await asyncio.to_thread(
+            expiry_policies.expiring_soon,
+            self._database,
+            request.currency_code,
+            request.within_days or lots.NOTICE_DAYS_DEFAULT,
+            page_size,
+            request.page_token,
+            self._rules.zone,
+        )
+        return ledger_pb2.ListExpiringSoonResponse(
+            wallets=[
+                ledger_pb2.ExpiringWallet(
+                    account_id=w.account_id,
+                    owner_id=w.owner_id,
+                    amount=w.amount,
+                    first_expire_time=timestamp_from_micros(w.first_expires_us),
+                )
+                for w in found
+            ],
+            next_page_token=token,
         )
 
 

@@ -54,6 +54,7 @@ _READS = frozenset(
         "WatchTransfers",
         "ListExpiryPolicies",
         "ListLots",
+        "ListExpiringSoon",
     }
 )
 _RESOLVING = (Kind.POST_PENDING, Kind.VOID_PENDING)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from services.common.db import Database
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.page_token import decode_page_token, encode_page_token
 from services.ledger import lot_store, lots, store
 
 
@@ -66,5 +67,46 @@ def wallet_lots(database: Database, account_id: str, zone: ZoneInfo) -> WalletLo
         inactive = [lot for lot in found if lot.policy_kind is lots.PolicyKind.INACTIVITY]
         deadline = min((lots.inactivity_expiry_us(lot, last, zone) for lot in inactive), default=None) if last else None
         return WalletLots(found, lots.expiring_by_month(found, last, now_us, zone), deadline, now_us)
+
+    return database.read(work)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringWallet:
+    account_id: str
+    owner_id: str
+    amount: int
+    first_expires_us: int
+
+
+def expiring_soon(
+    database: Database, currency_code: str, within_days: int, page_size: int, page_token: str, zone: ZoneInfo
+) -> tuple[list[ExpiringWallet], str]:
+    (after,) = decode_page_token(page_token, str) or ("",)
+
+    def work(connection):
+        horizon = store.clock_now_us(connection) + within_days * lots.US_PER_DAY
+        candidates = lot_store.expiring_candidates(connection, currency_code, horizon, after, page_size + 1)
+        more = len(candidates) > page_size
+        candidates = candidates[:page_size]
+        open_lots = lot_store.open_lots(connection, candidates)
+        activity = lot_store.last_activity(connection, candidates)
+        owners = store.get_accounts(connection, candidates)
+        found = []
+        for account_id in candidates:
+            due = [
+                (expires, lot.open_amount)
+                for (owner, _), lot in open_lots.items()
+                if owner == account_id
+                and (expires := lots.lot_expiry_us(lot, activity.get(account_id), zone)) is not None
+                and expires <= horizon
+            ]
+            if due:
+                found.append(
+                    ExpiringWallet(
+                        account_id, owners[account_id].owner_id, sum(a for _, a in due), min(e for e, _ in due)
+                    )
+                )
+        return found, encode_page_token(candidates[-1]) if more else ""
 
     return database.read(work)

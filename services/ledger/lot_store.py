@@ -319,3 +319,30 @@ def breakage_accounts(connection: Connection, currency_codes: Iterable[str]) -> 
     for code, account_id in rows:
         found.setdefault(code, account_id)
     return found
+
+
+def expiring_candidates(
+    connection: Connection, currency_code: str, horizon_us: int, after_account: str, limit: int
+) -> list[str]:
+    """Member wallets of a currency that may have points due by `horizon_us`, by id after `after_account`."""
+    wallet = and_(
+        accounts.c.id == lots.c.account_id,
+        accounts.c.currency_code == currency_code,
+        lots.c.open_amount > 0,
+        lots.c.account_id > after_account,
+    )
+    fixed = select(lots.c.account_id).where(and_(wallet, lots.c.expires_at_us <= horizon_us))
+    quiet = (
+        select(lots.c.account_id)
+        .join(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
+        .where(
+            and_(
+                wallet,
+                lots.c.policy_kind == int(PolicyKind.INACTIVITY),
+                wallet_activity.c.last_activity_us + lots.c.months * 28 * 86_400_000_000 <= horizon_us,
+            )
+        )
+    )
+    union = fixed.union(quiet).subquery()
+    rows = connection.execute(select(union.c.account_id).order_by(union.c.account_id).limit(limit))
+    return [row[0] for row in rows]

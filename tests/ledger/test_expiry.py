@@ -357,7 +357,10 @@ def test_a_reinstated_expiry_brings_the_same_lot_back_with_a_new_expiry_within_t
     clock.advance(2 * MONTH_US)
     assert books.run().amount_expired == 25
     (expired,) = _expiries(books)
-    assert (expired.metadata.member_id, expired.metadata.partner_id) == ("m1", "p1")  # the member, and the partner that issued
+    assert (expired.metadata.member_id, expired.metadata.partner_id) == (
+        "m1",
+        "p1",
+    )  # the member, and the partner that issued
     clock.advance(10 * DAY_US)
     books.reverse(expired.id, books.breakage, wallet, 25)  # the operator reinstates
     (lot,) = books.lots(wallet).lots
@@ -382,3 +385,25 @@ def test_a_reinstated_expiry_brings_the_same_lot_back_with_a_new_expiry_within_t
     (result,) = operator.CreateTransfers(pb.CreateTransfersRequest(transfers=[late]), timeout=TIMEOUT).results
     assert result.failure_reason == pb.FAILURE_REASON_REINSTATEMENT_WINDOW_CLOSED
     books.check_lots_equal_balance(wallet)
+
+
+def test_wallets_with_points_expiring_soon_are_listed_for_reminders_page_by_page(operator, clock):
+    books = Books(operator, FIXED, 2)
+    soon = sorted(books.wallet() for _ in range(3))
+    later = books.wallet()
+    for wallet in soon:
+        books.earn(wallet, 9)
+    clock.advance(40 * DAY_US)
+    books.earn(later, 4)
+    clock.advance(30 * DAY_US)  # the first three are due in ~2 weeks, the last in ~6 weeks
+
+    def listing(**fields):
+        request = pb.ListExpiringSoonRequest(currency_code=books.currency, **fields)
+        return operator.ListExpiringSoon(request, timeout=TIMEOUT)
+
+    first = listing(page_size=2)
+    assert [w.account_id for w in first.wallets] == soon[:2] and first.next_page_token
+    second = listing(page_size=2, page_token=first.next_page_token)
+    assert [w.account_id for w in second.wallets] == soon[2:]
+    assert all(w.amount == 9 and w.owner_id == "m1" for w in first.wallets)
+    assert later in [w.account_id for w in listing(within_days=60).wallets]
