@@ -447,6 +447,10 @@ class LedgerClient:
             responses.append(await self._call("GetActivitySummary", request, LEDGER_AGGREGATE_DEADLINE_SECONDS))
         return responses
 
+    async def list_lots(self, account_id: str) -> ledger_pb2.ListLotsResponse:
+        """A member wallet's open lots and what expires per month (NOT_FOUND: no such wallet)."""
+        return await self._call("ListLots", ledger_pb2.ListLotsRequest(account_id=account_id))
+
     async def list_entries(self, account_id: str, page_size: int) -> list[ledger_pb2.Entry]:
         """The newest `page_size` entries of an account."""
         request = ledger_pb2.ListAccountEntriesRequest(account_id=account_id, page_size=page_size)

@@ -166,6 +166,18 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
         )
 
     @_rpc()
+    async def GetMemberExpiringPoints(self, request, caller: Caller):
+        member = wire.member_ref(request.member)
+        self._admit_member_read(caller, member)
+        member_id, lots = await members.expiring(self.app, caller, member, request.currency_code)
+        response = pb.GetMemberExpiringPointsResponse(member_id=member_id, currency_code=request.currency_code)
+        if lots is not None:
+            response.months.extend(pb.ExpiringMonth(month=m.month, amount=m.amount) for m in lots.expiring)
+            if lots.HasField("inactivity_expire_time"):
+                response.inactivity_expire_time.CopyFrom(lots.inactivity_expire_time)
+        return response
+
+    @_rpc()
     async def ListMemberActivity(self, request, caller: Caller):
         member = wire.member_ref(request.member)
         self._admit_member_read(caller, member)

@@ -9,8 +9,8 @@ import structlog
 from sqlalchemy import Connection, Row
 
 from coalition.ledger.v1 import ledger_pb2
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
-from services.common.ledger_client import CREDIT, AccountSpec
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.common.ledger_client import CREDIT, AccountSpec, LedgerRefused
 from services.partners import model
 from services.partners.access import Caller
 from services.partners.app import App
@@ -217,6 +217,26 @@ async def balances(app: App, caller: Caller, ref: MemberRef) -> tuple[str, list[
         WalletBalance(code, balance.posted, balance.pending, balance.available)
         for code, balance in zip(currencies, ledger_balances, strict=True)
     ]
+
+
+async def expiring(
+    app: App, caller: Caller, ref: MemberRef, currency_code: str
+) -> tuple[str, ledger_pb2.ListLotsResponse | None]:
+    """What of the member's points in `currency_code` expires per month (None: no wallet in it)."""
+    model.check_currency_code(currency_code, "currency_code")
+    if not caller.is_admin and currency_code not in (model.COMMON_CURRENCY, caller.programme_currency):
+        raise PermissionDenied(
+            "OTHER_PARTNER_CURRENCY",
+            f"a partner may read {model.COMMON_CURRENCY} and its own programme currency only",
+            currency_code=currency_code,
+        )
+    member_id = _known_member_id(app, ref) or (await app.read(lambda c: resolve_member(c, app, ref))).member_id
+    try:
+        return member_id, await app.ledger.list_lots(model.wallet_account_id(currency_code, member_id))
+    except LedgerRefused as error:
+        if error.ledger_code == "NOT_FOUND":
+            return member_id, None
+        raise
 
 
 _ACTIVITY_KINDS = {
