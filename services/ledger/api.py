@@ -206,6 +206,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             lots=[wire.lot_message(lot, found.inactivity_expires_us) for lot in found.lots],
             expiring=[ledger_pb2.ExpiringMonth(month=month, amount=amount) for month, amount in found.expiring],
             open_total=sum(lot.open_amount for lot in found.lots),
+            exempt=found.exempt,
         )
         if found.inactivity_expires_us is not None:
             response.inactivity_expire_time.CopyFrom(timestamp_from_micros(found.inactivity_expires_us))
@@ -248,6 +249,17 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             ],
             next_page_token=token,
         )
+
+    async def SetExpiryExemption(self, request, context):
+        authorize(context, "SetExpiryExemption")
+        if not 1 <= len(request.owner_id) <= limits.OWNER_ID_LENGTH_MAX:
+            raise InvalidArgument(
+                "INVALID_OWNER_ID", f"owner_id must be 1..{limits.OWNER_ID_LENGTH_MAX} characters", field="owner_id"
+            )
+        exempt = await asyncio.to_thread(
+            expiry_policies.set_exemption, self._database, request.owner_id, request.exempt
+        )
+        return ledger_pb2.SetExpiryExemptionResponse(owner_id=request.owner_id, exempt=exempt)
 
 
 def _window(request, required: bool) -> tuple[int | None, int | None]:

@@ -69,6 +69,8 @@ def expiry_request(
     """EXPIRY transfers for every lot due at as_of, read under the wallets' locks."""
     as_of = now_us if run.as_of_us is None else min(run.as_of_us, now_us)
     wallets = [w for w in run.wallets if w in accounts and lots.is_tracked(accounts[w])]
+    exempt = lot_store.exempt_owners(connection, {accounts[w].owner_id for w in wallets})
+    wallets = [w for w in wallets if accounts[w].owner_id not in exempt]
     open_lots = lot_store.open_lots(connection, wallets)
     activity = lot_store.last_activity(connection, wallets)
     commands: list[TransferCommand] = []
@@ -122,6 +124,7 @@ def follow_lots(
     }
     if not tracked:
         return
+    debited = {p.transfer.debit_account_id for p in moved} & tracked
     reversed_ids = {p.transfer.reverses_transfer_id for p in moved if p.transfer.reverses_transfer_id}
     draws = lot_store.draws_of(connection, reversed_ids)
     named = {(d.account_id, d.lot_id) for items in draws.values() for d in items}
@@ -129,7 +132,8 @@ def follow_lots(
     state = lots.LotState(
         zone=rules.zone,
         policies=lot_store.policies_of(connection, {accounts[a].currency_code for a in tracked}),
-        lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, tracked)},
+        # Only debits draw from open lots: a credit opens one (or gives back lots its draws name).
+        lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, debited)},
         draws=draws,
         currencies={account_id: accounts[account_id].currency_code for account_id in tracked},
         reinstated={t.id for t in originals.values() if t.code == EXPIRY_CODE},

@@ -54,6 +54,7 @@ class WalletLots:
     expiring: list[tuple[str, int]]
     inactivity_expires_us: int | None
     now_us: int
+    exempt: bool
 
 
 def wallet_lots(database: Database, account_id: str, zone: ZoneInfo) -> WalletLots:
@@ -66,7 +67,9 @@ def wallet_lots(database: Database, account_id: str, zone: ZoneInfo) -> WalletLo
         last = lot_store.last_activity(connection, [account_id]).get(account_id)
         inactive = [lot for lot in found if lot.policy_kind is lots.PolicyKind.INACTIVITY]
         deadline = min((lots.inactivity_expiry_us(lot, last, zone) for lot in inactive), default=None) if last else None
-        return WalletLots(found, lots.expiring_by_month(found, last, now_us, zone), deadline, now_us)
+        if lot_store.exempt_owners(connection, [account.owner_id]):  # nothing of theirs expires
+            return WalletLots(found, lots.expiring_by_month([], None, now_us, zone), None, now_us, True)
+        return WalletLots(found, lots.expiring_by_month(found, last, now_us, zone), deadline, now_us, False)
 
     return database.read(work)
 
@@ -110,3 +113,11 @@ def expiring_soon(
         return found, encode_page_token(candidates[-1]) if more else ""
 
     return database.read(work)
+
+
+def set_exemption(database: Database, owner_id: str, exempt: bool) -> bool:
+    def work(connection):
+        lot_store.set_exemption(connection, owner_id, exempt, store.clock_now_us(connection))
+        return exempt
+
+    return database.write(work, retry_unique_violation=True)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
     insert,
     or_,
     select,
@@ -74,6 +75,13 @@ lot_draws = Table(
     Column("restores_transfer_id", ID, nullable=False),
     PrimaryKeyConstraint("transfer_id", "account_id", "lot_id"),
     Index("ix_lot_draws_restores", "restores_transfer_id"),
+)
+
+expiry_exemptions = Table(
+    "expiry_exemptions",
+    metadata,
+    Column("owner_id", String(128), primary_key=True),
+    Column("exempt_since_us", BigInteger, nullable=False),
 )
 
 wallet_activity = Table(
@@ -346,3 +354,19 @@ def expiring_candidates(
     union = fixed.union(quiet).subquery()
     rows = connection.execute(select(union.c.account_id).order_by(union.c.account_id).limit(limit))
     return [row[0] for row in rows]
+
+
+def exempt_owners(connection: Connection, owner_ids: Iterable[str]) -> set[str]:
+    ids = sorted(set(owner_ids))
+    if not ids:
+        return set()
+    rows = connection.execute(select(expiry_exemptions.c.owner_id).where(expiry_exemptions.c.owner_id.in_(ids)))
+    return {row[0] for row in rows}
+
+
+def set_exemption(connection: Connection, owner_id: str, exempt: bool, now_us: int) -> None:
+    present = bool(exempt_owners(connection, [owner_id]))
+    if exempt and not present:
+        connection.execute(insert(expiry_exemptions).values(owner_id=owner_id, exempt_since_us=now_us))
+    elif not exempt and present:
+        connection.execute(delete(expiry_exemptions).where(expiry_exemptions.c.owner_id == owner_id))

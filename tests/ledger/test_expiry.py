@@ -407,3 +407,24 @@ def test_wallets_with_points_expiring_soon_are_listed_for_reminders_page_by_page
     assert [w.account_id for w in second.wallets] == soon[2:]
     assert all(w.amount == 9 and w.owner_id == "m1" for w in first.wallets)
     assert later in [w.account_id for w in listing(within_days=60).wallets]
+
+
+def test_an_exempt_member_keeps_their_points_until_the_exemption_ends(operator, clock):
+    books = Books(operator, FIXED, 1)
+    wallet = books.wallet()  # owned by m1
+    books.earn(wallet, 12)
+
+    def exempt(flag: bool) -> None:
+        request = pb.SetExpiryExemptionRequest(owner_id="m1", exempt=flag)
+        assert operator.SetExpiryExemption(request, timeout=TIMEOUT).exempt is flag
+
+    exempt(True)
+    exempt(True)  # idempotent
+    assert books.lots(wallet).exempt
+    assert sum(month.amount for month in books.lots(wallet).expiring) == 0  # nothing of theirs expires
+    clock.advance(3 * MONTH_US)
+    assert books.run().transfers_posted == 0
+    assert books.balance(wallet) == 12
+    exempt(False)
+    assert books.run().amount_expired == 12
+    books.check_lots_equal_balance(wallet)

@@ -1,4 +1,5 @@
-"""Expiry: policy versions per currency, lots of member wallets, their draws, wallets' last activity.
+"""Expiry: policy versions per currency, lots of member wallets, their draws, wallets' last activity,
+owners exempt from expiry.
 
 Wallets that hold points already get one never-expiring lot of their posted balance, so open
 lots sum to every tracked wallet's posted balance from the start.
@@ -69,6 +70,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_lot_draws_restores", "lot_draws", ["restores_transfer_id"])
     op.create_table(
+        "expiry_exemptions",
+        sa.Column("owner_id", sa.String(128), primary_key=True),
+        sa.Column("exempt_since_us", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
         "wallet_activity",
         sa.Column("account_id", ID, primary_key=True),
         sa.Column("last_activity_us", sa.BigInteger, nullable=False),
@@ -89,6 +95,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("wallet_activity")
+    op.drop_table("expiry_exemptions")
     op.drop_index("ix_lot_draws_restores", table_name="lot_draws")
     op.drop_table("lot_draws")
     op.drop_index("ix_lots_due", table_name="lots")
