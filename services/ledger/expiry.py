@@ -27,6 +27,7 @@ class ExpiryRun:
 
     as_of_us: int | None
     wallets_max: int
+    after_account: str = ""  # the page starts after this wallet id
     wallets: list[str] = field(default_factory=list)
     breakage: dict[str, str] = field(default_factory=dict)  # currency -> breakage account
     targets: dict[str, str] = field(default_factory=dict)  # EXPIRY transfer id -> lot id
@@ -47,7 +48,7 @@ class ExpiryRun:
 def accounts_to_lock(connection: Connection, run: ExpiryRun) -> set[str]:
     """The wallets with lots that may be due, and their currencies' breakage accounts."""
     as_of = run.as_of_us if run.as_of_us is not None else store.clock_now_us(connection)
-    run.wallets = lot_store.due_candidates(connection, as_of, run.wallets_max)
+    run.wallets = lot_store.due_candidates(connection, as_of, run.after_account, run.wallets_max)
     wallets = store.get_accounts(connection, run.wallets)
     run.breakage = lot_store.breakage_accounts(connection, {account.currency_code for account in wallets.values()})
     return set(run.wallets) | set(run.breakage.values())
@@ -69,7 +70,7 @@ def expiry_request(
     """EXPIRY transfers for every lot due at as_of, read under the wallets' locks."""
     as_of = now_us if run.as_of_us is None else min(run.as_of_us, now_us)
     wallets = [w for w in run.wallets if w in accounts and lots.is_tracked(accounts[w])]
-    exempt = lot_store.exempt_owners(connection, {accounts[w].owner_id for w in wallets})
+    exempt, ended = lot_store.exemptions(connection, {accounts[w].owner_id for w in wallets})
     wallets = [w for w in wallets if accounts[w].owner_id not in exempt]
     open_lots = lot_store.open_lots(connection, wallets)
     activity = lot_store.last_activity(connection, wallets)
@@ -79,7 +80,7 @@ def expiry_request(
         breakage = run.breakage.get(account.currency_code)
         due = []
         for lot in sorted((lot for (owner, _), lot in open_lots.items() if owner == wallet), key=lots.Lot.order_key):
-            expires = lots.lot_expiry_us(lot, activity.get(wallet), zone)
+            expires = lots.lot_expiry_us(lot, activity.get(wallet), zone, ended.get(account.owner_id))
             if expires is not None and expires <= as_of:
                 due.append((lot, expires))
         if not due or breakage is None:

@@ -66,10 +66,14 @@ def wallet_lots(database: Database, account_id: str, zone: ZoneInfo) -> WalletLo
         found = sorted(lot_store.open_lots(connection, [account_id]).values(), key=lots.Lot.order_key)
         last = lot_store.last_activity(connection, [account_id]).get(account_id)
         inactive = [lot for lot in found if lot.policy_kind is lots.PolicyKind.INACTIVITY]
-        deadline = min((lots.inactivity_expiry_us(lot, last, zone) for lot in inactive), default=None) if last else None
-        if lot_store.exempt_owners(connection, [account.owner_id]):  # nothing of theirs expires
+        deadline = min(
+            (lots.inactivity_expiry_us(lot, last or lot.credited_at_us, zone) for lot in inactive), default=None
+        )
+        exempt, ended = lot_store.exemptions(connection, [account.owner_id])
+        if exempt:  # nothing of theirs expires
             return WalletLots(found, lots.expiring_by_month([], None, now_us, zone), None, now_us, True)
-        return WalletLots(found, lots.expiring_by_month(found, last, now_us, zone), deadline, now_us, False)
+        by_month = lots.expiring_by_month(found, last, now_us, zone, ended.get(account.owner_id))
+        return WalletLots(found, by_month, deadline, now_us, False)
 
     return database.read(work)
 
@@ -95,13 +99,17 @@ def expiring_soon(
         open_lots = lot_store.open_lots(connection, candidates)
         activity = lot_store.last_activity(connection, candidates)
         owners = store.get_accounts(connection, candidates)
+        exempt, ended = lot_store.exemptions(connection, {a.owner_id for a in owners.values()})
         found = []
         for account_id in candidates:
+            owner = owners[account_id].owner_id
+            if owner in exempt:  # nothing of theirs expires: nobody to remind
+                continue
             due = [
                 (expires, lot.open_amount)
                 for (owner, _), lot in open_lots.items()
                 if owner == account_id
-                and (expires := lots.lot_expiry_us(lot, activity.get(account_id), zone)) is not None
+                and (expires := lots.lot_expiry_us(lot, activity.get(account_id), zone, ended.get(owner))) is not None
                 and expires <= horizon
             ]
             if due:

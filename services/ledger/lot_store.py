@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Connection,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    delete,
+    func,
     insert,
     or_,
     select,
@@ -81,7 +82,8 @@ expiry_exemptions = Table(
     "expiry_exemptions",
     metadata,
     Column("owner_id", String(128), primary_key=True),
-    Column("exempt_since_us", BigInteger, nullable=False),
+    Column("exempt", Boolean, nullable=False),
+    Column("changed_at_us", BigInteger, nullable=False),  # exempt since, or (exempt false) ended at
 )
 
 wallet_activity = Table(
@@ -294,23 +296,32 @@ def _bind(name: str):
     return bindparam(name)
 
 
-def due_candidates(connection: Connection, as_of_us: int, limit: int) -> list[str]:
-    """Wallets with a FIXED lot due, or an INACTIVITY lot whose wallet has been quiet a month or more."""
-    fixed = select(lots.c.account_id).where(and_(lots.c.open_amount > 0, lots.c.expires_at_us <= as_of_us))
+def due_candidates(connection: Connection, as_of_us: int, after_account: str, limit: int) -> list[str]:
+    """Wallets after `after_account`, in id order, with a FIXED lot due or an INACTIVITY lot whose
+    wallet (or, without activity, the lot) has been quiet long enough that it may be due.
+
+    In id order, page by page: wallets that turn out not due, deferred or exempt never keep the
+    others from their turn."""
+    fixed = select(lots.c.account_id).where(
+        and_(lots.c.open_amount > 0, lots.c.expires_at_us <= as_of_us, lots.c.account_id > after_account)
+    )
+    quiet_since = func.coalesce(wallet_activity.c.last_activity_us, lots.c.credited_at_us)
     quiet = (
         select(lots.c.account_id)
-        .join(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
+        .outerjoin(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
         .where(
             and_(
                 lots.c.open_amount > 0,
                 lots.c.policy_kind == int(PolicyKind.INACTIVITY),
+                lots.c.account_id > after_account,
                 # Months are calendar months; 28 days each is a floor, the exact date is checked in Python.
-                wallet_activity.c.last_activity_us + lots.c.months * 28 * 86_400_000_000 <= as_of_us,
+                quiet_since + lots.c.months * 28 * 86_400_000_000 <= as_of_us,
             )
         )
     )
-    rows = connection.execute(fixed.union(quiet).limit(limit))
-    return sorted({row[0] for row in rows})
+    union = fixed.union(quiet).subquery()
+    rows = connection.execute(select(union.c.account_id).order_by(union.c.account_id).limit(limit))
+    return [row[0] for row in rows]
 
 
 def breakage_accounts(connection: Connection, currency_codes: Iterable[str]) -> dict[str, str]:
@@ -340,14 +351,15 @@ def expiring_candidates(
         lots.c.account_id > after_account,
     )
     fixed = select(lots.c.account_id).where(and_(wallet, lots.c.expires_at_us <= horizon_us))
+    quiet_since = func.coalesce(wallet_activity.c.last_activity_us, lots.c.credited_at_us)
     quiet = (
         select(lots.c.account_id)
-        .join(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
+        .outerjoin(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
         .where(
             and_(
                 wallet,
                 lots.c.policy_kind == int(PolicyKind.INACTIVITY),
-                wallet_activity.c.last_activity_us + lots.c.months * 28 * 86_400_000_000 <= horizon_us,
+                quiet_since + lots.c.months * 28 * 86_400_000_000 <= horizon_us,
             )
         )
     )
@@ -356,17 +368,27 @@ def expiring_candidates(
     return [row[0] for row in rows]
 
 
-def exempt_owners(connection: Connection, owner_ids: Iterable[str]) -> set[str]:
+def exemptions(connection: Connection, owner_ids: Iterable[str]) -> tuple[set[str], dict[str, int]]:
+    """(owners exempt now, owners whose exemption ended -> when it ended)."""
     ids = sorted(set(owner_ids))
+    exempt: set[str] = set()
+    ended: dict[str, int] = {}
     if not ids:
-        return set()
-    rows = connection.execute(select(expiry_exemptions.c.owner_id).where(expiry_exemptions.c.owner_id.in_(ids)))
-    return {row[0] for row in rows}
+        return exempt, ended
+    for row in connection.execute(select(expiry_exemptions).where(expiry_exemptions.c.owner_id.in_(ids))):
+        if row.exempt:
+            exempt.add(row.owner_id)
+        else:
+            ended[row.owner_id] = row.changed_at_us
+    return exempt, ended
 
 
 def set_exemption(connection: Connection, owner_id: str, exempt: bool, now_us: int) -> None:
-    present = bool(exempt_owners(connection, [owner_id]))
-    if exempt and not present:
-        connection.execute(insert(expiry_exemptions).values(owner_id=owner_id, exempt_since_us=now_us))
-    elif not exempt and present:
-        connection.execute(delete(expiry_exemptions).where(expiry_exemptions.c.owner_id == owner_id))
+    current, ended = exemptions(connection, [owner_id])
+    if (owner_id in current) == exempt:
+        return  # already so: the time it changed stays
+    values = {"exempt": exempt, "changed_at_us": now_us}
+    if owner_id in current or owner_id in ended:
+        connection.execute(update(expiry_exemptions).where(expiry_exemptions.c.owner_id == owner_id).values(**values))
+    elif exempt:
+        connection.execute(insert(expiry_exemptions).values(owner_id=owner_id, **values))

@@ -151,15 +151,8 @@ def fixed_expiry_us(policy: ExpiryPolicy, credited_at_us: int, zone: ZoneInfo) -
     never before the points were listed as expiring soon for the whole notice period."""
     last_day = add_months(local_date(credited_at_us, zone), policy.months)
     if policy.sweep_month:
-        sweep = datetime.date(
-            last_day.year, policy.sweep_month, min(policy.sweep_day, _month_length(last_day.year, policy.sweep_month))
-        )
-        if sweep < last_day:
-            year = last_day.year + 1
-            sweep = datetime.date(
-                year, policy.sweep_month, min(policy.sweep_day, _month_length(year, policy.sweep_month))
-            )
-        last_day = sweep
+        sweep = _sweep_day(policy, last_day.year)
+        last_day = sweep if sweep >= last_day else _sweep_day(policy, last_day.year + 1)
     return max(_end_of_day_us(last_day, zone), credited_at_us + policy.notice_us)
 
 
@@ -302,6 +295,8 @@ def follow(
             if transfer.reverses_transfer_id:
                 renew = at_us if transfer.reverses_transfer_id in state.reinstated else None
                 left = restore(state, transfer.id, credit.id, amount, transfer.reverses_transfer_id, renew)
+                if renew is not None:  # reinstated points start a new quiet period too
+                    state.active_wallets[credit.id] = at_us
             if left:
                 open_lot(state, credit, transfer.id, left, at_us, debit.owner_id)
             if transfer.code in QUALIFYING_CODES:
@@ -309,14 +304,14 @@ def follow(
 
 
 def expiring_by_month(
-    lots: Iterable[Lot], last_activity_us: int | None, now_us: int, zone: ZoneInfo
+    lots: Iterable[Lot], last_activity_us: int | None, now_us: int, zone: ZoneInfo, notice_from_us: int | None = None
 ) -> list[tuple[str, int]]:
     """Open points expiring in each of the 12 calendar months from now's, in the coalition's zone."""
     first = local_date(now_us, zone).replace(day=1)
     months = [add_months(first, offset) for offset in range(12)]
     totals = {month.strftime("%Y-%m"): 0 for month in months}
     for lot in lots:
-        expires = lot_expiry_us(lot, last_activity_us, zone)
+        expires = lot_expiry_us(lot, last_activity_us, zone, notice_from_us)
         if expires is None or lot.open_amount <= 0:
             continue
         # A lot expiring at midnight lived through the day before: that day's month is its month.
@@ -328,9 +323,17 @@ def expiring_by_month(
     return list(totals.items())
 
 
-def lot_expiry_us(lot: Lot, last_activity_us: int | None, zone: ZoneInfo) -> int | None:
+def lot_expiry_us(
+    lot: Lot, last_activity_us: int | None, zone: ZoneInfo, notice_from_us: int | None = None
+) -> int | None:
+    """When the lot expires; with `notice_from_us` (an exemption ended then) never before a full
+    notice period after it, since nothing of an exempt owner was ever listed as expiring."""
     if lot.policy_kind is PolicyKind.FIXED:
-        return lot.expires_at_us
-    if lot.policy_kind is PolicyKind.INACTIVITY and last_activity_us is not None:
-        return inactivity_expiry_us(lot, last_activity_us, zone)
-    return None
+        expires = lot.expires_at_us
+    elif lot.policy_kind is PolicyKind.INACTIVITY:  # a wallet never active since: quiet from the credit
+        expires = inactivity_expiry_us(lot, last_activity_us or lot.credited_at_us, zone)
+    else:
+        return None
+    if notice_from_us is not None and expires is not None:
+        expires = max(expires, notice_from_us + lot.notice_days * US_PER_DAY)
+    return expires

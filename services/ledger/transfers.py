@@ -49,10 +49,11 @@ def create_transfers(
 
 
 def expire_due_lots(
-    database: Database, as_of_us: int | None, rules: lots.LotRules = lots.DEFAULT_RULES
+    database: Database, as_of_us: int | None, rules: lots.LotRules = lots.DEFAULT_RULES, after_account: str = ""
 ) -> expiry.ExpiryRun:
-    """Post EXPIRY transfers for up to EXPIRY_RUN_WALLETS_MAX wallets with lots due at as_of (default now)."""
-    run = expiry.ExpiryRun(as_of_us, limits.EXPIRY_RUN_WALLETS_MAX)
+    """Post EXPIRY transfers for the next EXPIRY_RUN_WALLETS_MAX wallets (by id, after `after_account`)
+    with lots that may be due at as_of (default now)."""
+    run = expiry.ExpiryRun(as_of_us, limits.EXPIRY_RUN_WALLETS_MAX, after_account)
 
     def work(connection: Connection) -> expiry.ExpiryRun:
         run.reset()
@@ -75,13 +76,15 @@ def run_expiry(database: Database, as_of_us: int | None, rules: lots.LotRules) -
         raise InvalidArgument(
             "AS_OF_IN_FUTURE", "as_of_time is in the future; points expire only once due", field="as_of_time"
         )
+    after = ""
     while True:
-        page = expire_due_lots(database, as_of_us, rules)
+        page = expire_due_lots(database, as_of_us, rules, after)
         totals.posted += page.posted
         totals.amount_expired += page.amount_expired
         totals.deferred += page.deferred
-        if not page.full or not page.posted:
+        if not page.full:
             return totals
+        after = page.wallets[-1]
 
 
 def _apply(

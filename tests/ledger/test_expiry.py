@@ -287,8 +287,6 @@ def test_lots_sum_to_the_balance_under_concurrent_earns_spends_and_returns(opera
     books.earn(wallet, 1_000)
 
     def work(n: int) -> None:
-        clock_free = unique("w")
-        del clock_free
         books.earn(wallet, 5)
         try:
             spent = books.redeem(wallet, 7)
@@ -425,6 +423,42 @@ def test_an_exempt_member_keeps_their_points_until_the_exemption_ends(operator, 
     clock.advance(3 * MONTH_US)
     assert books.run().transfers_posted == 0
     assert books.balance(wallet) == 12
+    listing = operator.ListExpiringSoon(pb.ListExpiringSoonRequest(currency_code=books.currency), timeout=TIMEOUT)
+    assert wallet not in [w.account_id for w in listing.wallets]  # nobody to remind
     exempt(False)
+    # Nothing of theirs was listed as expiring while exempt: a full notice period comes first.
+    assert books.run().transfers_posted == 0
+    assert sum(month.amount for month in books.lots(wallet).expiring) == 12
+    clock.advance(31 * DAY_US)
     assert books.run().amount_expired == 12
     books.check_lots_equal_balance(wallet)
+
+
+def test_wallets_that_cannot_expire_yet_never_keep_the_others_from_their_turn(operator, clock, monkeypatch):
+    """Pages of wallets that post nothing (exempt, held) are paged past, not stopped at."""
+    from services.ledger import limits
+
+    monkeypatch.setattr(limits, "EXPIRY_RUN_WALLETS_MAX", 2)
+    books = Books(operator, FIXED, 1)
+    exempt_wallets = []
+    for number in range(4):
+        wallet = unique("wallet")
+        owner = f"exempt-{number}"
+        create_accounts(
+            operator,
+            account(wallet, CREDIT, no_overdraft=True, currency=books.currency, kind="member_wallet", owner=owner),
+        )
+        operator.SetExpiryExemption(pb.SetExpiryExemptionRequest(owner_id=owner, exempt=True), timeout=TIMEOUT)
+        exempt_wallets.append(wallet)
+    ordinary = f"zz-{unique('wallet')}"  # sorts after every exempt wallet
+    create_accounts(
+        operator,
+        account(ordinary, CREDIT, no_overdraft=True, currency=books.currency, kind="member_wallet", owner="m9"),
+    )
+    for wallet in [*exempt_wallets, ordinary]:
+        books.earn(wallet, 3)
+    clock.advance(3 * MONTH_US)
+    run = books.run()
+    assert (run.transfers_posted, run.amount_expired) == (1, 3)
+    assert books.balance(ordinary) == 0
+    assert all(books.balance(wallet) == 3 for wallet in exempt_wallets)

@@ -237,6 +237,11 @@ def test_every_call_with_another_partners_key_gets_the_documented_outcome(coalit
         "LookupMember": (pb.LookupMemberRequest(alias=card_alias), allowed, ""),
         "GetMemberBalance": (pb.GetMemberBalanceRequest(member=member), allowed, ""),
         "ListMemberActivity": (pb.ListMemberActivityRequest(member=member), allowed, ""),
+        "GetMemberExpiringPoints": (
+            pb.GetMemberExpiringPointsRequest(member=member, currency_code="PTS"),
+            allowed,
+            "",
+        ),
         "QuoteEarn": (pb.QuoteEarnRequest(point_of_sale=shop.pos(), lines=earn.lines), refused, "STORE_NOT_OWNED"),
         "Earn": (earn, refused, "STORE_NOT_OWNED"),
         "UploadOfflineBatch": (pb.UploadOfflineBatchRequest(earns=[offline]), allowed, ""),

@@ -11,6 +11,6 @@ GRANT SELECT, INSERT, DELETE ON open_holds TO ledger_app;
 -- Expiry: policy versions and lot draws are only added; lots and last activity move.
 GRANT SELECT, INSERT ON expiry_policies, lot_draws TO ledger_app;
 GRANT SELECT, INSERT, UPDATE ON lots, wallet_activity TO ledger_app;
-GRANT SELECT, INSERT, DELETE ON expiry_exemptions TO ledger_app;
+GRANT SELECT, INSERT, UPDATE ON expiry_exemptions TO ledger_app;
 -- At head, the migration on start only reads which revision the schema is at.
 GRANT SELECT ON alembic_version_ledger TO ledger_app;

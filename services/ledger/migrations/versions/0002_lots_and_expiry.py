@@ -72,7 +72,8 @@ def upgrade() -> None:
     op.create_table(
         "expiry_exemptions",
         sa.Column("owner_id", sa.String(128), primary_key=True),
-        sa.Column("exempt_since_us", sa.BigInteger, nullable=False),
+        sa.Column("exempt", sa.Boolean, nullable=False),
+        sa.Column("changed_at_us", sa.BigInteger, nullable=False),
     )
     op.create_table(
         "wallet_activity",
