@@ -13,12 +13,14 @@ import hashlib
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+import structlog
 from sqlalchemy import Connection
 
 from services.ledger import lot_store, lots, store
 from services.ledger.model import SYSTEM_ID_PREFIX, Account, Balance, Kind, Posting, TransferCommand
 
 EXPIRY_CODE = 5  # ledger_pb2.TRANSFER_CODE_EXPIRY
+_log = structlog.get_logger("expiry")
 
 
 @dataclass(slots=True)
@@ -139,7 +141,11 @@ def follow_lots(
         currencies={account_id: accounts[account_id].currency_code for account_id in tracked},
         reinstated={t.id for t in originals.values() if t.code == EXPIRY_CODE},
     )
-    lots.follow(state, moved, accounts, run.targets if run is not None else None)
+    try:
+        lots.follow(state, moved, accounts, run.targets if run is not None else None)
+    except lots.LotsShort as error:  # lots and balance disagree: never let it pass unseen
+        _log.error("lots_disagree_with_balance", error=str(error))
+        raise
     known_activity = lot_store.last_activity(connection, state.active_wallets)
     lot_store.write_changes(
         connection,
