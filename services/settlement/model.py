@@ -498,6 +498,7 @@ class RollForward:
     redeemed: int = 0
     redemption_reversed: int = 0
     expired: int = 0
+    reinstated: int = 0
     converted_in: int = 0
     converted_out: int = 0
     other_adjustments: int = 0
@@ -511,6 +512,7 @@ class RollForward:
             - self.redeemed
             + self.redemption_reversed
             - self.expired
+            + self.reinstated
             + self.converted_in
             - self.converted_out
             + self.other_adjustments
@@ -553,6 +555,10 @@ def roll_forward(currency_code: str, opening_outstanding: int, lines: Iterable[A
         elif line.kind == KIND_OPERATOR_BREAKAGE and line.code == CODE_EXPIRY:
             figures["expired"] += line.credits
             figures["other"] += line.debits
+        elif line.kind == KIND_OPERATOR_BREAKAGE and line.code == CODE_REVERSAL:
+            # The operator reinstating an expiry: breakage is debited back into the wallet.
+            figures["reinstated"] += line.debits
+            figures["other"] -= line.credits
         elif line.kind == KIND_OPERATOR_EXCHANGE and line.code == CODE_CONVERSION:
             figures["converted_in"] += line.debits
             figures["converted_out"] += line.credits
@@ -566,6 +572,7 @@ def roll_forward(currency_code: str, opening_outstanding: int, lines: Iterable[A
         redeemed=figures["redeemed"],
         redemption_reversed=figures["redemption_reversed"],
         expired=figures["expired"],
+        reinstated=figures["reinstated"],
         converted_in=figures["converted_in"],
         converted_out=figures["converted_out"],
         other_adjustments=figures["other"],

@@ -118,6 +118,7 @@ def roll_forward_to_pb(rf: RollForward) -> pb.RollForward:
         redeemed=rf.redeemed,
         redemption_reversed=rf.redemption_reversed,
         expired=rf.expired,
+        reinstated=rf.reinstated,
         converted_in=rf.converted_in,
         converted_out=rf.converted_out,
         other_adjustments=rf.other_adjustments,

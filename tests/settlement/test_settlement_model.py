@@ -198,6 +198,23 @@ def test_roll_forward_classifies_flows_and_holds_the_identity():
     assert model.wallet_net_change(lines) == {"PTS": rf.closing_outstanding - 10_000}
 
 
+def test_roll_forward_counts_a_reinstated_expiry_apart_from_the_expiry_and_other_adjustments():
+    # 70 expired, 30 of them reinstated by the operator (breakage debited back into the wallet).
+    lines = [
+        issuance("retailer", "EARN", debits=1000),
+        Activity("breakage:PTS", "EXPIRY", "PTS", 0, 70, "operator", "operator_breakage"),
+        Activity("breakage:PTS", "REVERSAL", "PTS", 30, 0, "operator", "operator_breakage"),
+        Activity("wallet:PTS:m1", "EARN", "PTS", 0, 1000, "m1", "member_wallet"),
+        Activity("wallet:PTS:m1", "EXPIRY", "PTS", 70, 0, "m1", "member_wallet"),
+        Activity("wallet:PTS:m1", "REVERSAL", "PTS", 0, 30, "m1", "member_wallet"),
+    ]
+    rf = model.roll_forward("PTS", 500, lines)
+    assert (rf.issued, rf.expired, rf.reinstated, rf.other_adjustments) == (1000, 70, 30, 0)
+    assert rf.closing_outstanding == 500 + 1000 - 70 + 30
+    assert rf.identity_holds()
+    assert not replace(rf, reinstated=0).identity_holds()
+
+
 activity_strategy = st.builds(
     Activity,
     account_id=st.sampled_from(["issuance:PTS:a", "redemption:PTS:b", "breakage:PTS", "exchange:PTS:HOTELPTS", "x"]),

@@ -118,6 +118,7 @@ def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -
         f"<td class='n'>{points(rf.issued - rf.earn_reversed)}</td>"
         f"<td class='n'>{points(rf.redeemed - rf.redemption_reversed)}</td>"
         f"<td class='n'>{points(rf.expired)}</td>"
+        f"<td class='n'>{points(rf.reinstated)}</td>"
         f"<td class='n'>{points(rf.converted_in - rf.converted_out)}</td>"
         f"<td class='n'>{points(rf.other_adjustments)}</td>"
         f"<td class='n'>{points(rf.closing_outstanding)}</td></tr>"
@@ -138,7 +139,8 @@ def render_html(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -
         + net_positions_svg([(s.partner_id, s.net_cents) for s in settlement.statements])
         + "<h2>Points liability roll-forward</h2>"
         "<table><tr><th>currency</th><th class='n'>opening</th><th class='n'>issued (net)</th>"
-        "<th class='n'>redeemed (net)</th><th class='n'>expired</th><th class='n'>converted (in - out)</th>"
+        "<th class='n'>redeemed (net)</th><th class='n'>expired</th><th class='n'>reinstated</th>"
+        "<th class='n'>converted (in - out)</th>"
         f"<th class='n'>other</th><th class='n'>closing</th></tr>{roll}</table>"
         + "".join(f"<h2>Statement: {escape(s.partner_id)}</h2>" + _statement_table(s) for s in settlement.statements)
         + note
