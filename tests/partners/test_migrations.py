@@ -4,27 +4,19 @@ latest ones upgrade a database that already holds rows, and downgrade, on SQLite
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from services.common.db import Database, DatabaseOptions
 from services.partners.server import MIGRATIONS
 from services.partners.store.tables import metadata
 from tests.support.databases import new_database_url
+from tests.support.migrations import differences_from, migrate
 
 VERSION_TABLE = "alembic_version_partners"
 
 
 def _migrate(database: Database, revision: str, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["version_table"] = VERSION_TABLE
-    with database.writer.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
+    migrate(database, MIGRATIONS, VERSION_TABLE, revision, down)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -38,14 +30,7 @@ def database(request, tmp_path):
 
 def test_the_migrations_build_the_tables_the_code_declares(database):
     _migrate(database, "head")
-    with database.writer.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        differences = [
-            difference
-            for difference in compare_metadata(context, metadata)
-            if not (difference[0] == "remove_table" and difference[1].name == VERSION_TABLE)
-        ]
-    assert differences == []
+    assert differences_from(database, metadata, VERSION_TABLE) == []
 
 
 def test_the_latest_migrations_keep_existing_rows_and_go_down_and_up_again(database):

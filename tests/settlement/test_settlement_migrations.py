@@ -5,25 +5,17 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from services.common.db import Database, DatabaseOptions
 from services.settlement.server import MIGRATIONS, VERSION_TABLE
 from services.settlement.store import metadata
 from tests.support.databases import new_database_url
+from tests.support.migrations import differences_from, migrate
 
 
 def _migrate(database: Database, revision: str, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["version_table"] = VERSION_TABLE
-    with database.writer.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
+    migrate(database, MIGRATIONS, VERSION_TABLE, revision, down)
 
 
 @pytest.fixture
@@ -37,14 +29,7 @@ def database(backend, tmp_path):
 
 def test_the_migrations_build_the_tables_the_code_declares(database):
     _migrate(database, "head")
-    with database.writer.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        differences = [
-            difference
-            for difference in compare_metadata(context, metadata)
-            if not (difference[0] == "remove_table" and difference[1].name == VERSION_TABLE)
-        ]
-    assert differences == []
+    assert differences_from(database, metadata, VERSION_TABLE) == []
 
 
 def test_a_roll_forward_closed_before_reinstated_existed_reads_zero_reinstated_and_still_adds_up(database):
