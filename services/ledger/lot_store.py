@@ -26,10 +26,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 
+from services.common.sql import pairs_in
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
 from services.ledger.store import ID, accounts, metadata
 
@@ -177,8 +177,9 @@ def lots_by_key(connection: Connection, keys: Iterable[tuple[str, str]]) -> dict
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = connection.execute(select(lots).where(tuple_(lots.c.account_id, lots.c.lot_id).in_(wanted)))
-    return {(row.account_id, row.lot_id): _lot(row) for row in rows}
+    rows = connection.execute(select(lots).where(pairs_in(lots.c.account_id, lots.c.lot_id, wanted)))
+    found = {(row.account_id, row.lot_id): _lot(row) for row in rows}
+    return {key: found[key] for key in wanted if key in found}
 
 
 def draws_of(connection: Connection, transfer_ids: Iterable[str]) -> dict[str, list[Draw]]:

@@ -236,10 +236,9 @@ class _Known:
     def load(cls, connection: Connection, items: list[_Earning]) -> _Known:
         requests = {(item.caller.partner_id, item.command.request_id) for item in items}
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
+        # A refused earn uses up nothing: its receipt may be earned again under a new request id.
         return cls(
-            {(row.partner_id, row.request_id): row for row in earn_store.earns_by_requests(connection, requests)},
-            # A refused earn uses up nothing: its receipt may be earned again under a new request id.
-            {(row.partner_id, row.receipt_id): row for row in earn_store.live_earns_by_receipts(connection, receipts)},
+            earn_store.earns_by_requests(connection, requests), earn_store.live_earns_by_receipts(connection, receipts)
         )
 
 
@@ -325,6 +324,8 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
             rule_version=pricing.rule_version,
             state="pending" if pricing.points > 0 else "posted",
             failure_reason=None,
+            recovery_attempts=0,
+            next_recovery_us=0,
             occur_time_us=item.at,
             create_time_us=item.now,
         ),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
+from services.common.sql import pairs_in
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -19,24 +21,36 @@ def earn_lines_of(connection: Connection, earn_id: str) -> Sequence[Row]:
     return connection.execute(query).all()
 
 
-def insert_earns(connection: Connection, values: list[dict]) -> list[Row]:
+# A written row as its insert gave it: the batch answers from these without a RETURNING round trip.
+EarnRow = namedtuple("EarnRow", [column.name for column in earns.c])
+EarnLineRow = namedtuple("EarnLineRow", [column.name for column in earn_lines.c])
+
+
+def _as_written(row_type, values: list[dict]) -> list:
+    """Rows as inserted: every column must be given (a server default would not be seen here)."""
+    return [row_type(**value) for value in values]
+
+
+def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
     """Insert earns in one statement; their rows, in the order given."""
     if not values:
         return []
-    return list(connection.execute(insert(earns).returning(*earns.c, sort_by_parameter_order=True), values))
+    connection.execute(insert(earns), values)
+    return _as_written(EarnRow, values)
 
 
-def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Row]:
     """The earns recorded under these (partner_id, request_id)."""
-    return connection.execute(select(earns).where(tuple_(earns.c.partner_id, earns.c.request_id).in_(keys))).all()
+    query = select(earns).where(pairs_in(earns.c.partner_id, earns.c.request_id, keys))
+    found = {(row.partner_id, row.request_id): row for row in connection.execute(query)}
+    return {key: row for key, row in found.items() if key in keys}
 
 
-def live_earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
+def live_earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Row]:
     """The earns, refused ones aside, recorded for these (partner_id, receipt_id): at most one each."""
-    query = select(earns).where(
-        and_(tuple_(earns.c.partner_id, earns.c.receipt_id).in_(keys), earns.c.state != "failed")
-    )
-    return connection.execute(query).all()
+    query = select(earns).where(and_(pairs_in(earns.c.partner_id, earns.c.receipt_id, keys), earns.c.state != "failed"))
+    found = {(row.partner_id, row.receipt_id): row for row in connection.execute(query)}
+    return {key: row for key, row in found.items() if key in keys}
 
 
 def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
@@ -71,9 +85,9 @@ def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
     )
 
 
-def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[Row]:
+def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[EarnLineRow]:
     """Insert basket lines in one statement; their rows, in the order given."""
     if not lines:
         return []
-    query = insert(earn_lines).returning(*earn_lines.c, sort_by_parameter_order=True)
-    return list(connection.execute(query, lines))
+    connection.execute(insert(earn_lines), lines)
+    return _as_written(EarnLineRow, lines)

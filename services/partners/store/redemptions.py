@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
+from services.common.sql import pairs_in
 from services.partners.store.tables import redemptions
 
 
@@ -21,8 +22,8 @@ def update_redemption(connection: Connection, redemption_id: str, **values: obje
 
 def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
     """The redemptions recorded under these (partner_id, request_id)."""
-    query = select(redemptions).where(tuple_(redemptions.c.partner_id, redemptions.c.request_id).in_(keys))
-    return connection.execute(query).all()
+    query = select(redemptions).where(pairs_in(redemptions.c.partner_id, redemptions.c.request_id, keys))
+    return [row for row in connection.execute(query) if (row.partner_id, row.request_id) in keys]
 
 
 def insert_redemptions(connection: Connection, values: list[dict]) -> list[Row]:
