@@ -157,6 +157,8 @@ class LedgerTransfer:
     code: str
     commit_sequence: int
     commit_time_us: int
+    partner_id: str = ""  # metadata.partner_id
+    reverses_transfer_id: str = ""
 
 
 # Transfers of concurrent calls sent in one CreateTransfers at most (the ledger takes 8,189),
@@ -389,6 +391,8 @@ class LedgerClient:
                         code=CODE_NAMES.get(t.code, "UNSPECIFIED"),
                         commit_sequence=t.commit_sequence,
                         commit_time_us=micros_from_timestamp(t.commit_time),
+                        partner_id=t.metadata.partner_id,
+                        reverses_transfer_id=t.reverses_transfer_id,
                     )
                     if t.commit_sequence == through_sequence:
                         return

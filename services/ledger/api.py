@@ -8,7 +8,7 @@ from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.timeconv import timestamp_from_micros
-from services.ledger import accounts, expiry_policies, limits, lots, queries, validation, wire
+from services.ledger import accounts, expiry_policies, liability, limits, lots, queries, validation, wire
 from services.ledger.authorization import authorize
 from services.ledger.batcher import TransferBatcher
 from services.ledger.lots import LotRules
@@ -260,6 +260,24 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             expiry_policies.set_exemption, self._database, request.owner_id, request.exempt
         )
         return ledger_pb2.SetExpiryExemptionResponse(owner_id=request.owner_id, exempt=exempt)
+
+    async def GetBreakageSummary(self, request, context):
+        authorize(context, "GetBreakageSummary")
+        start_us, end_us = _window(request, required=True)
+        lines, last_sequence = await asyncio.to_thread(liability.breakage_summary, self._database, start_us, end_us)
+        return wire.breakage_summary_message(lines, last_sequence)
+
+    async def GetOutstandingSummary(self, request, context):
+        authorize(context, "GetOutstandingSummary")
+        as_of_us = (
+            validation.check_timestamp(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
+        )
+        if request.currency_code:
+            validation.check_currency_code(request.currency_code)
+        summary = await asyncio.to_thread(
+            liability.outstanding_summary, self._database, as_of_us, request.currency_code, self._rules.zone
+        )
+        return wire.outstanding_summary_message(summary)
 
 
 def _window(request, required: bool) -> tuple[int | None, int | None]:

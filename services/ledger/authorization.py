@@ -55,6 +55,8 @@ _READS = frozenset(
         "ListExpiryPolicies",
         "ListLots",
         "ListExpiringSoon",
+        "GetBreakageSummary",
+        "GetOutstandingSummary",
     }
 )
 _RESOLVING = (Kind.POST_PENDING, Kind.VOID_PENDING)

@@ -23,6 +23,9 @@ EXPIRED_HOLDS_PER_BATCH_MAX = 100_000  # expired holds one batch releases on the
 EXPIRY_LOOKAHEAD_US = 5_000_000  # a batch that waits longer than this on a lock may release fewer holds
 QUEUED_TRANSFERS_MAX = 200_000  # items waiting for a writer; beyond it calls get UNAVAILABLE
 WATCH_STREAMS_MAX = 64
+# Calendar months one GetOutstandingSummary groups expiries into (each a branch of a CASE tree):
+# policies last at most 600 months, so this allows 150 years of history before a refusal.
+OUTSTANDING_MONTHS_MAX = 2_400
 
 # Request sizes, computed from the limits above; the wire cost of a field is its tag (1 byte),
 # a length prefix (1-3 bytes) and the value. Text is counted at 4 UTF-8 bytes per character.

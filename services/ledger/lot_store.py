@@ -22,16 +22,20 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     func,
     insert,
+    literal,
     or_,
     select,
+    true,
     update,
 )
 
 from services.common.sql import pairs_in
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
-from services.ledger.store import ID, accounts, metadata
+from services.ledger.model import Side
+from services.ledger.store import ID, account_balances, accounts, entries, metadata, transfers
 
 expiry_policies = Table(
     "expiry_policies",
@@ -393,3 +397,207 @@ def set_exemption(connection: Connection, owner_id: str, exempt: bool, now_us: i
         connection.execute(update(expiry_exemptions).where(expiry_exemptions.c.owner_id == owner_id).values(**values))
     elif exempt:
         connection.execute(insert(expiry_exemptions).values(owner_id=owner_id, **values))
+
+
+# ---------------------------------------------------------------- finance: breakage and outstanding points
+
+_EXPIRY_CODE = 5  # ledger_pb2.TRANSFER_CODE_EXPIRY
+_REVERSAL_CODE = 3  # ledger_pb2.TRANSFER_CODE_REVERSAL
+BREAKAGE_KIND = "operator_breakage"
+
+
+def breakage_by_issuer(
+    connection: Connection, start_us: int, end_us: int
+) -> tuple[dict[tuple[str, str], list[int]], int]:
+    """{(currency, issuer): [expired, reinstated]} of breakage accounts in [start, end), and the
+    highest sequence counted. An expiry counts for the issuer it names; a reinstatement (a REVERSAL
+    of an EXPIRY) for the issuer its original names."""
+    # Breakage accounts first (a few per currency): their entries are read through the entries'
+    # primary key, never by scanning the window's whole traffic.
+    in_window = and_(
+        entries.c.account_id.in_(select(accounts.c.id).where(accounts.c.kind == BREAKAGE_KIND)),
+        entries.c.committed_at_us >= start_us,
+        entries.c.committed_at_us < end_us,
+        entries.c.posted_amount > 0,
+    )
+    base = entries.join(accounts, accounts.c.id == entries.c.account_id).join(
+        transfers, transfers.c.sequence == entries.c.transfer_sequence
+    )
+    expired = (
+        select(
+            accounts.c.currency_code,
+            transfers.c.partner_id,
+            func.sum(entries.c.posted_amount),
+            func.max(entries.c.transfer_sequence),
+        )
+        .select_from(base)
+        .where(in_window, entries.c.code == _EXPIRY_CODE, entries.c.side == int(Side.CREDIT))
+        .group_by(accounts.c.currency_code, transfers.c.partner_id)
+    )
+    original = transfers.alias("original")
+    reinstated = (
+        select(
+            accounts.c.currency_code,
+            original.c.partner_id,
+            func.sum(entries.c.posted_amount),
+            func.max(entries.c.transfer_sequence),
+        )
+        .select_from(base.join(original, original.c.id == transfers.c.reverses_transfer_id))
+        .where(
+            in_window,
+            entries.c.code == _REVERSAL_CODE,
+            entries.c.side == int(Side.DEBIT),
+            original.c.code == _EXPIRY_CODE,
+        )
+        .group_by(accounts.c.currency_code, original.c.partner_id)
+    )
+    found: dict[tuple[str, str], list[int]] = {}
+    last_sequence = 0
+    for column, query in ((0, expired), (1, reinstated)):
+        for currency_code, issuer_id, amount, sequence in connection.execute(query):
+            found.setdefault((currency_code, issuer_id), [0, 0])[column] += int(amount)
+            last_sequence = max(last_sequence, int(sequence))
+    return found, last_sequence
+
+
+def sequence_at(connection: Connection, as_of_us: int, last_sequence: int) -> int:
+    """The highest commit sequence committed at or before `as_of_us` (commit times never decrease
+    with the sequence): one before the first transfer of the first commit time after it."""
+    next_time = select(func.min(entries.c.committed_at_us)).where(entries.c.committed_at_us > as_of_us)
+    first_after = connection.execute(
+        select(func.min(entries.c.transfer_sequence)).where(entries.c.committed_at_us == next_time.scalar_subquery())
+    ).scalar()
+    return last_sequence if first_after is None else int(first_after) - 1
+
+
+# Every member wallet, as settlement's audit counts them: a wallet without lots shows as a difference.
+_MEMBER_WALLET = accounts.c.kind == "member_wallet"
+
+
+def wallet_totals_at(connection: Connection, as_of_us: int, after_sequence: int, currency_code: str) -> dict[str, int]:
+    """Per currency, the member wallets' posted balances at as_of: now, less what moved since."""
+    wallet = _MEMBER_WALLET if not currency_code else and_(_MEMBER_WALLET, accounts.c.currency_code == currency_code)
+    now = connection.execute(
+        select(
+            accounts.c.currency_code,
+            func.sum(account_balances.c.credits_posted - account_balances.c.debits_posted),
+        )
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .where(wallet)
+        .group_by(accounts.c.currency_code)
+    )
+    totals = {code: int(amount or 0) for code, amount in now}
+    signed = case((entries.c.side == int(Side.CREDIT), entries.c.posted_amount), else_=-entries.c.posted_amount)
+    later = connection.execute(
+        select(accounts.c.currency_code, func.sum(signed))
+        .join(accounts, accounts.c.id == entries.c.account_id)
+        .where(wallet, entries.c.committed_at_us > as_of_us, entries.c.transfer_sequence > after_sequence)
+        .group_by(accounts.c.currency_code)
+    )
+    for code, moved in later:
+        totals[code] = totals.get(code, 0) - int(moved or 0)
+    return totals
+
+
+def index_expression(value, starts: list[int]):
+    """SQL for i such that starts[i] <= value < starts[i + 1] (value within [starts[0], starts[-1])):
+    a balanced tree of CASEs, so each row takes log2(len(starts)) comparisons."""
+
+    def between(low: int, high: int):
+        if high - low == 1:
+            return literal(low, BigInteger)
+        middle = (low + high) // 2
+        return case((value < literal(starts[middle], BigInteger), between(low, middle)), else_=between(middle, high))
+
+    return between(0, len(starts) - 1)
+
+
+# Expiry keys of a lot that does not expire in a month (a month's key is its index, >= 0).
+EXPIRY_KEY_NEVER = -1
+EXPIRY_KEY_EXEMPT = -2
+
+
+def _open_lots_at(as_of_sequence: int, currency_code: str):
+    """Each member-wallet lot credited by then with its open amount then and what decides its expiry."""
+    later = (
+        select(lot_draws.c.account_id, lot_draws.c.lot_id, func.sum(lot_draws.c.amount).label("drawn_later"))
+        .join(transfers, transfers.c.id == lot_draws.c.transfer_id)
+        .where(transfers.c.sequence > as_of_sequence)
+        .group_by(lot_draws.c.account_id, lot_draws.c.lot_id)
+        .subquery("drawn_later")
+    )
+    credit = transfers.alias("credit")
+    open_amount = (lots.c.open_amount + func.coalesce(later.c.drawn_later, 0)).label("open_amount")
+    query = (
+        select(
+            accounts.c.currency_code,
+            credit.c.committed_at_us.label("credited_at_us"),
+            open_amount,
+            lots.c.policy_kind,
+            lots.c.expires_at_us,
+            lots.c.months,
+            func.coalesce(wallet_activity.c.last_activity_us, lots.c.credited_at_us).label("quiet_since_us"),
+            func.coalesce(expiry_exemptions.c.exempt, False).label("exempt"),
+        )
+        .select_from(
+            lots.join(accounts, accounts.c.id == lots.c.account_id)
+            .join(credit, credit.c.id == lots.c.lot_id)
+            .outerjoin(later, and_(later.c.account_id == lots.c.account_id, later.c.lot_id == lots.c.lot_id))
+            .outerjoin(wallet_activity, wallet_activity.c.account_id == lots.c.account_id)
+            .outerjoin(expiry_exemptions, expiry_exemptions.c.owner_id == accounts.c.owner_id)
+        )
+        .where(credit.c.sequence <= as_of_sequence, lots.c.open_amount + func.coalesce(later.c.drawn_later, 0) > 0)
+    )
+    if currency_code:
+        query = query.where(accounts.c.currency_code == currency_code)
+    return query.subquery("open_lots")
+
+
+def expiry_span(connection: Connection, as_of_sequence: int, currency_code: str) -> tuple[int, int] | None:
+    """Earliest and latest instant whose month decides an open lot's expiry month (None: none)."""
+    lot = _open_lots_at(as_of_sequence, currency_code)
+    fixed = lot.c.policy_kind == int(PolicyKind.FIXED)
+    inactivity = lot.c.policy_kind == int(PolicyKind.INACTIVITY)
+    row = connection.execute(
+        select(
+            func.min(case((fixed, lot.c.expires_at_us - 1), (inactivity, lot.c.quiet_since_us))),
+            func.max(case((fixed, lot.c.expires_at_us - 1), (inactivity, lot.c.quiet_since_us))),
+        )
+    ).one()
+    return None if row[0] is None else (int(row[0]), int(row[1]))
+
+
+def outstanding_groups(
+    connection: Connection, as_of_sequence: int, currency_code: str, age_edges_us: list[int], month_starts: list[int]
+) -> list[tuple[str, int, int, bool, int]]:
+    """(currency, age bucket, expiry key, INACTIVITY?, open amount) summed by the database.
+
+    Age bucket i: credited at or after age_edges_us[i] (the first edge the credit reaches), else
+    the last. Expiry key: the month index in month_starts of a FIXED lot's last day (expiry - 1
+    µs), or of an INACTIVITY lot's quiet start plus its months; EXPIRY_KEY_NEVER or _EXEMPT."""
+    lot = _open_lots_at(as_of_sequence, currency_code)
+    age = case(
+        *((lot.c.credited_at_us >= literal(edge, BigInteger), index) for index, edge in enumerate(age_edges_us)),
+        else_=len(age_edges_us),
+    )
+    if len(month_starts) > 1:
+        fixed_month = index_expression(lot.c.expires_at_us - 1, month_starts)
+        quiet_month = index_expression(lot.c.quiet_since_us, month_starts) + lot.c.months
+    else:  # no FIXED or INACTIVITY lot is open: the keys below are never taken
+        fixed_month = quiet_month = literal(0, BigInteger)
+    expiry = case(
+        (lot.c.exempt == true(), EXPIRY_KEY_EXEMPT),
+        (lot.c.policy_kind == int(PolicyKind.FIXED), fixed_month),
+        (lot.c.policy_kind == int(PolicyKind.INACTIVITY), quiet_month),
+        else_=EXPIRY_KEY_NEVER,
+    )
+    keyed = select(
+        lot.c.currency_code,
+        age.label("age_bucket"),
+        expiry.label("expiry_key"),
+        (lot.c.policy_kind == int(PolicyKind.INACTIVITY)).label("inactivity"),
+        lot.c.open_amount,
+    ).subquery("keyed")
+    keys = (keyed.c.currency_code, keyed.c.age_bucket, keyed.c.expiry_key, keyed.c.inactivity)
+    rows = connection.execute(select(*keys, func.sum(keyed.c.open_amount)).group_by(*keys).order_by(*keys))
+    return [(code, int(bucket), int(key), bool(inactive), int(amount)) for code, bucket, key, inactive, amount in rows]

@@ -337,3 +337,65 @@ def lot_expiry_us(
     if notice_from_us is not None and expires is not None:
         expires = max(expires, notice_from_us + lot.notice_days * US_PER_DAY)
     return expires
+
+
+# ---------------------------------------------------------------- outstanding points by age and expiry month
+
+# Finance's age buckets (IFRS 15 breakage estimates), in calendar months since the credit:
+# 0-3, 3-6, 6-12, 12-24, 24-36 and 36+. The one place they are set; readers get them in answers.
+AGE_BUCKET_EDGES_MONTHS = (3, 6, 12, 24, 36)
+
+
+def young_from_us(as_of_us: int, months: int, zone: ZoneInfo) -> int:
+    """The first instant whose credits are younger than `months` calendar months at `as_of_us`.
+
+    Points credited on local day D are `months` old once add_months(D, months) is on or before
+    as_of's local day (the same calendar arithmetic as a FIXED lot's expiry). add_months clamps
+    the day, so when as_of is on the last day of its month, or past the length of the month
+    `months` back, the whole of that earlier month is old enough."""
+    today = local_date(as_of_us, zone)
+    back = add_months(today.replace(day=1), -months)
+    back_length = _month_length(back.year, back.month)
+    if today.day >= back_length or today.day == _month_length(today.year, today.month):
+        oldest = back.replace(day=back_length)
+    else:
+        oldest = back.replace(day=today.day)
+    return _end_of_day_us(oldest, zone)
+
+
+def age_bucket_edges_us(as_of_us: int, zone: ZoneInfo) -> list[int]:
+    """Per edge of AGE_BUCKET_EDGES_MONTHS, the first instant younger than it (latest first)."""
+    return [young_from_us(as_of_us, months, zone) for months in AGE_BUCKET_EDGES_MONTHS]
+
+
+def age_bucket(credited_at_us: int, as_of_us: int, zone: ZoneInfo) -> int:
+    """Index of the age bucket of points credited at `credited_at_us` (0: youngest)."""
+    for index, edge in enumerate(age_bucket_edges_us(as_of_us, zone)):
+        if credited_at_us >= edge:
+            return index
+    return len(AGE_BUCKET_EDGES_MONTHS)
+
+
+def age_bucket_bounds() -> list[tuple[int, int]]:
+    """(months_min, months_max) per bucket; months_max 0 for the last (no upper bound)."""
+    edges = (0, *AGE_BUCKET_EDGES_MONTHS)
+    return [(edges[i], edges[i + 1] if i + 1 < len(edges) else 0) for i in range(len(edges))]
+
+
+def month_start_us(month: datetime.date, zone: ZoneInfo) -> int:
+    return int(datetime.datetime.combine(month.replace(day=1), datetime.time(), zone).timestamp() * 1_000_000)
+
+
+def month_starts_us(first_us: int, last_us: int, zone: ZoneInfo) -> tuple[datetime.date, list[int]]:
+    """The calendar months (in `zone`) from first_us's through last_us's: (the first month, the
+    start instant of each month and of the month after the last), so that month i holds
+    [starts[i], starts[i + 1])."""
+    first = local_date(first_us, zone).replace(day=1)
+    last = local_date(last_us, zone).replace(day=1)
+    count = (last.year - first.year) * 12 + last.month - first.month + 1
+    return first, [month_start_us(add_months(first, index), zone) for index in range(count + 1)]
+
+
+def month_label(first: datetime.date, index: int) -> str:
+    """ "YYYY-MM" of the month `index` months after `first`."""
+    return add_months(first, index).strftime("%Y-%m")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.timeconv import timestamp_from_micros
-from services.ledger import lots
+from services.ledger import liability, lot_store, lots
 from services.ledger.model import Account, Balance, Outcome, Transfer
 
 
@@ -107,3 +107,51 @@ def lot_message(lot: lots.Lot, last_activity_expiry_us: int | None) -> ledger_pb
     if expires is not None and lot.policy_kind is not lots.PolicyKind.NONE:
         message.expire_time.CopyFrom(timestamp_from_micros(expires))
     return message
+
+
+def breakage_summary_message(lines: list[liability.BreakageLine], last_sequence: int):
+    return ledger_pb2.GetBreakageSummaryResponse(
+        lines=[
+            ledger_pb2.BreakageLine(
+                currency_code=line.currency_code,
+                issuer_id=line.issuer_id,
+                expired=line.expired,
+                reinstated=line.reinstated,
+            )
+            for line in lines
+        ],
+        last_commit_sequence=last_sequence,
+    )
+
+
+_EXPIRY_BUCKET_KINDS = {
+    lot_store.EXPIRY_KEY_NEVER: ledger_pb2.EXPIRY_BUCKET_KIND_NEVER,
+    lot_store.EXPIRY_KEY_EXEMPT: ledger_pb2.EXPIRY_BUCKET_KIND_EXEMPT,
+}
+
+
+def outstanding_summary_message(summary: liability.OutstandingSummary):
+    response = ledger_pb2.GetOutstandingSummaryResponse(
+        as_of_time=timestamp_from_micros(summary.as_of_us), commit_sequence=summary.commit_sequence
+    )
+    bounds = lots.age_bucket_bounds()
+    for outstanding in summary.currencies:
+        response.currencies.add(
+            currency_code=outstanding.currency_code,
+            open_lots_total=outstanding.open_lots_total,
+            wallet_balance_total=outstanding.wallet_balance_total,
+            age_buckets=[
+                ledger_pb2.AgeBucket(age_months_min=low, age_months_max=high, amount=amount)
+                for (low, high), amount in zip(bounds, outstanding.age_amounts, strict=True)
+            ],
+            expiry_buckets=[
+                ledger_pb2.ExpiryBucket(
+                    kind=_EXPIRY_BUCKET_KINDS.get(bucket.key, ledger_pb2.EXPIRY_BUCKET_KIND_MONTH),
+                    month=bucket.month,
+                    amount=bucket.amount,
+                    inactivity_amount=bucket.inactivity_amount,
+                )
+                for bucket in outstanding.expiry_buckets()
+            ],
+        )
+    return response

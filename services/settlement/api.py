@@ -9,8 +9,8 @@ from coalition.settlement.v1 import settlement_pb2_grpc
 from services.common.auth import AdminKey
 from services.common.errors import InvalidArgument, NotFound
 from services.common.page_token import decode_page_token, encode_page_token
-from services.common.timeconv import timestamp_from_micros
-from services.settlement import agreements, audit, periods, reconciliation, reports, wire
+from services.common.timeconv import micros_from_request, timestamp_from_micros
+from services.settlement import agreements, audit, outstanding, periods, reconciliation, reports, wire
 from services.settlement.context import SettlementContext
 
 PAGE_SIZE_DEFAULT = 100
@@ -143,3 +143,9 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         return pb.ExportReportResponse(
             content=document.content, media_type=document.media_type, file_name=document.file_name
         )
+
+    async def GetOutstandingReport(self, request, context):
+        self._admin.require(context)
+        as_of_us = micros_from_request(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
+        summary = await outstanding.outstanding_report(self._context, as_of_us, request.currency_code)
+        return wire.outstanding_report_to_pb(summary)

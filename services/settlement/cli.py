@@ -7,7 +7,10 @@
     python -m services.settlement.cli reconcile 2026-10 --partner fuel --file fuel-october.csv --id fuel-2026-10
     python -m services.settlement.cli set-agreement --id fuel-2026 --partner fuel \\
         --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --conversion HOTELPTS:AIRMILES:0.009
+    python -m services.settlement.cli set-agreement --id hotel-2026 --partner hotel \
+        --valid-from 2026-01-01T00:00:00+01:00 --price HOTELPTS:0.0100:0.0080 --breakage-owner issuing-partner
     python -m services.settlement.cli audit
+    python -m services.settlement.cli outstanding --as-of 2026-10-31T23:59:59+01:00 --currency PTS [--csv]
 
 Settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY.
 """
@@ -29,10 +32,15 @@ from services.common.errors import error_info_of
 from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
 from services.common.tls import client_transport
-from services.settlement.reports.formatting import eur, points
+from services.settlement.reports import outstanding
+from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, eur, points
 
 CALL_DEADLINE_SECONDS = 300.0
 FORMATS = {"csv": pb.REPORT_FORMAT_CSV, "html": pb.REPORT_FORMAT_HTML, "pdf": pb.REPORT_FORMAT_PDF}
+BREAKAGE_OWNERS = {
+    "operator": pb.BREAKAGE_OWNER_OPERATOR,
+    "issuing-partner": pb.BREAKAGE_OWNER_ISSUING_PARTNER,
+}
 
 
 def _micros(text: str) -> int:
@@ -52,6 +60,11 @@ def _selector(args) -> pb.PeriodSelector:
     return selector
 
 
+BREAKAGE_OWNER_LABELS_BY_PB = {
+    getattr(pb, f"BREAKAGE_OWNER_{owner.value}"): label for owner, label in BREAKAGE_OWNER_LABELS.items()
+}
+
+
 def print_settlement(settlement: pb.PeriodSettlement) -> None:
     state = pb.PeriodState.Name(settlement.state).removeprefix("PERIOD_STATE_").lower()
     print(f"period {settlement.period_id} ({state}), ledger sequence {settlement.last_commit_sequence}")
@@ -61,6 +74,15 @@ def print_settlement(settlement: pb.PeriodSettlement) -> None:
             f"{statement.partner_id:<20}{eur(statement.partner_pays_cents):>20}"
             f"{eur(statement.partner_is_paid_cents):>20}{eur(statement.net_cents):>20}"
         )
+    for statement in settlement.statements:
+        for line in statement.lines:
+            if line.kind == pb.STATEMENT_LINE_KIND_BREAKAGE:
+                owner = BREAKAGE_OWNER_LABELS_BY_PB.get(line.breakage_owner, "")
+                print(
+                    f"  breakage {statement.partner_id} {line.currency_code}: expired {points(line.expired_quantity)}"
+                    f" - reinstated {points(line.reinstated_quantity)} = {points(line.quantity)}, {owner}"
+                    f" ({eur(line.amount_cents)})"
+                )
     netting = settlement.netting
     check = "balanced" if netting.balanced else "NOT BALANCED"
     print(f"{'operator net':<60}{eur(netting.operator_net_cents):>20}  ({check})")
@@ -109,6 +131,18 @@ def _parser() -> argparse.ArgumentParser:
     agreement.add_argument("--valid-from", required=True, help="ISO 8601 with offset")
     agreement.add_argument("--price", action="append", default=[], help="CUR:ISSUE:REIMBURSEMENT (EUR per point)")
     agreement.add_argument("--conversion", action="append", default=[], help="FROM:TO:PRICE_PER_UNIT_RECEIVED")
+    agreement.add_argument(
+        "--breakage-owner",
+        choices=sorted(BREAKAGE_OWNERS),
+        default="operator",
+        help="who keeps the breakage of the partner's points (issuing-partner: rebated at its issue price)",
+    )
+    report = commands.add_parser(
+        "outstanding", help="outstanding points by age and expiry month per currency (IFRS 15 breakage inputs)"
+    )
+    report.add_argument("--as-of", help="ISO 8601 with offset (default: now)")
+    report.add_argument("--currency", default="", help="one currency (default: all)")
+    report.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
     commands.add_parser("audit")
     commands.add_parser("periods")
     return parser
@@ -152,6 +186,7 @@ def run(args, stub, metadata) -> int:
             agreement_id=args.id,
             partner_id=args.partner,
             valid_from_time=timestamp_from_micros(_micros(args.valid_from)),
+            breakage_owner=BREAKAGE_OWNERS[args.breakage_owner],
         )
         for price in args.price:
             code, issue, reimbursement = price.split(":")
@@ -165,6 +200,13 @@ def run(args, stub, metadata) -> int:
             )
         response = stub.SetPriceAgreement(pb.SetPriceAgreementRequest(agreement=message), **call)
         print("recorded" if response.created else "already recorded identically")
+    elif args.command == "outstanding":
+        request = pb.GetOutstandingReportRequest(currency_code=args.currency)
+        if args.as_of:
+            request.as_of_time.CopyFrom(timestamp_from_micros(_micros(args.as_of)))
+        report = stub.GetOutstandingReport(request, **call)
+        sys.stdout.write(outstanding.render_csv(report) if args.csv else outstanding.render_text(report))
+        return 0 if all(c.balanced for c in report.currencies) else 1
     elif args.command == "audit":
         response = stub.Audit(pb.AuditRequest(), **call)
         for total in response.wallet_totals:

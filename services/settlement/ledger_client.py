@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common import ledger_client as common
-from services.common.timeconv import micros_from_timestamp
+from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
 from services.common.tls import Transport
-from services.settlement.model import Activity, TransactionRow
+from services.settlement.model import Activity, BreakageActivity, TransactionRow
 
 LEDGER_CALL_DEADLINE_SECONDS = 10.0
 CODE_NAMES = common.CODE_NAMES
@@ -45,6 +45,25 @@ class LedgerClient(common.LedgerClient):
                 for line in response.lines
             )
         return lines, last_sequence
+
+    async def breakage(self, start_us: int, end_us: int) -> tuple[list[BreakageActivity], int]:
+        """Points expired and reinstated in [start, end) per currency and issuer; and the last sequence."""
+        request = ledger_pb2.GetBreakageSummaryRequest(
+            start_time=timestamp_from_micros(start_us), end_time=timestamp_from_micros(end_us)
+        )
+        response = await self._call("GetBreakageSummary", request, common.LEDGER_AGGREGATE_DEADLINE_SECONDS)
+        lines = [
+            BreakageActivity(line.currency_code, line.issuer_id, line.expired, line.reinstated)
+            for line in response.lines
+        ]
+        return lines, response.last_commit_sequence
+
+    async def outstanding(self, as_of_us: int | None, currency_code: str) -> ledger_pb2.GetOutstandingSummaryResponse:
+        """Open lots by age and expiry month per currency, and the wallets' total (grouped by the ledger)."""
+        request = ledger_pb2.GetOutstandingSummaryRequest(currency_code=currency_code)
+        if as_of_us is not None:
+            request.as_of_time.CopyFrom(timestamp_from_micros(as_of_us))
+        return await self._call("GetOutstandingSummary", request, common.LEDGER_AGGREGATE_DEADLINE_SECONDS)
 
     async def balances_as_of(self, account_ids: Sequence[str], as_of_us: int | None) -> list[ledger_pb2.Balance]:
         return await self.get_balances(account_ids, as_of_us)

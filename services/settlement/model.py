@@ -114,6 +114,13 @@ class ConversionPrice:
     price_per_unit_received: Decimal
 
 
+class BreakageOwner(StrEnum):
+    """Who keeps the breakage of points a partner issued (DOMAIN.md "Expiry")."""
+
+    OPERATOR = "OPERATOR"  # the partner paid the issue price; unredeemed points are the operator's gain
+    ISSUING_PARTNER = "ISSUING_PARTNER"  # rebated to the partner at its issue price, as a statement line
+
+
 @dataclass(frozen=True, slots=True)
 class PriceAgreement:
     agreement_id: str
@@ -121,6 +128,8 @@ class PriceAgreement:
     valid_from_us: int
     point_prices: tuple[PointPrice, ...] = ()
     conversion_prices: tuple[ConversionPrice, ...] = ()
+    # Terms beyond prices, each with its default for versions recorded before it existed.
+    breakage_owner: BreakageOwner = BreakageOwner.OPERATOR
 
     def point_price(self, currency_code: str) -> PointPrice | None:
         return next((p for p in self.point_prices if p.currency_code == currency_code), None)
@@ -143,6 +152,7 @@ class PriceAgreement:
                     for p in self.conversion_prices
                 )
             ),
+            self.breakage_owner.value,
         )
 
 
@@ -205,6 +215,7 @@ class LineKind(StrEnum):
     REDEMPTION_REVERSALS = "REDEMPTION_REVERSALS"
     CONVERSIONS_OUT = "CONVERSIONS_OUT"
     CONVERSIONS_IN = "CONVERSIONS_IN"
+    BREAKAGE = "BREAKAGE"
 
     @property
     def sign(self) -> int:
@@ -228,6 +239,9 @@ class Movement:
     counterparty_id: str = ""
     # For conversions: whose agreement prices it (owner of the delivered currency, else the payer).
     conversion_from: str = ""
+    # For breakage: points expired and reinstated; quantity is expired - reinstated.
+    expired: int = 0
+    reinstated: int = 0
 
 
 def exchange_other_currency(account_id: str) -> str:
@@ -297,6 +311,34 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
     return movements
 
 
+@dataclass(frozen=True, slots=True)
+class BreakageActivity:
+    """Points of one currency that one issuer put into circulation, expired and reinstated in a
+    window (the ledger's GetBreakageSummary line, or one late EXPIRY or reinstatement)."""
+
+    currency_code: str
+    issuer_id: str
+    expired: int
+    reinstated: int
+
+
+def breakage_movements(lines: Iterable[BreakageActivity]) -> list[Movement]:
+    """One BREAKAGE movement per partner and currency. Points the operator issued (or that name
+    no issuer) are the operator's breakage and appear on no statement."""
+    return [
+        Movement(
+            line.issuer_id,
+            LineKind.BREAKAGE,
+            line.currency_code,
+            line.expired - line.reinstated,
+            expired=line.expired,
+            reinstated=line.reinstated,
+        )
+        for line in lines
+        if line.issuer_id not in ("", OPERATOR_ID) and (line.expired or line.reinstated)
+    ]
+
+
 def _owner(currency_owners: Mapping[str, str], code: str) -> str:
     owner = currency_owners.get(code)
     if owner is None:
@@ -313,6 +355,7 @@ class PricedMovement:
     unit_price: Decimal
     agreement_id: str
     prior_period_adjustment: bool
+    breakage_owner: BreakageOwner | None = None  # BREAKAGE movements: the agreement's owner
 
 
 def price_movements(
@@ -326,7 +369,8 @@ def price_movements(
     priced = []
     for movement in movements:
         agreement, unit_price = _price_of(movement, book, time_us, currency_owners)
-        priced.append(PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment))
+        owner = agreement.breakage_owner if movement.kind is LineKind.BREAKAGE else None
+        priced.append(PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment, owner))
     return priced
 
 
@@ -349,6 +393,9 @@ def _price_of(
             time_us=time_us,
         )
     agreement = book.valid_at(movement.partner_id, time_us)
+    operator_keeps = agreement is not None and agreement.breakage_owner is BreakageOwner.OPERATOR
+    if movement.kind is LineKind.BREAKAGE and operator_keeps:
+        return agreement, Decimal(0)  # shown at EUR 0.00: no price needed
     point_price = agreement.point_price(movement.currency_code) if agreement else None
     if agreement is None or point_price is None:
         raise SettlementRuleError(
@@ -359,8 +406,8 @@ def _price_of(
             currency_code=movement.currency_code,
             time_us=time_us,
         )
-    if movement.kind in (LineKind.POINTS_ISSUED, LineKind.EARN_REVERSALS):
-        return agreement, point_price.issue_price
+    if movement.kind in (LineKind.POINTS_ISSUED, LineKind.EARN_REVERSALS, LineKind.BREAKAGE):
+        return agreement, point_price.issue_price  # breakage is rebated at the issue price
     return agreement, point_price.reimbursement_price
 
 
@@ -375,6 +422,9 @@ class StatementLine:
     amount_cents: int
     agreement_id: str
     prior_period_adjustment: bool
+    expired_quantity: int = 0  # BREAKAGE lines only
+    reinstated_quantity: int = 0  # BREAKAGE lines only
+    breakage_owner: BreakageOwner | None = None  # BREAKAGE lines only
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,9 +450,12 @@ class Statement:
 
 
 def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
-    """Group priced movements into lines (same kind, currency, counterparty, price, agreement),
-    round each line once, one statement per partner ordered by partner id."""
-    quantities: dict[str, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
+    """Group priced movements into lines (same kind, currency, counterparty, price, agreement and,
+    for breakage, owner), round each line once, one statement per partner ordered by partner id.
+
+    A BREAKAGE line nets expired against reinstated points and is kept even when they cancel out:
+    the statement shows the partner's breakage whenever it had any."""
+    sums: dict[str, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
     for item in priced:
         m = item.movement
         key = (
@@ -413,16 +466,20 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
             m.counterparty_id,
             item.agreement_id,
             item.unit_price,
+            item.breakage_owner.value if item.breakage_owner is not None else "",
         )
-        quantities[m.partner_id][key] += m.quantity
+        figures = sums[m.partner_id][key]
+        figures[0] += m.quantity
+        figures[1] += m.expired
+        figures[2] += m.reinstated
     statements = []
-    for partner_id in sorted(quantities):
+    for partner_id in sorted(sums):
         lines = []
-        for key in sorted(quantities[partner_id], key=lambda k: (*k[:6], str(k[6]))):
-            quantity = quantities[partner_id][key]
-            if quantity == 0:
+        for key in sorted(sums[partner_id], key=lambda k: (*k[:6], str(k[6]), k[7])):
+            quantity, expired, reinstated = sums[partner_id][key]
+            if quantity == 0 and not (expired or reinstated):
                 continue
-            prior, order, currency, other_currency, counterparty, agreement_id, unit_price = key
+            prior, order, currency, other_currency, counterparty, agreement_id, unit_price, owner = key
             kind = list(LineKind)[order]
             amount_cents = kind.sign * line_amount_cents(quantity, unit_price)
             if abs(amount_cents) > CENTS_MAX:
@@ -444,6 +501,9 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
                     amount_cents=amount_cents,
                     agreement_id=agreement_id,
                     prior_period_adjustment=prior,
+                    expired_quantity=expired,
+                    reinstated_quantity=reinstated,
+                    breakage_owner=BreakageOwner(owner) if owner else None,
                 )
             )
         if lines:

@@ -48,6 +48,7 @@ OPERATOR_SETTLEMENT_ACCOUNT_ID = "operator_settlement:EUR"
 LATE_TRANSFERS_MAX = 100_000
 POSTED_KINDS = ("POSTED", "POST_PENDING")
 FREEZE_ATTEMPTS_MAX = 3
+LOOKUP_IDS_MAX = 1_000  # transfer ids per ledger GetTransfers call
 
 
 def rule_error(error: SettlementRuleError) -> FailedPrecondition:
@@ -150,11 +151,11 @@ async def compute_settlement(
     try:
         for window_start, window_end in model.sub_windows(start_us, end_us, book):
             lines, sequence = await context.ledger.activity(window_start, window_end, account_ids)
-            last_sequence = max(last_sequence, sequence)
+            breakage, breakage_sequence = await context.ledger.breakage(window_start, window_end)
+            last_sequence = max(last_sequence, sequence, breakage_sequence)
             window_lines.extend(lines)
-            priced.extend(
-                model.price_movements(model.movements_from_activity(lines, owners), book, window_start, owners)
-            )
+            movements = model.movements_from_activity(lines, owners) + model.breakage_movements(breakage)
+            priced.extend(model.price_movements(movements, book, window_start, owners))
         if after_sequence is not None:
             late_sequence, late_priced, late_lines = await _late_arrivals(
                 context, after_sequence, start_us, accounts, book, owners
@@ -189,6 +190,7 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
     trial = await context.ledger.trial_balance()
     priced: list[model.PricedMovement] = []
     late_lines: list[Activity] = []
+    reinstatements: list = []
     last_sequence = after_sequence
     count = 0
     async for transfer in context.ledger.transfers_after(after_sequence, trial.commit_sequence):
@@ -205,14 +207,56 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             continue
         lines = _activity_of_transfer(transfer, accounts)
         late_lines.extend(lines)
-        priced.extend(
-            model.price_movements(
-                model.movements_from_activity(lines, owners), book, transfer.commit_time_us, owners, True
-            )
-        )
+        movements = model.movements_from_activity(lines, owners)
+        if _to_breakage(transfer, accounts):
+            expired = model.BreakageActivity(transfer.currency_code, transfer.partner_id, transfer.amount, 0)
+            movements += model.breakage_movements([expired])
+        elif _out_of_breakage(transfer, accounts):
+            reinstatements.append(transfer)
+        priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
+    priced.extend(await _late_reinstatements(context, reinstatements, book, owners))
     if count:
         _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
     return last_sequence, priced, late_lines
+
+
+def _to_breakage(transfer, accounts: dict[str, ledger_pb2.Account]) -> bool:
+    """An EXPIRY transfer crediting breakage (its metadata names the issuer of the expired points)."""
+    return (
+        transfer.code == model.CODE_EXPIRY
+        and _kind(accounts, transfer.credit_account_id) == model.KIND_OPERATOR_BREAKAGE
+    )
+
+
+def _out_of_breakage(transfer, accounts: dict[str, ledger_pb2.Account]) -> bool:
+    """A REVERSAL debiting breakage: a reinstatement if it reverses an EXPIRY (its original names the issuer)."""
+    return (
+        transfer.code == model.CODE_REVERSAL
+        and _kind(accounts, transfer.debit_account_id) == model.KIND_OPERATOR_BREAKAGE
+    )
+
+
+def _kind(accounts: dict[str, ledger_pb2.Account], account_id: str) -> str:
+    account = accounts.get(account_id)
+    return account.kind if account is not None else ""
+
+
+async def _late_reinstatements(context, reinstatements, book, owners) -> list[model.PricedMovement]:
+    """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
+    originals: dict[str, ledger_pb2.Transfer] = {}
+    ids = sorted({t.reverses_transfer_id for t in reinstatements})
+    for index in range(0, len(ids), LOOKUP_IDS_MAX):
+        for original in await context.ledger.get_transfers(ids[index : index + LOOKUP_IDS_MAX]):
+            originals[original.id] = original
+    priced: list[model.PricedMovement] = []
+    for transfer in reinstatements:
+        original = originals.get(transfer.reverses_transfer_id)
+        if original is None or original.code != ledger_pb2.TRANSFER_CODE_EXPIRY:
+            continue  # a reversal of something else credited to breakage (an adjustment): no partner's breakage
+        activity = model.BreakageActivity(transfer.currency_code, original.metadata.partner_id, 0, transfer.amount)
+        movements = model.breakage_movements([activity])
+        priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
+    return priced
 
 
 # ---------------------------------------------------------------- use cases

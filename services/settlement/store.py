@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from services.settlement.model import (
+    BreakageOwner,
     ConversionPrice,
     LineKind,
     MatchStatus,
@@ -55,6 +56,8 @@ price_agreements = Table(
     # JSON of the prices as exact decimal strings: {"point_prices": [...], "conversion_prices": [...]}
     Column("prices_json", Text, nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
+    # Who keeps the breakage of points the partner issued (model.BreakageOwner); migration 0004.
+    Column("breakage_owner", String(32), nullable=False, server_default="OPERATOR"),
     UniqueConstraint("partner_id", "valid_from_us", name="uq_settlement_agreement_partner_start"),
 )
 
@@ -97,7 +100,12 @@ statement_lines = Table(
     Column("amount_cents", BigInteger, nullable=False),
     Column("agreement_id", String(128), nullable=False),
     Column("prior_period_adjustment", Boolean, nullable=False),
-    CheckConstraint("quantity > 0", name="ck_settlement_line_quantity"),
+    # BREAKAGE lines (migration 0004): the points expired and reinstated, and who keeps the breakage.
+    Column("expired_quantity", BigInteger, nullable=False, server_default="0"),
+    Column("reinstated_quantity", BigInteger, nullable=False, server_default="0"),
+    Column("breakage_owner", String(32), nullable=False, server_default=""),
+    # A breakage line nets expired against reinstated points: it may be zero or negative.
+    CheckConstraint("quantity > 0 OR kind = 'BREAKAGE'", name="ck_settlement_line_quantity"),
     ForeignKeyConstraint(
         ["period_id", "partner_id"], ["settlement_statements.period_id", "settlement_statements.partner_id"]
     ),
@@ -205,6 +213,7 @@ def _agreement_from_row(row) -> PriceAgreement:
         valid_from_us=row.valid_from_us,
         point_prices=tuple(PointPrice(c, Decimal(i), Decimal(r)) for c, i, r in prices["point_prices"]),
         conversion_prices=tuple(ConversionPrice(f, t, Decimal(p)) for f, t, p in prices["conversion_prices"]),
+        breakage_owner=BreakageOwner(row.breakage_owner),
     )
 
 
@@ -231,6 +240,7 @@ def insert_agreement(connection: Connection, agreement: PriceAgreement, now_us: 
             valid_from_us=agreement.valid_from_us,
             prices_json=_prices_json(agreement),
             create_time_us=now_us,
+            breakage_owner=agreement.breakage_owner.value,
         )
     )
 
@@ -324,6 +334,9 @@ def insert_closing_period(connection: Connection, settlement: PeriodSettlement, 
                         "amount_cents": line.amount_cents,
                         "agreement_id": line.agreement_id,
                         "prior_period_adjustment": line.prior_period_adjustment,
+                        "expired_quantity": line.expired_quantity,
+                        "reinstated_quantity": line.reinstated_quantity,
+                        "breakage_owner": line.breakage_owner.value if line.breakage_owner is not None else "",
                     }
                     for number, line in enumerate(statement.lines, start=1)
                 ],
@@ -376,6 +389,9 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
                 amount_cents=line.amount_cents,
                 agreement_id=line.agreement_id,
                 prior_period_adjustment=bool(line.prior_period_adjustment),
+                expired_quantity=line.expired_quantity,
+                reinstated_quantity=line.reinstated_quantity,
+                breakage_owner=BreakageOwner(line.breakage_owner) if line.breakage_owner else None,
             )
         )
     statement_rows = connection.execute(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from coalition.ledger.v1 import ledger_pb2
 from coalition.settlement.v1 import settlement_pb2 as pb
 from services.common.errors import InvalidArgument
 from services.common.timeconv import micros_from_request, timestamp_from_micros
 from services.settlement.model import (
+    BreakageOwner,
     ConversionPrice,
     MatchStatus,
     PeriodSettlement,
@@ -19,6 +21,22 @@ from services.settlement.model import (
 )
 
 _MATCH_STATUS = {status: getattr(pb, f"MATCH_STATUS_{status.value}") for status in MatchStatus}
+_BREAKAGE_OWNERS = {owner: getattr(pb, f"BREAKAGE_OWNER_{owner.value}") for owner in BreakageOwner}
+_BREAKAGE_OWNER_OF = {value: owner for owner, value in _BREAKAGE_OWNERS.items()}
+
+
+def breakage_owner_from_pb(value: int) -> BreakageOwner:
+    """UNSPECIFIED means the operator; a number this version does not know is refused."""
+    if value == pb.BREAKAGE_OWNER_UNSPECIFIED:
+        return BreakageOwner.OPERATOR
+    owner = _BREAKAGE_OWNER_OF.get(value)
+    if owner is None:
+        raise InvalidArgument(
+            "INVALID_BREAKAGE_OWNER",
+            "breakage_owner must be BREAKAGE_OWNER_OPERATOR or BREAKAGE_OWNER_ISSUING_PARTNER",
+            field="agreement.breakage_owner",
+        )
+    return owner
 
 
 def _price(text: str, field: str):
@@ -51,6 +69,7 @@ def agreement_from_pb(message: pb.PriceAgreement) -> PriceAgreement:
             )
             for p in message.conversion_prices
         ),
+        breakage_owner=breakage_owner_from_pb(message.breakage_owner),
     )
 
 
@@ -76,6 +95,7 @@ def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceA
             for p in agreement.conversion_prices
         ],
         create_time=timestamp_from_micros(create_time_us),
+        breakage_owner=_BREAKAGE_OWNERS[agreement.breakage_owner],
     )
 
 
@@ -99,6 +119,9 @@ def statement_to_pb(statement: Statement) -> pb.Statement:
                 amount_cents=line.amount_cents,
                 agreement_id=line.agreement_id,
                 prior_period_adjustment=line.prior_period_adjustment,
+                expired_quantity=line.expired_quantity,
+                reinstated_quantity=line.reinstated_quantity,
+                breakage_owner=_BREAKAGE_OWNERS[line.breakage_owner] if line.breakage_owner is not None else 0,
             )
             for line in statement.lines
         ],
@@ -179,4 +202,43 @@ def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation
             for r in result.rows
         ],
         create_time=timestamp_from_micros(row.create_time_us),
+    )
+
+
+_EXPIRY_KINDS = {
+    ledger_pb2.EXPIRY_BUCKET_KIND_MONTH: pb.OUTSTANDING_EXPIRY_KIND_MONTH,
+    ledger_pb2.EXPIRY_BUCKET_KIND_NEVER: pb.OUTSTANDING_EXPIRY_KIND_NEVER,
+    ledger_pb2.EXPIRY_BUCKET_KIND_EXEMPT: pb.OUTSTANDING_EXPIRY_KIND_EXEMPT,
+}
+
+
+def outstanding_report_to_pb(summary: ledger_pb2.GetOutstandingSummaryResponse) -> pb.GetOutstandingReportResponse:
+    """The ledger's summary as finance reads it, with the check that the lots add up to the wallets."""
+    return pb.GetOutstandingReportResponse(
+        as_of_time=summary.as_of_time,
+        commit_sequence=summary.commit_sequence,
+        currencies=[
+            pb.OutstandingCurrency(
+                currency_code=c.currency_code,
+                open_lots_total=c.open_lots_total,
+                wallet_balance_total=c.wallet_balance_total,
+                balanced=c.open_lots_total == c.wallet_balance_total,
+                age_buckets=[
+                    pb.OutstandingAgeBucket(
+                        age_months_min=b.age_months_min, age_months_max=b.age_months_max, amount=b.amount
+                    )
+                    for b in c.age_buckets
+                ],
+                expiry_rows=[
+                    pb.OutstandingExpiryRow(
+                        kind=_EXPIRY_KINDS.get(b.kind, pb.OUTSTANDING_EXPIRY_KIND_UNSPECIFIED),
+                        month=b.month,
+                        amount=b.amount,
+                        inactivity_amount=b.inactivity_amount,
+                    )
+                    for b in c.expiry_buckets
+                ],
+            )
+            for c in summary.currencies
+        ],
     )

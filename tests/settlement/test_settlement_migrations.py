@@ -60,3 +60,72 @@ def test_a_roll_forward_closed_before_reinstated_existed_reads_zero_reinstated_a
     _migrate(database, "head")
     with database.writer.connect() as connection:
         assert connection.execute(text("SELECT reinstated FROM settlement_roll_forwards")).scalar_one() == 0
+
+
+def test_a_statement_closed_before_breakage_lines_existed_reads_the_same_after_0004(database):
+    from services.settlement import store
+
+    _migrate(database, "0003")
+    with database.writer.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO settlement_price_agreements (agreement_id, partner_id, valid_from_us, prices_json,"
+                " create_time_us) VALUES ('a1', 'fuel', 0,"
+                ' \'{"conversion_prices": [], "point_prices": [["PTS", "0.01", "0.008"]]}\', 1)'
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO settlement_periods (period_id, start_us, end_us, state, last_commit_sequence,"
+                " close_time_us) VALUES ('2026-01', 1, 2, 'CLOSED', 7, 3)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statements (period_id, partner_id, net_cents, settlement_transfer_id)"
+                " VALUES ('2026-01', 'fuel', 500, 'settlement:2026-01:fuel')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statement_lines (period_id, partner_id, line_number, kind, currency_code,"
+                " counterparty_currency_code, counterparty_id, quantity, unit_price, amount_cents, agreement_id,"
+                " prior_period_adjustment) VALUES ('2026-01', 'fuel', 1, 'POINTS_ISSUED', 'PTS', '', '', 50000,"
+                " '0.01', 500, 'a1', false)"
+            )
+        )
+    _migrate(database, "head")
+    with database.writer.connect() as connection:
+        settlement, state = store.load_period(connection, "2026-01")
+        (agreement,) = store.all_agreements(connection)
+    (statement,) = settlement.statements
+    (line,) = statement.lines
+    assert (state, statement.net_cents, line.quantity, line.amount_cents) == ("CLOSED", 500, 50000, 500)
+    assert (line.expired_quantity, line.reinstated_quantity, line.breakage_owner) == (0, 0, None)
+    assert agreement.breakage_owner.value == "OPERATOR"
+    # A breakage line may net to zero or below from 0004 on; a points line still may not.
+    with database.writer.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statement_lines (period_id, partner_id, line_number, kind, currency_code,"
+                " counterparty_currency_code, counterparty_id, quantity, unit_price, amount_cents, agreement_id,"
+                " prior_period_adjustment, expired_quantity, reinstated_quantity, breakage_owner) VALUES"
+                " ('2026-01', 'fuel', 2, 'BREAKAGE', 'PTS', '', '', -20, '0', 0, 'a1', false, 0, 20, 'OPERATOR')"
+            )
+        )
+    with pytest.raises(Exception), database.writer.begin() as connection:  # noqa: B017 (either driver's error)
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statement_lines (period_id, partner_id, line_number, kind, currency_code,"
+                " counterparty_currency_code, counterparty_id, quantity, unit_price, amount_cents, agreement_id,"
+                " prior_period_adjustment) VALUES ('2026-01', 'fuel', 3, 'POINTS_ISSUED', 'PTS', '', '', 0,"
+                " '0.01', 0, 'a1', false)"
+            )
+        )
+    # Going back below 0004 is refused while a BREAKAGE line exists, and works without one.
+    with pytest.raises(RuntimeError):
+        _migrate(database, "0003", down=True)
+    with database.writer.begin() as connection:
+        connection.execute(text("DELETE FROM settlement_statement_lines WHERE kind = 'BREAKAGE'"))
+    _migrate(database, "0003", down=True)
+    _migrate(database, "head")

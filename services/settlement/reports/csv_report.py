@@ -23,6 +23,10 @@ COLUMNS = (
     "amount_cents",
     "amount_eur",
     "agreement_id",
+    # BREAKAGE lines (quantity = expired - reinstated); 0, 0 and empty on other lines.
+    "expired_quantity",
+    "reinstated_quantity",
+    "breakage_owner",
 )
 
 
@@ -66,6 +70,9 @@ def render_csv(settlement: PeriodSettlement, partner_id: str = "") -> str:
                     line.amount_cents,
                     f"{sign}{whole}.{fraction:02d}",
                     _text(line.agreement_id),
+                    line.expired_quantity,
+                    line.reinstated_quantity,
+                    line.breakage_owner.value if line.breakage_owner is not None else "",
                 )
             )
     return buffer.getvalue()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.settlement.model import LineKind, PeriodSettlement, Statement
+from services.settlement.model import BreakageOwner, LineKind, PeriodSettlement, Statement, StatementLine
 
 LINE_LABELS = {
     LineKind.POINTS_ISSUED: "Points issued",
@@ -17,6 +17,11 @@ LINE_LABELS = {
     LineKind.REDEMPTION_REVERSALS: "Redemption reversals",
     LineKind.CONVERSIONS_OUT: "Conversions out (units delivered)",
     LineKind.CONVERSIONS_IN: "Conversions in (units delivered)",
+    LineKind.BREAKAGE: "Breakage",
+}
+BREAKAGE_OWNER_LABELS = {
+    BreakageOwner.ISSUING_PARTNER: "rebated to the partner at its issue price",
+    BreakageOwner.OPERATOR: "kept by the operator",
 }
 
 
@@ -41,11 +46,14 @@ def price(unit_price) -> str:
     return "EUR " + format(unit_price, "f").replace(".", ",")
 
 
-def line_label(kind: LineKind, counterparty_id: str, prior: bool) -> str:
-    label = LINE_LABELS[kind]
-    if counterparty_id:
-        label += f" with {counterparty_id}"
-    return label + (" (prior-period adjustment)" if prior else "")
+def line_label(line: StatementLine) -> str:
+    label = LINE_LABELS[line.kind]
+    if line.counterparty_id:
+        label += f" with {line.counterparty_id}"
+    if line.kind is LineKind.BREAKAGE:
+        owner = BREAKAGE_OWNER_LABELS.get(line.breakage_owner or BreakageOwner.OPERATOR, "")
+        label += f" {owner}: expired {points(line.expired_quantity)} - reinstated {points(line.reinstated_quantity)}"
+    return label + (" (prior-period adjustment)" if line.prior_period_adjustment else "")
 
 
 def net_sentence(statement: Statement) -> str:

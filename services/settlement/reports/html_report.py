@@ -41,7 +41,7 @@ def _statement_table(statement: Statement) -> str:
     for line in statement.lines:
         rows.append(
             "<tr>"
-            f"<td>{escape(line_label(line.kind, line.counterparty_id, line.prior_period_adjustment))}</td>"
+            f"<td>{escape(line_label(line))}</td>"
             f"<td>{escape(line.currency_code)}</td>"
             f'<td class="n">{points(line.quantity)}</td>'
             f'<td class="n">{escape(price(line.unit_price))}</td>'

@@ -43,7 +43,7 @@ def _statement_table(statement: Statement) -> Table:
     for line in statement.lines:
         data.append(
             [
-                line_label(line.kind, line.counterparty_id, line.prior_period_adjustment),
+                line_label(line),
                 line.currency_code,
                 points(line.quantity),
                 price(line.unit_price),
