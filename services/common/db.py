@@ -67,6 +67,15 @@ class Database:
     def read(self, work: Callable[[Connection], T]) -> T:
         return run_transaction(self.reader, work)
 
+    def read_statement(self, work: Callable[[Connection], T]) -> T:
+        """A read of one statement, outside any transaction: no BEGIN and COMMIT round trips.
+        Only for work that runs a single statement (one statement always sees one snapshot). On
+        SQLite, whose BEGIN is ours (`_on_begin`), it is an ordinary read."""
+        if self.is_sqlite:
+            return self.read(work)
+        with self.reader.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return work(connection)
+
 
 def _sqlite_engine(options: DatabaseOptions, immediate: bool) -> Engine:
     database = make_url(options.url).database

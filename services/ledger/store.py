@@ -27,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -325,6 +326,24 @@ def read_balances(connection: Connection, account_ids: Sequence[str]) -> dict[st
         .where(_one_of(connection, accounts.c.id, account_ids))
     )
     return {row.id: (_account_from_row(row), _balance_from_row(row)) for row in connection.execute(query)}
+
+
+def read_balances_and_clock(
+    connection: Connection, account_ids: Sequence[str]
+) -> tuple[dict[str, tuple[Account, Balance]], int]:
+    """`read_balances` and the ledger's clock (`clock_now_us`) in one statement."""
+    if not is_postgres(connection):
+        return read_balances(connection, account_ids), clock_now_us(connection)
+    now = literal_column("(extract(epoch FROM clock_timestamp()) * 1000000)::bigint") + clock_offset_us
+    query = (
+        select(accounts, account_balances, now.label("clock_now_us"))
+        .join(account_balances, account_balances.c.account_id == accounts.c.id)
+        .where(_one_of(connection, accounts.c.id, account_ids))
+    )
+    rows = connection.execute(query).all()
+    if not rows:
+        return {}, clock_now_us(connection)
+    return {row.id: (_account_from_row(row), _balance_from_row(row)) for row in rows}, rows[0].clock_now_us
 
 
 def expired_unresolved_amounts(connection: Connection, account_ids: Sequence[str], now_us: int) -> dict[str, Balance]:
