@@ -62,7 +62,7 @@ async def _load_key(app: App, key_hash: str) -> Row | None:
 async def _read_key(app: App, key_hash: str) -> Row | None:
     keys = app.facts.api_keys
     loaded_at = keys.now()
-    row = await app.read(lambda connection: partner_store.partner_of_key(connection, key_hash))
+    row = await app.read_statement(lambda connection: partner_store.partner_of_key(connection, key_hash))
     if row is not None:
         keys.put(key_hash, row, loaded_at)
     return row

@@ -70,3 +70,7 @@ class App:
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.database.read, work)
+
+    async def read_statement(self, work: Callable[[Connection], T]) -> T:
+        """A read of exactly one statement, outside a transaction (`Database.read_statement`)."""
+        return await asyncio.to_thread(self.database.read_statement, work)

@@ -28,7 +28,7 @@ _log = structlog.get_logger("partners")
 
 
 async def _load(app: App, redemption_id: str) -> Row:
-    return await app.read(lambda connection: redemption_store.get_redemption(connection, redemption_id))
+    return await app.read_statement(lambda connection: redemption_store.get_redemption(connection, redemption_id))
 
 
 async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
