@@ -34,6 +34,10 @@ class ThreadedServer:
         self.running: RunningServer = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=60)
         self.address = f"127.0.0.1:{self.running.port}"
 
+    def run(self, coroutine: Awaitable, timeout_seconds: float = 60):
+        """Run a coroutine on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout_seconds)
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.running.stop(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
