@@ -16,7 +16,7 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import model, recording
+from services.partners import model, recording, tier_book
 from services.partners.app import App
 from services.partners.members import ensure_wallet
 from services.partners.store import earns as earn_store
@@ -31,9 +31,14 @@ def record_outcomes(
     recorded before) as their callers will see them."""
     if posted:
         earn_store.mark_earns_posted(connection, posted)
-    for earn_id, error in failures.items():
-        if error.reason != HELD_BY_LEDGER:
-            earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+    refused_now = [
+        earn_id
+        for earn_id, error in failures.items()
+        if error.reason != HELD_BY_LEDGER and earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+    ]
+    if refused_now:  # a refused earn uses up nothing: not the qualifying points it counted either
+        for row in earn_store.earns_by_id(connection, refused_now).values():
+            tier_book.take_back_earn(connection, row)
     if not read_ids:
         return {}, {}
     ids = sorted(read_ids)
@@ -59,6 +64,7 @@ def earn_transfer(row: Row) -> TransferInput:
             terminal_id=row.terminal_id,
             receipt_id=row.receipt_id,
             member_id=row.member_id,
+            tier_bonus_points=row.tier_bonus_points,
         ),
     )
 
