@@ -2,10 +2,10 @@
 priced at, and the qualifying totals that earns, refused earns and returns change.
 
 A batch of earns (earning._earn_batch) reads its members' tier rows once, locked, inside the
-batch's recording transaction (`TierBook`): one query whatever the batch's size, plus one insert
-and one read the first time a member earns in a currency with tiers. Each earn is decided
+batch's recording transaction (`TierBook`): one query whatever the batch's size. Each earn is decided
 against the state the earns before it in the batch left, and the book writes every changed row
-once, with the batch's earns. Rows are locked in member and currency order, and an earn of the
+once, with the batch's earns (one update, and one insert for members new to a currency's tiers;
+a refused earn writes nothing). Rows are locked in member and currency order, and an earn of the
 same member in another process waits for this batch's commit, so no qualifying point is lost
 and no two evaluations of one member interleave.
 """
@@ -58,6 +58,7 @@ class TierBook:
         self._members_read: set[str] = set()
         self._tiers: dict[TierKey, tier_store.MemberTier] = {}
         self._changed: dict[TierKey, tier_store.MemberTier] = {}
+        self._new: set[TierKey] = set()  # read as absent: inserted, not updated
 
     def tier_for(self, member_id: str, currency: str, now: int) -> earn_pricing.TierApplied:
         """The tier the member's earn now is priced at (NO_TIER when the currency has no tiers)."""
@@ -82,32 +83,28 @@ class TierBook:
         return tiers.month_of(now, self._app.time_zone)
 
     def flush(self, now: int) -> None:
-        """Write the changed tiers (with the batch's earns, in the same transaction)."""
-        tier_store.save_member_tiers(self._connection, list(self._changed.values()), now)
+        """Write the changed tiers (with the batch's earns, in the same transaction). A member's
+        first row is inserted: a concurrent first earn of the same member in another process
+        makes this a unique-key conflict, which the earn batch answers by deciding again."""
+        changed = list(self._changed.values())
+        new = [tier for tier in changed if (tier.member_id, tier.currency_code) in self._new]
+        tier_store.insert_member_tiers(self._connection, new, now)
+        tier_store.save_member_tiers(self._connection, [tier for tier in changed if tier not in new], now)
+        self._new -= {(tier.member_id, tier.currency_code) for tier in new}
         self._changed.clear()
 
     def _tier(self, member_id: str, currency: str, now: int) -> tier_store.MemberTier:
         key = (member_id, currency)
         if member_id not in self._members_read:
-            wanted = [(member_id, currency)]
+            members = {member_id}
             if not self._members_read:  # the first look: the whole batch's members at once
-                wanted += [pair for pair in self._hint() if pair[0] not in self._members_read]
-            members = {pair[0] for pair in wanted}
+                members |= {pair[0] for pair in self._hint()}
             self._tiers.update(tier_store.member_tiers_of(self._connection, members, lock=True))
             self._members_read |= members
-            missing = [pair for pair in dict.fromkeys(wanted) if pair not in self._tiers and self._has_tiers(pair, now)]
-            self._add_rows(missing, now)
-        if key not in self._tiers:
-            self._add_rows([key], now)
+        if key not in self._tiers:  # a member's first earn in this currency: written at the flush
+            self._tiers[key] = tier_store.MemberTier(member_id, currency, tiers.new_state(now), {})
+            self._new.add(key)
         return self._tiers[key]
-
-    def _add_rows(self, keys: list[TierKey], now: int) -> None:
-        """A member's first earn in a currency with tiers: make its row (or find a concurrent one)."""
-        if keys:
-            self._tiers.update(tier_store.lock_new_member_tiers(self._connection, keys, tiers.new_state(now), now))
-
-    def _has_tiers(self, pair: TierKey, now: int) -> bool:
-        return definition_at(self._connection, self._app, pair[1], now) is not None
 
 
 def batch_hint(app: App, calls: Iterable[tuple[str, MemberRef, int]]) -> list[TierKey]:

@@ -7,8 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from services.partners.store.tables import member_tiers, tier_definitions
 from services.partners.tiers import TierDefinition, TierLevel, TierState, add_qualifying
@@ -110,32 +109,23 @@ def member_tiers_of(
     return {(row.member_id, row.currency_code): _member_tier_from_row(row) for row in connection.execute(query)}
 
 
-def lock_new_member_tiers(
-    connection: Connection, keys: Sequence[tuple[str, str]], state: TierState, now_us: int
-) -> dict[tuple[str, str], MemberTier]:
-    """Make the rows of (member, currency) pairs that had none (a concurrent transaction may make
-    them first: its row is kept), then lock and read them."""
-    values = [
-        dict(
-            member_id=member_id,
-            currency_code=currency,
-            level=state.level,
-            since_us=state.since_us,
-            anchor_us=state.anchor_us,
-            qualifying_months="{}",
-            update_time_us=now_us,
-        )
-        for member_id, currency in sorted(set(keys))
-    ]
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(member_tiers).on_conflict_do_nothing(), values)
-    query = (
-        select(member_tiers)
-        .where(tuple_(member_tiers.c.member_id, member_tiers.c.currency_code).in_(sorted(set(keys))))
-        .order_by(member_tiers.c.member_id, member_tiers.c.currency_code)
-        .with_for_update()
+def insert_member_tiers(connection: Connection, tiers: Sequence[MemberTier], now_us: int) -> None:
+    """Insert members' first tier rows (a row made meanwhile by another transaction is a unique-key
+    conflict: the caller decides again with it)."""
+    if tiers:
+        connection.execute(insert(member_tiers), [_row_values(tier, now_us) for tier in tiers])
+
+
+def _row_values(tier: MemberTier, now_us: int) -> dict:
+    return dict(
+        member_id=tier.member_id,
+        currency_code=tier.currency_code,
+        level=tier.state.level,
+        since_us=tier.state.since_us,
+        anchor_us=tier.state.anchor_us,
+        qualifying_months=_months_json(tier.months),
+        update_time_us=now_us,
     )
-    return {(row.member_id, row.currency_code): _member_tier_from_row(row) for row in connection.execute(query)}
 
 
 def save_member_tiers(connection: Connection, tiers: Sequence[MemberTier], now_us: int) -> None:
