@@ -3,9 +3,11 @@ and transactions; the operator's admin key may do admin calls."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
+from sqlalchemy import Row
 
 from services.common.auth import bind_principal, hash_api_key, require_bearer_token, require_operator_certificate
 from services.common.errors import FailedPrecondition, PermissionDenied, Unauthenticated
@@ -32,13 +34,9 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
         bind_principal(model.OPERATOR)
         return Caller(model.OPERATOR, is_admin=True)
     key_hash = hash_api_key(token)
-    keys = app.facts.api_keys
-    row = keys.get(key_hash)
+    row = app.facts.api_keys.get(key_hash)
     if row is None:
-        loaded_at = keys.now()
-        row = await app.read(lambda connection: partner_store.partner_of_key(connection, key_hash))
-        if row is not None:
-            keys.put(key_hash, row, loaded_at)
+        row = await _load_key(app, key_hash)
     if row is None:
         raise Unauthenticated("INVALID_API_KEY", "the API key is unknown or revoked; ask the operator for a key")
     bind_principal(row.partner_id)
@@ -49,6 +47,25 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
         programme_currency=row.programme_currency_code or "",
         key_hash=key_hash,
     )
+
+
+async def _load_key(app: App, key_hash: str) -> Row | None:
+    """One database read per key at a time; calls arriving meanwhile share it. A shared read
+    began at most one read's duration before them, so the freshness bound of `facts` holds."""
+    loading = app.key_loads.get(key_hash)
+    if loading is None:
+        loading = app.key_loads[key_hash] = asyncio.ensure_future(_read_key(app, key_hash))
+        loading.add_done_callback(lambda _: app.key_loads.pop(key_hash, None))
+    return await asyncio.shield(loading)
+
+
+async def _read_key(app: App, key_hash: str) -> Row | None:
+    keys = app.facts.api_keys
+    loaded_at = keys.now()
+    row = await app.read(lambda connection: partner_store.partner_of_key(connection, key_hash))
+    if row is not None:
+        keys.put(key_hash, row, loaded_at)
+    return row
 
 
 def require_admin(caller: Caller) -> None:

@@ -16,8 +16,10 @@ from services.common.coalescer import Coalescer
 from services.common.db import Database
 from services.common.group_commit import GroupCommit
 from services.common.ledger_client import LedgerClient
+from services.partners.deferred_marks import DeferredMarks
 from services.partners.facts import Facts
 from services.partners.rate_limits import RateLimits
+from services.partners.store import earns as earn_store
 
 T = TypeVar("T")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
@@ -41,8 +43,19 @@ class App:
     known_wallets: set[str] = field(default_factory=set)
     facts: Facts = field(default_factory=Facts)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    # API keys being read from the database, by hash: concurrent calls with a key whose cached
+    # entry just went stale wait for one read instead of each reading it (services/partners/access.py).
+    key_loads: dict[str, asyncio.Future] = field(default_factory=dict)
+    # Earns the ledger took, marked posted by the next earn batch's transaction (deferred_marks.py).
+    posted_earns: DeferredMarks = field(init=False)
     # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.posted_earns = DeferredMarks(self._mark_earns_posted)
+
+    async def _mark_earns_posted(self, earn_ids: list[str]) -> None:
+        await self.write(lambda connection: earn_store.mark_earns_posted(connection, earn_ids))
 
     async def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
         """One unit of work on the writer, committed before this returns, off the event loop (the

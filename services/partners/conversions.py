@@ -141,7 +141,12 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
                 )
             return existing, quote_row
         _check_caller(caller, quote_row.from_currency, quote_row.to_currency)
-        if conversion_store.conversion_by_quote(connection, quote_id) is not None:
+        used = conversion_store.conversion_by_quote(connection, quote_id)
+        if used is not None:
+            if used.caller_id == caller.partner_id and used.request_id == request_id:
+                # This very request, committed between the two reads above (a retry racing its
+                # first send under READ COMMITTED): the retry answers as the first.
+                return used, quote_row
             raise FailedPrecondition("QUOTE_ALREADY_USED", "the quote was executed already; ask for a new quote")
         if converting.quote_expired(quote_row.expire_time_us, now):
             raise FailedPrecondition("QUOTE_EXPIRED", "the quote expired; ask for a new quote", quote_id=quote_id)

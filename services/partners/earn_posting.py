@@ -24,24 +24,22 @@ from services.partners.store import earns as earn_store
 _log = structlog.get_logger("partners")
 
 
-def record_outcomes(
-    connection: Connection, posted: list[str], failures: dict[str, FailedPrecondition], read_ids: set[str]
-) -> tuple[dict[str, Row], dict[str, list[Row]]]:
-    """Mark what the ledger answered, then read back the earns in `read_ids` (retries of earns
-    recorded before) as their callers will see them."""
-    if posted:
-        earn_store.mark_earns_posted(connection, posted)
+def record_failures(connection: Connection, failures: dict[str, FailedPrecondition]) -> None:
+    """Mark the earns the ledger refused for good; one it holds a transfer for stays pending. A
+    refused earn uses up nothing: not the qualifying points it counted for tiers either."""
     refused_now = [
         earn_id
         for earn_id, error in failures.items()
         if error.reason != HELD_BY_LEDGER and earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
     ]
-    if refused_now:  # a refused earn uses up nothing: not the qualifying points it counted either
+    if refused_now:
         for row in earn_store.earns_by_id(connection, refused_now).values():
             tier_book.take_back_earn(connection, row)
-    if not read_ids:
-        return {}, {}
-    ids = sorted(read_ids)
+
+
+def read_back(connection: Connection, earn_ids: set[str]) -> tuple[dict[str, Row], dict[str, list[Row]]]:
+    """Earns recorded before (retries), as their callers will see them."""
+    ids = sorted(earn_ids)
     return earn_store.earns_by_id(connection, ids), earn_store.earn_lines_of_many(connection, ids)
 
 
@@ -127,8 +125,10 @@ async def recover_earn(app: App, row: Row) -> str | None:
     failures = await post_earns(app, [row])
     if any(error.reason == HELD_BY_LEDGER for error in failures.values()):
         raise RuntimeError(f"earn {row.earn_id}: the ledger holds another transfer under its id")  # counted, backs off
-    done = [] if failures else [row.earn_id]
-    await app.write(lambda connection: record_outcomes(connection, done, failures, set()))
+    if failures:
+        await app.write(lambda connection: record_failures(connection, failures))
+    else:
+        await app.write(lambda connection: earn_store.mark_earns_posted(connection, [row.earn_id]))
     if failures:  # marked failed and logged once; later passes no longer see it
         return "failed"
     _log.info("points_earned", earn_id=row.earn_id, points=row.points, currency=row.currency_code, recovered=True)

@@ -17,8 +17,6 @@ from services.partners.members import MemberRef, resolve_member
 from services.partners.store import earns as earn_store
 from services.partners.store import rules as rule_store
 
-_log = structlog.get_logger("partners")
-
 
 @dataclass(frozen=True, slots=True)
 class EarnCommand:
@@ -105,7 +103,11 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     if command.occur_time_us is not None:
         _check_occur_time(at, now)
     merger = app.merger("earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX)
-    return await merger.submit(_Earning(caller, command, now, at))
+    record = await merger.submit(_Earning(caller, command, now, at))
+    # On the request's own log line (the batch runs in another task, under another request's context).
+    earned = record.earn
+    structlog.contextvars.bind_contextvars(earn_id=earned.earn_id, points=earned.points, currency=earned.currency_code)
+    return record
 
 
 # Earns merged into one transaction and one ledger call at most, and waiting at most.
@@ -114,10 +116,13 @@ EARNS_QUEUED_MAX = 10_000
 
 
 async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | BaseException]:
+    # Earns an earlier batch posted are marked posted by this batch's transaction (deferred_marks.py).
+    marks = app.posted_earns.take()
     try:
-        recorded = await app.write(lambda connection: _record_all(connection, app, items))
-    except sa_exc.IntegrityError:  # another process recorded one of these meanwhile: each on its own
-        recorded = await app.write(lambda connection: [_record_merged(connection, app, item) for item in items])
+        recorded = await _record_batch(app, items, marks)
+    except BaseException:
+        app.posted_earns.give_back(marks)
+        raise
     for index, outcome in enumerate(recorded):
         if isinstance(outcome, _Conflict):  # e.g. the same request_id committed meanwhile by another process
             recorded[index] = await _record_alone(app, items[index])
@@ -129,19 +134,35 @@ async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | Base
     except Exception as error:  # the ledger unreachable: these earns stay pending for a retry
         failures, unposted = {}, error
     posted = [] if unposted else [earn_id for earn_id in pending if earn_id not in failures]
+    app.posted_earns.add(posted)
+    if failures:  # rare, and written at once: a refused earn frees its receipt for a new request id
+        await app.write(lambda connection: earn_posting.record_failures(connection, failures))
     # Only retries of earns recorded before are read back (for their lines' returned marks).
     to_read = {record.earn.earn_id for record in earns if record.lines is None}
     to_read -= set(failures) | (set() if unposted is None else set(pending))
     rows: dict[str, Row] = {}
     lines: dict[str, list[Row]] = {}
-    if to_read or posted or failures:
-        rows, lines = await app.write(
-            lambda connection: earn_posting.record_outcomes(connection, posted, failures, to_read)
-        )
-    for earn_id in posted:
-        row = pending[earn_id]
-        _log.info("points_earned", earn_id=earn_id, points=row.points, currency=row.currency_code)
+    if to_read:
+        rows, lines = await app.read(lambda connection: earn_posting.read_back(connection, to_read))
     return [_answer(outcome, failures, unposted, pending, rows, lines) for outcome in recorded]
+
+
+async def _record_batch(app: App, items: list[_Earning], marks: list[str]) -> list[EarnRecord | BaseException]:
+    """One transaction records the batch and carries the marks; each earn in its own savepoint
+    only when another process recorded one of them meanwhile."""
+
+    def merged(connection: Connection) -> list[EarnRecord | BaseException]:
+        earn_store.mark_earns_posted(connection, marks)
+        return _record_all(connection, app, items)
+
+    def each(connection: Connection) -> list[EarnRecord | BaseException]:
+        earn_store.mark_earns_posted(connection, marks)
+        return [_record_merged(connection, app, item) for item in items]
+
+    try:
+        return await app.write(merged)
+    except sa_exc.IntegrityError:
+        return await app.write(each)
 
 
 def _answer(

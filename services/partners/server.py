@@ -203,6 +203,7 @@ async def start(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await app.posted_earns.close()
         await ledger.close()
         database.dispose()
 

@@ -11,16 +11,19 @@ to the ledger as one CreateTransfers.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from sqlalchemy import func, select
 
 from coalition.ledger.v1 import ledger_pb2
 from coalition.partners.v1 import partners_pb2 as pb
 from services.common.errors import error_info_of
 from services.common.ledger_client import Failure
-from services.partners import model, server
+from services.partners import deferred_marks, model, server
+from services.partners.store.tables import earns
 from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock, unique
 from tests.support.databases import new_database_url
 from tests.support.servers import start_ledger_thread, start_partners_thread
@@ -195,3 +198,38 @@ def test_merged_holds_answer_each_caller_and_one_refusal_fails_only_itself(merge
     for member_id in members:
         wanted = sum(r.amount for r in held.values() if r.member.member_id == member_id)
         assert client.balance(member_id).pending == wanted  # a request sent twice holds once
+
+
+def test_a_merged_batch_of_earns_is_one_partners_transaction_with_the_posted_marks_of_the_one_before(merged):
+    """A batch's earns are recorded, and the earns the batches before it posted are marked posted,
+    in one transaction: recording what the ledger answered takes no second one. Marks no batch
+    carried are written by a flush within deferred_marks.FLUSH_SECONDS, and then every earn reads
+    posted."""
+    client, _refuse, _call_sizes = merged
+    app = server._current
+    shop = client.register_partner()
+    members = [client.enroll()[0] for _ in range(CALLERS)]
+    for member_id in members:  # wallets made beforehand: a new wallet is a write of its own
+        client.earn(shop, member_id, [200])
+    transactions = sum(app.mergers["write"].group_sizes.values())
+    batches = sum(app.mergers["earn"].batch_sizes.values())
+    flushes = app.posted_earns.flush_writes
+
+    for _burst in range(3):
+        requests = [_request(shop, member_id, unique("r"), amount=1_000) for member_id in members]
+        assert _send_all_at_once(client, requests, shop.key) == [("ok", 5)] * CALLERS
+
+    transactions = sum(app.mergers["write"].group_sizes.values()) - transactions
+    batches = sum(app.mergers["earn"].batch_sizes.values()) - batches
+    flushes = app.posted_earns.flush_writes - flushes
+    assert batches < 3 * CALLERS, "the earns were not merged"
+    assert transactions <= batches + flushes, (transactions, batches, flushes)
+    deadline = time.monotonic() + 10 * deferred_marks.FLUSH_SECONDS
+    while len(app.posted_earns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(app.posted_earns) == 0
+    pending = app.database.read(
+        lambda connection: connection.execute(select(func.count()).where(earns.c.state == "pending")).scalar_one()
+    )
+    assert pending == 0
+    assert [client.balance(member_id).posted for member_id in members[:3]] == [16, 16, 16]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
@@ -51,6 +53,9 @@ def url_with_schema(base_url: str, schema: str) -> str:
     return f"{base_url}{separator}options={quote(f'-csearch_path={schema}')}"
 
 
+DROP_ATTEMPTS_MAX = 10
+
+
 class PostgresSchema:
     """A throwaway schema, so tests run in parallel without seeing each other's rows."""
 
@@ -62,8 +67,18 @@ class PostgresSchema:
             connection.execute(text(f'CREATE SCHEMA "{self.name}"'))
 
     def drop(self) -> None:
-        with self._admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
+        # A server cut off from the database (fault tests) can leave a backend that still holds
+        # locks in the schema until PostgreSQL notices its client is gone: the DROP may then be
+        # chosen as a deadlock's victim, and simply goes again.
+        for attempt in range(DROP_ATTEMPTS_MAX):
+            try:
+                with self._admin.connect() as connection:
+                    connection.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
+                break
+            except OperationalError:
+                if attempt == DROP_ATTEMPTS_MAX - 1:
+                    raise
+                time.sleep(0.5)
         self._admin.dispose()
 
 

@@ -57,6 +57,8 @@ def earn_lines_of_many(connection: Connection, earn_ids: Sequence[str]) -> dict[
 
 
 def mark_earns_posted(connection: Connection, earn_ids: Sequence[str]) -> None:
+    if not earn_ids:
+        return
     connection.execute(update(earns).where(earns.c.earn_id.in_(list(earn_ids))).values(state="posted"))
 
 

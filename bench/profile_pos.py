@@ -1,0 +1,138 @@
+"""Profile one POS workload: the bench's cluster (1 partners + 1 ledger on PostgreSQL), seeded
+the same way, with py-spy recording both servers while the workload runs.
+
+    .venv/bin/python -m bench.profile_pos --workload earn --seconds 20 --out /tmp/profile
+
+writes `partners.txt` and `ledger.txt` (py-spy's collapsed stacks, `--format raw`) and prints the
+calls/s of the run. py-spy is not a project dependency: `pip install py-spy` into the venv first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import pos_bench, tls
+from bench.pos_bench import Cluster, PosClient, Till, require_postgres, seed
+
+WORKLOADS = ("earn", "quote_earn", "balance", "redeem", "convert")
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (and its reaped children), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / TICKS_PER_SECOND
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as comm:
+                    if comm.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_by_part(servers) -> dict[str, float]:
+    parts = {server.name: _cpu_seconds(server.process.pid) for server in servers}
+    parts["client"] = _cpu_seconds(os.getpid())
+    parts["postgres"] = sum(_cpu_seconds(pid) for pid in _postgres_pids())
+    return parts
+
+
+async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on: bool) -> None:
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy_on and spy is None:
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+    cluster = Cluster(tempfile.mkdtemp(prefix="profile-pos-"))
+    try:
+        cluster.add_pair()
+        client = PosClient([server.address for server in cluster.partners])
+        try:
+            coalition = await seed(client, cluster.admin_api_key)
+            cluster.analyze()
+            till = Till(client, coalition, random.Random(1))
+            call = getattr(till, workload)
+            recorders = [
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(server.process.pid),
+                        "--duration",
+                        str(int(seconds)),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "200",
+                        "--output",
+                        os.path.join(out, f"{server.name}.txt"),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for server in (cluster.servers() if spy_on else [])
+            ]  # sampling costs the servers CPU: --no-spy for clean CPU figures
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    await call()
+                    done += 1
+
+            cpu_before = _cpu_by_part(cluster.servers())
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            cpu_after = _cpu_by_part(cluster.servers())
+            for recorder in recorders:
+                recorder.wait()
+            print(f"{workload}: {done / elapsed:,.0f} calls/s over {elapsed:.1f} s; profiles in {out}")
+            # CPU per call says where the work is, whatever else shares the machine.
+            for part, before in cpu_before.items():
+                used = cpu_after[part] - before
+                print(f"  {part:>12}: {1000 * used / max(done, 1):6.2f} ms CPU per call, {used / elapsed:4.2f} cores")
+        finally:
+            await client.close()
+    finally:
+        cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=WORKLOADS, default="earn")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--out", default="/tmp/profile")
+    parser.add_argument("--members", type=int, default=pos_bench.MEMBERS, help="members seeded (fewer: faster)")
+    parser.add_argument("--no-spy", action="store_true", help="CPU per call only, no sampling")
+    arguments = parser.parse_args()
+    os.makedirs(arguments.out, exist_ok=True)
+    pos_bench.MEMBERS = arguments.members
+    require_postgres()
+    tls.use_development_pki()
+    asyncio.run(_run(arguments.workload, arguments.seconds, arguments.concurrency, arguments.out, not arguments.no_spy))
+
+
+if __name__ == "__main__":
+    main()
