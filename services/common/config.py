@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _T = TypeVar("_T")
 
@@ -66,3 +67,11 @@ def settings_or_exit(read: Callable[[], _T]) -> _T:
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def zone_of(name: str) -> ZoneInfo:
+    """The coalition's time zone (COALITION_TIME_ZONE), or a ConfigError naming the bad value."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ConfigError(f"COALITION_TIME_ZONE {name!r} is not a known time zone") from error

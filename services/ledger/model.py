@@ -163,6 +163,7 @@ class TransferCommand:
     terminal_id: str = ""
     receipt_id: str = ""
     member_id: str = ""
+    tier_bonus_points: int = 0
     linked: bool = False
 
     def content(self) -> dict[str, object]:
@@ -171,7 +172,10 @@ class TransferCommand:
 
 
 _CONTENT_FIELDS = tuple(f.name for f in fields(TransferCommand) if f.name != "linked")
-_METADATA_FIELDS = ("partner_id", "store_id", "terminal_id", "receipt_id", "member_id")
+_METADATA_FIELDS = ("partner_id", "store_id", "terminal_id", "receipt_id", "member_id", "tier_bonus_points")
+# Content fields added after failures were first remembered: a remembered failure stored
+# without one had the default.
+_CONTENT_DEFAULTS = {"tier_bonus_points": 0}
 
 
 @dataclass(slots=True)
@@ -197,6 +201,7 @@ class Transfer:
     terminal_id: str = ""
     receipt_id: str = ""
     member_id: str = ""
+    tier_bonus_points: int = 0
     sequence: int = 0
     committed_at_us: int = 0
     hold_state: HoldState = HoldState.NONE
@@ -393,7 +398,7 @@ def _reused(transfer_id: str, differing: str) -> Outcome:
 
 def _first_difference(content: dict[str, object], stored: dict[str, object]) -> str:
     for name in _CONTENT_FIELDS:
-        if content.get(name) != stored.get(name):
+        if content.get(name) != stored.get(name, _CONTENT_DEFAULTS.get(name)):
             return name
     return ""
 
@@ -471,6 +476,7 @@ def _apply(state: BatchState, command: TransferCommand, undo: list[tuple]) -> Tr
         terminal_id=command.terminal_id,
         receipt_id=command.receipt_id,
         member_id=command.member_id,
+        tier_bonus_points=command.tier_bonus_points,
         hold_state=HoldState.PENDING if pending else HoldState.NONE,
     )
     amount = command.amount
@@ -586,16 +592,20 @@ def _resolve_pending(state: BatchState, command: TransferCommand, undo: list[tup
     credit_after.credits_posted += posted
     _check_bounds(debit, debit_after, credit, credit_after)
     metadata_source = pending if _metadata_empty(command) else command
+    amount = posted if command.kind is Kind.POST_PENDING else held
+    metadata = {name: getattr(metadata_source, name) for name in _METADATA_FIELDS}
+    # A hold's bonus share carried over to a partial capture stays within what was posted.
+    metadata["tier_bonus_points"] = min(metadata["tier_bonus_points"], amount)
     transfer = Transfer(
         id=command.id,
         debit_account_id=debit.id,
         credit_account_id=credit.id,
-        amount=posted if command.kind is Kind.POST_PENDING else held,
+        amount=amount,
         currency_code=pending.currency_code,
         kind=command.kind,
         code=command.code or pending.code,
         pending_id=pending.id,
-        **{name: getattr(metadata_source, name) for name in _METADATA_FIELDS},
+        **metadata,
     )
     _commit(state, transfer, debit_after, credit_after, posted, -held, undo)
     undo.append(("hold", pending.id, hold_state))

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from services.common.config import ConfigError, env_int, env_str, settings_or_exit
+from services.common.config import env_int, env_str, settings_or_exit, zone_of
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
@@ -104,13 +103,6 @@ async def _expire_due_lots(database: Database, rules: LotRules) -> None:
         except Exception as error:  # a database blip must not end the loop; the next pass catches up
             _log.warning("lot_expiry_failed", error=repr(error))
         await asyncio.sleep(limits.LOT_EXPIRY_INTERVAL_SECONDS)
-
-
-def zone_of(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ConfigError(f"COALITION_TIME_ZONE {name!r} is not a known time zone") from error
 
 
 async def start(settings: LedgerSettings | None = None) -> RunningServer:

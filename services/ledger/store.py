@@ -116,6 +116,8 @@ transfers = Table(
     Column("receipt_id", String(128), nullable=False),
     Column("member_id", String(128), nullable=False),
     Column("committed_at_us", BigInteger, nullable=False),
+    # The part of amount that is a tier bonus (migration 0003; older rows read 0).
+    Column("tier_bonus_points", BigInteger, nullable=False, server_default="0"),
 )
 
 entries = Table(
@@ -428,6 +430,7 @@ def _transfer_from_row(row, hold_state: HoldState = HoldState.NONE) -> Transfer:
         terminal_id=row.terminal_id,
         receipt_id=row.receipt_id,
         member_id=row.member_id,
+        tier_bonus_points=row.tier_bonus_points,
         sequence=row.sequence,
         committed_at_us=row.committed_at_us,
         hold_state=hold_state,
@@ -609,6 +612,7 @@ _TRANSFER_INSERT_COLUMNS = (
     "receipt_id",
     "member_id",
     "committed_at_us",
+    "tier_bonus_points",
 )
 _ENTRY_INSERT_COLUMNS = (
     "account_id",
@@ -639,7 +643,7 @@ def _copy_lines(table: Table, rows: list[tuple]) -> str:
         return "".join(
             f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]}\t{r[4]}\t{r[5]}\t{r[6]}\t{r[7]}\t{_copy_text(r[8])}\t{r[9]}\t"
             f"{_NULL if r[10] is None else r[10]}\t{_copy_text(r[11])}\t{_copy_text(r[12])}\t{_copy_text(r[13])}\t"
-            f"{_copy_text(r[14])}\t{_copy_text(r[15])}\t{_copy_text(r[16])}\t{r[17]}\n"
+            f"{_copy_text(r[14])}\t{_copy_text(r[15])}\t{_copy_text(r[16])}\t{r[17]}\t{r[18]}\n"
             for r in rows
         )
     return "".join("\t".join(map(str, row)) + "\n" for row in rows)
@@ -731,6 +735,7 @@ def write_batch(
                 t.receipt_id,
                 t.member_id,
                 committed_at_us,
+                t.tier_bonus_points,
             )
         )
         for account_id, side, after in (

@@ -153,6 +153,13 @@ def transfer_from_proto(item: ledger_pb2.TransferInput, index: int) -> TransferC
     metadata = item.metadata
     for field in ("partner_id", "store_id", "terminal_id", "receipt_id", "member_id"):
         check_length(getattr(metadata, field), f"metadata.{field}", limits.METADATA_LENGTH_MAX, index=index)
+    if not 0 <= metadata.tier_bonus_points <= item.amount:
+        raise _invalid(
+            "INVALID_TIER_BONUS_POINTS",
+            f"metadata.tier_bonus_points must be 0..amount ({item.amount}), got {metadata.tier_bonus_points}",
+            field="metadata.tier_bonus_points",
+            index=index,
+        )
     return TransferCommand(
         id=item.id,
         debit_account_id=item.debit_account_id,
@@ -169,6 +176,7 @@ def transfer_from_proto(item: ledger_pb2.TransferInput, index: int) -> TransferC
         terminal_id=metadata.terminal_id,
         receipt_id=metadata.receipt_id,
         member_id=metadata.member_id,
+        tier_bonus_points=metadata.tier_bonus_points,
         linked=item.linked,
     )
 

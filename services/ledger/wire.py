@@ -59,6 +59,7 @@ def transfer_message(transfer: Transfer) -> ledger_pb2.Transfer:
             terminal_id=transfer.terminal_id,
             receipt_id=transfer.receipt_id,
             member_id=transfer.member_id,
+            tier_bonus_points=transfer.tier_bonus_points,
         ),
         commit_time=timestamp_from_micros(transfer.committed_at_us),
         commit_sequence=transfer.sequence,

@@ -17,6 +17,8 @@ from services.partners import (
     redemptions,
     returns,
     rules_admin,
+    tier_wire,
+    tiering,
     wire,
 )
 from services.partners.access import Caller, authenticate, require_admin, require_self_or_admin
@@ -133,6 +135,18 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
         )
         return pb.CreateConversionRuleResponse(rule=wire.conversion_rule_message(rule))
 
+    @_rpc(admin=True)
+    async def SetTierDefinition(self, request, caller: Caller):
+        definition, created = await tiering.set_tier_definition(
+            self.app, *tier_wire.tier_definition(request.definition)
+        )
+        return pb.SetTierDefinitionResponse(definition=tier_wire.tier_definition_message(definition), created=created)
+
+    @_rpc()
+    async def ListTierDefinitions(self, request, caller: Caller):
+        definitions = await tiering.list_tier_definitions(self.app, caller, request.currency_code)
+        return pb.ListTierDefinitionsResponse(definitions=[tier_wire.tier_definition_message(d) for d in definitions])
+
     # ---- members ----
     @_rpc()
     async def EnrollMember(self, request, caller: Caller):
@@ -185,6 +199,13 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
         return pb.ListMemberActivityResponse(
             member_id=member_id, items=[wire.activity_item_message(item) for item in items]
         )
+
+    @_rpc()
+    async def GetMemberTier(self, request, caller: Caller):
+        member = wire.member_ref(request.member)
+        self._admit_member_read(caller, member)
+        member_id, status = await tiering.member_tier(self.app, caller, member, request.currency_code)
+        return tier_wire.member_tier_response(member_id, request.currency_code, status)
 
     def _admit_member_read(self, caller: Caller, member: members.MemberRef) -> None:
         if member.alias is not None:

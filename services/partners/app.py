@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -22,6 +23,7 @@ from services.partners.store import earns as earn_store
 
 T = TypeVar("T")
 Clock = Callable[[], int]  # microseconds since the epoch, UTC
+DEFAULT_TIME_ZONE = "Europe/Amsterdam"
 
 
 def system_clock() -> int:
@@ -35,6 +37,8 @@ class App:
     admin_key: AdminKey
     alias_secret: bytes
     clock: Clock = system_clock
+    # The coalition's time zone: calendar months and years of tier windows (COALITION_TIME_ZONE).
+    time_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIME_ZONE))
     # Wallets known to exist in the ledger and in our notes; wallets are never deleted.
     known_wallets: set[str] = field(default_factory=set)
     facts: Facts = field(default_factory=Facts)

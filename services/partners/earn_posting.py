@@ -16,7 +16,7 @@ from services.common.ledger_client import (
     ledger_pb2,
     succeeded,
 )
-from services.partners import model, recording
+from services.partners import model, recording, tier_book
 from services.partners.app import App
 from services.partners.members import ensure_wallet
 from services.partners.store import earns as earn_store
@@ -25,10 +25,16 @@ _log = structlog.get_logger("partners")
 
 
 def record_failures(connection: Connection, failures: dict[str, FailedPrecondition]) -> None:
-    """Mark the earns the ledger refused for good; one it holds a transfer for stays pending."""
-    for earn_id, error in failures.items():
-        if error.reason != HELD_BY_LEDGER:
-            earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+    """Mark the earns the ledger refused for good; one it holds a transfer for stays pending. A
+    refused earn uses up nothing: not the qualifying points it counted for tiers either."""
+    refused_now = [
+        earn_id
+        for earn_id, error in failures.items()
+        if error.reason != HELD_BY_LEDGER and earn_store.mark_earn_failed(connection, earn_id, failure_of(error))
+    ]
+    if refused_now:
+        for row in earn_store.earns_by_id(connection, refused_now).values():
+            tier_book.take_back_earn(connection, row)
 
 
 def read_back(connection: Connection, earn_ids: set[str]) -> tuple[dict[str, Row], dict[str, list[Row]]]:
@@ -56,6 +62,7 @@ def earn_transfer(row: Row) -> TransferInput:
             terminal_id=row.terminal_id,
             receipt_id=row.receipt_id,
             member_id=row.member_id,
+            tier_bonus_points=row.tier_bonus_points,
         ),
     )
 

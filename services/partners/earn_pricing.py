@@ -150,28 +150,56 @@ def check_basket(lines: Sequence[BasketLine]) -> None:
 @dataclass(frozen=True, slots=True)
 class LinePoints:
     line_number: int
-    points: int
-    exact_points: Decimal
+    points: int  # the line's share of the basket's points, its tier bonus share included
+    exact_points: Decimal  # before the tier multiplier
     excluded: bool
+    tier_bonus_points: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TierApplied:
+    """The member's tier an earn is priced at."""
+
+    name: str
+    multiplier: Decimal
+
+
+NO_TIER = TierApplied("", Decimal(1))
 
 
 @dataclass(frozen=True, slots=True)
 class EarnPricing:
     currency_code: str
-    points: int
-    exact_points: Decimal
-    bonus_points: int
+    points: int  # issued: base points plus the tier bonus, after the cap
+    exact_points: Decimal  # before the tier multiplier
+    bonus_points: int  # the promotion's fixed bonus
     promotion_applied: bool
     capped: bool
     rule_version: int
     lines: tuple[LinePoints, ...]
+    tier: TierApplied = NO_TIER
+    tier_bonus_points: int = 0  # of points: above what the earn rule alone gives; never qualifying
+
+    @property
+    def base_points(self) -> int:
+        """What the earn rule alone gives (after the cap): the earn's qualifying points."""
+        return self.points - self.tier_bonus_points
 
 
-def price_basket(rule: EarnRule, lines: Sequence[BasketLine], at_micros: int) -> EarnPricing:
+def price_basket(
+    rule: EarnRule, lines: Sequence[BasketLine], at_micros: int, tier: TierApplied = NO_TIER
+) -> EarnPricing:
     """Points for a basket: exact per line, rounded down once for the basket, then capped.
 
-    The rounded total is shared back over the lines (largest remainder) so that returning
-    every line reverses exactly what was earned, and returning some lines reverses their share.
+    With a tier, the basket's exact points times the tier's multiplier are rounded down once
+    (the promotion's fixed bonus is added as it is, never multiplied), then capped: the cap
+    bounds the whole earn, tier bonus included, and the base points come first, so the tier
+    bonus is what the cap leaves above them: min(cap, floor(exact * m) + fixed) - min(cap,
+    floor(exact) + fixed).
+
+    The base points and the tier bonus are each shared back over the lines (largest remainder)
+    so that returning every line reverses exactly what was earned, and returning some lines
+    reverses their share of both.
     """
     check_basket(lines)
     with localcontext(_EXACT):
@@ -192,10 +220,12 @@ def price_basket(rule: EarnRule, lines: Sequence[BasketLine], at_micros: int) ->
             multiplier = rule.category_multipliers.get(line.category, Decimal(1))
             exact.append(units * rule.base_rate * multiplier * promotion_multiplier)
         total_exact = sum(exact, Decimal(0))
-        points = int(total_exact.to_integral_value(rounding=ROUND_DOWN)) + bonus
+        base = int(total_exact.to_integral_value(rounding=ROUND_DOWN)) + bonus
+        points = int((total_exact * tier.multiplier).to_integral_value(rounding=ROUND_DOWN)) + bonus
     capped = rule.cap_points > 0 and points > rule.cap_points
     if capped:
         points = rule.cap_points
+        base = min(base, rule.cap_points)
     if points > LEDGER_AMOUNT_MAX:
         # Only a rule stored before rules were bounded (check_earn_rule) can get here.
         raise DomainError(
@@ -211,10 +241,11 @@ def price_basket(rule: EarnRule, lines: Sequence[BasketLine], at_micros: int) ->
         if total_exact > 0
         else [Decimal(0 if line.category in rule.excluded_categories else line.amount) for line in lines]
     )
-    shares = allocate(points, weights)
+    base_shares = allocate(base, weights)
+    tier_shares = allocate(points - base, weights)
     line_points = tuple(
-        LinePoints(line.line_number, share, value, line.category in rule.excluded_categories)
-        for line, share, value in zip(lines, shares, exact, strict=True)
+        LinePoints(line.line_number, share + tier_share, value, line.category in rule.excluded_categories, tier_share)
+        for line, share, tier_share, value in zip(lines, base_shares, tier_shares, exact, strict=True)
     )
     return EarnPricing(
         currency_code=rule.currency_code,
@@ -225,6 +256,8 @@ def price_basket(rule: EarnRule, lines: Sequence[BasketLine], at_micros: int) ->
         capped=capped,
         rule_version=rule.version,
         lines=line_points,
+        tier=tier,
+        tier_bonus_points=points - base,
     )
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
-from services.partners import earn_posting, earn_pricing, model, recording
+from services.partners import earn_posting, earn_pricing, model, recording, tier_book
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
 from services.partners.app import App
 from services.partners.members import MemberRef, resolve_member
@@ -59,9 +59,13 @@ async def quote_earn(
 
     def work(connection: Connection) -> earn_pricing.EarnPricing:
         check_point_of_sale(connection, app.facts, caller, store_id, terminal_id)
-        if member is not None:
-            resolve_member(connection, app, member)
-        return earn_pricing.price_basket(_rule_at(connection, app, caller.partner_id, now), lines, now)
+        member_id = None if member is None else resolve_member(connection, app, member).member_id
+        rule = _rule_at(connection, app, caller.partner_id, now)
+        # Priced as an earn now would be: at the member's tier now (without a member: none).
+        tier = earn_pricing.NO_TIER
+        if member_id is not None:
+            tier = tier_book.tier_for_quote(connection, app, member_id, rule.currency_code, now)
+        return earn_pricing.price_basket(rule, lines, now, tier)
 
     return await app.read(work)
 
@@ -231,14 +235,18 @@ class _Known:
 
     by_request: dict[tuple[str, str], Row | _NewEarn]
     by_receipt: dict[tuple[str, str], Row | _NewEarn]
+    tiers: tier_book.TierBook  # the batch's members' tiers, read once when the first earn needs one
 
     @classmethod
-    def load(cls, connection: Connection, items: list[_Earning]) -> _Known:
+    def load(cls, connection: Connection, app: App, items: list[_Earning]) -> _Known:
         requests = {(item.caller.partner_id, item.command.request_id) for item in items}
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
+        calls = [(item.caller.partner_id, item.command.member, item.at) for item in items]
         # A refused earn uses up nothing: its receipt may be earned again under a new request id.
         return cls(
-            earn_store.earns_by_requests(connection, requests), earn_store.live_earns_by_receipts(connection, receipts)
+            earn_store.earns_by_requests(connection, requests),
+            earn_store.live_earns_by_receipts(connection, receipts),
+            tier_book.TierBook(connection, app, lambda: tier_book.batch_hint(app, calls)),
         )
 
 
@@ -254,11 +262,12 @@ def _record_all(
     the one recorded before under its request id (a retry), which comes back with `lines=None`
     (read once the batch is posted), or a new one, priced, with its lines. An earn's refusal
     is its answer and writes nothing; earns later in the batch see the ones before them."""
-    known = _Known.load(connection, items)
+    known = _Known.load(connection, app, items)
 
     new_lines: dict[str, list[Row]] = {}
 
     def insert(new: list[_NewEarn]) -> list[Row]:
+        known.tiers.flush(max(item.now for item in items))
         rows = earn_store.insert_earns(connection, [earn.values for earn in new])
         # The lines come back from the insert, so answering a new earn needs no read afterwards.
         for line in earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines]):
@@ -303,7 +312,11 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
     if existing is not None:
         recording.same_request(existing.fingerprint, digest, command.request_id, "earn")
         return existing
-    pricing = earn_pricing.price_basket(_rule_at(connection, app, partner_id, item.at), command.lines, item.at)
+    rule = _rule_at(connection, app, partner_id, item.at)
+    # The tier is the member's now (server time, offline earns too), before this earn counts.
+    tier = known.tiers.tier_for(member.member_id, rule.currency_code, item.now)
+    pricing = earn_pricing.price_basket(rule, command.lines, item.at, tier)
+    tier_month = known.tiers.add_earn(member.member_id, rule.currency_code, item.now, pricing.base_points)
     earn_id = model.earn_transfer_id(partner_id, command.request_id)
     decided = _NewEarn(
         dict(
@@ -322,6 +335,10 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
             promotion_applied=pricing.promotion_applied,
             capped=pricing.capped,
             rule_version=pricing.rule_version,
+            tier_name=pricing.tier.name,
+            tier_multiplier=str(pricing.tier.multiplier),
+            tier_bonus_points=pricing.tier_bonus_points,
+            tier_month=tier_month,
             state="pending" if pricing.points > 0 else "posted",
             failure_reason=None,
             recovery_attempts=0,
@@ -340,6 +357,7 @@ def _decide(connection: Connection, app: App, item: _Earning, known: _Known) -> 
                 points=priced.points,
                 exact_points=str(priced.exact_points),
                 excluded=priced.excluded,
+                tier_bonus_points=priced.tier_bonus_points,
                 return_id=None,
             )
             for line, priced in zip(command.lines, pricing.lines, strict=True)

@@ -1,7 +1,8 @@
 """Facts that rarely change, kept in process so a till's call does not look them up every time.
 
 Two kinds, both bounded in memory (least recently used entries go first):
-- facts that can change (an API key and its partner's status, earn rules, conversion rules) are
+- facts that can change (an API key and its partner's status, earn rules, conversion rules, tier
+  definitions) are
   trusted for FRESH_SECONDS after the load that found them began. A revoked or rotated key, a
   suspended partner or a new rule version is therefore seen by every partners process, including
   one that did not handle the change, at most FRESH_SECONDS after it committed (well within 1 s);
@@ -26,6 +27,7 @@ FRESH_SECONDS = 0.5
 API_KEYS_MAX = 10_000
 PARTNERS_WITH_RULES_MAX = 10_000
 CONVERSION_PAIRS_MAX = 10_000
+CURRENCIES_WITH_TIERS_MAX = 10_000
 STORES_MAX = 100_000
 TERMINALS_MAX = 200_000
 MEMBERS_MAX = 200_000
@@ -92,6 +94,8 @@ class Facts:
     api_keys: Bounded = field(default_factory=lambda: Bounded(API_KEYS_MAX, FRESH_SECONDS))
     earn_rules: Bounded = field(default_factory=lambda: Bounded(PARTNERS_WITH_RULES_MAX, FRESH_SECONDS))
     conversion_rules: Bounded = field(default_factory=lambda: Bounded(CONVERSION_PAIRS_MAX, FRESH_SECONDS))
+    # Tier definition versions per currency ([] when it has none).
+    tier_definitions: Bounded = field(default_factory=lambda: Bounded(CURRENCIES_WITH_TIERS_MAX, FRESH_SECONDS))
     store_owners: Bounded = field(default_factory=lambda: Bounded(STORES_MAX))
     terminals: Bounded = field(default_factory=lambda: Bounded(TERMINALS_MAX))
     members_by_alias: Bounded = field(default_factory=lambda: Bounded(MEMBERS_MAX))

@@ -121,7 +121,7 @@ def resolve_member(connection: Connection, app: App, ref: MemberRef) -> Row:
     return member
 
 
-def _known_member_id(app: App, ref: MemberRef) -> str | None:
+def known_member_id(app: App, ref: MemberRef) -> str | None:
     """The member a request names, if this process has already found it; None otherwise."""
     if ref.alias is not None:
         return app.facts.members_by_alias.get(model.alias_hash(app.alias_secret, ref.alias.kind, ref.alias.value))
@@ -199,7 +199,7 @@ async def balances(app: App, caller: Caller, ref: MemberRef) -> tuple[str, list[
         return member.member_id, member_store.wallet_currencies(connection, member.member_id)
 
     visible = None if caller.is_admin else sorted({model.COMMON_CURRENCY, caller.programme_currency} - {""})
-    member_id = _known_member_id(app, ref)
+    member_id = known_member_id(app, ref)
     if (
         visible is not None
         and member_id
@@ -230,7 +230,7 @@ async def expiring(
             f"a partner may read {model.COMMON_CURRENCY} and its own programme currency only",
             currency_code=currency_code,
         )
-    member_id = _known_member_id(app, ref) or (await app.read(lambda c: resolve_member(c, app, ref))).member_id
+    member_id = known_member_id(app, ref) or (await app.read(lambda c: resolve_member(c, app, ref))).member_id
     try:
         return member_id, await app.ledger.list_lots(model.wallet_account_id(currency_code, member_id))
     except LedgerRefused as error:

@@ -24,7 +24,7 @@ from services.common.ledger_client import (
     failure_name,
     ledger_pb2,
 )
-from services.partners import earn_posting, model, recording
+from services.partners import earn_posting, model, recording, tier_book
 from services.partners.access import Caller, check_point_of_sale, require_partner
 from services.partners.app import App
 from services.partners.store import earns as earn_store
@@ -139,6 +139,10 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             raise _EarnUnsettled(earn)  # rolls back what this unit reserved
         member_id = earn.member_id if earn is not None else redemptions[0].member_id
         currency = earn.currency_code if earn is not None else redemptions[0].currency_code
+        bonus, qualifying, activities = (
+            tier_book.return_shares(earn, lines, command.line_numbers, completes) if command.line_numbers else (0, 0, 0)
+        )
+        tier_book.change_for_return(connection, app, member_id, currency, now, -qualifying, -activities)
         return_store.insert_return(
             connection,
             return_id=return_id,
@@ -153,6 +157,9 @@ def _record(app: App, caller: Caller, command: ReturnCommand, now: int):
             currency_code=currency,
             earned_points_due=due,
             earned_points_reversed=0,
+            tier_bonus_points_due=bonus,
+            qualifying_points_due=qualifying,
+            qualifying_activities_due=activities,
             refunds=json.dumps(refunds),
             refund_currency_code=refunds[0][2] if refunds else "",
             attempt=1,
@@ -241,9 +248,10 @@ def _refused(reason: str | None) -> FailedPrecondition:
     return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the return", failure=reason or "")
 
 
-def _release(row: Row, reason: str):
+def _release(app: App, row: Row, reason: str):
     """The ledger refused the chain, so nothing moved: give back what the return reserved (its
-    lines and the refundable points of its redemptions), so a later return may claim them."""
+    lines and the refundable points of its redemptions), so a later return may claim them, and
+    the qualifying totals it took."""
 
     def work(connection: Connection) -> None:
         current = return_store.return_by_request(connection, row.partner_id, row.request_id)
@@ -253,6 +261,15 @@ def _release(row: Row, reason: str):
             return_store.release_refund(connection, redemption_id, amount)
         if current.earn_id is not None:
             return_store.release_lines(connection, current.earn_id, current.return_id)
+        tier_book.change_for_return(
+            connection,
+            app,
+            current.member_id,
+            current.currency_code,
+            current.create_time_us,
+            current.qualifying_points_due,
+            current.qualifying_activities_due,
+        )
         return_store.update_return(connection, current.return_id, state="failed", failure_reason=reason)
 
     return work
@@ -288,13 +305,6 @@ async def _decide(app: App, row: Row) -> Row:
 
 
 async def _submit(app: App, row: Row) -> Row:
-    metadata = TransferMetadata(
-        partner_id=row.partner_id,
-        store_id=row.store_id,
-        terminal_id=row.terminal_id,
-        receipt_id=row.receipt_id,
-        member_id=row.member_id,
-    )
     transfers: list[TransferInput] = []
     refunds = refund_entries(row)
     if refunds:
@@ -333,7 +343,16 @@ async def _submit(app: App, row: Row) -> Row:
                 kind=ledger_pb2.TRANSFER_KIND_POSTED,
                 reverses_transfer_id=row.earn_id,
                 code=ledger_pb2.TRANSFER_CODE_REVERSAL,
-                metadata=metadata,
+                metadata=TransferMetadata(
+                    partner_id=row.partner_id,
+                    store_id=row.store_id,
+                    terminal_id=row.terminal_id,
+                    receipt_id=row.receipt_id,
+                    member_id=row.member_id,
+                    tier_bonus_points=tier_book.reversed_bonus(
+                        row.tier_bonus_points_due, row.earned_points_reversed, row.earned_points_due
+                    ),
+                ),
             )
         )
     for transfer in transfers[:-1]:
@@ -346,7 +365,7 @@ async def _submit(app: App, row: Row) -> Row:
                 raise
             # The ledger refused the chain's content as a whole: nothing moved, and the same
             # chain is refused again, so the return fails and releases what it reserved.
-            await app.write(_release(row, recording.LEDGER_INVALID_ARGUMENT))
+            await app.write(_release(app, row, recording.LEDGER_INVALID_ARGUMENT))
             _log.error(
                 "return_refused", return_id=row.return_id, failure=recording.LEDGER_INVALID_ARGUMENT, message=str(error)
             )
@@ -361,7 +380,7 @@ async def _submit(app: App, row: Row) -> Row:
                     lambda connection: return_store.return_by_request(connection, row.partner_id, row.request_id)
                 )
             reason = failure_name(root[0])
-            await app.write(_release(row, reason))
+            await app.write(_release(app, row, reason))
             _log.error("return_refused", return_id=row.return_id, failure=reason)
             raise _refused(reason)
     await app.write(lambda connection: return_store.update_return(connection, row.return_id, state="posted"))

@@ -12,7 +12,7 @@ import structlog
 
 from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey, hash_api_key
-from services.common.config import ConfigError, env_int, env_str, settings_or_exit
+from services.common.config import ConfigError, env_int, env_str, settings_or_exit, zone_of
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.errors import Unavailable
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
@@ -23,7 +23,7 @@ from services.common.tls import Transport
 from services.common.token_buckets import Rate
 from services.partners import model, partners_admin, rate_limits, recovery
 from services.partners.api import PartnersApi
-from services.partners.app import App, Clock, system_clock
+from services.partners.app import DEFAULT_TIME_ZONE, App, Clock, system_clock
 from services.partners.store import partners as partner_store
 
 SERVICE_NAME = partners_pb2.DESCRIPTOR.services_by_name["PartnersService"].full_name
@@ -72,6 +72,8 @@ class PartnersSettings:
     rate_limit_burst_calls: int = rate_limits.CALLS_BURST_DEFAULT
     lookup_rate_limit_calls_per_minute: int = rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_PER_MINUTE_DEFAULT
     lookup_rate_limit_burst_calls: int = rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_BURST_DEFAULT
+    # The coalition's time zone (the ledger's too): the calendar months and years of tier windows.
+    time_zone: str = DEFAULT_TIME_ZONE
 
     @classmethod
     def from_env(cls) -> PartnersSettings:
@@ -108,7 +110,9 @@ class PartnersSettings:
                 rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_BURST_DEFAULT,
                 minimum=1,
             ),
+            time_zone=env_str("COALITION_TIME_ZONE", DEFAULT_TIME_ZONE),
         )
+        zone_of(settings.time_zone)  # refuse an unknown zone at start
         return settings
 
 
@@ -184,6 +188,7 @@ async def start(
         admin_key,
         settings.alias_hash_key.encode(),
         clock,
+        time_zone=zone_of(settings.time_zone),
         rate_limits=_rate_limits(settings, rate_limit_clock),
     )
     await _bootstrap_ledger(app)

@@ -293,9 +293,13 @@ def pricing_message(pricing: earn_pricing.EarnPricing) -> pb.EarnPricing:
                 points=line.points,
                 exact_points=str(line.exact_points),
                 excluded=line.excluded,
+                tier_bonus_points=line.tier_bonus_points,
             )
             for line in pricing.lines
         ],
+        tier_name=pricing.tier.name,
+        tier_multiplier=str(pricing.tier.multiplier),
+        tier_bonus_points=pricing.tier_bonus_points,
     )
 
 
@@ -319,9 +323,13 @@ def earn_response(record: earning.EarnRecord) -> pb.EarnResponse:
                     exact_points=line.exact_points,
                     excluded=line.excluded,
                     returned=line.return_id is not None,
+                    tier_bonus_points=line.tier_bonus_points,
                 )
                 for line in record.lines
             ],
+            tier_name=row.tier_name,
+            tier_multiplier=row.tier_multiplier,
+            tier_bonus_points=row.tier_bonus_points,
         ),
     )
 
@@ -365,6 +373,7 @@ def return_response(row) -> pb.ReturnResponse:
         shortfall_points=row.earned_points_due - row.earned_points_reversed,
         redeemed_points_refunded=refunded,
         refund_currency_code=row.refund_currency_code,
+        tier_bonus_points_due=row.tier_bonus_points_due,
     )
 
 

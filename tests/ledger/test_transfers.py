@@ -57,6 +57,7 @@ def test_retry_with_same_id_and_content_returns_the_first_result_without_a_secon
         ("credit_account_id", {"credit_account_id": "OTHER"}),
         ("code", {"code": pb.TRANSFER_CODE_ADJUSTMENT}),
         ("metadata.receipt_id", {"metadata": pb.TransferMetadata(receipt_id="r-2")}),
+        ("metadata.tier_bonus_points", {"metadata": pb.TransferMetadata(receipt_id="r-1", tier_bonus_points=20)}),
     ],
 )
 def test_retry_with_same_id_but_different_content_fails_and_names_the_field(ledger, field, change):
@@ -79,6 +80,33 @@ def test_retry_with_same_id_but_different_content_fails_and_names_the_field(ledg
     assert retry.failure_reason == pb.FAILURE_REASON_ID_REUSED_WITH_DIFFERENT_CONTENT
     assert retry.failure_field == field
     assert balance(ledger, wallet).posted == 120
+
+
+def test_tier_bonus_points_are_stored_and_read_back_with_the_transfer(ledger):
+    """TransferMetadata.tier_bonus_points (0..amount) round-trips through the journal: in the
+    create answer, GetTransfers and an exact retry; a reversal carries its own share."""
+    issuance, (wallet, _) = setup_pts(ledger)
+    earn_id, reversal_id = unique("earn-tier"), unique("reverse-tier")
+    metadata = pb.TransferMetadata(receipt_id="r-1", member_id="m-1", tier_bonus_points=30)
+    [first] = transfer(ledger, posted(earn_id, issuance, wallet, 150, metadata=metadata))
+    assert first.status == CREATED and first.transfer.metadata.tier_bonus_points == 30
+    [retry] = transfer(ledger, posted(earn_id, issuance, wallet, 150, metadata=metadata))
+    assert retry.status == EXISTS and retry.transfer.metadata.tier_bonus_points == 30
+    back = posted(
+        reversal_id,
+        wallet,
+        issuance,
+        50,
+        code=pb.TRANSFER_CODE_REVERSAL,
+        reverses_transfer_id=earn_id,
+        metadata=pb.TransferMetadata(receipt_id="r-1", tier_bonus_points=10),
+    )
+    assert transfer(ledger, back)[0].status == CREATED
+    found = {item.id: item.metadata.tier_bonus_points for item in _find(ledger, earn_id, reversal_id)}
+    assert found == {earn_id: 30, reversal_id: 10}
+    plain = unique("earn-plain")
+    transfer(ledger, posted(plain, issuance, wallet, 5))
+    assert _find(ledger, plain)[0].metadata.tier_bonus_points == 0
 
 
 def test_a_failed_item_retried_returns_the_same_failure_even_after_funds_arrive(ledger):
@@ -327,6 +355,8 @@ def _bad_items(issuance, wallet):
         "system id prefix": pb.TransferInput(id="#expire:x", **ok),
         "NUL in metadata": pb.TransferInput(id="b", metadata=pb.TransferMetadata(receipt_id="r\x00"), **ok),
         "control character in metadata": pb.TransferInput(id="b", metadata=pb.TransferMetadata(store_id="s\n"), **ok),
+        "tier bonus above amount": pb.TransferInput(id="b", metadata=pb.TransferMetadata(tier_bonus_points=6), **ok),
+        "negative tier bonus": pb.TransferInput(id="b", metadata=pb.TransferMetadata(tier_bonus_points=-1), **ok),
     }
 
 

@@ -59,6 +59,7 @@ class Coalition:
     """A client of the real servers with the helpers the tests share."""
 
     def __init__(self, address: str, clock: MovableClock, ledger_address: str) -> None:
+        self.address = address
         self.channel = tls_channel(address)
         self.stub = partners_pb2_grpc.PartnersServiceStub(self.channel)
         self.clock = clock

@@ -34,6 +34,7 @@ ADMIN_CALLS = [
     ("RevokeApiKey", pb.RevokeApiKeyRequest()),
     ("CreateEarnRule", pb.CreateEarnRuleRequest()),
     ("CreateConversionRule", pb.CreateConversionRuleRequest()),
+    ("SetTierDefinition", pb.SetTierDefinitionRequest()),
 ]
 
 
@@ -237,6 +238,16 @@ def test_every_call_with_another_partners_key_gets_the_documented_outcome(coalit
         "LookupMember": (pb.LookupMemberRequest(alias=card_alias), allowed, ""),
         "GetMemberBalance": (pb.GetMemberBalanceRequest(member=member), allowed, ""),
         "ListMemberActivity": (pb.ListMemberActivityRequest(member=member), allowed, ""),
+        "GetMemberTier": (
+            pb.GetMemberTierRequest(member=member, currency_code=shop.currency),
+            refused,
+            "OTHER_PARTNER_CURRENCY",
+        ),
+        "ListTierDefinitions": (
+            pb.ListTierDefinitionsRequest(currency_code=shop.currency),
+            refused,
+            "OTHER_PARTNER_CURRENCY",
+        ),
         "GetMemberExpiringPoints": (
             pb.GetMemberExpiringPointsRequest(member=member, currency_code="PTS"),
             allowed,

@@ -108,6 +108,29 @@ def test_a_refused_earn_is_failed_and_its_retry_returns_the_same_failure(refusin
     assert client.error("Return", back, shop.key) == (grpc.StatusCode.FAILED_PRECONDITION, "EARN_FAILED")
 
 
+def test_a_refused_earn_takes_back_the_qualifying_points_it_counted(refusing):
+    """A refused earn uses up nothing: the tier's qualifying total is what the posted earns gave."""
+    client, outcomes, _ = refusing
+    shop = client.register_partner()
+    levels = [pb.TierLevel(name="Base", threshold=0, earn_multiplier="1")]
+    levels.append(pb.TierLevel(name="Silver", threshold=100, earn_multiplier="1.5"))
+    definition = pb.TierDefinition(
+        currency_code="PTS",
+        measure=pb.TIER_MEASURE_QUALIFYING_POINTS,
+        window=pb.TIER_WINDOW_CALENDAR_YEAR,
+        levels=levels,
+    )
+    client.call("SetTierDefinition", pb.SetTierDefinitionRequest(definition=definition))
+    member_id, _ = client.enroll()
+    client.earn(shop, member_id, [4000])  # 20 qualifying points
+    request = _earn_request(shop, member_id)
+    outcomes[model.earn_transfer_id(shop.partner_id, request.request_id)] = "refuse"
+    assert _refusal(client, request, shop.key)[1] == "LEDGER_REFUSED"
+    tier = pb.GetMemberTierRequest(member=pb.MemberIdentity(member_id=member_id), currency_code="PTS")
+    status = client.call("GetMemberTier", tier, shop.key)
+    assert (status.tier.name, status.qualifying_amount, status.next_tier_needed_amount) == ("Base", 20, 80)
+
+
 def test_a_pending_earn_the_ledger_refuses_is_failed_by_recovery_once(refusing):
     """The ledger was unreachable, the till gave up; when the recovery pass finds the ledger
     refusing the earn it marks it failed, and later passes leave it alone."""

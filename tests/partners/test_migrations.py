@@ -77,3 +77,6 @@ def test_the_latest_migrations_keep_existing_rows_and_go_down_and_up_again(datab
     _migrate(database, "head")
     with database.writer.connect() as connection:
         assert connection.execute(text("SELECT earn_id, recovery_attempts FROM earns")).all() == [("earn:shop:r1", 0)]
+        # Earns from before tiers (0008) were priced without one and counted nothing.
+        tier = text("SELECT tier_name, tier_multiplier, tier_bonus_points, tier_month FROM earns")
+        assert tuple(connection.execute(tier).one()) == ("", "1", 0, 0)

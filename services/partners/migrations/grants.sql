@@ -8,10 +8,10 @@
 
 -- Written once, never changed.
 GRANT SELECT, INSERT ON stores, terminals, earn_rules, conversion_rules, member_aliases, member_wallets,
-    conversion_quotes TO partners_app;
+    conversion_quotes, tier_definitions TO partners_app;
 -- Rows whose state moves. members is never updated: UPDATE is what SELECT ... FOR UPDATE needs
 -- for the row lock that serialises a member's conversions.
 GRANT SELECT, INSERT, UPDATE ON partners, api_keys, admin_requests, members, earns, earn_lines, redemptions,
-    returns, conversions TO partners_app;
+    returns, conversions, member_tiers TO partners_app;
 -- At head, the migration on start only reads which revision the schema is at.
 GRANT SELECT ON alembic_version_partners TO partners_app;

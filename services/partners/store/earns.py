@@ -76,13 +76,15 @@ def mark_earns_posted(connection: Connection, earn_ids: Sequence[str]) -> None:
     connection.execute(update(earns).where(earns.c.earn_id.in_(list(earn_ids))).values(state="posted"))
 
 
-def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> None:
-    """Only a pending earn fails: one the client's retry already posted stays posted."""
-    connection.execute(
+def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> bool:
+    """Only a pending earn fails: one the client's retry already posted stays posted. True if
+    this call marked it."""
+    result = connection.execute(
         update(earns)
         .where(and_(earns.c.earn_id == earn_id, earns.c.state == "pending"))
         .values(state="failed", failure_reason=reason)
     )
+    return result.rowcount == 1
 
 
 def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[EarnLineRow]:

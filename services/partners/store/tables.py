@@ -178,6 +178,15 @@ earns = Table(
     Column("promotion_applied", Boolean, nullable=False),
     Column("capped", Boolean, nullable=False),
     Column("rule_version", Integer, nullable=False),
+    # The tier the earn was priced at (migration 0008): its name ("" when the currency has no
+    # tiers, and then nothing qualified), multiplier (decimal string) and the part of `points`
+    # above the earn rule's, which is not qualifying. Qualifying points = points - tier_bonus_points.
+    Column("tier_name", String(64), nullable=False, server_default=""),
+    Column("tier_multiplier", String(40), nullable=False, server_default="1"),
+    Column("tier_bonus_points", BigInteger, nullable=False, server_default="0"),
+    # The month its qualifying points were counted in (tiers.month_of), so a refused earn takes
+    # them back from there.
+    Column("tier_month", Integer, nullable=False, server_default="0"),
     Column("state", String(16), nullable=False),
     Column("failure_reason", String(64), nullable=True),  # why the ledger refused a failed earn
     *recovery_columns("earns"),
@@ -217,6 +226,8 @@ earn_lines = Table(
     Column("points", BigInteger, nullable=False),
     Column("exact_points", String(80), nullable=False),
     Column("excluded", Boolean, nullable=False),
+    # The line's share of the earn's tier bonus (part of `points`), so a return reverses exactly it.
+    Column("tier_bonus_points", BigInteger, nullable=False, server_default="0"),
     Column("return_id", String(128), nullable=True),
     CheckConstraint("points >= 0", name="ck_earn_lines_points"),
 )
@@ -267,6 +278,12 @@ returns = Table(
     Column("currency_code", String(16), nullable=False),
     Column("earned_points_due", BigInteger, nullable=False),
     Column("earned_points_reversed", BigInteger, nullable=False),
+    # Of earned_points_due: the returned lines' tier bonus; and what the return took off the
+    # member's qualifying totals (base points, and 1 activity for a whole basket), given back if
+    # the ledger refuses the return (migration 0008).
+    Column("tier_bonus_points_due", BigInteger, nullable=False, server_default="0"),
+    Column("qualifying_points_due", BigInteger, nullable=False, server_default="0"),
+    Column("qualifying_activities_due", Integer, nullable=False, server_default="0"),
     Column("refunds", Text, nullable=False),  # JSON [[redemption_id, points, currency_code], ...]
     Column("refund_currency_code", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -321,4 +338,34 @@ conversions = Table(
     *recovery_columns("conversions"),
     Index("ix_conversions_member", "member_id", "from_currency", "to_currency", "create_time_us"),
     CheckConstraint("state IN ('pending', 'completed', 'failed')", name="ck_conversions_state"),
+)
+
+# Tier definition versions per programme currency (services/partners/tiers.py), by effective time.
+tier_definitions = Table(
+    "tier_definitions",
+    metadata,
+    Column("currency_code", String(16), primary_key=True),
+    Column("effective_from_us", BigInteger, primary_key=True),
+    Column("measure", String(32), nullable=False),
+    Column("window", String(32), nullable=False),
+    Column("grace_months", Integer, nullable=False),
+    Column("levels", Text, nullable=False),  # JSON [{"name", "threshold", "multiplier" (decimal string)}, ...]
+    Column("create_time_us", BigInteger, nullable=False),
+    CheckConstraint("grace_months >= 0", name="ck_tier_definitions_grace"),
+)
+
+# A member's tier in a currency with tiers: the level (position in the definition's levels),
+# since when, the anchor of its next evaluation, and the qualifying totals per month. Locked
+# (FOR UPDATE, in member and currency order) by the earns that change it.
+member_tiers = Table(
+    "member_tiers",
+    metadata,
+    Column("member_id", String(64), ForeignKey("members.member_id"), primary_key=True),
+    Column("currency_code", String(16), primary_key=True),
+    Column("level", Integer, nullable=False),
+    Column("since_us", BigInteger, nullable=False),
+    Column("anchor_us", BigInteger, nullable=False),
+    Column("qualifying_months", Text, nullable=False),  # JSON {"<month>": [points, activities]}
+    Column("update_time_us", BigInteger, nullable=False),
+    CheckConstraint("level >= 0", name="ck_member_tiers_level"),
 )
