@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.ledger_client import LedgerRefused
 from services.settlement import model, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
@@ -322,8 +323,7 @@ async def close_period(
             f"closing {last.period_id} was interrupted; close {last.period_id} again to finish it first",
             previous_period_id=last.period_id,
         )
-    await _ensure_operator_settlement_account(context)
-    ledger_now_us = await context.ledger.clock_us(OPERATOR_SETTLEMENT_ACCOUNT_ID)
+    ledger_now_us = await _ledger_clock_us(context)
     if ledger_now_us < end_us + context.close_delay_seconds * 1_000_000:
         raise FailedPrecondition(
             "PERIOD_NOT_ENDED",
@@ -333,6 +333,7 @@ async def close_period(
             end_us=end_us,
             ledger_now_us=ledger_now_us,
         )
+    await _ensure_operator_settlement_account(context)
     after_sequence = last.last_commit_sequence if last is not None else None
     lost_race: sa_exc.IntegrityError | None = None
     for attempt in range(1, FREEZE_ATTEMPTS_MAX + 1):
@@ -395,6 +396,23 @@ def _check_invariants(settlement: PeriodSettlement) -> None:
                 "ROLL_FORWARD_BROKEN",
                 f"the {rf.currency_code} roll-forward does not add up; the period was not closed",
             )
+
+
+# Accounts whose balance read gives the ledger's clock without a write: the operator's settlement
+# account (made by the first close), else the PTS breakage account partners makes at its start.
+_CLOCK_ACCOUNT_IDS = (OPERATOR_SETTLEMENT_ACCOUNT_ID, "breakage:PTS")
+
+
+async def _ledger_clock_us(context: SettlementContext) -> int:
+    """The ledger's clock, read without writing: a close it refuses (not ended) changes nothing."""
+    for account_id in _CLOCK_ACCOUNT_IDS:
+        try:
+            return await context.ledger.clock_us(account_id)
+        except LedgerRefused as refused:
+            if refused.metadata.get("ledger_code") != "NOT_FOUND":
+                raise
+    await _ensure_operator_settlement_account(context)  # a ledger with neither: nothing to settle yet
+    return await context.ledger.clock_us(OPERATOR_SETTLEMENT_ACCOUNT_ID)
 
 
 async def _ensure_operator_settlement_account(context: SettlementContext) -> None:
