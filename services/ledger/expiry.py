@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Connection
 
-from services.ledger import lot_store, lots, notice_store, notices, store
+from services.ledger import limits, lot_store, lots, notice_store, notices, store
 from services.ledger.model import SYSTEM_ID_PREFIX, Account, Balance, Kind, Posting, TransferCommand
 
 EXPIRY_CODE = 5  # ledger_pb2.TRANSFER_CODE_EXPIRY
@@ -60,8 +60,9 @@ def accounts_to_lock(connection: Connection, run: ExpiryRun) -> set[str]:
     now_us = store.clock_now_us(connection)
     as_of = run.as_of_us if run.as_of_us is not None else now_us
     due = lot_store.due_candidates(connection, as_of, run.after_account, run.wallets_max)
-    # Read a little ahead of the clock: the locks below may take a moment, and Python decides exactly.
-    noticed = notice_store.notice_candidates(connection, now_us + 60_000_000, run.after_account, run.wallets_max)
+    # A little further ahead than notice_due looks: the locks below may take a moment.
+    horizon_us = now_us + 2 * limits.NOTICE_LOOKAHEAD_US
+    noticed = notice_store.notice_candidates(connection, horizon_us, run.after_account, run.wallets_max)
     run.wallets = sorted(set(due) | set(noticed))[: run.wallets_max]
     wallets = store.get_accounts(connection, run.wallets)
     run.breakage = lot_store.breakage_accounts(connection, {account.currency_code for account in wallets.values()})
@@ -100,7 +101,9 @@ def expiry_request(
                 continue
             notice = known.get(notices.notice_key(lot, expires))
             if notice is None:
-                notice = notices.notice_due(lot, expires, now_us, account.owner_id, account.currency_code)
+                notice = notices.notice_due(
+                    lot, expires, now_us, limits.NOTICE_LOOKAHEAD_US, account.owner_id, account.currency_code
+                )
                 if notice is not None:
                     run.notices.append(notice)
             if notices.may_expire(notice, as_of):

@@ -23,6 +23,9 @@ EXPIRY_SWEEP_SECONDS = 1.0
 EXPIRY_SWEEP_HOLDS_MAX = 1_000  # per sweep transaction; the sweeper loops while pages come back full
 EXPIRY_RUN_WALLETS_MAX = 500  # wallets one lot-expiry transaction looks at; a run loops while pages are full
 LOT_EXPIRY_INTERVAL_SECONDS = 60  # how often the ledger expires due lots in the background
+# The expiry pass records a lot's notice up to this long before its notice period begins, so a
+# pass that comes on time never pushes the expiry date back (expire_time is notice + period).
+NOTICE_LOOKAHEAD_US = 2 * LOT_EXPIRY_INTERVAL_SECONDS * 1_000_000
 EXPIRED_HOLDS_PER_BATCH_MAX = 100_000  # expired holds one batch releases on the accounts it touches
 EXPIRY_LOOKAHEAD_US = 5_000_000  # a batch that waits longer than this on a lock may release fewer holds
 QUEUED_TRANSFERS_MAX = 200_000  # items waiting for a writer; beyond it calls get UNAVAILABLE

@@ -43,10 +43,14 @@ def notice_key(lot: lots.Lot, due_at_us: int) -> NoticeKey:
     return (lot.account_id, lot.lot_id, lot.expiry_round, due_at_us)
 
 
-def notice_due(lot: lots.Lot, due_at_us: int, now_us: int, owner_id: str, currency_code: str) -> ExpiryNotice | None:
-    """A notice for `lot`, due at `due_at_us`, if its notice period has begun by `now_us`."""
+def notice_due(
+    lot: lots.Lot, due_at_us: int, now_us: int, lookahead_us: int, owner_id: str, currency_code: str
+) -> ExpiryNotice | None:
+    """A notice for `lot`, due at `due_at_us`, if its notice period begins by now + lookahead: a
+    notice a pass records a little early keeps the expiry on its date; one recorded late (the
+    ledger was down, or the lot came back after its date) moves it to a notice period later."""
     notice_us = lot.notice_days * lots.US_PER_DAY
-    if lot.open_amount <= 0 or due_at_us - notice_us > now_us:
+    if lot.open_amount <= 0 or due_at_us - notice_us > now_us + lookahead_us:
         return None
     return ExpiryNotice(
         account_id=lot.account_id,
