@@ -28,8 +28,8 @@ from sqlalchemy import (
 )
 
 from services.common.sql import pairs_in
-from services.ledger.lot_store import lots, wallet_activity
-from services.ledger.lots import US_PER_DAY, PolicyKind
+from services.ledger.lot_store import expiry_policies, lots, wallet_activity
+from services.ledger.lots import NOTICE_DAYS_DEFAULT, US_PER_DAY, PolicyKind
 from services.ledger.notices import ExpiryNotice
 from services.ledger.store import ID, metadata
 
@@ -121,7 +121,11 @@ def notice_candidates(connection: Connection, now_us: int, after_account: str, l
 
     A FIXED lot's notice names its expiry date (or a later one, when an ended exemption moved
     it); an INACTIVITY lot's must be newer than the wallet's last activity, which set its date.
-    Months are floored at 28 days here, as for due lots; the exact date is decided in Python."""
+    Months are floored at 28 days here, as for due lots; the exact date is decided in Python.
+    FIXED lots are found through their expiry index: only those due within the longest notice
+    period any policy gives are looked at."""
+    longest = connection.execute(select(func.max(expiry_policies.c.notice_days))).scalar()
+    horizon_us = now_us + max(int(longest or 0), NOTICE_DAYS_DEFAULT) * US_PER_DAY
     notice_us = lots.c.notice_days * US_PER_DAY
     same_round = and_(
         expiry_notices.c.account_id == lots.c.account_id,
@@ -132,7 +136,7 @@ def notice_candidates(connection: Connection, now_us: int, after_account: str, l
         and_(
             lots.c.open_amount > 0,
             lots.c.account_id > after_account,
-            lots.c.expires_at_us.is_not(None),
+            lots.c.expires_at_us <= horizon_us,
             lots.c.expires_at_us - notice_us <= now_us,
             ~exists().where(and_(same_round, expiry_notices.c.due_at_us >= lots.c.expires_at_us)),
         )
