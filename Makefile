@@ -9,7 +9,7 @@ BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
 export COALITION_TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/test
 
-.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-soak bench-settlement soak fuzz demo clean
+.PHONY: setup gen gen-force run test lint migrate bench bench-quick bench-soak bench-settlement soak fuzz demo demo-lifecycle clean
 
 setup: $(INSTALLED) $(GENERATED)
 
@@ -78,10 +78,17 @@ fuzz: setup
 bench-settlement: setup
 	$(PY) -m bench.settlement_close
 
-# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview.
+# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview,
+# then the points lifecycle on its own private servers (below).
 demo: setup
 	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.partners.demo_client
 	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview $$(date +%Y-%m)
+	$(PY) -m services.lifecycle_demo
+
+# Earn, expiry notice, expiry and reinstatement over 36 simulated months, in seconds: private
+# ledger and partners servers on a temporary SQLite database with a simulated clock; needs no `make run`.
+demo-lifecycle: setup
+	$(PY) -m services.lifecycle_demo
 
 clean:
 	rm -rf $(VENV) gen var .tools .pytest_cache .hypothesis

@@ -166,21 +166,45 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     async def WatchTransfers(self, request, context):
         authorize(context, "WatchTransfers")
         if request.after_commit_sequence < 0:
-            raise InvalidArgument("INVALID_CURSOR", "after_commit_sequence must be >= 0")
+            raise InvalidArgument("INVALID_CURSOR", "after_commit_sequence must be >= 0", field="after_commit_sequence")
+        pages = self._follow(
+            lambda cursor: queries.transfers_after(self._database, cursor, limits.WATCH_PAGE_TRANSFERS_MAX),
+            lambda transfer: transfer.sequence,
+            request.after_commit_sequence,
+            limits.WATCH_PAGE_TRANSFERS_MAX,
+            limits.WATCH_POLL_SECONDS,
+        )
+        async for found in pages:
+            yield ledger_pb2.WatchTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
+
+    async def WatchExpiryNotices(self, request, context):
+        authorize(context, "WatchExpiryNotices")
+        if request.after_notice_sequence < 0:
+            raise InvalidArgument("INVALID_CURSOR", "after_notice_sequence must be >= 0", field="after_notice_sequence")
+        pages = self._follow(
+            lambda cursor: queries.notices_after(self._database, cursor, limits.WATCH_PAGE_NOTICES_MAX),
+            lambda notice: notice.notice_sequence,
+            request.after_notice_sequence,
+            limits.WATCH_PAGE_NOTICES_MAX,
+            limits.WATCH_NOTICES_POLL_SECONDS,
+        )
+        async for found in pages:
+            yield ledger_pb2.WatchExpiryNoticesResponse(notices=[wire.expiry_notice_message(n) for n in found])
+
+    async def _follow(self, read_after, cursor_of, cursor: int, page_max: int, poll_seconds: float):
+        """Pages of `read_after(cursor)` forever, the cursor moved to `cursor_of` the page's last
+        item; a short page means the stream has caught up, so it waits `poll_seconds`."""
         if self._watch_streams >= limits.WATCH_STREAMS_MAX:
-            raise Unavailable("TOO_MANY_STREAMS", f"at most {limits.WATCH_STREAMS_MAX} WatchTransfers streams at once")
+            raise Unavailable("TOO_MANY_STREAMS", f"at most {limits.WATCH_STREAMS_MAX} watch streams at once")
         self._watch_streams += 1
         try:
-            cursor = request.after_commit_sequence
             while True:
-                found = await asyncio.to_thread(
-                    queries.transfers_after, self._database, cursor, limits.WATCH_PAGE_TRANSFERS_MAX
-                )
+                found = await asyncio.to_thread(read_after, cursor)
                 if found:
-                    cursor = found[-1].sequence
-                    yield ledger_pb2.WatchTransfersResponse(transfers=[wire.transfer_message(t) for t in found])
-                if len(found) < limits.WATCH_PAGE_TRANSFERS_MAX:
-                    await asyncio.sleep(limits.WATCH_POLL_SECONDS)
+                    cursor = cursor_of(found[-1])
+                    yield found
+                if len(found) < page_max:
+                    await asyncio.sleep(poll_seconds)
         finally:
             self._watch_streams -= 1
 
@@ -219,7 +243,10 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         )
         totals = await asyncio.to_thread(run_expiry, self._database, as_of_us, self._rules)
         return ledger_pb2.RunExpiryResponse(
-            transfers_posted=totals.posted, amount_expired=totals.amount_expired, wallets_deferred=totals.deferred
+            transfers_posted=totals.posted,
+            amount_expired=totals.amount_expired,
+            wallets_deferred=totals.deferred,
+            notices_recorded=totals.notices_recorded,
         )
 
     async def ListExpiringSoon(self, request, context):

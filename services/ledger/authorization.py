@@ -6,7 +6,8 @@ The table (README: Identities and authorization):
   partner issuance and redemption accounts and the operator's exchange accounts, and captures,
   voids and reverses only transfers of those codes; creates those accounts (and the breakage
   account, never an EUR one) and registers currencies while the operator onboards a partner
-  through partners' admin API; reads balances, transfers and account entries.
+  through partners' admin API; reads balances, transfers and account entries, and follows
+  expiry notices (WatchExpiryNotices) to send members their reminders.
 - `settlement` posts SETTLEMENT transfers on EUR settlement accounts, creates those accounts,
   and reads everything.
 - `operator` does the rest: any currency, account and transfer, including ADJUSTMENT and EXPIRY.
@@ -52,6 +53,7 @@ _READS = frozenset(
         "GetTrialBalance",
         "GetActivitySummary",
         "WatchTransfers",
+        "WatchExpiryNotices",
         "ListExpiryPolicies",
         "ListLots",
         "ListExpiringSoon",
@@ -185,6 +187,7 @@ GRANTS: dict[str, Grant] = {
                 "ListAccountEntries",
                 "ListExpiryPolicies",
                 "ListLots",
+                "WatchExpiryNotices",  # partners sends the "points expiring soon" reminders
             }
         ),
         transfer_codes=frozenset(

@@ -5,6 +5,9 @@ locked: what is due is read under the same locks every capture takes, so an expi
 a capture into an overdraft, and a wallet with an open hold is left until the hold resolves.
 Each EXPIRY transfer's id is derived from the wallet, the lot, the day it fell due and how many
 times the lot has expired before, so a run repeated after a crash posts nothing twice.
+
+The same pass records expiry notices (notices.py) for lots that have entered their notice
+period, under the same locks, and expires a due lot only once its notice is old enough.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Connection
 
-from services.ledger import lot_store, lots, store
+from services.ledger import limits, lot_store, lots, notice_store, notices, store
 from services.ledger.model import SYSTEM_ID_PREFIX, Account, Balance, Kind, Posting, TransferCommand
 
 EXPIRY_CODE = 5  # ledger_pb2.TRANSFER_CODE_EXPIRY
@@ -34,13 +37,15 @@ class ExpiryRun:
     breakage: dict[str, str] = field(default_factory=dict)  # currency -> breakage account
     targets: dict[str, str] = field(default_factory=dict)  # EXPIRY transfer id -> lot id
     amounts: dict[str, int] = field(default_factory=dict)
+    notices: list[notices.ExpiryNotice] = field(default_factory=list)  # to record in this transaction
     deferred: int = 0
     posted: int = 0
     amount_expired: int = 0
+    notices_recorded: int = 0
 
     def reset(self) -> None:  # the transaction may be retried from the start
-        self.wallets, self.breakage, self.targets, self.amounts = [], {}, {}, {}
-        self.deferred = self.posted = self.amount_expired = 0
+        self.wallets, self.breakage, self.targets, self.amounts, self.notices = [], {}, {}, {}, []
+        self.deferred = self.posted = self.amount_expired = self.notices_recorded = 0
 
     @property
     def full(self) -> bool:
@@ -48,9 +53,17 @@ class ExpiryRun:
 
 
 def accounts_to_lock(connection: Connection, run: ExpiryRun) -> set[str]:
-    """The wallets with lots that may be due, and their currencies' breakage accounts."""
-    as_of = run.as_of_us if run.as_of_us is not None else store.clock_now_us(connection)
-    run.wallets = lot_store.due_candidates(connection, as_of, run.after_account, run.wallets_max)
+    """The wallets with lots that may be due or may need a notice, and their currencies' breakage accounts.
+
+    Both lists are in id order after the same wallet, so the first wallets_max of their union
+    are the page: no wallet of either is skipped."""
+    now_us = store.clock_now_us(connection)
+    as_of = run.as_of_us if run.as_of_us is not None else now_us
+    due = lot_store.due_candidates(connection, as_of, run.after_account, run.wallets_max)
+    # A little further ahead than notice_due looks: the locks below may take a moment.
+    horizon_us = now_us + 2 * limits.NOTICE_LOOKAHEAD_US
+    noticed = notice_store.notice_candidates(connection, horizon_us, run.after_account, run.wallets_max)
+    run.wallets = sorted(set(due) | set(noticed))[: run.wallets_max]
     wallets = store.get_accounts(connection, run.wallets)
     run.breakage = lot_store.breakage_accounts(connection, {account.currency_code for account in wallets.values()})
     return set(run.wallets) | set(run.breakage.values())
@@ -76,6 +89,7 @@ def expiry_request(
     wallets = [w for w in wallets if accounts[w].owner_id not in exempt]
     open_lots = lot_store.open_lots(connection, wallets)
     activity = lot_store.last_activity(connection, wallets)
+    known = notice_store.notices_of_lots(connection, open_lots)
     commands: list[TransferCommand] = []
     for wallet in wallets:
         account = accounts[wallet]
@@ -83,7 +97,16 @@ def expiry_request(
         due = []
         for lot in sorted((lot for (owner, _), lot in open_lots.items() if owner == wallet), key=lots.Lot.order_key):
             expires = lots.lot_expiry_us(lot, activity.get(wallet), zone, ended.get(account.owner_id))
-            if expires is not None and expires <= as_of:
+            if expires is None:
+                continue
+            notice = known.get(notices.notice_key(lot, expires))
+            if notice is None:
+                notice = notices.notice_due(
+                    lot, expires, now_us, limits.NOTICE_LOOKAHEAD_US, account.owner_id, account.currency_code
+                )
+                if notice is not None:
+                    run.notices.append(notice)
+            if notices.may_expire(notice, as_of):
                 due.append((lot, expires))
         if not due or breakage is None:
             continue
@@ -108,6 +131,14 @@ def expiry_request(
                 )
             )
     return commands
+
+
+def record_notices(connection: Connection, run: ExpiryRun) -> None:
+    """Write the notices expiry_request decided; the caller holds the wallets' and the clock's locks."""
+    written = notice_store.insert_notices(connection, run.notices)
+    run.notices_recorded = len(written)
+    if written:
+        _log.info("expiry_notices_recorded", count=len(written), last_notice_sequence=written[-1].notice_sequence)
 
 
 def follow_lots(

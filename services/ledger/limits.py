@@ -15,14 +15,21 @@ PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1_000
 WATCH_PAGE_TRANSFERS_MAX = 1_000
 WATCH_POLL_SECONDS = 0.2
+WATCH_PAGE_NOTICES_MAX = 1_000  # expiry notices per WatchExpiryNotices message
+# Notices are recorded by the expiry pass (every LOT_EXPIRY_INTERVAL_SECONDS and on RunExpiry):
+# an idle notice stream polls once a second, not five times like the journal's.
+WATCH_NOTICES_POLL_SECONDS = 1.0
 EXPIRY_SWEEP_SECONDS = 1.0
 EXPIRY_SWEEP_HOLDS_MAX = 1_000  # per sweep transaction; the sweeper loops while pages come back full
 EXPIRY_RUN_WALLETS_MAX = 500  # wallets one lot-expiry transaction looks at; a run loops while pages are full
 LOT_EXPIRY_INTERVAL_SECONDS = 60  # how often the ledger expires due lots in the background
+# The expiry pass records a lot's notice up to this long before its notice period begins, so a
+# pass that comes on time never pushes the expiry date back (expire_time is notice + period).
+NOTICE_LOOKAHEAD_US = 2 * LOT_EXPIRY_INTERVAL_SECONDS * 1_000_000
 EXPIRED_HOLDS_PER_BATCH_MAX = 100_000  # expired holds one batch releases on the accounts it touches
 EXPIRY_LOOKAHEAD_US = 5_000_000  # a batch that waits longer than this on a lock may release fewer holds
 QUEUED_TRANSFERS_MAX = 200_000  # items waiting for a writer; beyond it calls get UNAVAILABLE
-WATCH_STREAMS_MAX = 64
+WATCH_STREAMS_MAX = 64  # WatchTransfers and WatchExpiryNotices streams together
 # Calendar months one GetOutstandingSummary groups expiries into (each a branch of a CASE tree):
 # policies last at most 600 months, so this allows 150 years of history before a refusal.
 OUTSTANDING_MONTHS_MAX = 2_400
@@ -47,4 +54,4 @@ REQUEST_BYTES_MAX_BY_METHOD = {
     "CreateTransfers": CREATE_TRANSFERS_REQUEST_BYTES_MAX,
     "CreateAccounts": CREATE_ACCOUNTS_REQUEST_BYTES_MAX,
 }
-STREAMS_PER_PEER_HOST_MAX = 16  # WatchTransfers streams one client host may hold of WATCH_STREAMS_MAX
+STREAMS_PER_PEER_HOST_MAX = 16  # streams (WatchTransfers, WatchExpiryNotices) one client host may hold

@@ -11,8 +11,9 @@ from sqlalchemy import Connection
 from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
 from services.common.page_token import decode_page_token, encode_page_token
-from services.ledger import store
+from services.ledger import notice_store, store
 from services.ledger.model import Account, Balance, HoldState, Kind, Side, Transfer
+from services.ledger.notices import ExpiryNotice
 
 T = TypeVar("T")
 
@@ -189,3 +190,7 @@ def activity_summary(database: Database, start_us: int, end_us: int, account_ids
 
 def transfers_after(database: Database, after_sequence: int, limit: int) -> list[Transfer]:
     return database.read(lambda connection: store.transfers_after(connection, after_sequence, limit))
+
+
+def notices_after(database: Database, after_sequence: int, limit: int) -> list[ExpiryNotice]:
+    return database.read(lambda connection: notice_store.notices_after(connection, after_sequence, limit))

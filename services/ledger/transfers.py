@@ -82,6 +82,7 @@ def run_expiry(database: Database, as_of_us: int | None, rules: lots.LotRules) -
         totals.posted += page.posted
         totals.amount_expired += page.amount_expired
         totals.deferred += page.deferred
+        totals.notices_recorded += page.notices_recorded
         if not page.full:
             return totals
         after = page.wallets[-1]
@@ -126,6 +127,7 @@ def _apply(
     expired_ids = sorted(expired)
     if lot_expiry is not None:  # decided under the wallets' locks, so a capture cannot race it
         request = expiry.expiry_request(connection, lot_expiry, accounts, balances, now_us, rules.zone)
+        expiry.record_notices(connection, lot_expiry)
         requests = [*requests, TransferRequest(request, GRANTS[OPERATOR])]
         item_ids.update(command.id for command in request)
     # Under the locks: whatever resolves or creates these ids must hold the same locks first.

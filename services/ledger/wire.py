@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coalition.ledger.v1 import ledger_pb2
 from services.common.timeconv import timestamp_from_micros
-from services.ledger import liability, lot_store, lots
+from services.ledger import liability, lot_store, lots, notices
 from services.ledger.model import Account, Balance, Outcome, Transfer
 
 
@@ -156,3 +156,17 @@ def outstanding_summary_message(summary: liability.OutstandingSummary):
             ],
         )
     return response
+
+
+def expiry_notice_message(notice: notices.ExpiryNotice) -> ledger_pb2.ExpiryNotice:
+    return ledger_pb2.ExpiryNotice(
+        notice_sequence=notice.notice_sequence,
+        account_id=notice.account_id,
+        owner_id=notice.owner_id,
+        currency_code=notice.currency_code,
+        lot_id=notice.lot_id,
+        amount=notice.amount,
+        expire_time=timestamp_from_micros(notice.expires_at_us),
+        notice_time=timestamp_from_micros(notice.noticed_at_us),
+        expiry_round=notice.expiry_round,
+    )

@@ -150,14 +150,21 @@ def test_the_domain_example_a_36_month_lot_fifo_draws_expiry_and_a_return_restor
     credit = lots[march].credit_time.ToMicroseconds()
     assert 36 * 30 * DAY_US < march_expiry - credit < 37 * 31 * DAY_US  # 36 calendar months, to the end of a day
     assert books.run().transfers_posted == 0  # nothing due yet
-    clock.advance(march_expiry - credit - 13 * MONTH_US + DAY_US)  # past the March lot's expiry (13 months on)
+    # 29 days before the March lot's expiry (13 months on) it is within its notice period: noticed.
+    clock.advance(march_expiry - credit - 13 * MONTH_US - 29 * DAY_US)
+    assert books.run().notices_recorded == 1
+    clock.advance(30 * DAY_US)  # past its expiry
     run = books.run()
     assert (run.transfers_posted, run.amount_expired) == (1, 30)
     assert books.open_by_lot(wallet) == {february: 70}
     assert books.balance(wallet) == 70
-    # Returning the redemption restores 100 + 20 to their lots; both have expired, so they expire again.
+    # Returning the redemption restores 100 + 20 to their lots; both have expired, so they expire
+    # again, after a notice period: nobody was told these points would expire.
     books.reverse(redemption, books.redemption, wallet, 120)
     assert books.open_by_lot(wallet) == {january: 100, march: 20, february: 70}
+    run = books.run()
+    assert (run.transfers_posted, run.notices_recorded) == (0, 2)
+    clock.advance(30 * DAY_US + 1)
     run = books.run()
     assert (run.transfers_posted, run.amount_expired) == (2, 120)
     assert books.open_by_lot(wallet) == {february: 70}
@@ -227,7 +234,9 @@ def test_points_held_by_an_open_hold_do_not_expire_until_the_hold_resolves(opera
     books = Books(operator, FIXED, 1)
     wallet = books.wallet()
     books.earn(wallet, 50)
-    clock.advance(29 * DAY_US)
+    clock.advance(3 * DAY_US)
+    assert books.run().notices_recorded == 1  # the lot is within its notice period
+    clock.advance(26 * DAY_US)
     hold_id = unique("hold")
     hold = pending(hold_id, wallet, books.redemption, 20, timeout_seconds=30 * 86_400)
     hold.currency_code = books.currency
@@ -262,6 +271,8 @@ def test_a_rerun_after_a_run_that_never_committed_posts_the_same_ids_once(ledger
     wallets = [books.wallet() for _ in range(3)]
     for wallet in wallets:
         books.earn(wallet, 7)
+    clock.advance(3 * DAY_US)
+    assert books.run().notices_recorded == 3
     clock.advance(3 * MONTH_US)
     database = Database(DatabaseOptions(url=ledger_database_url, pool_size=2))
     try:
@@ -352,6 +363,8 @@ def test_a_reinstated_expiry_brings_the_same_lot_back_with_a_new_expiry_within_t
     books = Books(operator, FIXED, 1)
     wallet = books.wallet()
     lot_id = books.earn(wallet, 25)
+    clock.advance(3 * DAY_US)
+    assert books.run().notices_recorded == 1
     clock.advance(2 * MONTH_US)
     assert books.run().amount_expired == 25
     (expired,) = _expiries(books)
@@ -365,7 +378,10 @@ def test_a_reinstated_expiry_brings_the_same_lot_back_with_a_new_expiry_within_t
     assert (lot.lot_id, lot.open_amount) == (lot_id, 25)
     now = expired.commit_time.ToMicroseconds() + 10 * DAY_US
     assert lot.expire_time.ToMicroseconds() > now + 28 * DAY_US  # a new expiry, as if credited today
-    assert books.run().transfers_posted == 0
+    run = books.run()
+    assert run.transfers_posted == 0
+    clock.advance(3 * DAY_US)  # within the new expiry's notice period (it may have begun at once)
+    assert run.notices_recorded + books.run().notices_recorded == 1  # a new notice for the new expiry
     # It expires again when its new date comes, under a new id; that one is past the window later.
     clock.advance(2 * MONTH_US)
     assert books.run().amount_expired == 25
@@ -427,7 +443,8 @@ def test_an_exempt_member_keeps_their_points_until_the_exemption_ends(operator, 
     assert wallet not in [w.account_id for w in listing.wallets]  # nobody to remind
     exempt(False)
     # Nothing of theirs was listed as expiring while exempt: a full notice period comes first.
-    assert books.run().transfers_posted == 0
+    run = books.run()
+    assert (run.transfers_posted, run.notices_recorded) == (0, 1)
     assert sum(month.amount for month in books.lots(wallet).expiring) == 12
     clock.advance(31 * DAY_US)
     assert books.run().amount_expired == 12
@@ -457,6 +474,8 @@ def test_wallets_that_cannot_expire_yet_never_keep_the_others_from_their_turn(op
     )
     for wallet in [*exempt_wallets, ordinary]:
         books.earn(wallet, 3)
+    clock.advance(3 * DAY_US)
+    assert books.run().notices_recorded == 1  # none for the exempt
     clock.advance(3 * MONTH_US)
     run = books.run()
     assert (run.transfers_posted, run.amount_expired) == (1, 3)

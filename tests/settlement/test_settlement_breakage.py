@@ -76,7 +76,9 @@ def _expire_and_reinstate(ledger, clock, reinstate: int) -> lpb.Transfer:
     month.transfer(ledger, "e1", "issuance:PTS:retailer", "wallet:PTS:m1", 1000, "PTS", EARN, partner="retailer")
     month.transfer(ledger, "e2", "issuance:PTS:fuel", "wallet:PTS:m2", 505, "PTS", EARN, partner="fuel")
     month.transfer(ledger, "r1", "wallet:PTS:m1", "redemption:PTS:hotel", 300, "PTS", REDEEM, partner="hotel")
-    clock.advance(62 * DAY_US)  # past the lots' month and their notice period
+    clock.advance(3 * DAY_US)  # the expiry pass records the notices (points expire a notice period after)
+    ledger.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
+    clock.advance(59 * DAY_US)  # past the lots' month and their notice period
     assert ledger.RunExpiry(lpb.RunExpiryRequest(), timeout=60).amount_expired == 700 + 505
     expiry = _expiry_of(ledger, "wallet:PTS:m1")
     assert expiry.metadata.partner_id == "retailer"
@@ -261,7 +263,9 @@ def test_an_issuing_partner_owner_without_a_price_for_the_currency_blocks_the_st
         timeout=10,
     )
     month.transfer(ledger_stub, "h1", "issuance:HOTELPTS:hotel", "wallet:HOTELPTS:m3", 80, "HOTELPTS", EARN)
-    clock.advance(62 * DAY_US)
+    clock.advance(3 * DAY_US)  # notice first
+    ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
+    clock.advance(59 * DAY_US)
     assert ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60).amount_expired == 80
     end = month.tick() + ledger_store.clock_offset_us
     with pytest.raises(grpc.RpcError) as refused:
@@ -366,7 +370,9 @@ def test_an_expiry_and_a_reinstatement_committed_after_the_close_are_prior_perio
         policy = lpb.ExpiryPolicy(currency_code="PTS", kind=lpb.EXPIRY_POLICY_KIND_FIXED, months=1)
         ledger_stub.SetExpiryPolicy(lpb.SetExpiryPolicyRequest(policy=policy), timeout=10)
         month.transfer(ledger_stub, "e1", "issuance:PTS:retailer", "wallet:PTS:m1", 1000, "PTS", EARN)
-        clock.advance(62 * DAY_US)
+        clock.advance(3 * DAY_US)  # notice first
+        ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
+        clock.advance(59 * DAY_US)
         ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
         expiry = _expiry_of(ledger_stub, "wallet:PTS:m1")
         clock.advance(DAY_US)

@@ -45,7 +45,9 @@ def test_points_expired_and_partly_reinstated_in_a_period_show_apart_and_close_a
     month.transfer(ledger_stub, "e1", "issuance:PTS:retailer", "wallet:PTS:m1", 1000, "PTS", EARN, partner="retailer")
     month.transfer(ledger_stub, "r1", "wallet:PTS:m1", "redemption:PTS:hotel", 300, "PTS", REDEEM, partner="hotel")
     # Past the lot's month and its notice period: the 700 left expire to breakage.
-    clock.advance(62 * DAY_US)
+    clock.advance(3 * DAY_US)  # the expiry pass gives notice first
+    ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
+    clock.advance(59 * DAY_US)
     ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60)
     expiry = _expiry_of(ledger_stub, "wallet:PTS:m1")
     assert (expiry.debit_account_id, expiry.credit_account_id, expiry.amount) == ("wallet:PTS:m1", "breakage:PTS", 700)

@@ -12,5 +12,7 @@ GRANT SELECT, INSERT, DELETE ON open_holds TO ledger_app;
 GRANT SELECT, INSERT ON expiry_policies, lot_draws TO ledger_app;
 GRANT SELECT, INSERT, UPDATE ON lots, wallet_activity TO ledger_app;
 GRANT SELECT, INSERT, UPDATE ON expiry_exemptions TO ledger_app;
+-- Expiry notices are only added (one per lot and expiry date).
+GRANT SELECT, INSERT ON expiry_notices TO ledger_app;
 -- At head, the migration on start only reads which revision the schema is at.
 GRANT SELECT ON alembic_version_ledger TO ledger_app;
