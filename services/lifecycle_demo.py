@@ -1,11 +1,10 @@
-"""`make demo-lifecycle`: the points lifecycle (earn, notice, expiry, reinstatement) in seconds.
+"""`make demo-lifecycle`: the points lifecycle (earn, notice, expiry, reinstatement, a tier upgrade) in seconds.
 
 The running system's clock never moves, so this scenario brings its own: a private ledger and
 partners pair on a temporary SQLite database with a simulated clock (services/simulation.py),
 started and removed by this process. It never talks to `make run`'s servers.
 
-Scenes are functions of one `Stage`; a later scene (a tier upgrade) plugs in at
-`tier_upgrade_scene`. `run()` returns the key figures so a test can check them.
+Scenes are functions of one `Stage`. `run()` returns the key figures so a test can check them.
 """
 
 from __future__ import annotations
@@ -17,9 +16,11 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.partners.v1 import partners_pb2 as ppb
+from services.common.auth import DEV_ADMIN_API_KEY
 from services.partners.demo import DEMO_CARDS, DEMO_KEYS
 from services.partners.model import breakage_account_id, wallet_account_id
 from services.simulation import PrivateCoalition, start_private_coalition
@@ -50,6 +51,11 @@ class Figures:
     balance_after_reinstatement: int = 0
     breakage_after_reinstatement: int = 0
     new_expire_us: int = 0
+    tier_first_points: int = 0
+    tier_after_first: str = ""
+    tier_quote_points: int = 0
+    tier_second_points: int = 0
+    tier_second_bonus: int = 0
 
 
 @dataclass
@@ -161,8 +167,78 @@ def _expiring_reads(stage: Stage, number: str) -> None:
     stage.figures.listed_expiring_soon = sum(w.amount for w in mine)
 
 
+TIER_LEVELS = (("Base", 0, "1"), ("Silver", 100, "1.25"), ("Gold", 1_000, "1.5"))
+TIER_BASKET_CENTS = 25_000  # EUR 250 of groceries: 125 PTS at FreshMart's 1 point per EUR 2
+
+
+def _tier_basket() -> list[ppb.BasketLine]:
+    return [
+        ppb.BasketLine(line_number=1, sku="wine", category="grocery", quantity=1000, amount=TIER_BASKET_CENTS // 2),
+        ppb.BasketLine(line_number=2, sku="cheese", category="grocery", quantity=1000, amount=TIER_BASKET_CENTS // 2),
+    ]
+
+
+def _tier_earn(stage: Stage, card: str) -> ppb.EarnPricing:
+    return stage.pos(
+        "Earn",
+        ppb.EarnRequest(
+            request_id=f"lifecycle-{uuid.uuid4().hex[:12]}",
+            point_of_sale=ppb.PointOfSale(store_id="fm-berlin-01", terminal_id="till-2"),
+            receipt_id=f"receipt-{uuid.uuid4().hex[:12]}",
+            member=_card(card),
+            lines=_tier_basket(),
+        ),
+    ).pricing
+
+
 def tier_upgrade_scene(stage: Stage) -> None:
-    """Hook for the tiers work: a member upgraded, earning at the higher rate. Nothing yet."""
+    """A member crosses the Silver threshold, is upgraded at once, and earns at x1.25 next."""
+    figures, card = stage.figures, DEMO_CARDS[1]
+    effective_us = stage.coalition.clock() + 1_000_000
+    definition = ppb.TierDefinition(
+        currency_code=CURRENCY,
+        measure=ppb.TIER_MEASURE_QUALIFYING_POINTS,
+        window=ppb.TIER_WINDOW_CALENDAR_YEAR,
+        downgrade_grace_months=3,
+        levels=[ppb.TierLevel(name=name, threshold=at, earn_multiplier=m) for name, at, m in TIER_LEVELS],
+        effective_time=Timestamp(seconds=effective_us // 1_000_000, nanos=effective_us % 1_000_000 * 1000),
+    )
+    admin = (("authorization", f"Bearer {DEV_ADMIN_API_KEY}"),)
+    stage.coalition.partners.SetTierDefinition(
+        ppb.SetTierDefinitionRequest(definition=definition), metadata=admin, timeout=CALL_DEADLINE_SECONDS
+    )
+    stage.say(
+        f"\n8. The operator defines {CURRENCY} tiers: "
+        + ", ".join(f"{name} x{m} from {at:,} qualifying {CURRENCY}" for name, at, m in TIER_LEVELS)
+        + " (calendar year, downgrades 3 months after the year that misses)."
+    )
+    stage.pass_time(60_000_000, "a minute later")
+    first = _tier_earn(stage, card)
+    tier = stage.pos("GetMemberTier", ppb.GetMemberTierRequest(member=_card(card), currency_code=CURRENCY))
+    figures.tier_first_points, figures.tier_after_first = first.points, tier.tier.name
+    stage.say(
+        f"   Card {card} earns {first.points} {CURRENCY} on a EUR {TIER_BASKET_CENTS / 100:,.2f} basket at "
+        f"tier {first.tier_name} (x{first.tier_multiplier}); those are qualifying points, so the member is "
+        f"upgraded at once: {tier.tier.name} since {stage.date(tier.since_time.ToMicroseconds())}, valid until "
+        f"{stage.date(tier.valid_until_time.ToMicroseconds())}; {tier.next_tier_needed_amount:,} more for "
+        f"{tier.next_tier.name}."
+    )
+    quote = stage.pos(
+        "QuoteEarn",
+        ppb.QuoteEarnRequest(
+            point_of_sale=ppb.PointOfSale(store_id="fm-berlin-01", terminal_id="till-2"),
+            member=_card(card),
+            lines=_tier_basket(),
+        ),
+    ).pricing
+    second = _tier_earn(stage, card)
+    figures.tier_quote_points, figures.tier_second_points = quote.points, second.points
+    figures.tier_second_bonus = second.tier_bonus_points
+    stage.say(
+        f"   The same basket again: QuoteEarn says {quote.points} {CURRENCY}, Earn gives {second.points} "
+        f"{CURRENCY} at {second.tier_name} x{second.tier_multiplier}, of which {second.tier_bonus_points} tier bonus "
+        "(" + ", ".join(f"line {line.line_number}: +{line.tier_bonus_points}" for line in second.lines) + ")."
+    )
 
 
 def notice_scene(stage: Stage) -> None:
@@ -257,10 +333,10 @@ def reinstatement_scene(stage: Stage) -> None:
 SCENES: tuple[Callable[[Stage], None], ...] = (
     policy_scene,
     earn_scene,
-    tier_upgrade_scene,
     notice_scene,
     expiry_scene,
     reinstatement_scene,
+    tier_upgrade_scene,  # last: another member, so the expiry story's figures stay its own
 )
 
 
@@ -269,7 +345,7 @@ def run(say: Callable[[str], None] = print) -> Figures:
     try:
         stage = Stage(coalition, ZoneInfo(coalition.time_zone), say)
         say("")
-        say("Points lifecycle demo: earn, notice, expiry, reinstatement")
+        say("Points lifecycle demo: earn, notice, expiry, reinstatement, tier upgrade")
         say("=" * 60)
         say(
             "This scenario runs its OWN PRIVATE ledger and partners servers on a temporary SQLite database\n"

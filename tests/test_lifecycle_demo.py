@@ -12,7 +12,7 @@ from services.ledger import store
 DAY_US = 86_400_000_000
 
 
-def test_the_lifecycle_demo_earns_gives_notice_expires_and_reinstates_on_a_simulated_clock():
+def test_the_lifecycle_demo_earns_gives_notice_expires_reinstates_and_upgrades_on_a_simulated_clock():
     environment = dict(os.environ)
     lines: list[str] = []
     figures = lifecycle_demo.run(lines.append)
@@ -32,6 +32,10 @@ def test_the_lifecycle_demo_earns_gives_notice_expires_and_reinstates_on_a_simul
     assert (figures.reinstated, figures.balance_after_reinstatement) == (figures.earned, figures.earned)
     assert figures.breakage_after_reinstatement == 0
     assert figures.new_expire_us - figures.first_expire_us > 35 * 30 * DAY_US  # a new 36-month life
+    # A second member crosses Silver (100) with 125 base points, and earns the same basket at x1.25:
+    # floor(125 x 1.25) = 156, of which 31 tier bonus; QuoteEarn agrees.
+    assert (figures.tier_first_points, figures.tier_after_first) == (125, "Silver")
+    assert (figures.tier_quote_points, figures.tier_second_points, figures.tier_second_bonus) == (156, 156, 31)
     # The simulated clock and the scenario's settings are gone afterwards.
     assert store.clock_offset_us == 0
     assert dict(os.environ) == environment
