@@ -16,18 +16,27 @@ PTS liability: 1,805 issued - 305 reversed - 300 redeemed = 1,200 = the wallets 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from dataclasses import replace
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
 
 from coalition.ledger.v1 import ledger_pb2 as lpb
 from coalition.settlement.v1 import settlement_pb2 as spb
+from services.common.db import Database, DatabaseOptions, migrate
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
+from services.settlement import agreements, periods, wire
+from services.settlement.context import SettlementContext
+from services.settlement.ledger_client import LedgerClient
+from services.settlement.server import MIGRATIONS, VERSION_TABLE
 from tests.settlement import scripted_month as month
 from tests.settlement.conftest import ADMIN_KEY
+from tests.support.tls import transport as tls_transport
 
 EARN, REDEEM, REVERSAL = lpb.TRANSFER_CODE_EARN, lpb.TRANSFER_CODE_REDEEM, lpb.TRANSFER_CODE_REVERSAL
 TIER_BONUS = spb.STATEMENT_LINE_KIND_TIER_BONUS
@@ -238,3 +247,76 @@ def test_tier_bonus_funder_is_part_of_an_agreements_content_and_an_unknown_one_i
         assert (info.reason, info.metadata["field"]) == ("INVALID_TIER_BONUS_FUNDER", "agreement.tier_bonus_funder")
     listed = settlement.ListPriceAgreements(spb.ListPriceAgreementsRequest(partner_id="fuel")).agreements
     assert [(a.agreement_id, a.tier_bonus_funder) for a in listed] == [("fuel-v1", spb.TIER_BONUS_FUNDER_PARTNER)]
+
+
+class HidingEarnLedgerClient(LedgerClient):
+    """Hides one earn from every read, as if it committed just after the close's reads."""
+
+    def __init__(self, address: str, transport, hidden: lpb.Transfer) -> None:
+        super().__init__(address, transport)
+        self.hidden = hidden
+
+    async def activity(self, start_us, end_us, account_ids):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+        hidden, bonus = self.hidden, self.hidden.metadata.tier_bonus_points
+        adjusted = []
+        for line in lines:
+            if line.code == "EARN" and line.account_id == hidden.debit_account_id:
+                line = replace(
+                    line, debits=line.debits - hidden.amount, tier_bonus_points=line.tier_bonus_points - bonus
+                )
+            elif line.code == "EARN" and line.account_id == hidden.credit_account_id:
+                line = replace(
+                    line, credits=line.credits - hidden.amount, tier_bonus_points=line.tier_bonus_points - bonus
+                )
+            adjusted.append(line)
+        return adjusted, min(last_sequence, hidden.commit_sequence - 1)
+
+    async def trial_balance(self):
+        response = await super().trial_balance()
+        response.commit_sequence = min(response.commit_sequence, self.hidden.commit_sequence - 1)
+        return response
+
+
+def test_an_earn_with_a_bonus_committed_after_the_close_is_a_prior_period_tier_bonus_line(
+    settlement_database_url, ledger_server, ledger_stub
+):
+    month.setup_ledger(ledger_stub)
+    database = Database(DatabaseOptions(url=settlement_database_url, pool_size=2))
+    migrate(database, MIGRATIONS, VERSION_TABLE)
+
+    async def scenario():
+        real = LedgerClient(ledger_server.address, tls_transport())
+        context = SettlementContext(database, real, ZoneInfo("Europe/Amsterdam"), 0, 0)
+        start = month.tick()
+        retailer = month.agreement("retailer-v1", "retailer", start - 1, [("PTS", "0.0125", "0.0080")])
+        retailer.tier_bonus_funder = spb.TIER_BONUS_FUNDER_OPERATOR
+        await agreements.set_price_agreement(context, wire.agreement_from_pb(retailer))
+        _earn(ledger_stub, "e1", "retailer", "wallet:PTS:m1", 100, 0)
+        late = _earn(ledger_stub, "e2", "retailer", "wallet:PTS:m1", 1000, 252)
+        end = month.tick()
+        hiding = SettlementContext(
+            database, HidingEarnLedgerClient(ledger_server.address, tls_transport(), late), context.time_zone, 0, 0
+        )
+        first, _ = await periods.close_period(hiding, "p1", start, end)
+        assert [(line.kind.value, line.quantity) for line in first.statement("retailer").lines] == [
+            ("POINTS_ISSUED", 100)
+        ]
+        second, _ = await periods.close_period(context, "p2", end, month.tick())
+        lines = second.statement("retailer").lines
+        assert [
+            (line.kind.value, line.quantity, line.amount_cents, line.prior_period_adjustment) for line in lines
+        ] == [
+            ("POINTS_ISSUED", 1000, 1250, True),
+            ("TIER_BONUS", 252, -315, True),
+        ]
+        assert (lines[1].tier_bonus_issued_quantity, lines[1].tier_bonus_funder.value) == (252, "OPERATOR")
+        assert second.netting.balanced
+        (pts,) = [rf for rf in second.roll_forwards if rf.currency_code == "PTS"]
+        assert (pts.opening_outstanding, pts.issued, pts.closing_outstanding) == (100, 1000, 1100)
+        await real.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        database.dispose()
