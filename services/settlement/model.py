@@ -282,7 +282,9 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
 
     Issuance debits with EARN are points issued; issuance credits with REVERSAL earn
     reversals; redemption credits with REDEEM points redeemed; redemption debits with
-    REVERSAL redemption reversals. A conversion A -> B debits exchange:B:A for the units of
+    REVERSAL redemption reversals. The tier bonus inside an issuance account's EARN and
+    REVERSAL lines is a TIER_BONUS movement (issued minus reversed), priced by its funder; the
+    issuance lines keep counting it. A conversion A -> B debits exchange:B:A for the units of
     B delivered: the owner of A pays the owner of B for them. A party that is the operator
     has no statement; a partner converting between two of its own currencies pays nobody.
     """
