@@ -159,6 +159,7 @@ class LedgerTransfer:
     commit_time_us: int
     partner_id: str = ""  # metadata.partner_id
     reverses_transfer_id: str = ""
+    tier_bonus_points: int = 0  # metadata.tier_bonus_points (minor units of currency_code)
 
 
 # Transfers of concurrent calls sent in one CreateTransfers at most (the ledger takes 8,189),
@@ -393,6 +394,7 @@ class LedgerClient:
                         commit_time_us=micros_from_timestamp(t.commit_time),
                         partner_id=t.metadata.partner_id,
                         reverses_transfer_id=t.reverses_transfer_id,
+                        tier_bonus_points=t.metadata.tier_bonus_points,
                     )
                     if t.commit_sequence == through_sequence:
                         return

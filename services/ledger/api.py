@@ -160,6 +160,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 transfer_count=int(row.transfer_count),
                 owner_id=row.owner_id,
                 kind=row.kind,
+                tier_bonus_points=int(row.tier_bonus_points),
             )
         return response
 

@@ -342,6 +342,8 @@ def lot_expiry_us(
 # ---------------------------------------------------------------- outstanding points by age and expiry month
 
 # Finance's age buckets (IFRS 15 breakage estimates), in calendar months since the credit:
+# 0001-01-01T00:00:00Z, the earliest time a request may name (services/common/timeconv.py).
+EARLIEST_US = -62_135_596_800 * 1_000_000
 # 0-3, 3-6, 6-12, 12-24, 24-36 and 36+. The one place they are set; readers get them in answers.
 AGE_BUCKET_EDGES_MONTHS = (3, 6, 12, 24, 36)
 
@@ -352,8 +354,11 @@ def young_from_us(as_of_us: int, months: int, zone: ZoneInfo) -> int:
     Points credited on local day D are `months` old once add_months(D, months) is on or before
     as_of's local day (the same calendar arithmetic as a FIXED lot's expiry). add_months clamps
     the day, so when as_of is on the last day of its month, or past the length of the month
-    `months` back, the whole of that earlier month is old enough."""
+    `months` back, the whole of that earlier month is old enough. When `months` back is before
+    year 1 (an as-of time in years 1..3), no credit can be that old: the edge is year 1's start."""
     today = local_date(as_of_us, zone)
+    if today.year * 12 + today.month - 13 < months:
+        return EARLIEST_US
     back = add_months(today.replace(day=1), -months)
     back_length = _month_length(back.year, back.month)
     if today.day >= back_length or today.day == _month_length(today.year, today.month):

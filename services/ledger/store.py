@@ -40,6 +40,7 @@ from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.model import (
     Account,
     Balance,
+    Code,
     Failure,
     HoldState,
     Kind,
@@ -931,7 +932,14 @@ def last_sequence_in_window(
     return int(connection.execute(_entry_filters(connection, query, account_ids, owner_id)).scalar() or 0)
 
 
+# Codes whose transfers may carry a tier bonus (EARN, and the REVERSAL of an earn): only their
+# entries look up their transfer's row, so the aggregate of every other code reads entries alone.
+_TIER_BONUS_CODES = (int(Code.EARN), int(Code.REVERSAL))
+
+
 def activity_summary(connection: Connection, start_us: int, end_us: int, account_ids: Sequence[str], owner_id: str):
+    """Posted debits, credits, transfer count and tier bonus points per account and code, in one
+    aggregate (the bonus is the sum of transfers.tier_bonus_points over the entries counted)."""
     debits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.DEBIT))
     credits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.CREDIT))
     inner = (
@@ -942,6 +950,13 @@ def activity_summary(connection: Connection, start_us: int, end_us: int, account
             func.coalesce(credits, 0).label("credits_posted"),
             func.count().label("transfer_count"),
             func.max(entries.c.transfer_sequence).label("last_sequence"),
+            func.coalesce(func.sum(transfers.c.tier_bonus_points), 0).label("tier_bonus_points"),
+        )
+        .select_from(
+            entries.outerjoin(
+                transfers,
+                (transfers.c.sequence == entries.c.transfer_sequence) & entries.c.code.in_(_TIER_BONUS_CODES),
+            )
         )
         .where(entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us)
         .where(entries.c.posted_amount > 0)

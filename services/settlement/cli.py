@@ -7,8 +7,10 @@
     python -m services.settlement.cli reconcile 2026-10 --partner fuel --file fuel-october.csv --id fuel-2026-10
     python -m services.settlement.cli set-agreement --id fuel-2026 --partner fuel \\
         --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --conversion HOTELPTS:AIRMILES:0.009
-    python -m services.settlement.cli set-agreement --id hotel-2026 --partner hotel \
+    python -m services.settlement.cli set-agreement --id hotel-2026 --partner hotel \\
         --valid-from 2026-01-01T00:00:00+01:00 --price HOTELPTS:0.0100:0.0080 --breakage-owner issuing-partner
+    python -m services.settlement.cli set-agreement --id retailer-2026 --partner retailer \\
+        --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --tier-bonus-funder operator
     python -m services.settlement.cli audit
     python -m services.settlement.cli outstanding --as-of 2026-10-31T23:59:59+01:00 --currency PTS [--csv]
 
@@ -33,13 +35,17 @@ from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
 from services.common.tls import client_transport
 from services.settlement.reports import outstanding
-from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, eur, points
+from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
 CALL_DEADLINE_SECONDS = 300.0
 FORMATS = {"csv": pb.REPORT_FORMAT_CSV, "html": pb.REPORT_FORMAT_HTML, "pdf": pb.REPORT_FORMAT_PDF}
 BREAKAGE_OWNERS = {
     "operator": pb.BREAKAGE_OWNER_OPERATOR,
     "issuing-partner": pb.BREAKAGE_OWNER_ISSUING_PARTNER,
+}
+TIER_BONUS_FUNDERS = {
+    "partner": pb.TIER_BONUS_FUNDER_PARTNER,
+    "operator": pb.TIER_BONUS_FUNDER_OPERATOR,
 }
 
 
@@ -63,6 +69,9 @@ def _selector(args) -> pb.PeriodSelector:
 BREAKAGE_OWNER_LABELS_BY_PB = {
     getattr(pb, f"BREAKAGE_OWNER_{owner.value}"): label for owner, label in BREAKAGE_OWNER_LABELS.items()
 }
+TIER_BONUS_FUNDER_LABELS_BY_PB = {
+    getattr(pb, f"TIER_BONUS_FUNDER_{funder.value}"): label for funder, label in TIER_BONUS_FUNDER_LABELS.items()
+}
 
 
 def print_settlement(settlement: pb.PeriodSettlement) -> None:
@@ -82,6 +91,13 @@ def print_settlement(settlement: pb.PeriodSettlement) -> None:
                     f"  breakage {statement.partner_id} {line.currency_code}: expired {points(line.expired_quantity)}"
                     f" - reinstated {points(line.reinstated_quantity)} = {points(line.quantity)}, {owner}"
                     f" ({eur(line.amount_cents)})"
+                )
+            elif line.kind == pb.STATEMENT_LINE_KIND_TIER_BONUS:
+                funder = TIER_BONUS_FUNDER_LABELS_BY_PB.get(line.tier_bonus_funder, "")
+                print(
+                    f"  tier bonus {statement.partner_id} {line.currency_code}: issued"
+                    f" {points(line.tier_bonus_issued_quantity)} - reversed {points(line.tier_bonus_reversed_quantity)}"
+                    f" = {points(line.quantity)}, {funder} ({eur(line.amount_cents)})"
                 )
     netting = settlement.netting
     check = "balanced" if netting.balanced else "NOT BALANCED"
@@ -137,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         default="operator",
         help="who keeps the breakage of the partner's points (issuing-partner: rebated at its issue price)",
     )
+    agreement.add_argument(
+        "--tier-bonus-funder",
+        choices=sorted(TIER_BONUS_FUNDERS),
+        default="partner",
+        help="who pays for the tier bonus of points earned at the partner (partner: billed inside the points"
+        " issued; operator: the partner is credited the bonus at its issue price)",
+    )
     report = commands.add_parser(
         "outstanding", help="outstanding points by age and expiry month per currency (IFRS 15 breakage inputs)"
     )
@@ -187,6 +210,7 @@ def run(args, stub, metadata) -> int:
             partner_id=args.partner,
             valid_from_time=timestamp_from_micros(_micros(args.valid_from)),
             breakage_owner=BREAKAGE_OWNERS[args.breakage_owner],
+            tier_bonus_funder=TIER_BONUS_FUNDERS[args.tier_bonus_funder],
         )
         for price in args.price:
             code, issue, reimbursement = price.split(":")

@@ -27,7 +27,8 @@ class LedgerClient(common.LedgerClient):
         super().__init__(address, transport, deadline_seconds)
 
     async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
-        """Posted debits/credits per account and code committed in [start, end); and the last sequence."""
+        """Posted debits/credits (and their tier bonus share) per account and code committed in
+        [start, end); and the last sequence."""
         lines: list[Activity] = []
         last_sequence = 0
         for response in await self.activity_summary(start_us, end_us, account_ids):
@@ -41,6 +42,7 @@ class LedgerClient(common.LedgerClient):
                     credits=line.credits_posted,
                     owner_id=line.owner_id,
                     kind=line.kind,
+                    tier_bonus_points=line.tier_bonus_points,
                 )
                 for line in response.lines
             )

@@ -121,6 +121,18 @@ class BreakageOwner(StrEnum):
     ISSUING_PARTNER = "ISSUING_PARTNER"  # rebated to the partner at its issue price, as a statement line
 
 
+class TierBonusFunder(StrEnum):
+    """Who pays for the tier bonus of points a partner issued (DOMAIN.md "Tiers"): the points
+    above the earn rule that a member's tier multiplier adds."""
+
+    # The partner where the bonus was earned: it is billed at its issue price inside the points
+    # issued, exactly as before funders existed; the TIER_BONUS line is informational (EUR 0.00).
+    PARTNER = "PARTNER"
+    # The operator: the TIER_BONUS line credits the partner the bonus at its issue price, so the
+    # partner pays for its base points only and the operator bears the bonus.
+    OPERATOR = "OPERATOR"
+
+
 @dataclass(frozen=True, slots=True)
 class PriceAgreement:
     agreement_id: str
@@ -130,6 +142,7 @@ class PriceAgreement:
     conversion_prices: tuple[ConversionPrice, ...] = ()
     # Terms beyond prices, each with its default for versions recorded before it existed.
     breakage_owner: BreakageOwner = BreakageOwner.OPERATOR
+    tier_bonus_funder: TierBonusFunder = TierBonusFunder.PARTNER
 
     def point_price(self, currency_code: str) -> PointPrice | None:
         return next((p for p in self.point_prices if p.currency_code == currency_code), None)
@@ -153,6 +166,7 @@ class PriceAgreement:
                 )
             ),
             self.breakage_owner.value,
+            self.tier_bonus_funder.value,
         )
 
 
@@ -206,11 +220,17 @@ class Activity:
     credits: int
     owner_id: str
     kind: str
+    # Sum of the transfers' tier_bonus_points (minor units): the bonus share of debits/credits.
+    tier_bonus_points: int = 0
 
 
 class LineKind(StrEnum):
+    """Statement line kinds, in the order lines are shown."""
+
     POINTS_ISSUED = "POINTS_ISSUED"
     EARN_REVERSALS = "EARN_REVERSALS"
+    # Tier bonus issued - tier bonus reversed (inside the two lines above); priced per funder.
+    TIER_BONUS = "TIER_BONUS"
     POINTS_REDEEMED = "POINTS_REDEEMED"
     REDEMPTION_REVERSALS = "REDEMPTION_REVERSALS"
     CONVERSIONS_OUT = "CONVERSIONS_OUT"
@@ -242,6 +262,9 @@ class Movement:
     # For breakage: points expired and reinstated; quantity is expired - reinstated.
     expired: int = 0
     reinstated: int = 0
+    # For the tier bonus: bonus points issued and reversed; quantity is issued - reversed.
+    bonus_issued: int = 0
+    bonus_reversed: int = 0
 
 
 def exchange_other_currency(account_id: str) -> str:
@@ -259,7 +282,9 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
 
     Issuance debits with EARN are points issued; issuance credits with REVERSAL earn
     reversals; redemption credits with REDEEM points redeemed; redemption debits with
-    REVERSAL redemption reversals. A conversion A -> B debits exchange:B:A for the units of
+    REVERSAL redemption reversals. The tier bonus inside an issuance account's EARN and
+    REVERSAL lines is a TIER_BONUS movement (issued minus reversed), priced by its funder; the
+    issuance lines keep counting it. A conversion A -> B debits exchange:B:A for the units of
     B delivered: the owner of A pays the owner of B for them. A party that is the operator
     has no statement; a partner converting between two of its own currencies pays nobody.
     """
@@ -270,6 +295,7 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
                 movements.append(Movement(line.owner_id, LineKind.POINTS_ISSUED, line.currency_code, line.debits))
             elif line.code == CODE_REVERSAL and line.credits:
                 movements.append(Movement(line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits))
+            movements.extend(_tier_bonus_movement(line))
         elif line.kind == KIND_PARTNER_REDEMPTION:
             if line.code == CODE_REDEEM and line.credits:
                 movements.append(Movement(line.owner_id, LineKind.POINTS_REDEEMED, line.currency_code, line.credits))
@@ -309,6 +335,24 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
                     )
                 )
     return movements
+
+
+def _tier_bonus_movement(line: Activity) -> list[Movement]:
+    """The bonus share of an issuance account's earns (issued) or earn reversals (reversed)."""
+    if not line.tier_bonus_points or line.code not in (CODE_EARN, CODE_REVERSAL):
+        return []
+    issued = line.tier_bonus_points if line.code == CODE_EARN else 0
+    reversed_ = line.tier_bonus_points if line.code == CODE_REVERSAL else 0
+    return [
+        Movement(
+            line.owner_id,
+            LineKind.TIER_BONUS,
+            line.currency_code,
+            issued - reversed_,
+            bonus_issued=issued,
+            bonus_reversed=reversed_,
+        )
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +400,7 @@ class PricedMovement:
     agreement_id: str
     prior_period_adjustment: bool
     breakage_owner: BreakageOwner | None = None  # BREAKAGE movements: the agreement's owner
+    tier_bonus_funder: TierBonusFunder | None = None  # TIER_BONUS movements: the agreement's funder
 
 
 def price_movements(
@@ -370,7 +415,10 @@ def price_movements(
     for movement in movements:
         agreement, unit_price = _price_of(movement, book, time_us, currency_owners)
         owner = agreement.breakage_owner if movement.kind is LineKind.BREAKAGE else None
-        priced.append(PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment, owner))
+        funder = agreement.tier_bonus_funder if movement.kind is LineKind.TIER_BONUS else None
+        priced.append(
+            PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment, owner, funder)
+        )
     return priced
 
 
@@ -396,6 +444,9 @@ def _price_of(
     operator_keeps = agreement is not None and agreement.breakage_owner is BreakageOwner.OPERATOR
     if movement.kind is LineKind.BREAKAGE and operator_keeps:
         return agreement, Decimal(0)  # shown at EUR 0.00: no price needed
+    partner_funds = agreement is not None and agreement.tier_bonus_funder is TierBonusFunder.PARTNER
+    if movement.kind is LineKind.TIER_BONUS and partner_funds:
+        return agreement, Decimal(0)  # already billed inside the points issued: EUR 0.00 more
     point_price = agreement.point_price(movement.currency_code) if agreement else None
     if agreement is None or point_price is None:
         raise SettlementRuleError(
@@ -406,8 +457,9 @@ def _price_of(
             currency_code=movement.currency_code,
             time_us=time_us,
         )
-    if movement.kind in (LineKind.POINTS_ISSUED, LineKind.EARN_REVERSALS, LineKind.BREAKAGE):
-        return agreement, point_price.issue_price  # breakage is rebated at the issue price
+    if movement.kind in (LineKind.POINTS_ISSUED, LineKind.EARN_REVERSALS, LineKind.BREAKAGE, LineKind.TIER_BONUS):
+        # Breakage is rebated, and an operator-funded bonus credited, at the issue price.
+        return agreement, point_price.issue_price
     return agreement, point_price.reimbursement_price
 
 
@@ -425,6 +477,9 @@ class StatementLine:
     expired_quantity: int = 0  # BREAKAGE lines only
     reinstated_quantity: int = 0  # BREAKAGE lines only
     breakage_owner: BreakageOwner | None = None  # BREAKAGE lines only
+    tier_bonus_issued_quantity: int = 0  # TIER_BONUS lines only
+    tier_bonus_reversed_quantity: int = 0  # TIER_BONUS lines only
+    tier_bonus_funder: TierBonusFunder | None = None  # TIER_BONUS lines only
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,11 +506,14 @@ class Statement:
 
 def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
     """Group priced movements into lines (same kind, currency, counterparty, price, agreement and,
-    for breakage, owner), round each line once, one statement per partner ordered by partner id.
+    for breakage, owner, for the tier bonus, funder), round each line once, one statement per
+    partner ordered by partner id.
 
-    A BREAKAGE line nets expired against reinstated points and is kept even when they cancel out:
-    the statement shows the partner's breakage whenever it had any."""
-    sums: dict[str, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    A BREAKAGE line nets expired against reinstated points, a TIER_BONUS line bonus issued against
+    bonus reversed; both are kept even when they cancel out: the statement shows the partner's
+    breakage or tier bonus whenever it had any."""
+    # Per line: quantity, expired, reinstated, bonus issued, bonus reversed.
+    sums: dict[str, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0, 0, 0]))
     for item in priced:
         m = item.movement
         key = (
@@ -467,45 +525,19 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
             item.agreement_id,
             item.unit_price,
             item.breakage_owner.value if item.breakage_owner is not None else "",
+            item.tier_bonus_funder.value if item.tier_bonus_funder is not None else "",
         )
         figures = sums[m.partner_id][key]
-        figures[0] += m.quantity
-        figures[1] += m.expired
-        figures[2] += m.reinstated
+        for index, value in enumerate((m.quantity, m.expired, m.reinstated, m.bonus_issued, m.bonus_reversed)):
+            figures[index] += value
     statements = []
     for partner_id in sorted(sums):
         lines = []
-        for key in sorted(sums[partner_id], key=lambda k: (*k[:6], str(k[6]), k[7])):
-            quantity, expired, reinstated = sums[partner_id][key]
-            if quantity == 0 and not (expired or reinstated):
+        for key in sorted(sums[partner_id], key=lambda k: (*k[:6], str(k[6]), *k[7:])):
+            quantity, *parts = sums[partner_id][key]
+            if quantity == 0 and not any(parts):
                 continue
-            prior, order, currency, other_currency, counterparty, agreement_id, unit_price, owner = key
-            kind = list(LineKind)[order]
-            amount_cents = kind.sign * line_amount_cents(quantity, unit_price)
-            if abs(amount_cents) > CENTS_MAX:
-                raise SettlementRuleError(
-                    "AMOUNT_TOO_LARGE",
-                    f"{partner_id}'s {kind.value} line ({quantity} x EUR {unit_price}) exceeds the largest"
-                    " amount a statement can carry; check the agreement's price",
-                    partner_id=partner_id,
-                    agreement_id=agreement_id,
-                )
-            lines.append(
-                StatementLine(
-                    kind=kind,
-                    currency_code=currency,
-                    counterparty_currency_code=other_currency,
-                    counterparty_id=counterparty,
-                    quantity=quantity,
-                    unit_price=unit_price,
-                    amount_cents=amount_cents,
-                    agreement_id=agreement_id,
-                    prior_period_adjustment=prior,
-                    expired_quantity=expired,
-                    reinstated_quantity=reinstated,
-                    breakage_owner=BreakageOwner(owner) if owner else None,
-                )
-            )
+            lines.append(_statement_line(partner_id, key, quantity, *parts))
         if lines:
             statement = Statement(partner_id, tuple(lines))
             if max(statement.partner_pays_cents, statement.partner_is_paid_cents) > CENTS_MAX:
@@ -518,6 +550,39 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
     if sum(abs(s.net_cents) for s in statements) > CENTS_MAX:
         raise SettlementRuleError("AMOUNT_TOO_LARGE", "the period's nets exceed the largest amount a period can carry")
     return statements
+
+
+def _statement_line(
+    partner_id: str, key: tuple, quantity: int, expired: int, reinstated: int, bonus_issued: int, bonus_reversed: int
+) -> StatementLine:
+    prior, order, currency, other_currency, counterparty, agreement_id, unit_price, owner, funder = key
+    kind = list(LineKind)[order]
+    amount_cents = kind.sign * line_amount_cents(quantity, unit_price)
+    if abs(amount_cents) > CENTS_MAX:
+        raise SettlementRuleError(
+            "AMOUNT_TOO_LARGE",
+            f"{partner_id}'s {kind.value} line ({quantity} x EUR {unit_price}) exceeds the largest"
+            " amount a statement can carry; check the agreement's price",
+            partner_id=partner_id,
+            agreement_id=agreement_id,
+        )
+    return StatementLine(
+        kind=kind,
+        currency_code=currency,
+        counterparty_currency_code=other_currency,
+        counterparty_id=counterparty,
+        quantity=quantity,
+        unit_price=unit_price,
+        amount_cents=amount_cents,
+        agreement_id=agreement_id,
+        prior_period_adjustment=prior,
+        expired_quantity=expired,
+        reinstated_quantity=reinstated,
+        breakage_owner=BreakageOwner(owner) if owner else None,
+        tier_bonus_issued_quantity=bonus_issued,
+        tier_bonus_reversed_quantity=bonus_reversed,
+        tier_bonus_funder=TierBonusFunder(funder) if funder else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

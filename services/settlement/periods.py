@@ -124,6 +124,7 @@ def _activity_of_transfer(transfer, accounts: dict[str, ledger_pb2.Account]) -> 
                     credits,
                     account.owner_id,
                     account.kind,
+                    transfer.tier_bonus_points,
                 )
             )
     return lines

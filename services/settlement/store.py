@@ -40,6 +40,7 @@ from services.settlement.model import (
     RollForward,
     Statement,
     StatementLine,
+    TierBonusFunder,
 )
 
 PERIOD_STATE_CLOSING = "CLOSING"  # figures frozen, nets being posted on the ledger
@@ -58,6 +59,8 @@ price_agreements = Table(
     Column("create_time_us", BigInteger, nullable=False),
     # Who keeps the breakage of points the partner issued (model.BreakageOwner); migration 0004.
     Column("breakage_owner", String(32), nullable=False, server_default="OPERATOR"),
+    # Who funds the tier bonus of points earned at the partner (model.TierBonusFunder); migration 0005.
+    Column("tier_bonus_funder", String(32), nullable=False, server_default="PARTNER"),
     UniqueConstraint("partner_id", "valid_from_us", name="uq_settlement_agreement_partner_start"),
 )
 
@@ -104,8 +107,13 @@ statement_lines = Table(
     Column("expired_quantity", BigInteger, nullable=False, server_default="0"),
     Column("reinstated_quantity", BigInteger, nullable=False, server_default="0"),
     Column("breakage_owner", String(32), nullable=False, server_default=""),
-    # A breakage line nets expired against reinstated points: it may be zero or negative.
-    CheckConstraint("quantity > 0 OR kind = 'BREAKAGE'", name="ck_settlement_line_quantity"),
+    # TIER_BONUS lines (migration 0005): the bonus points issued and reversed, and who funds them.
+    Column("tier_bonus_issued_quantity", BigInteger, nullable=False, server_default="0"),
+    Column("tier_bonus_reversed_quantity", BigInteger, nullable=False, server_default="0"),
+    Column("tier_bonus_funder", String(32), nullable=False, server_default=""),
+    # A breakage line nets expired against reinstated points, a tier bonus line issued against
+    # reversed bonus: either may be zero or negative.
+    CheckConstraint("quantity > 0 OR kind IN ('BREAKAGE', 'TIER_BONUS')", name="ck_settlement_line_quantity"),
     ForeignKeyConstraint(
         ["period_id", "partner_id"], ["settlement_statements.period_id", "settlement_statements.partner_id"]
     ),
@@ -214,6 +222,7 @@ def _agreement_from_row(row) -> PriceAgreement:
         point_prices=tuple(PointPrice(c, Decimal(i), Decimal(r)) for c, i, r in prices["point_prices"]),
         conversion_prices=tuple(ConversionPrice(f, t, Decimal(p)) for f, t, p in prices["conversion_prices"]),
         breakage_owner=BreakageOwner(row.breakage_owner),
+        tier_bonus_funder=TierBonusFunder(row.tier_bonus_funder),
     )
 
 
@@ -241,6 +250,7 @@ def insert_agreement(connection: Connection, agreement: PriceAgreement, now_us: 
             prices_json=_prices_json(agreement),
             create_time_us=now_us,
             breakage_owner=agreement.breakage_owner.value,
+            tier_bonus_funder=agreement.tier_bonus_funder.value,
         )
     )
 
@@ -337,6 +347,9 @@ def insert_closing_period(connection: Connection, settlement: PeriodSettlement, 
                         "expired_quantity": line.expired_quantity,
                         "reinstated_quantity": line.reinstated_quantity,
                         "breakage_owner": line.breakage_owner.value if line.breakage_owner is not None else "",
+                        "tier_bonus_issued_quantity": line.tier_bonus_issued_quantity,
+                        "tier_bonus_reversed_quantity": line.tier_bonus_reversed_quantity,
+                        "tier_bonus_funder": line.tier_bonus_funder.value if line.tier_bonus_funder else "",
                     }
                     for number, line in enumerate(statement.lines, start=1)
                 ],
@@ -392,6 +405,9 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
                 expired_quantity=line.expired_quantity,
                 reinstated_quantity=line.reinstated_quantity,
                 breakage_owner=BreakageOwner(line.breakage_owner) if line.breakage_owner else None,
+                tier_bonus_issued_quantity=line.tier_bonus_issued_quantity,
+                tier_bonus_reversed_quantity=line.tier_bonus_reversed_quantity,
+                tier_bonus_funder=TierBonusFunder(line.tier_bonus_funder) if line.tier_bonus_funder else None,
             )
         )
     statement_rows = connection.execute(

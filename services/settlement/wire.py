@@ -17,12 +17,15 @@ from services.settlement.model import (
     RollForward,
     SettlementRuleError,
     Statement,
+    TierBonusFunder,
     parse_price,
 )
 
 _MATCH_STATUS = {status: getattr(pb, f"MATCH_STATUS_{status.value}") for status in MatchStatus}
 _BREAKAGE_OWNERS = {owner: getattr(pb, f"BREAKAGE_OWNER_{owner.value}") for owner in BreakageOwner}
 _BREAKAGE_OWNER_OF = {value: owner for owner, value in _BREAKAGE_OWNERS.items()}
+_TIER_BONUS_FUNDERS = {funder: getattr(pb, f"TIER_BONUS_FUNDER_{funder.value}") for funder in TierBonusFunder}
+_TIER_BONUS_FUNDER_OF = {value: funder for funder, value in _TIER_BONUS_FUNDERS.items()}
 
 
 def breakage_owner_from_pb(value: int) -> BreakageOwner:
@@ -37,6 +40,21 @@ def breakage_owner_from_pb(value: int) -> BreakageOwner:
             field="agreement.breakage_owner",
         )
     return owner
+
+
+def tier_bonus_funder_from_pb(value: int) -> TierBonusFunder:
+    """UNSPECIFIED means the partner; a number this version does not know is refused."""
+    if value == pb.TIER_BONUS_FUNDER_UNSPECIFIED:
+        return TierBonusFunder.PARTNER
+    funder = _TIER_BONUS_FUNDER_OF.get(value)
+    if funder is None:
+        raise InvalidArgument(
+            "INVALID_TIER_BONUS_FUNDER",
+            "tier_bonus_funder must be TIER_BONUS_FUNDER_PARTNER or TIER_BONUS_FUNDER_OPERATOR",
+            field="agreement.tier_bonus_funder",
+            value=value,
+        )
+    return funder
 
 
 def _price(text: str, field: str):
@@ -70,6 +88,7 @@ def agreement_from_pb(message: pb.PriceAgreement) -> PriceAgreement:
             for p in message.conversion_prices
         ),
         breakage_owner=breakage_owner_from_pb(message.breakage_owner),
+        tier_bonus_funder=tier_bonus_funder_from_pb(message.tier_bonus_funder),
     )
 
 
@@ -96,6 +115,7 @@ def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceA
         ],
         create_time=timestamp_from_micros(create_time_us),
         breakage_owner=_BREAKAGE_OWNERS[agreement.breakage_owner],
+        tier_bonus_funder=_TIER_BONUS_FUNDERS[agreement.tier_bonus_funder],
     )
 
 
@@ -122,6 +142,11 @@ def statement_to_pb(statement: Statement) -> pb.Statement:
                 expired_quantity=line.expired_quantity,
                 reinstated_quantity=line.reinstated_quantity,
                 breakage_owner=_BREAKAGE_OWNERS[line.breakage_owner] if line.breakage_owner is not None else 0,
+                tier_bonus_issued_quantity=line.tier_bonus_issued_quantity,
+                tier_bonus_reversed_quantity=line.tier_bonus_reversed_quantity,
+                tier_bonus_funder=(
+                    _TIER_BONUS_FUNDERS[line.tier_bonus_funder] if line.tier_bonus_funder is not None else 0
+                ),
             )
             for line in statement.lines
         ],

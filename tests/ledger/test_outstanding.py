@@ -68,6 +68,17 @@ def test_age_bucket_table(credited, as_of, bucket):
     assert lots.age_bucket(noon(credited), noon(as_of), ZONE) == bucket
 
 
+def test_age_bucket_edges_of_an_as_of_time_in_the_first_years_of_the_calendar_stop_at_year_one():
+    """Found by the fuzz: 36 months before 0001-01-01 is no date; no credit can be older, so the
+    edges that far back are year 1's start and every credit is in a younger bucket."""
+    as_of = int(datetime.datetime(1, 1, 1, tzinfo=datetime.UTC).timestamp() * 1_000_000)
+    edges = lots.age_bucket_edges_us(as_of, ZONE)
+    assert edges == sorted(edges, reverse=True) and edges[-1] == lots.EARLIEST_US
+    assert lots.age_bucket(as_of, as_of, ZONE) == 0
+    march_year_4 = int(datetime.datetime(4, 3, 15, 12, tzinfo=ZONE).timestamp() * 1_000_000)
+    assert lots.age_bucket(lots.EARLIEST_US, march_year_4, ZONE) == 5  # 36 months of year 1..4 exist
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     first=instants,
@@ -214,6 +225,9 @@ def test_every_currency_is_listed_and_a_future_time_or_a_partner_caller_is_refus
         operator.GetOutstandingSummary(pb.GetOutstandingSummaryRequest(as_of_time=future), timeout=TIMEOUT)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info_of(refused.value).reason == "AS_OF_IN_FUTURE"
+    earliest = Timestamp(seconds=-62_135_596_800)  # 0001-01-01T00:00:00Z: nothing outstanding yet
+    empty = operator.GetOutstandingSummary(pb.GetOutstandingSummaryRequest(as_of_time=earliest), timeout=TIMEOUT)
+    assert all(c.open_lots_total == c.wallet_balance_total == 0 for c in empty.currencies)
 
     with tls_channel(ledger_server.address, "partners") as channel:
         partners = ledger_pb2_grpc.LedgerServiceStub(channel)

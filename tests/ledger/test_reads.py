@@ -510,6 +510,51 @@ def test_activity_summary_totals_posted_movement_per_account_and_code_in_the_win
     assert other_lines == {(other_issuance, pb.TRANSFER_CODE_EARN), (other_wallet, pb.TRANSFER_CODE_EARN)}
 
 
+def test_activity_summary_sums_the_tier_bonus_of_earns_and_earn_reversals_per_account_and_code(ledger):
+    """The bonus is summed over the same transfers as the posted amounts: before the window and
+    after it are left out, a transfer without a bonus adds 0, a redemption adds nothing."""
+    issuance, (wallet, shop) = setup_pts(ledger)
+
+    def bonus(points: int) -> pb.TransferMetadata:
+        return pb.TransferMetadata(partner_id="retailer", tier_bonus_points=points)
+
+    commit(ledger, posted(unique("before"), issuance, wallet, 1000, metadata=bonus(500)))
+    earn = commit(ledger, posted(unique("earn"), issuance, wallet, 150, metadata=bonus(50)))
+    commit(ledger, posted(unique("earn"), issuance, wallet, 40, metadata=bonus(15)))
+    commit(ledger, posted(unique("plain"), issuance, wallet, 10))
+    returned = posted(
+        unique("reversal"),
+        wallet,
+        issuance,
+        60,
+        code=pb.TRANSFER_CODE_REVERSAL,
+        reverses_transfer_id=earn.id,
+        metadata=bonus(20),
+    )
+    commit(ledger, returned)
+    commit(ledger, posted(unique("redeem"), wallet, shop, 5, code=pb.TRANSFER_CODE_REDEEM))
+    after = commit(ledger, posted(unique("after"), issuance, wallet, 7, metadata=bonus(7)))
+
+    summary = ledger.GetActivitySummary(
+        pb.GetActivitySummaryRequest(
+            start_time=earn.commit_time, end_time=after.commit_time, account_ids=[issuance, wallet, shop]
+        ),
+        timeout=TIMEOUT,
+    )
+    got = {
+        (line.account_id, line.code): (line.debits_posted, line.credits_posted, line.tier_bonus_points)
+        for line in summary.lines
+    }
+    assert got == {
+        (issuance, pb.TRANSFER_CODE_EARN): (200, 0, 65),
+        (issuance, pb.TRANSFER_CODE_REVERSAL): (0, 60, 20),
+        (wallet, pb.TRANSFER_CODE_EARN): (0, 200, 65),
+        (wallet, pb.TRANSFER_CODE_REVERSAL): (60, 0, 20),
+        (wallet, pb.TRANSFER_CODE_REDEEM): (5, 0, 0),
+        (shop, pb.TRANSFER_CODE_REDEEM): (0, 5, 0),
+    }
+
+
 def test_activity_summary_last_commit_sequence_is_the_highest_in_the_window(ledger):
     issuance, (wallet, shop) = setup_pts(ledger)
     earn = commit(ledger, posted(unique("earn"), issuance, wallet, 100))

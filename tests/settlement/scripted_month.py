@@ -93,6 +93,7 @@ def transfer(
     kind=lpb.TRANSFER_KIND_POSTED,
     partner="",
     receipt="",
+    tier_bonus_points=0,
     **extra,
 ) -> lpb.Transfer:
     (result,) = ledger.CreateTransfers(
@@ -107,7 +108,11 @@ def transfer(
                     kind=kind,
                     code=code,
                     metadata=lpb.TransferMetadata(
-                        partner_id=partner, store_id="s1", terminal_id="t1", receipt_id=receipt or id
+                        partner_id=partner,
+                        store_id="s1",
+                        terminal_id="t1",
+                        receipt_id=receipt or id,
+                        tier_bonus_points=tier_bonus_points,
                     ),
                     **extra,
                 )

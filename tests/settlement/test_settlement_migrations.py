@@ -129,3 +129,82 @@ def test_a_statement_closed_before_breakage_lines_existed_reads_the_same_after_0
         connection.execute(text("DELETE FROM settlement_statement_lines WHERE kind = 'BREAKAGE'"))
     _migrate(database, "0003", down=True)
     _migrate(database, "head")
+
+
+def test_statements_and_agreements_from_before_tier_bonus_funders_read_the_same_after_0005(database):
+    from services.settlement import store
+
+    _migrate(database, "0004")
+    with database.writer.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO settlement_price_agreements (agreement_id, partner_id, valid_from_us, prices_json,"
+                " create_time_us, breakage_owner) VALUES ('a1', 'fuel', 0,"
+                ' \'{"conversion_prices": [], "point_prices": [["PTS", "0.01", "0.008"]]}\', 1, \'ISSUING_PARTNER\')'
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO settlement_periods (period_id, start_us, end_us, state, last_commit_sequence,"
+                " close_time_us) VALUES ('2026-01', 1, 2, 'CLOSED', 7, 3)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statements (period_id, partner_id, net_cents, settlement_transfer_id)"
+                " VALUES ('2026-01', 'fuel', 480, 'settlement:2026-01:fuel')"
+            )
+        )
+        # An issuance bill that included tier bonus points (the partner paid for them) and a breakage line.
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statement_lines (period_id, partner_id, line_number, kind, currency_code,"
+                " counterparty_currency_code, counterparty_id, quantity, unit_price, amount_cents, agreement_id,"
+                " prior_period_adjustment, expired_quantity, reinstated_quantity, breakage_owner) VALUES"
+                " ('2026-01', 'fuel', 1, 'POINTS_ISSUED', 'PTS', '', '', 50000, '0.01', 500, 'a1', false, 0, 0, ''),"
+                " ('2026-01', 'fuel', 2, 'BREAKAGE', 'PTS', '', '', 2000, '0.01', -20, 'a1', false, 2000, 0,"
+                " 'ISSUING_PARTNER')"
+            )
+        )
+    _migrate(database, "head")
+    with database.writer.connect() as connection:
+        settlement, state = store.load_period(connection, "2026-01")
+        (agreement,) = store.all_agreements(connection)
+    (statement,) = settlement.statements
+    assert (state, statement.net_cents, statement.settlement_transfer_id) == ("CLOSED", 480, "settlement:2026-01:fuel")
+    assert [
+        (line.kind.value, line.quantity, str(line.unit_price), line.amount_cents, line.expired_quantity)
+        for line in statement.lines
+    ] == [("POINTS_ISSUED", 50000, "0.01", 500, 0), ("BREAKAGE", 2000, "0.01", -20, 2000)]
+    assert all(
+        (line.tier_bonus_issued_quantity, line.tier_bonus_reversed_quantity, line.tier_bonus_funder) == (0, 0, None)
+        for line in statement.lines
+    )
+    assert (agreement.tier_bonus_funder.value, agreement.breakage_owner.value) == ("PARTNER", "ISSUING_PARTNER")
+    # A tier bonus line may net to zero or below from 0005 on.
+    with database.writer.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO settlement_statement_lines (period_id, partner_id, line_number, kind, currency_code,"
+                " counterparty_currency_code, counterparty_id, quantity, unit_price, amount_cents, agreement_id,"
+                " prior_period_adjustment, tier_bonus_issued_quantity, tier_bonus_reversed_quantity,"
+                " tier_bonus_funder) VALUES ('2026-01', 'fuel', 3, 'TIER_BONUS', 'PTS', '', '', -40, '0.0125', 50,"
+                " 'a1', false, 0, 40, 'OPERATOR')"
+            )
+        )
+    # Going back below 0005 is refused while a TIER_BONUS line exists or an agreement has the
+    # operator fund the bonus, and works without either.
+    with pytest.raises(RuntimeError):
+        _migrate(database, "0004", down=True)
+    with database.writer.begin() as connection:
+        connection.execute(text("DELETE FROM settlement_statement_lines WHERE kind = 'TIER_BONUS'"))
+        connection.execute(text("UPDATE settlement_price_agreements SET tier_bonus_funder = 'OPERATOR'"))
+    with pytest.raises(RuntimeError):
+        _migrate(database, "0004", down=True)
+    with database.writer.begin() as connection:
+        connection.execute(text("UPDATE settlement_price_agreements SET tier_bonus_funder = 'PARTNER'"))
+    _migrate(database, "0004", down=True)
+    with database.writer.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM settlement_statement_lines")).scalar_one() == 2
+    _migrate(database, "head")
+    assert differences_from(database, metadata, VERSION_TABLE) == []

@@ -428,3 +428,85 @@ def test_a_time_without_offset_is_read_in_the_coalition_time_zone():
     partner = [row("R1", "EARN", 5, 1, time="2026-10-01T00:30:00"), row("R2", "EARN", 5, 2, time="not placed")]
     result = reconcile_in(OCTOBER, partner, [row("R1", "EARN", 5)])
     assert [r.status for r in result.rows] == [MatchStatus.MATCHED, MatchStatus.OUTSIDE_PERIOD]
+
+
+# ---------------------------------------------------------------- tier bonus funded per agreement
+
+
+def _with_bonus(line: Activity, bonus: int) -> Activity:
+    return replace(line, tier_bonus_points=bonus)
+
+
+def _funded(partner: str, funder: model.TierBonusFunder, issue: str = "0.0125") -> PriceAgreement:
+    return replace(agreement(partner, issue=issue), tier_bonus_funder=funder)
+
+
+def test_an_operator_funded_tier_bonus_is_credited_once_at_the_issue_price_and_a_partner_funded_one_shows_zero():
+    """1,300 issued (252 of them bonus), 200 returned (50 bonus): the operator credits 202 x 0.0125
+    = 2.525, half-even 2.52; the partner-funded line shows the same points at EUR 0.00."""
+    lines = [
+        _with_bonus(issuance("retailer", "EARN", debits=1300), 252),
+        _with_bonus(issuance("retailer", "REVERSAL", credits=200), 50),
+    ]
+    for funder, unit_price, bonus_cents in (
+        (model.TierBonusFunder.OPERATOR, Decimal("0.0125"), -252),
+        (model.TierBonusFunder.PARTNER, Decimal(0), 0),
+    ):
+        statement = statements_for(lines, [_funded("retailer", funder)])["retailer"]
+        assert [(line.kind, line.quantity, line.amount_cents) for line in statement.lines] == [
+            (LineKind.POINTS_ISSUED, 1300, 1625),
+            (LineKind.EARN_REVERSALS, 200, -250),
+            (LineKind.TIER_BONUS, 202, bonus_cents),
+        ]
+        bonus = statement.lines[-1]
+        assert (bonus.unit_price, bonus.tier_bonus_funder) == (unit_price, funder)
+        assert (bonus.tier_bonus_issued_quantity, bonus.tier_bonus_reversed_quantity) == (252, 50)
+        assert statement.net_cents == 1625 - 250 + bonus_cents
+
+
+def test_a_period_that_returns_more_bonus_than_it_issues_makes_the_partner_pay_the_credit_back():
+    lines = [_with_bonus(issuance("retailer", "REVERSAL", credits=100), 40)]
+    statement = statements_for(lines, [_funded("retailer", model.TierBonusFunder.OPERATOR)])["retailer"]
+    assert [(line.kind, line.quantity, line.amount_cents) for line in statement.lines] == [
+        (LineKind.EARN_REVERSALS, 100, -125),
+        (LineKind.TIER_BONUS, -40, 50),
+    ]
+    assert model.netting([statement]).balanced
+
+
+def test_an_unfunded_agreement_version_reads_as_the_partner_funding_the_bonus():
+    assert agreement("retailer").tier_bonus_funder is model.TierBonusFunder.PARTNER
+    operator = _funded("retailer", model.TierBonusFunder.OPERATOR)
+    assert operator.content_key() != agreement("retailer").content_key()
+
+
+@given(
+    st.integers(0, 10**9),
+    st.integers(0, 10**9),
+    st.data(),
+    st.decimals(min_value=0, max_value=1, places=6, allow_nan=False, allow_infinity=False),
+)
+def test_the_funder_only_moves_the_tier_bonus_line(issued, returned, data, price):
+    """Partner funded: every line and the net are what they were without bonus metadata, plus a
+    EUR 0.00 line. Operator funded: the net is lower by exactly the bonus line, rounded once."""
+    bonus_issued = data.draw(st.integers(0, issued))
+    bonus_returned = data.draw(st.integers(0, returned))
+    plain = [issuance("p", "EARN", debits=issued), issuance("p", "REVERSAL", credits=returned)]
+    with_bonus = [_with_bonus(plain[0], bonus_issued), _with_bonus(plain[1], bonus_returned)]
+    issue = str(price)
+    before = statements_for(plain, [agreement("p", issue=issue)]).get("p")
+    before_net = before.net_cents if before else 0
+    before_lines = before.lines if before else ()
+    for funder in model.TierBonusFunder:
+        after = statements_for(with_bonus, [_funded("p", funder, issue)]).get("p")
+        after_lines = after.lines if after else ()
+        others = tuple(line for line in after_lines if line.kind is not LineKind.TIER_BONUS)
+        assert others == before_lines
+        bonus_cents = sum(line.amount_cents for line in after_lines if line.kind is LineKind.TIER_BONUS)
+        net = after.net_cents if after else 0
+        if funder is model.TierBonusFunder.PARTNER:
+            assert bonus_cents == 0 and net == before_net
+        else:
+            assert bonus_cents == -model.line_amount_cents(bonus_issued - bonus_returned, Decimal(issue))
+            assert net == before_net + bonus_cents
+        assert model.netting([after] if after else []).balanced

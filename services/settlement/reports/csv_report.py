@@ -27,6 +27,10 @@ COLUMNS = (
     "expired_quantity",
     "reinstated_quantity",
     "breakage_owner",
+    # TIER_BONUS lines (quantity = bonus issued - bonus reversed); 0, 0 and empty on other lines.
+    "tier_bonus_issued_quantity",
+    "tier_bonus_reversed_quantity",
+    "tier_bonus_funder",
 )
 
 
@@ -73,6 +77,9 @@ def render_csv(settlement: PeriodSettlement, partner_id: str = "") -> str:
                     line.expired_quantity,
                     line.reinstated_quantity,
                     line.breakage_owner.value if line.breakage_owner is not None else "",
+                    line.tier_bonus_issued_quantity,
+                    line.tier_bonus_reversed_quantity,
+                    line.tier_bonus_funder.value if line.tier_bonus_funder is not None else "",
                 )
             )
     return buffer.getvalue()

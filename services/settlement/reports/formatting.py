@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.settlement.model import BreakageOwner, LineKind, PeriodSettlement, Statement, StatementLine
+from services.settlement.model import (
+    BreakageOwner,
+    LineKind,
+    PeriodSettlement,
+    Statement,
+    StatementLine,
+    TierBonusFunder,
+)
 
 LINE_LABELS = {
     LineKind.POINTS_ISSUED: "Points issued",
     LineKind.EARN_REVERSALS: "Earn reversals",
+    LineKind.TIER_BONUS: "Tier bonus",
     LineKind.POINTS_REDEEMED: "Points redeemed",
     LineKind.REDEMPTION_REVERSALS: "Redemption reversals",
     LineKind.CONVERSIONS_OUT: "Conversions out (units delivered)",
@@ -22,6 +30,10 @@ LINE_LABELS = {
 BREAKAGE_OWNER_LABELS = {
     BreakageOwner.ISSUING_PARTNER: "rebated to the partner at its issue price",
     BreakageOwner.OPERATOR: "kept by the operator",
+}
+TIER_BONUS_FUNDER_LABELS = {
+    TierBonusFunder.PARTNER: "funded by the partner (included in points issued)",
+    TierBonusFunder.OPERATOR: "funded by the operator (credited at the issue price)",
 }
 
 
@@ -53,6 +65,12 @@ def line_label(line: StatementLine) -> str:
     if line.kind is LineKind.BREAKAGE:
         owner = BREAKAGE_OWNER_LABELS.get(line.breakage_owner or BreakageOwner.OPERATOR, "")
         label += f" {owner}: expired {points(line.expired_quantity)} - reinstated {points(line.reinstated_quantity)}"
+    if line.kind is LineKind.TIER_BONUS:
+        funder = TIER_BONUS_FUNDER_LABELS.get(line.tier_bonus_funder or TierBonusFunder.PARTNER, "")
+        label += (
+            f" {funder}: issued {points(line.tier_bonus_issued_quantity)}"
+            f" - reversed {points(line.tier_bonus_reversed_quantity)}"
+        )
     return label + (" (prior-period adjustment)" if line.prior_period_adjustment else "")
 
 
