@@ -73,8 +73,15 @@ class Database:
         SQLite, whose BEGIN is ours (`_on_begin`), it is an ordinary read."""
         if self.is_sqlite:
             return self.read(work)
-        with self.reader.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return work(connection)
+        for attempt in range(1, TRANSACTION_ATTEMPTS_MAX + 1):
+            try:
+                with self.reader.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    return work(connection)
+            except sa_exc.DBAPIError as error:
+                # A pooled connection the database dropped (a restart): another one, as run_transaction does.
+                if not error.connection_invalidated or attempt == TRANSACTION_ATTEMPTS_MAX:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _sqlite_engine(options: DatabaseOptions, immediate: bool) -> Engine:

@@ -11,6 +11,15 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+def _orjson_dumps(event: dict, **options) -> bytes:
+    """orjson with json's tolerance for non-string keys; an integer beyond 64 bits goes through
+    `default` as text instead of failing the log call (and with it the request)."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS, **options)
+    except TypeError:
+        return orjson.dumps({key: str(value) for key, value in event.items()}, option=orjson.OPT_NON_STR_KEYS)
+
+
 def configure_logging(log_format: str = "console", level: str = "info") -> None:
     processors: list = [
         structlog.contextvars.merge_contextvars,
@@ -20,8 +29,9 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     ]
     if log_format == "json":
         # orjson renders to bytes several times faster than json, and every request logs a line.
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
-        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+        processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
+        buffer = getattr(sys.stderr, "buffer", None)
+        factory = structlog.BytesLoggerFactory(file=buffer) if buffer else structlog.PrintLoggerFactory(sys.stderr)
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
         factory = structlog.PrintLoggerFactory(file=sys.stderr)

@@ -4,6 +4,7 @@ and transactions; the operator's admin key may do admin calls."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -50,13 +51,25 @@ async def authenticate(app: App, context: grpc.aio.ServicerContext) -> Caller:
 
 
 async def _load_key(app: App, key_hash: str) -> Row | None:
-    """One database read per key at a time; calls arriving meanwhile share it. A shared read
-    began at most one read's duration before them, so the freshness bound of `facts` holds."""
-    loading = app.key_loads.get(key_hash)
-    if loading is None:
-        loading = app.key_loads[key_hash] = asyncio.ensure_future(_read_key(app, key_hash))
-        loading.add_done_callback(lambda _: app.key_loads.pop(key_hash, None))
+    """One database read per key at a time; calls arriving within KEY_READ_JOIN_SECONDS_MAX of its
+    start share it, so the freshness bound of `facts` holds for them too."""
+    now = time.monotonic()
+    started, loading = app.key_loads.get(key_hash, (0.0, None))
+    if loading is None or now - started > KEY_READ_JOIN_SECONDS_MAX:
+        loading = asyncio.ensure_future(_read_key(app, key_hash))
+        app.key_loads[key_hash] = (now, loading)
+        loading.add_done_callback(lambda done: _forget_load(app, key_hash, done))
     return await asyncio.shield(loading)
+
+
+# A call joins a read of its key only if that read began this recently; otherwise it reads anew,
+# so a key revoked before the call arrived is never accepted on an older read's word.
+KEY_READ_JOIN_SECONDS_MAX = 0.1
+
+
+def _forget_load(app: App, key_hash: str, done: asyncio.Future) -> None:
+    if app.key_loads.get(key_hash, (0.0, None))[1] is done:
+        del app.key_loads[key_hash]
 
 
 async def _read_key(app: App, key_hash: str) -> Row | None:

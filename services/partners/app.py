@@ -45,7 +45,7 @@ class App:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # API keys being read from the database, by hash: concurrent calls with a key whose cached
     # entry just went stale wait for one read instead of each reading it (services/partners/access.py).
-    key_loads: dict[str, asyncio.Future] = field(default_factory=dict)
+    key_loads: dict[str, tuple[float, asyncio.Future]] = field(default_factory=dict)
     # Earns the ledger took, marked posted by the next earn batch's transaction (deferred_marks.py).
     posted_earns: DeferredMarks = field(init=False)
     # Merged write paths by kind (services/common/coalescer.py), made on first use.

@@ -33,14 +33,20 @@ class DeferredMarks:
         # which waits for the oldest to age, finds nothing to write.
         self._chunks: deque[tuple[float, list[str]]] = deque()
         self._flusher: asyncio.Task | None = None
+        # Held while a flush writes, so `flush()` returns only once no write of its marks is in flight.
+        self._writing = asyncio.Lock()
+        self._closed = False
         # Transactions written for marks alone (no batch carried them): tests and operators see them.
         self.flush_writes = 0
 
     def add(self, ids: list[str]) -> None:
-        if not ids:
+        if not ids or self._closed:  # after close: the rows stay pending and recovery marks them
             return
         self._chunks.append((time.monotonic(), list(ids)))
-        if self._flusher is None:
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None and not self._closed:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_when_old())
 
     def take(self, count_max: int = FLUSH_MARKS_MAX) -> list[str]:
@@ -55,20 +61,22 @@ class DeferredMarks:
     def give_back(self, ids: list[str]) -> None:
         if ids:
             self._chunks.appendleft((0.0, list(ids)))  # oldest: the flusher writes them first
+            self._start_flusher()  # the flusher may have ended while these were taken
 
     def __len__(self) -> int:
         return sum(len(ids) for _, ids in self._chunks)
 
     async def flush(self) -> None:
-        """Write every waiting mark now (shutdown, tests)."""
-        while self._chunks:
-            taken = self.take()
-            try:
-                await self._write(taken)
-            except BaseException:
-                self.give_back(taken)
-                raise
-            self.flush_writes += 1
+        """Write every waiting mark now, after any flush already writing (shutdown, tests)."""
+        async with self._writing:
+            while self._chunks:
+                taken = self.take()
+                try:
+                    await self._write(taken)
+                except BaseException:
+                    self.give_back(taken)
+                    raise
+                self.flush_writes += 1
 
     async def _flush_when_old(self) -> None:
         try:
@@ -86,9 +94,12 @@ class DeferredMarks:
             self._flusher = None
 
     async def close(self) -> None:
-        """Stop the flusher after one last flush; what cannot be written is left to recovery."""
-        if self._flusher is not None:
-            self._flusher.cancel()
+        """Stop the flusher, then one last flush; what cannot be written is left to recovery."""
+        self._closed = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)  # its marks are given back
         try:
             await self.flush()
         except Exception:

@@ -28,6 +28,8 @@ EarnLineRow = namedtuple("EarnLineRow", [column.name for column in earn_lines.c]
 
 def _as_written(row_type, values: list[dict]) -> list:
     """Rows as inserted: every column must be given (a server default would not be seen here)."""
+    if set(values[0]) != set(row_type._fields):
+        raise ValueError(f"{row_type.__name__} needs every column: {sorted(set(row_type._fields) ^ set(values[0]))}")
     return [row_type(**value) for value in values]
 
 
