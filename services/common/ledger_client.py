@@ -439,9 +439,10 @@ class LedgerClient:
         return result
 
     async def activity_summary(
-        self, start_us: int, end_us: int, account_ids: Sequence[str]
+        self, start_us: int, end_us: int, account_ids: Sequence[str], tier_bonus: bool = False
     ) -> list[ledger_pb2.GetActivitySummaryResponse]:
-        """Posted activity per account and code committed in [start, end), one answer per chunk of ids."""
+        """Posted activity per account and code committed in [start, end), one answer per chunk of
+        ids; with `tier_bonus`, each line's tier bonus points too."""
         ids = sorted(set(account_ids))
         responses = []
         for index in range(0, len(ids), ACCOUNT_IDS_PER_CALL_MAX):
@@ -449,6 +450,7 @@ class LedgerClient:
                 start_time=timestamp_from_micros(start_us),
                 end_time=timestamp_from_micros(end_us),
                 account_ids=ids[index : index + ACCOUNT_IDS_PER_CALL_MAX],
+                include_tier_bonus_points=tier_bonus,
             )
             responses.append(await self._call("GetActivitySummary", request, LEDGER_AGGREGATE_DEADLINE_SECONDS))
         return responses

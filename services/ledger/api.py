@@ -147,7 +147,13 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             validation.check_id(account_id, f"account_ids[{index}]")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
         rows, last_sequence = await asyncio.to_thread(
-            queries.activity_summary, self._database, start_us, end_us, list(request.account_ids), request.owner_id
+            queries.activity_summary,
+            self._database,
+            start_us,
+            end_us,
+            list(request.account_ids),
+            request.owner_id,
+            request.include_tier_bonus_points,
         )
         response = ledger_pb2.GetActivitySummaryResponse(last_commit_sequence=last_sequence)
         for row in rows:

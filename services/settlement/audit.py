@@ -50,7 +50,7 @@ async def audit(context: SettlementContext) -> AuditReport:
         currency_of = {w.id: w.currency_code for w in wallets}
         for balance in balances:
             wallet_totals[currency_of[balance.account_id]] += balance.posted
-        lines, _ = await context.ledger.activity(0, as_of_us + 1, sorted(accounts))
+        lines, _ = await context.ledger.activity_without_tier_bonus(0, as_of_us + 1, sorted(accounts))
         for code in sorted(c for c in owners if c != model.MONEY_CURRENCY_CODE):
             rf = model.roll_forward(code, 0, lines)
             roll_forwards.append(rf)

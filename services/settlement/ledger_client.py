@@ -27,11 +27,23 @@ class LedgerClient(common.LedgerClient):
         super().__init__(address, transport, deadline_seconds)
 
     async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
-        """Posted debits/credits (and their tier bonus share) per account and code committed in
-        [start, end); and the last sequence."""
+        """Posted debits/credits and their tier bonus share per account and code committed in
+        [start, end) (what a period's statements price); and the last sequence."""
+        return await self._activity(start_us, end_us, account_ids, tier_bonus=True)
+
+    async def activity_without_tier_bonus(
+        self, start_us: int, end_us: int, account_ids: Sequence[str]
+    ) -> tuple[list[Activity], int]:
+        """As activity, with every tier_bonus_points 0: for reads of the whole history (opening
+        liability, audit) that only count points, without the look-up of each earn's transfer."""
+        return await self._activity(start_us, end_us, account_ids, tier_bonus=False)
+
+    async def _activity(
+        self, start_us: int, end_us: int, account_ids: Sequence[str], tier_bonus: bool
+    ) -> tuple[list[Activity], int]:
         lines: list[Activity] = []
         last_sequence = 0
-        for response in await self.activity_summary(start_us, end_us, account_ids):
+        for response in await self.activity_summary(start_us, end_us, account_ids, tier_bonus):
             last_sequence = max(last_sequence, response.last_commit_sequence)
             lines.extend(
                 Activity(

@@ -167,7 +167,9 @@ async def compute_settlement(
         statements = tuple(model.build_statements(priced))
     except SettlementRuleError as error:
         raise rule_error(error) from error
-    opening_lines = (await context.ledger.activity(0, start_us, account_ids))[0] if start_us > 0 else []
+    opening_lines = (
+        (await context.ledger.activity_without_tier_bonus(0, start_us, account_ids))[0] if start_us > 0 else []
+    )
     # The previous close did not see the late transfers: the liability it closed with is today's
     # opening without them, and they move the liability in this period (as they are billed in it),
     # so this period opens where the previous one closed and still closes at the wallets' sum.

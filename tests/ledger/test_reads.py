@@ -537,7 +537,10 @@ def test_activity_summary_sums_the_tier_bonus_of_earns_and_earn_reversals_per_ac
 
     summary = ledger.GetActivitySummary(
         pb.GetActivitySummaryRequest(
-            start_time=earn.commit_time, end_time=after.commit_time, account_ids=[issuance, wallet, shop]
+            start_time=earn.commit_time,
+            end_time=after.commit_time,
+            account_ids=[issuance, wallet, shop],
+            include_tier_bonus_points=True,
         ),
         timeout=TIMEOUT,
     )
@@ -553,6 +556,17 @@ def test_activity_summary_sums_the_tier_bonus_of_earns_and_earn_reversals_per_ac
         (wallet, pb.TRANSFER_CODE_REDEEM): (5, 0, 0),
         (shop, pb.TRANSFER_CODE_REDEEM): (0, 5, 0),
     }
+    # Without asking for it, the same figures with a bonus of 0 (the entries alone answer).
+    plain = ledger.GetActivitySummary(
+        pb.GetActivitySummaryRequest(
+            start_time=earn.commit_time, end_time=after.commit_time, account_ids=[issuance, wallet, shop]
+        ),
+        timeout=TIMEOUT,
+    )
+    assert {
+        (line.account_id, line.code): (line.debits_posted, line.credits_posted, line.tier_bonus_points)
+        for line in plain.lines
+    } == {key: (debits, credits, 0) for key, (debits, credits, _) in got.items()}
 
 
 def test_activity_summary_last_commit_sequence_is_the_highest_in_the_window(ledger):
