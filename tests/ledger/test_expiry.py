@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.errors import error_info_of
-from services.ledger import store
 from tests.ledger.helpers import (
     CREATED,
     CREDIT,
@@ -36,24 +35,6 @@ from tests.support.tls import channel as tls_channel
 DAY_US = 86_400_000_000
 MONTH_US = 31 * DAY_US
 FIXED, INACTIVITY = pb.EXPIRY_POLICY_KIND_FIXED, pb.EXPIRY_POLICY_KIND_INACTIVITY
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Moves the ledger's clock forward by whole days; restored after the test."""
-
-    class Clock:
-        def advance(self, microseconds: int) -> None:
-            monkeypatch.setattr(store, "clock_offset_us", store.clock_offset_us + microseconds)
-
-    monkeypatch.setattr(store, "clock_offset_us", 0)
-    return Clock()
-
-
-@pytest.fixture
-def operator(ledger_server):
-    with tls_channel(ledger_server.address) as channel:
-        yield ledger_pb2_grpc.LedgerServiceStub(channel)
 
 
 class Books:

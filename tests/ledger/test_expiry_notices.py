@@ -15,7 +15,7 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.errors import error_info_of
-from services.ledger import lots, notices, store
+from services.ledger import lots, notices
 from tests.ledger.helpers import CREDIT, TIMEOUT, account, create_accounts, posted, unique
 from tests.ledger.test_expiry import FIXED, Books
 from tests.support.tls import channel as tls_channel
@@ -23,22 +23,6 @@ from tests.support.tls import channel as tls_channel
 DAY_US = 86_400_000_000
 MONTH_US = 31 * DAY_US
 STREAM_SECONDS = 5
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    class Clock:
-        def advance(self, microseconds: int) -> None:
-            monkeypatch.setattr(store, "clock_offset_us", store.clock_offset_us + microseconds)
-
-    monkeypatch.setattr(store, "clock_offset_us", 0)
-    return Clock()
-
-
-@pytest.fixture
-def operator(ledger_server):
-    with tls_channel(ledger_server.address) as channel:
-        yield ledger_pb2_grpc.LedgerServiceStub(channel)
 
 
 def watch(ledger, after: int = 0) -> list[pb.ExpiryNotice]:

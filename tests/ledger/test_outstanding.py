@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, literal, select
 from coalition.ledger.v1 import ledger_pb2 as pb
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.errors import error_info_of
-from services.ledger import lot_store, lots, store
+from services.ledger import lot_store, lots
 from tests.ledger.helpers import CREDIT, TIMEOUT, account, create_accounts, posted, unique
 from tests.ledger.test_expiry import DAY_US, FIXED, INACTIVITY, MONTH_US, Books
 from tests.support.tls import channel as tls_channel
@@ -101,24 +101,6 @@ def test_the_sql_month_index_agrees_with_the_calendar(first, months, offsets):
 
 
 # ---------------------------------------------------------------- over gRPC
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Moves the ledger's clock forward; restored after the test."""
-
-    class Clock:
-        def advance(self, microseconds: int) -> None:
-            monkeypatch.setattr(store, "clock_offset_us", store.clock_offset_us + microseconds)
-
-    monkeypatch.setattr(store, "clock_offset_us", 0)
-    return Clock()
-
-
-@pytest.fixture
-def operator(ledger_server):
-    with tls_channel(ledger_server.address) as channel:
-        yield ledger_pb2_grpc.LedgerServiceStub(channel)
 
 
 def _outstanding(ledger, currency, as_of: Timestamp | None = None) -> tuple[pb.CurrencyOutstanding, Timestamp]:
