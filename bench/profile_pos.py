@@ -85,6 +85,7 @@ async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on
                         "--output",
                         os.path.join(out, f"{server.name}.txt"),
                         "--nonblocking",
+                        "--gil",  # only the thread holding the GIL: Python's CPU, not threads waiting on I/O
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

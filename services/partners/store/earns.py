@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, select, update
 
-from services.common.sql import pairs_in
+from services.common.sql import insert_many, pairs_in
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -37,7 +37,7 @@ def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
     """Insert earns in one statement; their rows, in the order given."""
     if not values:
         return []
-    connection.execute(insert(earns), values)
+    insert_many(connection, earns, values)
     return _as_written(EarnRow, values)
 
 
@@ -93,5 +93,5 @@ def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[EarnLin
     """Insert basket lines in one statement; their rows, in the order given."""
     if not lines:
         return []
-    connection.execute(insert(earn_lines), lines)
+    insert_many(connection, earn_lines, lines)
     return _as_written(EarnLineRow, lines)
