@@ -137,6 +137,10 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # retried on a fresh one (every unit of work here is idempotent).
         pool_recycle=1800,
         isolation_level=isolation_level,
+        # An UPDATE or DELETE run for many rows goes in pages of statements per round trip, not
+        # one round trip per row (inserts already go as one multi-row VALUES).
+        executemany_mode="values_plus_batch",
+        executemany_batch_page_size=500,
         connect_args={"options": server_options, "connect_timeout": 5},
     )
 
