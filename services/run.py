@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
+from services.common import event_loop
 from services.common.config import ConfigError, apply_gil_switch_interval, log_format, log_level
 from services.common.grpc_server import run_until_signalled
 from services.common.logs import configure_logging
@@ -54,7 +55,7 @@ async def _main() -> None:
 
 def main() -> None:
     try:
-        asyncio.run(_main())
+        event_loop.run(_main())
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

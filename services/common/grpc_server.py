@@ -185,6 +185,7 @@ def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -
     """Entry point of one service process: logging, GIL hand-over, IO threads, serve until signalled."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from services.common import event_loop
     from services.common.config import apply_gil_switch_interval, log_format, log_level
     from services.common.logs import configure_logging
 
@@ -197,7 +198,7 @@ def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -
         await run_until_signalled([running])
 
     try:
-        asyncio.run(_main())
+        event_loop.run(_main())
     except ConfigError as error:  # found while starting (e.g. in the database): one line, as for settings
         print(f"configuration error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
