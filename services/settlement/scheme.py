@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from services.settlement.model import (
 PERIOD_ID_LENGTH_MAX = 64
 REST_SUFFIX = "-rest"
 GAP_PREFIX = "gap-"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WARNINGS_MAX = 200  # per preview: a ledger with thousands of unpriced partners still answers in one message
 
 
@@ -70,13 +71,18 @@ class Window:
     end_us: int
 
 
+def local_time(micros: int, zone: ZoneInfo) -> datetime:
+    """A moment in `zone`, computed in UTC (wall-clock arithmetic in the zone would slip at DST)."""
+    return (EPOCH + timedelta(microseconds=micros)).astimezone(zone)
+
+
 def iso(micros: int, zone: ZoneInfo) -> str:
-    return (datetime.fromtimestamp(0, zone) + timedelta(microseconds=micros)).isoformat()
+    return local_time(micros, zone).isoformat()
 
 
 def month_id(start_us: int, end_us: int, zone: ZoneInfo) -> str | None:
     """YYYY-MM when [start, end) is exactly that calendar month in `zone`, else None."""
-    start = datetime.fromtimestamp(0, zone) + timedelta(microseconds=start_us)
+    start = local_time(start_us, zone)
     if (start.day, start.hour, start.minute, start.second, start.microsecond) != (1, 0, 0, 0, 0):
         return None
     following = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=zone)

@@ -45,6 +45,9 @@ def test_a_refused_close_names_the_rest_of_its_window_or_the_gap_before_it():
     gap = scheme.next_window(monthly, "2027-01", JAN, FEB, ZONE)
     assert (gap.period_id, gap.start_us, gap.end_us) == ("2026-12", DEC, JAN)  # the missing month, by its id
     assert scheme.next_window(monthly, "2026-11", us(2026, 11, 1), DEC, ZONE) is None  # settled already
+    summer = ClosedSpan("2026-06", us(2026, 6, 1), "2026-06", us(2026, 7, 1))  # CEST: +02:00
+    july = scheme.next_window(summer, "2026-08", us(2026, 8, 1), us(2026, 9, 1), ZONE)
+    assert july.period_id == "2026-07" and scheme.iso(july.start_us, ZONE) == "2026-07-01T00:00:00+02:00"
     long_id = "x" * 64
     assert len(scheme.next_window(SPAN, long_id, DEC, JAN, ZONE).period_id) == 64
 

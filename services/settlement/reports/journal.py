@@ -25,11 +25,11 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from services.settlement.model import LineKind, PeriodSettlement, StatementLine
-from services.settlement.scheme import PeriodWarning
+from services.settlement.scheme import PeriodWarning, local_time
 
 CURRENCY = "EUR"
 JOURNAL_COLUMNS = ("date", "account", "debit", "credit", "currency", "reference", "description")
@@ -86,12 +86,11 @@ def _other_side(line: StatementLine) -> str:
 
 
 def last_day(settlement: PeriodSettlement, zone: ZoneInfo) -> date:
-    end = datetime.fromtimestamp(0, zone) + timedelta(microseconds=max(settlement.end_us - 1, settlement.start_us))
-    return end.date()
+    return local_time(max(settlement.end_us - 1, settlement.start_us), zone).date()
 
 
 def first_day(settlement: PeriodSettlement, zone: ZoneInfo) -> date:
-    return (datetime.fromtimestamp(0, zone) + timedelta(microseconds=settlement.start_us)).date()
+    return local_time(settlement.start_us, zone).date()
 
 
 def entries(settlement: PeriodSettlement, zone: ZoneInfo, partner_id: str = "") -> list[Entry]:
