@@ -15,7 +15,14 @@ from services.settlement.context import SettlementContext
 
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1_000
-REPORT_FORMATS = {pb.REPORT_FORMAT_CSV: "csv", pb.REPORT_FORMAT_HTML: "html", pb.REPORT_FORMAT_PDF: "pdf"}
+REPORT_FORMATS = {
+    pb.REPORT_FORMAT_CSV: "csv",
+    pb.REPORT_FORMAT_HTML: "html",
+    pb.REPORT_FORMAT_PDF: "pdf",
+    pb.REPORT_FORMAT_JOURNAL_CSV: "journal-csv",
+    pb.REPORT_FORMAT_BEANCOUNT: "beancount",
+    pb.REPORT_FORMAT_STATEMENT_CSV: "statement-csv",
+}
 
 
 def page_size(requested: int) -> int:
@@ -63,13 +70,23 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
 
     async def PreviewStatement(self, request, context):
         self._admin.require(context)
-        settlement = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
-        return pb.PreviewStatementResponse(settlement=wire.settlement_to_pb(settlement))
+        preview = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
+        return pb.PreviewStatementResponse(
+            settlement=wire.settlement_to_pb(preview.settlement),
+            warnings=[wire.warning_to_pb(w) for w in preview.warnings],
+        )
 
     async def ClosePeriod(self, request, context):
         self._admin.require(context)
-        settlement, closed_now = await periods.close_period(self._context, *wire.period_from_pb(request.period))
-        return pb.ClosePeriodResponse(settlement=wire.settlement_to_pb(settlement), closed_now=closed_now)
+        settlement, closed_now = await periods.close_period(
+            self._context, *wire.period_from_pb(request.period), validate_only=request.validate_only
+        )
+        warnings = await periods.close_warnings(self._context, settlement)
+        return pb.ClosePeriodResponse(
+            settlement=wire.settlement_to_pb(settlement),
+            closed_now=closed_now,
+            warnings=[wire.warning_to_pb(w) for w in warnings],
+        )
 
     async def GetPeriod(self, request, context):
         self._admin.require(context)
@@ -132,16 +149,25 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         self._admin.require(context)
         fmt = REPORT_FORMATS.get(request.format)
         if fmt is None:
-            raise InvalidArgument("INVALID_FORMAT", "format must be REPORT_FORMAT_CSV, _HTML or _PDF")
-        settlement = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
+            raise InvalidArgument(
+                "INVALID_FORMAT",
+                "format must be REPORT_FORMAT_CSV, _HTML, _PDF, _JOURNAL_CSV, _BEANCOUNT or _STATEMENT_CSV",
+            )
+        preview = await periods.preview_statement(self._context, *wire.period_from_pb(request.period))
+        settlement = preview.settlement
         if request.partner_id and settlement.statement(request.partner_id) is None:
             raise NotFound(
                 "PARTNER_NOT_IN_PERIOD",
                 f"partner {request.partner_id} has no statement for {settlement.period_id}",
             )
-        document = await asyncio.to_thread(reports.render, settlement, fmt, request.partner_id, self._context.time_zone)
+        document = await asyncio.to_thread(
+            reports.render, settlement, fmt, request.partner_id, self._context.time_zone, preview.warnings
+        )
         return pb.ExportReportResponse(
-            content=document.content, media_type=document.media_type, file_name=document.file_name
+            content=document.content,
+            media_type=document.media_type,
+            file_name=document.file_name,
+            warnings=[wire.warning_to_pb(w) for w in preview.warnings],
         )
 
     async def GetOutstandingReport(self, request, context):

@@ -1,27 +1,15 @@
 """Finance command-line tool: preview, close, export, reconcile and audit through the settlement API.
 
-    python -m services.settlement.cli preview 2026-10
-    python -m services.settlement.cli close 2026-10
-    python -m services.settlement.cli export 2026-10 --format pdf --output october.pdf
-    python -m services.settlement.cli export 2026-10 --format html --partner hotel
-    python -m services.settlement.cli reconcile 2026-10 --partner fuel --file fuel-october.csv --id fuel-2026-10
-    python -m services.settlement.cli set-agreement --id fuel-2026 --partner fuel \\
-        --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --conversion HOTELPTS:AIRMILES:0.009
-    python -m services.settlement.cli set-agreement --id hotel-2026 --partner hotel \\
-        --valid-from 2026-01-01T00:00:00+01:00 --price HOTELPTS:0.0100:0.0080 --breakage-owner issuing-partner
-    python -m services.settlement.cli set-agreement --id retailer-2026 --partner retailer \\
-        --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --tier-bonus-funder operator
-    python -m services.settlement.cli audit
-    python -m services.settlement.cli outstanding --as-of 2026-10-31T23:59:59+01:00 --currency PTS [--csv]
-
-Settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY.
+`coalition-finance --help` lists the commands, `coalition-finance COMMAND --help` describes one
+with examples; docs/FINANCE.md is the finance team's guide (periods, corrections, file formats).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -38,7 +26,15 @@ from services.settlement.reports import outstanding
 from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
 CALL_DEADLINE_SECONDS = 300.0
-FORMATS = {"csv": pb.REPORT_FORMAT_CSV, "html": pb.REPORT_FORMAT_HTML, "pdf": pb.REPORT_FORMAT_PDF}
+FORMATS = {
+    "csv": pb.REPORT_FORMAT_CSV,
+    "html": pb.REPORT_FORMAT_HTML,
+    "pdf": pb.REPORT_FORMAT_PDF,
+    "journal-csv": pb.REPORT_FORMAT_JOURNAL_CSV,
+    "beancount": pb.REPORT_FORMAT_BEANCOUNT,
+    "statement-csv": pb.REPORT_FORMAT_STATEMENT_CSV,
+}
+MONTH = re.compile(r"^\d{4}-\d{2}$")
 BREAKAGE_OWNERS = {
     "operator": pb.BREAKAGE_OWNER_OPERATOR,
     "issuing-partner": pb.BREAKAGE_OWNER_ISSUING_PARTNER,
@@ -54,6 +50,10 @@ def _micros(text: str) -> int:
     if moment.tzinfo is None:
         raise SystemExit(f"time {text!r} needs an offset, e.g. 2026-10-01T00:00:00+02:00")
     return int(moment.timestamp() * 1_000_000)
+
+
+def _utc(timestamp) -> str:
+    return timestamp.ToDatetime(tzinfo=UTC).isoformat()
 
 
 def _selector(args) -> pb.PeriodSelector:
@@ -76,7 +76,10 @@ TIER_BONUS_FUNDER_LABELS_BY_PB = {
 
 def print_settlement(settlement: pb.PeriodSettlement) -> None:
     state = pb.PeriodState.Name(settlement.state).removeprefix("PERIOD_STATE_").lower()
-    print(f"period {settlement.period_id} ({state}), ledger sequence {settlement.last_commit_sequence}")
+    print(
+        f"period {settlement.period_id} ({state}) {_utc(settlement.start_time)} .. {_utc(settlement.end_time)},"
+        f" ledger sequence {settlement.last_commit_sequence}"
+    )
     print(f"{'partner':<20}{'pays':>20}{'is paid':>20}{'net':>20}")
     for statement in settlement.statements:
         print(
@@ -121,27 +124,127 @@ Rows match per (receipt, type, currency); a row whose store or terminal is not t
 whose time is outside the period, is reported as STORE_DIFFERS, TERMINAL_DIFFERS or OUTSIDE_PERIOD."""
 
 
+PROG = "coalition-finance"
+EXAMPLE_NOTE = "(2026-11 is an example month: use your own period ids.)"
+
+# Per command: (one-line help, description, examples). Shown by `coalition-finance COMMAND --help`.
+COMMANDS = {
+    "preview": (
+        "a period's statements as they stand now (writes nothing)",
+        "Compute every partner's statement for a period as the ledger stands now. Writes nothing.\n"
+        "Warnings (printed first) say what the figures leave out: activity before the first period\n"
+        "that no period bills, the part of the window already settled by a closed period (only the\n"
+        "rest is shown), or a partner without a price (left out; the others are complete).",
+        "  coalition-finance preview 2026-11\n"
+        "  coalition-finance preview first --start 2026-01-01T00:00:00+01:00 --end 2026-12-01T00:00:00+01:00",
+    ),
+    "close": (
+        "close a period: freeze its statements and post the nets (irreversible; needs --yes)",
+        "Close a period: freeze every statement and post each net as a SETTLEMENT EUR transfer on the\n"
+        "ledger. Irreversible. Without --yes this is a dry run: every check of a close runs and the\n"
+        "figures it would freeze are printed, nothing is stored or posted, and the exit status is 1.\n"
+        "Periods are calendar months (YYYY-MM) or custom windows (--start/--end), closed in order without\n"
+        "gaps; a refused close (PERIOD_NOT_CONTIGUOUS) prints the command for the window to close instead.\n"
+        "A mistaken close is corrected in a later period: docs/FINANCE.md, 'Correcting a closed period'.",
+        "  coalition-finance close 2026-11            # dry run: what closing would freeze and post\n"
+        "  coalition-finance close 2026-11 --yes      # closes it for real " + EXAMPLE_NOTE,
+    ),
+    "export": (
+        "a period's statements as a file (CSV, HTML, PDF, journal CSV, beancount, statement CSV)",
+        "Write a period's statements as a file: closed periods from the stored figures, open ones from a\n"
+        "fresh preview. csv: one row per statement line; html, pdf: for people (--partner: one statement);\n"
+        "journal-csv, beancount: the period's journal for an accounting system (date, account, debit,\n"
+        "credit, currency, reference); statement-csv: each partner's lines and totals (--partner: one).\n"
+        "docs/FINANCE.md describes every format.",
+        "  coalition-finance export 2026-11 --format pdf --output november.pdf\n"
+        "  coalition-finance export 2026-11 --format html --partner hotel\n"
+        "  coalition-finance export 2026-11 --format beancount && bean-check settlement-2026-11-overview.beancount\n"
+        "  coalition-finance export 2026-11 --format statement-csv --partner fuel",
+    ),
+    "reconcile": (
+        "match a partner's own transaction file with the ledger",
+        None,  # RECONCILE_FILE_HELP
+        "  coalition-finance reconcile 2026-11 --partner fuel --file fuel-november.csv --id fuel-2026-11",
+    ),
+    "set-agreement": (
+        "record a version of a partner's price agreement",
+        "Record one version of a partner's price agreement, valid from --valid-from until its next\n"
+        "version. Idempotent on --id. Prices are EUR per point with up to 12 decimals.",
+        "  coalition-finance set-agreement --id fuel-2026 --partner fuel \\\n"
+        "      --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --conversion HOTELPTS:AIRMILES:0.009\n"
+        "  coalition-finance set-agreement --id hotel-2026 --partner hotel \\\n"
+        "      --valid-from 2026-01-01T00:00:00+01:00 --price HOTELPTS:0.0100:0.0080 --breakage-owner issuing-partner",
+    ),
+    "outstanding": (
+        "outstanding points by age and expiry month per currency (IFRS 15 breakage inputs)",
+        "Outstanding points in member wallets per currency, by age and by expiry month, with the check\n"
+        "that the open lots add up to the wallets (exit status 1 when they do not).",
+        "  coalition-finance outstanding\n"
+        "  coalition-finance outstanding --as-of 2026-11-30T23:59:59+01:00 --currency PTS --csv",
+    ),
+    "audit": (
+        "check the ledger's invariants for settlement",
+        "Check that every currency sums to zero and that the outstanding points computed from the flows\n"
+        "equal the member wallets. Exit status 1 when an invariant is broken.",
+        "  coalition-finance audit",
+    ),
+    "periods": (
+        "list the closed periods, newest first",
+        "List the closed periods (id, window, operator net), newest first: the next close starts where\n"
+        "the first one listed ends.",
+        "  coalition-finance periods",
+    ),
+}
+
+MAIN_EPILOG = """examples (see COMMAND --help for each command):
+  coalition-finance preview 2026-11
+  coalition-finance close 2026-11                 # a dry run; add --yes to close
+  coalition-finance export 2026-11 --format beancount
+  coalition-finance periods
+
+settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY, and the
+client certificate (COALITION_CLIENT_TLS_CERT_PATH, ..._KEY_PATH, COALITION_TLS_CA_PATH); in
+development COALITION_ENV=development uses var/tls/operator.*. Exit status: 0 done, 1 a check failed
+or a dry run, 2 refused (the error reason is printed in brackets). docs/FINANCE.md has the details."""
+
+
+def _command(commands, name: str) -> argparse.ArgumentParser:
+    short, description, examples = COMMANDS[name]
+    return commands.add_parser(
+        name,
+        help=short,
+        description=description or RECONCILE_FILE_HELP,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coalition-finance", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n")[0],
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("preview", "close", "export", "reconcile"):
-        command = commands.add_parser(name)
-        command.add_argument("period", help="YYYY-MM, or any id with --start/--end")
+        command = _command(commands, name)
+        command.add_argument("period", help="YYYY-MM (a calendar month), or any id with --start and --end")
         command.add_argument("--start", help="ISO 8601 with offset, inclusive")
         command.add_argument("--end", help="ISO 8601 with offset, exclusive")
+        if name == "close":
+            command.add_argument("--yes", action="store_true", help="close for real (without it: a dry run)")
         if name == "export":
             command.add_argument("--format", choices=sorted(FORMATS), required=True)
-            command.add_argument("--partner", default="", help="one partner's statement (HTML, PDF)")
+            command.add_argument("--partner", default="", help="one partner's statement or lines")
             command.add_argument("--output", help="file to write (default: the suggested file name)")
         if name == "reconcile":
-            command.description = RECONCILE_FILE_HELP
-            command.formatter_class = argparse.RawDescriptionHelpFormatter
             command.add_argument("--partner", required=True)
             command.add_argument(
                 "--file", required=True, type=Path, help="the partner's CSV (format above: with a currency column)"
             )
             command.add_argument("--id", required=True, help="reconciliation id (idempotency)")
-    agreement = commands.add_parser("set-agreement")
+    agreement = _command(commands, "set-agreement")
     agreement.add_argument("--id", required=True)
     agreement.add_argument("--partner", required=True)
     agreement.add_argument("--valid-from", required=True, help="ISO 8601 with offset")
@@ -160,28 +263,54 @@ def _parser() -> argparse.ArgumentParser:
         help="who pays for the tier bonus of points earned at the partner (partner: billed inside the points"
         " issued; operator: the partner is credited the bonus at its issue price)",
     )
-    report = commands.add_parser(
-        "outstanding", help="outstanding points by age and expiry month per currency (IFRS 15 breakage inputs)"
-    )
+    report = _command(commands, "outstanding")
     report.add_argument("--as-of", help="ISO 8601 with offset (default: now)")
     report.add_argument("--currency", default="", help="one currency (default: all)")
     report.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
-    commands.add_parser("audit")
-    commands.add_parser("periods")
+    _command(commands, "audit")
+    _command(commands, "periods")
     return parser
+
+
+def print_warnings(warnings) -> None:
+    for warning in warnings:
+        kind = pb.PeriodWarningKind.Name(warning.kind).removeprefix("PERIOD_WARNING_KIND_")
+        print(f"WARNING {kind}: {warning.message}")
+
+
+def contiguity_hint(info) -> str:
+    """The command to run instead of a close refused as PERIOD_NOT_CONTIGUOUS (from its metadata)."""
+    suggested = info.metadata.get("suggested_period_id", "")
+    if not suggested:
+        return f"hint: the window is settled already; `{PROG} periods` lists the closed periods"
+    command = f"{PROG} close {suggested}"
+    start, end = info.metadata.get("suggested_start_time", ""), info.metadata.get("suggested_end_time", "")
+    if not MONTH.fullmatch(suggested):
+        command += f" --start {start} --end {end}"
+    return f"hint: close the window from {start} to {end} instead (add --yes to close it):\n  {command}"
 
 
 def run(args, stub, metadata) -> int:
     call = {"metadata": metadata, "timeout": CALL_DEADLINE_SECONDS}
     if args.command == "preview":
-        print_settlement(stub.PreviewStatement(pb.PreviewStatementRequest(period=_selector(args)), **call).settlement)
+        response = stub.PreviewStatement(pb.PreviewStatementRequest(period=_selector(args)), **call)
+        print_warnings(response.warnings)
+        print_settlement(response.settlement)
     elif args.command == "close":
-        response = stub.ClosePeriod(pb.ClosePeriodRequest(period=_selector(args)), **call)
+        request = pb.ClosePeriodRequest(period=_selector(args), validate_only=not args.yes)
+        response = stub.ClosePeriod(request, **call)
+        print_warnings(response.warnings)
+        if not args.yes and response.settlement.state != pb.PERIOD_STATE_CLOSED:
+            print(f"dry run: {args.period} is NOT closed. Closing it would freeze these figures and post the nets:")
+            print_settlement(response.settlement)
+            print(f"to close {args.period} irreversibly, run the same command with --yes")
+            return 1
         print("closed now" if response.closed_now else "already closed; stored figures:")
         print_settlement(response.settlement)
     elif args.command == "export":
         request = pb.ExportReportRequest(period=_selector(args), format=FORMATS[args.format], partner_id=args.partner)
         response = stub.ExportReport(request, **call)
+        print_warnings(response.warnings)
         output = Path(args.output or response.file_name)
         output.write_bytes(response.content)
         print(f"wrote {output} ({len(response.content)} bytes, {response.media_type})")
@@ -241,7 +370,8 @@ def run(args, stub, metadata) -> int:
         return 1 if response.findings else 0
     elif args.command == "periods":
         for period in stub.ListPeriods(pb.ListPeriodsRequest(page_size=100), **call).periods:
-            print(f"{period.period_id:<20}{eur(period.operator_net_cents):>20}")
+            window = f"{_utc(period.start_time)} .. {_utc(period.end_time)}"
+            print(f"{period.period_id:<20}{window:<56}{eur(period.operator_net_cents):>20}")
     return 0
 
 
@@ -257,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             info = error_info_of(error)
             reason = f" [{info.reason}]" if info is not None else ""
             print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
+            if info is not None and info.reason == "PERIOD_NOT_CONTIGUOUS":
+                print(contiguity_hint(info), file=sys.stderr)
             return 2
 
 

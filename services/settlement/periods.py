@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
-from services.settlement import model, store
+from services.settlement import model, scheme, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
     Activity,
@@ -38,6 +38,7 @@ from services.settlement.model import (
     SettlementRuleError,
     Statement,
 )
+from services.settlement.scheme import ClosedSpan, PeriodWarning
 
 _log = structlog.get_logger("settlement")
 
@@ -131,12 +132,19 @@ def _activity_of_transfer(transfer, accounts: dict[str, ledger_pb2.Account]) -> 
 
 
 async def compute_settlement(
-    context: SettlementContext, period_id: str, start_us: int, end_us: int, after_sequence: int | None
+    context: SettlementContext,
+    period_id: str,
+    start_us: int,
+    end_us: int,
+    after_sequence: int | None,
+    missing_prices: list[tuple[str, str]] | None = None,
 ) -> PeriodSettlement:
     """Statements, netting and roll-forward for [start, end) as the ledger stands now. Writes nothing.
 
     `after_sequence` is the previous closed period's last covered sequence: transfers after it
     committed before `start_us` are prior-period adjustments. None when there is no such period.
+    `missing_prices` (a preview): activity without a price is left out and its (partner, currency)
+    noted there; None (a close): a missing price refuses the period (PRICE_MISSING).
     """
     owners = await context.ledger.currency_owners()
     accounts = await _settlement_accounts(context)
@@ -157,10 +165,10 @@ async def compute_settlement(
             last_sequence = max(last_sequence, sequence, breakage_sequence)
             window_lines.extend(lines)
             movements = model.movements_from_activity(lines, owners) + model.breakage_movements(breakage)
-            priced.extend(model.price_movements(movements, book, window_start, owners))
+            priced.extend(scheme.price_or_leave_out(movements, book, window_start, owners, False, missing_prices))
         if after_sequence is not None:
             late_sequence, late_priced, late_lines = await _late_arrivals(
-                context, after_sequence, start_us, accounts, book, owners
+                context, after_sequence, start_us, accounts, book, owners, missing_prices
             )
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
@@ -190,7 +198,7 @@ async def compute_settlement(
     )
 
 
-async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners):
+async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners, missing_prices):
     trial = await context.ledger.trial_balance()
     priced: list[model.PricedMovement] = []
     late_lines: list[Activity] = []
@@ -217,8 +225,8 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             movements += model.breakage_movements([expired])
         elif _out_of_breakage(transfer, accounts):
             reinstatements.append(transfer)
-        priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
-    priced.extend(await _late_reinstatements(context, reinstatements, book, owners))
+        priced.extend(scheme.price_or_leave_out(movements, book, transfer.commit_time_us, owners, True, missing_prices))
+    priced.extend(await _late_reinstatements(context, reinstatements, book, owners, missing_prices))
     if count:
         _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
     return last_sequence, priced, late_lines
@@ -245,7 +253,7 @@ def _kind(accounts: dict[str, ledger_pb2.Account], account_id: str) -> str:
     return account.kind if account is not None else ""
 
 
-async def _late_reinstatements(context, reinstatements, book, owners) -> list[model.PricedMovement]:
+async def _late_reinstatements(context, reinstatements, book, owners, missing_prices) -> list[model.PricedMovement]:
     """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
     originals: dict[str, ledger_pb2.Transfer] = {}
     ids = sorted({t.reverses_transfer_id for t in reinstatements})
@@ -259,7 +267,7 @@ async def _late_reinstatements(context, reinstatements, book, owners) -> list[mo
             continue  # a reversal of something else credited to breakage (an adjustment): no partner's breakage
         activity = model.BreakageActivity(transfer.currency_code, original.metadata.partner_id, 0, transfer.amount)
         movements = model.breakage_movements([activity])
-        priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
+        priced.extend(scheme.price_or_leave_out(movements, book, transfer.commit_time_us, owners, True, missing_prices))
     return priced
 
 
@@ -273,16 +281,60 @@ async def _previous_closed(context: SettlementContext, start_us: int):
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    settlement: PeriodSettlement
+    warnings: tuple[PeriodWarning, ...] = ()
+
+
 async def preview_statement(
     context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
-) -> PeriodSettlement:
+) -> Preview:
+    """The figures of a window as they stand now; of its part after the last closed period when
+    it overlaps closed periods (scheme.py), with warnings for what they leave out."""
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
     stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is not None and stored[0].start_us == start_us and stored[0].end_us == end_us:
-        return stored[0]
-    previous = await _previous_closed(context, start_us)
-    after = previous.last_commit_sequence if previous is not None else None
-    return await compute_settlement(context, period_id, start_us, end_us, after)
+        return Preview(stored[0])
+    span = await context.read(store.closed_span)
+    shown = scheme.open_part(span, start_us, end_us)
+    warnings: list[PeriodWarning] = []
+    if span is not None and shown != (start_us, end_us):
+        warnings.append(scheme.overlap_warning(span, period_id, start_us, end_us, context.time_zone))
+    if shown is None:
+        settlement = PeriodSettlement(period_id, end_us, end_us, False, (), (), 0)
+    else:
+        previous = await _previous_closed(context, shown[0])
+        after = previous.last_commit_sequence if previous is not None else None
+        missing: list[tuple[str, str]] = []
+        settlement = await compute_settlement(context, period_id, shown[0], end_us, after, missing)
+        warnings.extend(scheme.price_missing_warnings(missing))
+    boundary = (span.first_start_us, span.first_period_id) if span is not None else (settlement.start_us, "")
+    warnings.extend(await unbilled_before(context, *boundary))
+    return Preview(settlement, tuple(warnings))
+
+
+async def unbilled_before(context: SettlementContext, first_start_us: int, first_period_id: str) -> list:
+    """Warnings for the points activity before the first period, which no period bills."""
+    if first_start_us <= 0:
+        return []
+    accounts = await _settlement_accounts(context)
+    lines, _ = await context.ledger.activity_without_tier_bonus(0, first_start_us, sorted(accounts))
+    if not lines:
+        return []
+    try:
+        movements = model.movements_from_activity(lines, await context.ledger.currency_owners())
+    except SettlementRuleError:
+        return []  # the period's own figures report the broken account or currency
+    return scheme.unbilled_warnings(movements, first_start_us, first_period_id, context.time_zone)
+
+
+async def close_warnings(context: SettlementContext, settlement: PeriodSettlement) -> list:
+    """A close of the first period (or a validation of it) warns about what it leaves unbilled before it."""
+    span = await context.read(store.closed_span)
+    if span is not None and span.first_period_id != settlement.period_id:
+        return []
+    return await unbilled_before(context, settlement.start_us, "")
 
 
 def settlement_transfer_id(period_id: str, partner_id: str) -> str:
@@ -297,8 +349,14 @@ def settlement_transfer_id(period_id: str, partner_id: str) -> str:
 
 
 async def close_period(
-    context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
+    context: SettlementContext,
+    period_id: str,
+    start_us: int | None,
+    end_us: int | None,
+    validate_only: bool = False,
 ) -> tuple[PeriodSettlement, bool]:
+    """Close a period; (figures, closed_now). `validate_only`: every check and the figures a close
+    would freeze, nothing stored or posted."""
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
     stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is not None:
@@ -309,17 +367,12 @@ async def close_period(
                 f"period {period_id} was closed with a different window; choose another period id",
                 period_id=period_id,
             )
-        if state == store.PERIOD_STATE_CLOSED:
+        if state == store.PERIOD_STATE_CLOSED or validate_only:
             return settlement, False
         return await _post_and_mark_closed(context, settlement)
     last = await context.read(store.last_period_row)
     if last is not None and last.end_us != start_us:
-        raise FailedPrecondition(
-            "PERIOD_NOT_CONTIGUOUS",
-            f"periods are closed in order without gaps: the next period must start where {last.period_id} ended",
-            expected_start_us=last.end_us,
-            period_id=period_id,
-        )
+        raise _not_contiguous(context, await context.read(store.closed_span), period_id, start_us, end_us)
     if last is not None and last.state != store.PERIOD_STATE_CLOSED:
         raise FailedPrecondition(
             "PREVIOUS_PERIOD_NOT_CLOSED",
@@ -336,8 +389,12 @@ async def close_period(
             end_us=end_us,
             ledger_now_us=ledger_now_us,
         )
-    await _ensure_operator_settlement_account(context)
     after_sequence = last.last_commit_sequence if last is not None else None
+    if validate_only:
+        computed = await compute_settlement(context, period_id, start_us, end_us, after_sequence)
+        _check_invariants(computed)
+        return computed, False
+    await _ensure_operator_settlement_account(context)
     lost_race: sa_exc.IntegrityError | None = None
     for attempt in range(1, FREEZE_ATTEMPTS_MAX + 1):
         # The versions the figures may use, read before computing them: if one is recorded in
@@ -374,6 +431,35 @@ async def close_period(
     frozen = stored[0]
     _log.info("period_frozen", period_id=period_id, statements=len(frozen.statements))
     return await _post_and_mark_closed(context, frozen)
+
+
+def _not_contiguous(
+    context: SettlementContext, span: ClosedSpan, period_id: str, start_us: int, end_us: int
+) -> FailedPrecondition:
+    """PERIOD_NOT_CONTIGUOUS naming the window that can be closed instead (scheme.next_window)."""
+    zone = context.time_zone
+    expected = scheme.iso(span.last_end_us, zone)
+    hint = scheme.next_window(span, period_id, start_us, end_us, zone)
+    metadata: dict[str, object] = {
+        "expected_start_us": span.last_end_us,
+        "expected_start_time": expected,
+        "last_period_id": span.last_period_id,
+        "period_id": period_id,
+    }
+    message = f"periods are closed in order without gaps: the next period must start at {expected}, where"
+    message += f" {span.last_period_id} ended"
+    if hint is None:
+        message += f"; {period_id} lies wholly inside the closed periods: it is settled already"
+    else:
+        metadata |= {
+            "suggested_period_id": hint.period_id,
+            "suggested_start_time": scheme.iso(hint.start_us, zone),
+            "suggested_end_time": scheme.iso(hint.end_us, zone),
+        }
+        first = "the gap before it" if hint.end_us == start_us else "the rest of the window"
+        message += f"; close {first} as period {hint.period_id} from {scheme.iso(hint.start_us, zone)}"
+        message += f" to {scheme.iso(hint.end_us, zone)}"
+    return FailedPrecondition("PERIOD_NOT_CONTIGUOUS", message, **metadata)
 
 
 def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us: int) -> bool:

@@ -42,6 +42,7 @@ from services.settlement.model import (
     StatementLine,
     TierBonusFunder,
 )
+from services.settlement.scheme import ClosedSpan
 
 PERIOD_STATE_CLOSING = "CLOSING"  # figures frozen, nets being posted on the ledger
 PERIOD_STATE_CLOSED = "CLOSED"
@@ -298,6 +299,15 @@ def get_period_row(connection: Connection, period_id: str):
 
 def last_period_row(connection: Connection):
     return connection.execute(select(periods).order_by(periods.c.end_us.desc()).limit(1)).one_or_none()
+
+
+def closed_span(connection: Connection) -> ClosedSpan | None:
+    """What the stored periods (closed, or frozen and closing) cover; None before the first close."""
+    first = connection.execute(select(periods).order_by(periods.c.start_us).limit(1)).one_or_none()
+    last = last_period_row(connection)
+    if first is None or last is None:
+        return None
+    return ClosedSpan(first.period_id, first.start_us, last.period_id, last.end_us)
 
 
 def period_containing(connection: Connection, time_us: int):

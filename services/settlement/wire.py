@@ -20,6 +20,7 @@ from services.settlement.model import (
     TierBonusFunder,
     parse_price,
 )
+from services.settlement.scheme import PeriodWarning
 
 _MATCH_STATUS = {status: getattr(pb, f"MATCH_STATUS_{status.value}") for status in MatchStatus}
 _BREAKAGE_OWNERS = {owner: getattr(pb, f"BREAKAGE_OWNER_{owner.value}") for owner in BreakageOwner}
@@ -267,3 +268,18 @@ def outstanding_report_to_pb(summary: ledger_pb2.GetOutstandingSummaryResponse) 
             for c in summary.currencies
         ],
     )
+
+
+def warning_to_pb(warning: PeriodWarning) -> pb.PeriodWarning:
+    message = pb.PeriodWarning(
+        kind=getattr(pb, f"PERIOD_WARNING_KIND_{warning.kind.value}"),
+        message=warning.message,
+        partner_id=warning.partner_id,
+        currency_code=warning.currency_code,
+        period_id=warning.period_id,
+    )
+    if warning.start_us:
+        message.start_time.CopyFrom(timestamp_from_micros(warning.start_us))
+    if warning.end_us:
+        message.end_time.CopyFrom(timestamp_from_micros(warning.end_us))
+    return message

@@ -238,7 +238,7 @@ def test_breakage_owner_is_part_of_an_agreements_content_and_a_bad_one_is_refuse
     assert [(a.agreement_id, a.breakage_owner) for a in listed] == [("fuel-v1", spb.BREAKAGE_OWNER_OPERATOR)]
 
 
-def test_an_issuing_partner_owner_without_a_price_for_the_currency_blocks_the_statement(settlement, ledger_stub, clock):
+def test_an_issuing_partner_owner_without_a_price_for_the_currency_blocks_the_close(settlement, ledger_stub, clock):
     month.setup_ledger(ledger_stub)
     start = month.tick()
     _agreements(settlement, start - 3_600_000_000)
@@ -268,8 +268,13 @@ def test_an_issuing_partner_owner_without_a_price_for_the_currency_blocks_the_st
     clock.advance(59 * DAY_US)
     assert ledger_stub.RunExpiry(lpb.RunExpiryRequest(), timeout=60).amount_expired == 80
     end = month.tick() + ledger_store.clock_offset_us
+    # The preview leaves the unpriced breakage out and names it; the close refuses the period.
+    preview = settlement.PreviewStatement(spb.PreviewStatementRequest(period=_period("p1", start, end)))
+    assert [(w.kind, w.partner_id, w.currency_code) for w in preview.warnings] == [
+        (spb.PERIOD_WARNING_KIND_PRICE_MISSING, "hotel", "HOTELPTS")
+    ]
     with pytest.raises(grpc.RpcError) as refused:
-        settlement.PreviewStatement(spb.PreviewStatementRequest(period=_period("p1", start, end)))
+        settlement.ClosePeriod(spb.ClosePeriodRequest(period=_period("p1", start, end)))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info = error_info_of(refused.value)
     assert (info.reason, info.metadata["partner_id"], info.metadata["currency_code"]) == (

@@ -255,13 +255,17 @@ def test_finance_cli_previews_closes_and_exports(
     window = ["p1", "--start", _iso(start), "--end", _iso(end)]
     assert cli.main(["preview", *window]) == 0
     assert "EUR 23,04" in capsys.readouterr().out
-    assert cli.main(["close", *window]) == 0
+    assert cli.main(["close", *window]) == 1  # a dry run without --yes
+    assert "dry run: p1 is NOT closed" in capsys.readouterr().out
+    assert cli.main(["close", *window, "--yes"]) == 0
     output = tmp_path / "overview.pdf"
     assert cli.main(["export", *window, "--format", "pdf", "--output", str(output)]) == 0
     assert output.read_bytes().startswith(b"%PDF")
     assert cli.main(["audit"]) == 0
-    assert cli.main(["close", "2999-01"]) == 2
-    assert "PERIOD_NOT_CONTIGUOUS" in capsys.readouterr().err
+    assert cli.main(["close", "2999-01", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "PERIOD_NOT_CONTIGUOUS" in err
+    assert "hint: close the window from" in err and "coalition-finance close gap-2999-01 --start" in err
 
 
 def _iso(micros: int) -> str:
