@@ -2,6 +2,7 @@
 
 `--bare` drops our interceptor (request context + one log line per RPC) to show the raw
 Python gRPC ceiling; by default the handler runs through exactly what ledger calls run through.
+`--loop asyncio` runs it on the standard event loop instead of uvloop, which the services use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 import grpc
 
+from services.common import event_loop
 from services.common.config import log_format, log_level
 from services.common.grpc_server import ServerOptions, run_until_signalled, start_server
 from services.common.interceptor import CallLimits
@@ -54,5 +56,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
     parser.add_argument("--bare", action="store_true")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the services run on uvloop")
     arguments = parser.parse_args()
-    asyncio.run(_main(arguments.address, arguments.bare))
+    if arguments.loop == "uvloop":
+        event_loop.run(_main(arguments.address, arguments.bare))
+    else:
+        asyncio.run(_main(arguments.address, arguments.bare))

@@ -285,22 +285,30 @@ def verdict_lines(checks: list[tuple[str, float, float, str]]) -> list[str]:
     return lines
 
 
-async def measure_baselines(seconds: float) -> tuple[dict, dict]:
-    """(bare, baseline): the raw grpc.aio empty handler and the empty handler on our server stack."""
+async def measure_baselines(seconds: float) -> tuple[dict, dict, dict]:
+    """(bare, baseline, bare on uvloop): the raw grpc.aio empty handler on the standard event loop
+    (the `x bare` ratios divide by it), the empty handler on our server stack (uvloop, as the
+    services run), and the raw handler on uvloop, shown so the loop's own share is visible."""
     processes = []
     try:
         empty_address = f"127.0.0.1:{free_port()}"
         bare_address = f"127.0.0.1:{free_port()}"
+        uvloop_address = f"127.0.0.1:{free_port()}"
         processes.append(_start(["-m", "bench.empty_server", "--address", empty_address], {}))
-        processes.append(_start(["-m", "bench.empty_server", "--bare", "--address", bare_address], {}))
+        processes.append(
+            _start(["-m", "bench.empty_server", "--bare", "--loop", "asyncio", "--address", bare_address], {})
+        )
+        processes.append(_start(["-m", "bench.empty_server", "--bare", "--address", uvloop_address], {}))
         wait_until_serving(empty_address)
         bare = await _baseline(bare_address, seconds)
         bare["workload"] = "raw grpc.aio empty handler (no interceptor)"
+        bare_uvloop = await _baseline(uvloop_address, seconds)
+        bare_uvloop["workload"] = "raw grpc.aio empty handler on uvloop"
         baseline = await _baseline(empty_address, seconds)
     finally:
         for process in processes:
             _stop(process)
-    return bare, baseline
+    return bare, baseline, bare_uvloop
 
 
 async def measure_ledger(seconds: float, batches: int) -> list[dict]:
@@ -329,17 +337,19 @@ async def _main(arguments) -> None:
     require_postgres()
     tls.use_development_pki()
     seconds = arguments.seconds
-    bare, baseline = await measure_baselines(seconds)
+    bare, baseline, bare_uvloop = await measure_baselines(seconds)
     results = await measure_ledger(seconds, arguments.batches)
     print(f"\nclient concurrency {CONCURRENCY}, {seconds:.0f} s per workload, PostgreSQL, {os.cpu_count()} cores")
-    print_table([baseline, bare, *results], baseline, bare)
-    print_failures([baseline, bare, *results])
+    print_table([baseline, bare, bare_uvloop, *results], baseline, bare)
+    print_failures([baseline, bare, bare_uvloop, *results])
     print()
     for line in ledger_targets(results, baseline):
         print(line)
     if arguments.json:
         with open(arguments.json, "w") as out:
-            json.dump({"baseline": baseline, "bare": bare, "results": results}, out, indent=2)
+            json.dump(
+                {"baseline": baseline, "bare": bare, "bare_uvloop": bare_uvloop, "results": results}, out, indent=2
+            )
 
 
 if __name__ == "__main__":

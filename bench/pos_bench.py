@@ -631,7 +631,7 @@ async def bench(arguments) -> None:
     started = time.perf_counter()
     seconds = arguments.seconds
     _progress("baselines")
-    bare, baseline = await measure_baselines(seconds)
+    bare, baseline, bare_uvloop = await measure_baselines(seconds)
     _progress("ledger")
     ledger = await measure_ledger(seconds, arguments.batches)
     log_directory = tempfile.mkdtemp(prefix="coalition-bench-")
@@ -640,7 +640,7 @@ async def bench(arguments) -> None:
     print(f"POS seed through the partners API: {MEMBERS:,} members with points in {pos.seed_seconds:,.0f} s")
     for retry, count in pos.seed_retries.items():
         print(f"  seeding retried {count:,} x {retry}")
-    table = [baseline, bare, {"section": "ledger"}, *ledger]
+    table = [baseline, bare, bare_uvloop, {"section": "ledger"}, *ledger]
     for label, rows in pos.sections.items():
         table += [{"section": label}, *rows]
     print_table(table, baseline, bare)
@@ -656,7 +656,13 @@ async def bench(arguments) -> None:
     print(f"\nbench took {time.perf_counter() - started:,.0f} s")
     if arguments.json:
         with open(arguments.json, "w") as out:
-            document = {"baseline": baseline, "bare": bare, "results": ledger, "pos": pos.sections}
+            document = {
+                "baseline": baseline,
+                "bare": bare,
+                "bare_uvloop": bare_uvloop,
+                "results": ledger,
+                "pos": pos.sections,
+            }
             document |= {"seed_retries": pos.seed_retries, "server_log_problems": pos.log_problems}
             json.dump({**document, "targets": lines}, out, indent=2)
 
