@@ -137,8 +137,10 @@ def test_run_transaction_retries_a_postgres_deadlock_until_both_units_complete()
             thread.join(timeout=30)
         assert not any(thread.is_alive() for thread in threads)
         assert not errors, errors
-        # PostgreSQL aborted exactly one side as the deadlock victim; it ran again and succeeded.
-        assert sorted(attempts.values()) == [1, 2], attempts
+        # PostgreSQL aborted one side as the deadlock victim; it ran again and both succeeded. The
+        # retry can meet the winner once more (waiters woken by the victim's abort race for the
+        # row; seen on a loaded machine), so it may take another round, never unbounded.
+        assert sum(attempts.values()) >= 3 and max(attempts.values()) <= 8, attempts
         with database.reader.connect() as connection:
             touched = dict(connection.execute(text("SELECT id, touched FROM pair")).all())
         assert touched == {1: 2, 2: 2}
