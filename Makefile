@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-PROTOS := $(shell find proto -name '*.proto')
+# Python code is generated from the coalition's own protos. proto/google/rpc/ vendors the status and
+# error-detail protos for clients in other languages and for buf; Python takes the same files, already
+# generated, from googleapis-common-protos (tests/common/test_reflection.py checks they are identical).
+PROTOS := $(shell find proto/coalition -name '*.proto')
 GENERATED := gen/.generated
 BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
