@@ -70,3 +70,15 @@ def test_every_catalogue_row_is_raised_by_some_code():
         if reason not in raised[section]
     ]
     assert not stale, "\n".join(stale)
+
+
+def test_the_readme_partners_examples_use_partners_words():
+    """README "Calling it" calls partners: each reason it names must be one partners can send."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as file:
+        readme = file.read()
+    section = readme.split("\n## Calling it", 1)[1].split("\n## ", 1)[0]
+    words = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", section)) - set(re.findall(r"`(COALITION_\w+)`", section))
+    listed = catalogue()
+    partners_words = set(listed["Partners"]) | set(listed["Every service"])
+    assert words, "the README's partners example names no reason any more"
+    assert words <= partners_words, f"README 'Calling it' names {sorted(words - partners_words)}, not partners' words"
