@@ -81,11 +81,12 @@ fuzz: setup
 bench-settlement: setup
 	$(PY) -m bench.settlement_close
 
-# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview,
+# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview
+# (this month in COALITION_TIME_ZONE; the clients find the services by the address settings),
 # then the points lifecycle on its own private servers (below).
 demo: setup
 	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.partners.demo_client
-	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview $$(date +%Y-%m)
+	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview
 	$(PY) -m services.lifecycle_demo
 
 # Earn, expiry notice, expiry and reinstatement over 36 simulated months, in seconds: private

@@ -104,7 +104,8 @@ class RunningServer:
     ) -> None:
         self.server = server
         self.health = health_servicer
-        self.port = port
+        self.port = port  # the port bound (listen_address may say 0)
+        self.listen_address = options.listen_address
         self.instrumented = instrumented
         self.transport = options.transport
         self._options = options

@@ -14,22 +14,24 @@
     python -m services.settlement.cli audit
     python -m services.settlement.cli outstanding --as-of 2026-10-31T23:59:59+01:00 --currency PTS [--csv]
 
-Settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY.
+Settings: COALITION_SETTLEMENT_ADDRESS (default: where COALITION_SETTLEMENT_LISTEN_ADDRESS listens,
+127.0.0.1:50053), COALITION_ADMIN_API_KEY.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
+from services.common.addresses import dial_address
 from services.common.auth import DEV_ADMIN_API_KEY
-from services.common.config import env_str, settings_or_exit
+from services.common.config import DEFAULT_TIME_ZONE, env_str, settings_or_exit, zone_of
 from services.common.errors import error_info_of
 from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
@@ -126,7 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("preview", "close", "export", "reconcile"):
         command = commands.add_parser(name)
-        command.add_argument("period", help="YYYY-MM, or any id with --start/--end")
+        if name == "preview":  # without a period: this month in the coalition's time zone
+            command.add_argument(
+                "period", nargs="?", help="YYYY-MM (default: this month), or any id with --start/--end"
+            )
+        else:
+            command.add_argument("period", help="YYYY-MM, or any id with --start/--end")
         command.add_argument("--start", help="ISO 8601 with offset, inclusive")
         command.add_argument("--end", help="ISO 8601 with offset, exclusive")
         if name == "export":
@@ -245,9 +252,17 @@ def run(args, stub, metadata) -> int:
     return 0
 
 
+def current_month(now: datetime | None = None) -> str:
+    """This month (YYYY-MM) in the coalition's time zone (COALITION_TIME_ZONE), as periods are cut."""
+    zone = settings_or_exit(lambda: zone_of(env_str("COALITION_TIME_ZONE", DEFAULT_TIME_ZONE)))
+    return (now or datetime.now(UTC)).astimezone(zone).strftime("%Y-%m")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    address = env_str("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053")
+    if args.command == "preview" and not args.period:
+        args.period = current_month()
+    address = dial_address("settlement")
     admin_key = settings_or_exit(lambda: secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY))
     metadata = (("authorization", f"Bearer {admin_key}"),)
     with settings_or_exit(client_transport).channel(address) as channel:

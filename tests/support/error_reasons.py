@@ -190,6 +190,7 @@ class _Scan:
             and len(row.elts) >= 2
             and all(isinstance(item, ast.Constant) and isinstance(item.value, str) for item in row.elts[:2])
             and REASON_PATTERN.fullmatch(row.elts[0].value)
+            and " " in row.elts[1].value  # a message, not another name
             for row in rows
         ):
             for row in rows:
