@@ -16,9 +16,9 @@ from services import run
 from services.common.addresses import dial_address
 from services.partners import demo_client
 from services.settlement import cli
+from tests.support.error_reasons import parsed_services
 from tests.support.servers import REPO_ROOT
 
-SERVICES = os.path.join(REPO_ROOT, "services")
 # Functions that read one environment variable named by their first argument.
 READERS = {"env_str", "env_int", "env_choice", "secret_setting", "getenv", "get"}
 _HEAD = "(_[A-Z0-9_]+)?"
@@ -103,11 +103,7 @@ def _read_settings() -> set[str]:
     """COALITION_* names the code under services/ reads (f-strings as regular expressions), and every
     COALITION_* literal (names kept in tables, like services/common/addresses.py's)."""
     constants, reads = {}, set()
-    trees = []
-    for directory, _, files in os.walk(SERVICES):
-        for name in files:
-            if name.endswith(".py"):
-                trees.append(ast.parse(_read(os.path.join(directory, name))))
+    trees = [tree for _, tree in parsed_services()]
     for tree in trees:
         for node in tree.body:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):

@@ -63,18 +63,23 @@ def _name(node: ast.AST) -> str:
     return ""
 
 
-def _modules() -> Iterator[tuple[str, ast.Module]]:
+@functools.cache
+def parsed_services() -> tuple[tuple[str, ast.Module], ...]:
+    """(path, syntax tree) of every module under services/ but the migrations, parsed once per run."""
+    modules = []
     for directory, _, files in os.walk(SERVICES):
         for file in sorted(files):
             if file.endswith(".py") and "migrations" not in directory:
                 path = os.path.join(directory, file)
                 with open(path, encoding="utf-8") as source:
-                    yield path, ast.parse(source.read(), path)
+                    modules.append((path, ast.parse(source.read(), path)))
+    return tuple(modules)
 
 
 class _Scan:
     def __init__(self) -> None:
-        self.modules = list(_modules())
+        self.modules = parsed_services()
+        self.nodes = {path: list(ast.walk(module)) for path, module in self.modules}
         self.constants: dict[str, set[str]] = {}  # module-level NAME = "UPPER_SNAKE", by name
         self.codes: dict[str, str] = dict(CODES) | dict(DOMAIN_ERRORS)  # error class or helper -> code
         for _, module in self.modules:
@@ -90,8 +95,8 @@ class _Scan:
         changed = True
         while changed:
             changed = False
-            for _, module in self.modules:
-                for node in ast.walk(module):
+            for path, _ in self.modules:
+                for node in self.nodes[path]:
                     if isinstance(node, ast.ClassDef) and node.name not in self.codes:
                         bases = [_name(base) for base in node.bases if _name(base) in self.codes]
                         if bases:
@@ -112,8 +117,8 @@ class _Scan:
         changed = True
         while changed:
             changed = False
-            for path, module in self.modules:
-                for function in ast.walk(module):
+            for path, _ in self.modules:
+                for function in self.nodes[path]:
                     if not isinstance(function, ast.FunctionDef) or function.name in self.codes:
                         continue
                     if "reason" not in [argument.arg for argument in function.args.args]:
@@ -139,7 +144,7 @@ class _Scan:
     def raised(self) -> Iterator[Raised]:
         for path, module in self.modules:
             area, relative = _area(path), os.path.relpath(path, REPO_ROOT)
-            for node in ast.walk(module):
+            for node in self.nodes[path]:
                 if isinstance(node, ast.ClassDef) and node.name in self.codes:
                     yield from self._class_reasons(node, area, relative)
                     continue
