@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-PROTOS := $(shell find proto -name '*.proto')
+# Python code is generated from the coalition's own protos. proto/google/rpc/ vendors the status and
+# error-detail protos for clients in other languages and for buf; Python takes the same files, already
+# generated, from googleapis-common-protos (tests/common/test_reflection.py checks they are identical).
+PROTOS := $(shell find proto/coalition -name '*.proto')
 GENERATED := gen/.generated
 BUF_VERSION := 1.47.2
 BUF := .tools/node_modules/.bin/buf
@@ -78,11 +81,12 @@ fuzz: setup
 bench-settlement: setup
 	$(PY) -m bench.settlement_close
 
-# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview,
+# Needs `make run` in another terminal: a POS walk-through, then the month's settlement preview
+# (this month in COALITION_TIME_ZONE; the clients find the services by the address settings),
 # then the points lifecycle on its own private servers (below).
 demo: setup
 	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.partners.demo_client
-	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview $$(date +%Y-%m)
+	COALITION_ENV=$${COALITION_ENV:-development} $(PY) -m services.settlement.cli preview
 	$(PY) -m services.lifecycle_demo
 
 # Earn, expiry notice, expiry and reinstatement over 36 simulated months, in seconds: private

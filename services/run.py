@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
 from services.common import event_loop
+from services.common.addresses import DEFAULT_LISTEN_ADDRESSES, dialable
 from services.common.config import ConfigError, apply_gil_switch_interval, log_format, log_level
-from services.common.grpc_server import run_until_signalled
+from services.common.grpc_server import RunningServer, run_until_signalled
 from services.common.logs import configure_logging
 from services.common.mode import environment
 
 # Each module exposes `async def start() -> RunningServer` (settings from the environment)
 # and may expose `async def seed_demo() -> None` run once all servers are up.
-SERVICE_MODULES = ("services.ledger.server", "services.partners.server", "services.settlement.server")
+SERVICES = ("ledger", "partners", "settlement")
+SERVICE_MODULES = tuple(f"services.{service}.server" for service in SERVICES)
 # Blocking database work of all three services runs on the loop's default executor.
 IO_THREADS = 32
 
@@ -36,21 +39,35 @@ async def _main() -> None:
         if seed is not None:
             await seed()
     log.info("coalition_running", ports=[server.port for server in running])
-    ledger, partners, settlement = (f"127.0.0.1:{server.port}" for server in running)
+    print(banner(running), flush=True)
+    await run_until_signalled(running)
+
+
+def banner(running: Sequence[RunningServer]) -> str:
+    """What `make run` prints: the addresses actually bound, and how clients find them."""
+    addresses = {
+        service: dialable(server.listen_address, server.port) for service, server in zip(SERVICES, running, strict=True)
+    }
     transport = running[0].transport
     how = (
         "plaintext (COALITION_DEV_PLAINTEXT=1, development only)"
         if transport.plaintext
         else f"mutual TLS; CA {transport.ca_path}, operator certificate and key next to it"
     )
-    print(
-        f"\nThe coalition is running ({environment()}): ledger {ledger}, partners {partners}, settlement {settlement}."
-        f"\nTransport: {how}."
-        "\nIn another terminal: `make demo` walks a till through earn, hold/capture, return and conversion."
-        "\nCtrl-C stops everything.\n",
-        flush=True,
-    )
-    await run_until_signalled(running)
+    lines = [
+        "",
+        f"The coalition is running ({environment()}): "
+        + ", ".join(f"{service} {address}" for service, address in addresses.items())
+        + ".",
+        f"Transport: {how}.",
+        "In another terminal: `make demo` walks a till through earn, hold/capture, return and conversion.",
+    ]
+    moved = {service: address for service, address in addresses.items() if address != DEFAULT_LISTEN_ADDRESSES[service]}
+    if moved:
+        settings = " ".join(f"COALITION_{service.upper()}_ADDRESS={address}" for service, address in moved.items())
+        lines.append(f"Clients (make demo, coalition-finance) find these ports with: {settings}")
+    lines += ["Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:

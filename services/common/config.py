@@ -69,6 +69,9 @@ def settings_or_exit(read: Callable[[], _T]) -> _T:
         raise SystemExit(2) from None
 
 
+DEFAULT_TIME_ZONE = "Europe/Amsterdam"  # COALITION_TIME_ZONE's default
+
+
 def zone_of(name: str) -> ZoneInfo:
     """The coalition's time zone (COALITION_TIME_ZONE), or a ConfigError naming the bad value."""
     try:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Engine
 
+from services.common import reflection
 from services.common.config import ConfigError, env_int
 from services.common.health import DatabaseHealth
 from services.common.interceptor import Admission, CallLimits, InstrumentingServer
@@ -104,7 +104,8 @@ class RunningServer:
     ) -> None:
         self.server = server
         self.health = health_servicer
-        self.port = port
+        self.port = port  # the port bound (listen_address may say 0)
+        self.listen_address = options.listen_address
         self.instrumented = instrumented
         self.transport = options.transport
         self._options = options
@@ -148,10 +149,7 @@ async def start_server(
     for name in service_names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    reflection.enable(server, [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = options.transport.add_port(server, options.listen_address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {options.listen_address}")

@@ -85,8 +85,9 @@ class LedgerRefused(ServiceError):
             status = grpc.StatusCode.FAILED_PRECONDITION
         else:
             status = grpc.StatusCode.INTERNAL
-        default_reason = "LEDGER_FAILED" if status == grpc.StatusCode.INTERNAL else "LEDGER_REFUSED"
-        super().__init__(reason or default_reason, message, **metadata)
+        super().__init__(
+            reason or ("LEDGER_FAILED" if status == grpc.StatusCode.INTERNAL else "LEDGER_REFUSED"), message, **metadata
+        )
         self.code = status
         self.ledger_code = code
 

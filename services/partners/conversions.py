@@ -32,6 +32,7 @@ from services.partners.access import Caller, require_active
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet, resolve_member
 from services.partners.partners_admin import currency_owner
+from services.partners.shortfall import InsufficientPoints, with_available
 from services.partners.store import conversions as conversion_store
 from services.partners.store import members as member_store
 from services.partners.store import rules as rule_store
@@ -182,7 +183,7 @@ async def execute(app: App, caller: Caller, request_id: str, quote_id: str) -> t
     conversion, quote_row = await app.write(record, retry_unique_violation=True)
     conversion = await _complete(app, conversion)
     if conversion.state == "failed":
-        raise _failed(conversion.failure_reason)
+        raise await with_available(app, _failed(conversion)) from None
     return conversion, quote_row
 
 
@@ -266,9 +267,10 @@ async def _complete(app: App, conversion: Row) -> Row:
     return conversion
 
 
-def _failed(reason: str | None) -> FailedPrecondition:
+def _failed(conversion: Row) -> FailedPrecondition:
+    reason = conversion.failure_reason
     if reason == "INSUFFICIENT_FUNDS":
-        return FailedPrecondition("INSUFFICIENT_POINTS", "the member's available points do not cover the conversion")
+        return InsufficientPoints("conversion", conversion.member_id, conversion.from_currency, conversion.from_amount)
     return FailedPrecondition("LEDGER_REFUSED", "the ledger refused the conversion", failure=reason or "")
 
 

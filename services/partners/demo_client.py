@@ -5,7 +5,6 @@ Needs `make run` (ledger and partners with the demo seed) in another terminal.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 
@@ -13,6 +12,7 @@ import grpc
 
 from coalition.partners.v1 import partners_pb2 as pb
 from coalition.partners.v1 import partners_pb2_grpc
+from services.common.addresses import dial_address
 from services.common.config import settings_or_exit
 from services.common.errors import error_info_of
 from services.common.tls import Transport, client_transport
@@ -147,7 +147,7 @@ def run(address: str, transport: Transport) -> None:
 
 
 def main() -> None:
-    address = os.environ.get("COALITION_PARTNERS_ADDRESS", "127.0.0.1:50052")
+    address = dial_address("partners")
     transport = settings_or_exit(client_transport)
     try:
         run(address, transport)

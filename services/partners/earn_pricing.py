@@ -128,23 +128,28 @@ class BasketLine:
 
 
 def check_basket(lines: Sequence[BasketLine]) -> None:
+    """INVALID_BASKET names the field and, for a line's mistake, the line (its line_number)."""
     if not 1 <= len(lines) <= BASKET_LINES_MAX:
-        raise invalid("INVALID_BASKET", f"a basket has 1..{BASKET_LINES_MAX} lines", field="lines")
+        raise invalid("INVALID_BASKET", f"a basket has 1..{BASKET_LINES_MAX} lines", field="lines", lines=len(lines))
     seen: set[int] = set()
     for line in lines:
         if line.line_number < 1 or line.line_number in seen:
-            raise invalid("INVALID_BASKET", "line_number must be >= 1 and unique", field="lines", line=line.line_number)
+            raise _line_error(line, "line_number", "line_number must be >= 1 and unique")
         seen.add(line.line_number)
-        if not line.category or len(line.category) > CATEGORY_LENGTH_MAX or len(line.sku) > SKU_LENGTH_MAX:
-            raise invalid("INVALID_BASKET", "category 1..64 and sku 0..64 characters", line=line.line_number)
+        if not line.category or len(line.category) > CATEGORY_LENGTH_MAX:
+            raise _line_error(line, "category", f"category must be 1..{CATEGORY_LENGTH_MAX} characters")
+        if len(line.sku) > SKU_LENGTH_MAX:
+            raise _line_error(line, "sku", f"sku must be 0..{SKU_LENGTH_MAX} characters")
         if not 0 <= line.amount <= LINE_AMOUNT_MAX:
-            raise invalid("INVALID_BASKET", f"amount must be 0..{LINE_AMOUNT_MAX} cents", line=line.line_number)
+            raise _line_error(line, "amount", f"amount must be 0..{LINE_AMOUNT_MAX} cents")
         if not 1 <= line.quantity <= LINE_QUANTITY_MAX:
-            raise invalid(
-                "INVALID_BASKET",
-                f"quantity must be 1..{LINE_QUANTITY_MAX} thousandths",
-                line=line.line_number,
-            )
+            raise _line_error(line, "quantity", f"quantity must be 1..{LINE_QUANTITY_MAX} thousandths")
+
+
+def _line_error(line: BasketLine, name: str, message: str) -> DomainError:
+    return invalid(
+        "INVALID_BASKET", f"line {line.line_number}: {message}", field=f"lines.{name}", line=line.line_number
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from services.partners import model, recording
 from services.partners.access import Caller, require_active, require_partner
 from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet
+from services.partners.shortfall import InsufficientPoints, with_available
 from services.partners.store import redemptions as redemption_store
 
 _log = structlog.get_logger("partners")
@@ -57,12 +58,7 @@ def transfer_metadata(row: Row) -> TransferMetadata:
 
 
 def _insufficient(row: Row) -> FailedPrecondition:
-    return FailedPrecondition(
-        "INSUFFICIENT_POINTS",
-        "the member's available points do not cover the amount",
-        requested=row.held_amount,
-        currency=row.currency_code,
-    )
+    return InsufficientPoints("amount", row.member_id, row.currency_code, row.held_amount)
 
 
 async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
@@ -87,7 +83,10 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
             currency=command.currency_code,
         )
     merger = app.merger("authorize", lambda items: _authorize_batch(app, items), HOLD_BATCH_MAX, HOLDS_QUEUED_MAX)
-    return await merger.submit(_Authorizing(caller, command, timeout, app.clock()))
+    try:
+        return await merger.submit(_Authorizing(caller, command, timeout, app.clock()))
+    except InsufficientPoints as error:
+        raise await with_available(app, error) from None
 
 
 @dataclass(frozen=True, slots=True)

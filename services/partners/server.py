@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from coalition.partners.v1 import partners_pb2, partners_pb2_grpc
+from services.common.addresses import dial_address
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey, hash_api_key
 from services.common.config import ConfigError, env_int, env_str, settings_or_exit, zone_of
 from services.common.db import Database, DatabaseOptions, open_migrated
@@ -80,7 +81,7 @@ class PartnersSettings:
         settings = cls(
             database_url=env_str("COALITION_PARTNERS_DATABASE_URL", "sqlite:///var/partners.db"),
             listen_address=env_str("COALITION_PARTNERS_LISTEN_ADDRESS", "127.0.0.1:50052"),
-            ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
+            ledger_address=dial_address("ledger"),
             ledger_deadline_ms=env_int("COALITION_PARTNERS_LEDGER_DEADLINE_MS", 3_000, minimum=50, maximum=60_000),
             # Published development values; production refuses to start without its own.
             admin_api_key=secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),

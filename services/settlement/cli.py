@@ -16,8 +16,9 @@ import grpc
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
+from services.common.addresses import dial_address
 from services.common.auth import DEV_ADMIN_API_KEY
-from services.common.config import env_str, settings_or_exit
+from services.common.config import DEFAULT_TIME_ZONE, env_str, settings_or_exit, zone_of
 from services.common.errors import error_info_of
 from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
@@ -202,7 +203,8 @@ MAIN_EPILOG = """examples (see COMMAND --help for each command):
   coalition-finance export 2026-11 --format beancount
   coalition-finance periods
 
-settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY, and the
+settings: COALITION_SETTLEMENT_ADDRESS (default: where COALITION_SETTLEMENT_LISTEN_ADDRESS listens,
+127.0.0.1:50053), COALITION_ADMIN_API_KEY, and the
 client certificate (COALITION_CLIENT_TLS_CERT_PATH, ..._KEY_PATH, COALITION_TLS_CA_PATH); in
 development COALITION_ENV=development uses var/tls/operator.*. Exit status: 0 done, 1 a check failed
 or a dry run, 2 refused (the error reason is printed in brackets). docs/FINANCE.md has the details."""
@@ -229,7 +231,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ("preview", "close", "export", "reconcile"):
         command = _command(commands, name)
-        command.add_argument("period", help="YYYY-MM (a calendar month), or any id with --start and --end")
+        if name == "preview":  # without a period: this month in the coalition's time zone
+            command.add_argument(
+                "period", nargs="?", help="YYYY-MM (default: this month), or any id with --start and --end"
+            )
+        else:
+            command.add_argument("period", help="YYYY-MM (a calendar month), or any id with --start and --end")
         command.add_argument("--start", help="ISO 8601 with offset, inclusive")
         command.add_argument("--end", help="ISO 8601 with offset, exclusive")
         if name == "close":
@@ -375,9 +382,17 @@ def run(args, stub, metadata) -> int:
     return 0
 
 
+def current_month(now: datetime | None = None) -> str:
+    """This month (YYYY-MM) in the coalition's time zone (COALITION_TIME_ZONE), as periods are cut."""
+    zone = settings_or_exit(lambda: zone_of(env_str("COALITION_TIME_ZONE", DEFAULT_TIME_ZONE)))
+    return (now or datetime.now(UTC)).astimezone(zone).strftime("%Y-%m")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    address = env_str("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053")
+    if args.command == "preview" and not args.period:
+        args.period = current_month()
+    address = dial_address("settlement")
     admin_key = settings_or_exit(lambda: secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY))
     metadata = (("authorization", f"Bearer {admin_key}"),)
     with settings_or_exit(client_transport).channel(address) as channel:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from coalition.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from services.common.addresses import dial_address
 from services.common.auth import DEV_ADMIN_API_KEY, AdminKey
 from services.common.config import ConfigError, env_int, env_str, settings_or_exit
 from services.common.db import Database, DatabaseOptions, open_migrated
@@ -56,7 +57,7 @@ class SettlementSettings:
         settings = cls(
             database_url=env_str("COALITION_SETTLEMENT_DATABASE_URL", "sqlite:///var/settlement.db"),
             listen_address=env_str("COALITION_SETTLEMENT_LISTEN_ADDRESS", "127.0.0.1:50053"),
-            ledger_address=env_str("COALITION_LEDGER_ADDRESS", "127.0.0.1:50051"),
+            ledger_address=dial_address("ledger"),
             time_zone=env_str("COALITION_TIME_ZONE", "Europe/Amsterdam"),
             admin_api_key=secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY),
             close_delay_seconds=env_int("COALITION_SETTLEMENT_CLOSE_DELAY_SECONDS", 60, minimum=0, maximum=86_400),

@@ -10,6 +10,7 @@ import pytest
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from coalition.partners.v1 import partners_pb2 as pb
 from tests.partners.conftest import unique
+from tests.partners.test_error_metadata import error_metadata
 from tests.support.tls import channel as tls_channel
 
 Code = grpc.StatusCode
@@ -167,7 +168,13 @@ def test_converting_more_than_the_wallet_holds_moves_nothing(coalition, programm
     quote = coalition.call("QuoteConversion", _quote(coalition, programmes, poor_id, 3_000), hotel.key).quote
     execute = pb.ExecuteConversionRequest(request_id=unique("x"), quote_id=quote.quote_id)
     assert coalition.error("ExecuteConversion", execute, hotel.key) == (Code.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")
-    assert coalition.error("ExecuteConversion", execute, hotel.key) == (Code.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")
+    refused = error_metadata(coalition, "ExecuteConversion", execute, hotel.key)  # the retry says the same
+    assert refused == {
+        "reason": "INSUFFICIENT_POINTS",
+        "requested": "3000",
+        "available": "2000",
+        "currency": hotel.currency,
+    }
     assert coalition.balance(poor_id, hotel.currency).posted == 2_000
     assert coalition.balance(poor_id, airline.currency).posted == 0
 
