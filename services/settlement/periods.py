@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
-from services.settlement import model, store
+from services.settlement import model, statement_documents, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
     Activity,
@@ -282,7 +282,8 @@ async def preview_statement(
         return stored[0]
     previous = await _previous_closed(context, start_us)
     after = previous.last_commit_sequence if previous is not None else None
-    return await compute_settlement(context, period_id, start_us, end_us, after)
+    computed = await compute_settlement(context, period_id, start_us, end_us, after)
+    return await statement_documents.attach_drafts(context, computed, context.now_us())
 
 
 def settlement_transfer_id(period_id: str, partner_id: str) -> str:
@@ -349,9 +350,10 @@ async def close_period(
             replace(s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else "")
             for s in computed.statements
         )
-        frozen = replace(computed, statements=statements)
+        close_us = context.now_us()
+        frozen = await statement_documents.attach_drafts(context, replace(computed, statements=statements), close_us)
         try:
-            if await context.write(lambda c, frozen=frozen, basis=basis: _freeze(c, frozen, basis, context.now_us())):
+            if await context.write(lambda c, frozen=frozen, basis=basis, now=close_us: _freeze(c, frozen, basis, now)):
                 break
         except sa_exc.IntegrityError as error:
             lost_race = error  # Another close of the same period won the race; continue from what it stored.
@@ -382,6 +384,7 @@ def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us:
     if store.agreement_ids_starting_before(connection, frozen.end_us) != basis:
         return False
     store.insert_closing_period(connection, frozen, now_us)
+    statement_documents.number_and_store(connection, frozen)
     return True
 
 
@@ -442,6 +445,10 @@ def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.Transf
     for statement in settlement.statements:
         if statement.net_cents == 0:
             continue
+        # What is paid is the document's gross (net + tax, same sign); periods closed before
+        # documents existed post their net.
+        document = settlement.document(statement.partner_id)
+        amount = abs(document.gross_cents) if document is not None else abs(statement.net_cents)
         partner_account = _partner_account_id(statement.partner_id)
         debit, credit = (
             (partner_account, OPERATOR_SETTLEMENT_ACCOUNT_ID)
@@ -453,7 +460,7 @@ def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.Transf
                 id=statement.settlement_transfer_id,
                 debit_account_id=debit,
                 credit_account_id=credit,
-                amount=abs(statement.net_cents),
+                amount=amount,
                 currency_code=model.MONEY_CURRENCY_CODE,
                 kind=ledger_pb2.TRANSFER_KIND_POSTED,
                 code=ledger_pb2.TRANSFER_CODE_SETTLEMENT,
