@@ -21,7 +21,7 @@ STYLE = """
 body{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#1a202c}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}h3{font-size:1em;margin-top:1.1em}
 table{border-collapse:collapse;margin:.5em 0}
-th,td{border-bottom:1px solid #cbd5e0;padding:4px 10px;text-align:left;vertical-align:top}
+th,td{border-bottom:1px solid #cbd5e0;padding:4px 10px;text-align:left;vertical-align:top;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.total td{font-weight:bold;border-top:2px solid #4a5568}
 .check{padding:6px 10px;display:inline-block}.ok{background:#c6f6d5}.bad{background:#fed7d7}

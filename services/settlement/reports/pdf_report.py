@@ -34,6 +34,7 @@ from services.settlement.reports.sections import Table as ReportTable
 __all__ = ["overview_rows", "render_pdf", "report_pdf"]
 
 PAGE_SIZE = landscape(A4)
+WRAP_LENGTH_MIN = 90  # characters: a longer cell wraps in a paragraph
 ISSUED_COLOUR = colors.HexColor("#2b6cb0")
 REDEEMED_COLOUR = colors.HexColor("#dd6b20")
 PAYS_COLOUR = colors.HexColor("#2f855a")
@@ -104,7 +105,7 @@ def _styles() -> dict[str, ParagraphStyle]:
 def _table(table: ReportTable, styles) -> Table:
     def cell(value: str, index: int):
         # Long texts (labels, addresses) wrap; numbers stay one line, right-aligned.
-        if index in table.numeric_columns or len(value) < 40:
+        if index in table.numeric_columns or len(value) <= WRAP_LENGTH_MIN:
             return value
         return Paragraph(escape(value), styles["cell"])
 

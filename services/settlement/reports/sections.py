@@ -148,7 +148,7 @@ def _totals(statement: Statement, document: StatementDocument | None) -> Table:
             [f"tax at {document.tax_rate_percent} %{note}", eur(document.tax_cents)],
             [f"gross ({payment_sentence(document)})", eur(document.gross_cents)],
         ]
-    return Table(["EUR totals", "amount"], rows, frozenset({1}), total_rows=2 if document is not None else 1)
+    return Table(["EUR totals", "amount"], rows, frozenset({1}), total_rows=1)
 
 
 def _stores(document: StatementDocument | None) -> Table | Text:
@@ -270,7 +270,7 @@ def _netting(settlement: PeriodSettlement) -> Text:
 def build_report(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -> Report:
     draft = not settlement.closed
     label = period_label(settlement, zone)
-    notes = Section("Notes", [Text(sign_convention_sentence()), Text(ROUNDING_NOTE)])
+    notes = Section("Notes", [Text(ROUNDING_NOTE)])  # the sign convention is with each statement's totals
     if partner_id:
         statement = settlement.statement(partner_id) or Statement(partner_id, ())
         document = settlement.document(partner_id)
