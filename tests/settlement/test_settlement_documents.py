@@ -23,8 +23,12 @@ from tests.support.databases import new_database_url
 from tests.support.migrations import migrate
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-PARTNER = BillingDetails("Fuel Stations B.V.", "Dam 1\n1012 JS Amsterdam", "NL123456789B01", "NL91ABNA0417164300", "ap@fuel.example")
-OPERATOR = BillingDetails("Coalition Operator GmbH", "Hauptstr. 1\n10115 Berlin", "DE123456789", "DE89370400440532013000")
+PARTNER = BillingDetails(
+    "Fuel Stations B.V.", "Dam 1\n1012 JS Amsterdam", "NL123456789B01", "NL91ABNA0417164300", "ap@fuel.example"
+)
+OPERATOR = BillingDetails(
+    "Coalition Operator GmbH", "Hauptstr. 1\n10115 Berlin", "DE123456789", "DE89370400440532013000"
+)
 
 
 def test_billing_details_are_normalised_and_checked():
