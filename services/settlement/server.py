@@ -15,7 +15,7 @@ from services.common.config import ConfigError, env_int, env_str, settings_or_ex
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
-from services.common.mode import secret_setting
+from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
@@ -92,13 +92,20 @@ OPERATOR_BILLING_SETTINGS = (
 )
 
 
+# Development only (COALITION_ENV=development) and only when no COALITION_OPERATOR_* is set.
+DEMO_OPERATOR_BILLING = BillingDetails(
+    "Coalition Exchange Demo B.V.", "Herengracht 500\n1017 CB Amsterdam", "NL000000000B01", "NL30DEMO0000000009"
+)
+
+
 def operator_billing_from_env() -> BillingDetails | None:
-    """All unset: None (documents say the operator's details are not configured). Otherwise legal
+    """All unset: None (documents say the operator's details are not configured; development: the
+    demo operator's). Otherwise legal
     name, address, VAT id and IBAN are required and checked like a partner's; in the address the
     two characters \\n start a new line."""
     values = {name: env_str(variable, "") for name, variable in OPERATOR_BILLING_SETTINGS}
     if not any(values.values()):
-        return None
+        return DEMO_OPERATOR_BILLING if is_development() else None
     values["address"] = values["address"].replace("\\n", "\n")
     try:
         return validate_billing_details(BillingDetails(**values), email_required=False)

@@ -187,3 +187,19 @@ def test_the_pdf_has_the_html_sections_page_numbers_and_draft_only_on_a_preview(
     assert "ST-2026-000001" in _text_of(reports.render(closed, "pdf", "fuel", AMSTERDAM).content)
     overview = _text_of(reports.render(closed, "pdf", "", AMSTERDAM).content)
     assert "they agree" in overview and "fuel-0" in overview  # netting check and agreement ids
+
+
+def test_the_operator_details_come_from_settings_and_are_checked_at_start(monkeypatch):
+    from services.common.config import ConfigError
+    from services.settlement.server import operator_billing_from_env
+
+    monkeypatch.setenv("COALITION_ENV", "production")
+    assert operator_billing_from_env() is None
+    monkeypatch.setenv("COALITION_OPERATOR_LEGAL_NAME", OPERATOR.legal_name)
+    monkeypatch.setenv("COALITION_OPERATOR_ADDRESS", "Hauptstr. 1\\n10115 Berlin")
+    monkeypatch.setenv("COALITION_OPERATOR_VAT_ID", OPERATOR.vat_id)
+    monkeypatch.setenv("COALITION_OPERATOR_IBAN", OPERATOR.iban)
+    assert operator_billing_from_env() == OPERATOR
+    monkeypatch.setenv("COALITION_OPERATOR_IBAN", "DE89370400440532013001")
+    with pytest.raises(ConfigError, match="IBAN"):
+        operator_billing_from_env()
