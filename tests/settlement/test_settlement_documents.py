@@ -141,14 +141,16 @@ def test_statement_numbers_are_gapless_and_a_rolled_back_close_gives_its_numbers
 
 
 def _with_documents(settlement, closed: bool):
-    terms = {
-        p: replace(agreement(p), tax_rate_percent=Decimal("21"), tax_note="VAT 21 %")
-        for p in ("retailer", "fuel", "hotel")
-    }
     lines = {"fuel": (documents.StoreLine("f-1", LineKind.POINTS_ISSUED, "PTS", 12, 500_000),)}
     docs = tuple(
         documents.build_document(
-            s, terms[s.partner_id], PARTNER, OPERATOR, lines, date(2026, 11, 2), f"ST-2026-00000{n}" if closed else ""
+            s,
+            replace(agreement(s.partner_id), tax_rate_percent=Decimal("21"), tax_note="VAT 21 %"),
+            PARTNER,
+            OPERATOR,
+            lines,
+            date(2026, 11, 2),
+            f"ST-2026-{n:06d}" if closed else "",
         )
         for n, s in enumerate(settlement.statements, start=1)
     )
@@ -203,3 +205,33 @@ def test_the_operator_details_come_from_settings_and_are_checked_at_start(monkey
     monkeypatch.setenv("COALITION_OPERATOR_IBAN", "DE89370400440532013001")
     with pytest.raises(ConfigError, match="IBAN"):
         operator_billing_from_env()
+
+
+def _pages(content: bytes) -> list[list[str]]:
+    """The shown strings of each page stream, in drawing order, PDF escapes undone."""
+    import base64
+    import zlib
+
+    pages = []
+    for match in re.finditer(
+        rb"/Filter \[ /ASCII85Decode /FlateDecode \][^>]*>>\s*stream\r?\n(.*?~>)\s*endstream", content, re.S
+    ):
+        data = zlib.decompress(base64.a85decode(match.group(1).strip(), adobe=True))
+        shown = re.findall(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj", data)
+        pages.append([re.sub(r"\\(.)", r"\1", s.decode("latin-1")) for s in shown])
+    return pages
+
+
+def test_no_heading_is_left_alone_at_a_page_end():
+    """Many partners make many pages; on each, the last body text before the footer is no heading."""
+    base = worked_illustration()
+    statements = tuple(replace(s, partner_id=f"{s.partner_id}-{n:02d}") for n in range(8) for s in base.statements)
+    settlement = _with_documents(replace(base, statements=tuple(sorted(statements, key=lambda s: s.partner_id))), True)
+    content = reports.render(settlement, "pdf", "", AMSTERDAM).content
+    titles = {section.title for section in build_report(settlement, "", AMSTERDAM).sections}
+    pages = _pages(content)
+    assert len(pages) > 10
+    for number, strings in enumerate(pages, start=1):
+        body = strings[:-2]  # the footer: the document's title, then "page X of Y"
+        assert strings[-1] == f"page {number} of {len(pages)}"
+        assert body and body[-1] not in titles, (number, body[-3:])

@@ -35,6 +35,8 @@ __all__ = ["overview_rows", "render_pdf", "report_pdf"]
 
 PAGE_SIZE = landscape(A4)
 WRAP_LENGTH_MIN = 90  # characters: a longer cell wraps in a paragraph
+PARTY_COLUMN_WIDTH = 85 * mm
+FOOTER_LENGTH_MAX = 120  # characters of the document title in the footer
 ISSUED_COLOUR = colors.HexColor("#2b6cb0")
 REDEEMED_COLOUR = colors.HexColor("#dd6b20")
 PAYS_COLOUR = colors.HexColor("#2f855a")
@@ -66,7 +68,7 @@ def _numbered_canvas(draft: bool, footer: str):
             self.saveState()
             self.setFont("Helvetica", 8)
             self.setFillColor(colors.HexColor("#4a5568"))
-            self.drawString(15 * mm, 8 * mm, footer)
+            self.drawString(15 * mm, 8 * mm, footer[:FOOTER_LENGTH_MAX])
             self.drawRightString(width - 15 * mm, 8 * mm, f"page {self._pageNumber} of {total}")
             if draft:
                 self.setFont("Helvetica-Bold", 150)
@@ -105,13 +107,14 @@ def _styles() -> dict[str, ParagraphStyle]:
 def _table(table: ReportTable, styles) -> Table:
     def cell(value: str, index: int):
         # Long texts (labels, addresses) wrap; numbers stay one line, right-aligned.
-        if index in table.numeric_columns or len(value) <= WRAP_LENGTH_MIN:
+        if index in table.numeric_columns or (len(value) <= WRAP_LENGTH_MIN and not table.equal_columns):
             return value
         return Paragraph(escape(value), styles["cell"])
 
     header = [table.header] if any(table.header) else []
     data = header + [[cell(v, i) for i, v in enumerate(row)] for row in table.rows]
-    result = Table(data or [[""]], repeatRows=1 if header else 0, hAlign="LEFT")
+    widths = [PARTY_COLUMN_WIDTH] * len(table.header) if table.equal_columns else None
+    result = Table(data or [[""]], colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
     commands = [
         ("FONTSIZE", (0, 0), (-1, -1), 8),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),

@@ -35,6 +35,7 @@ ROUNDING_NOTE = (
     "Each line is quantity x unit price, rounded half-even to cents once; totals are sums of lines."
     " The tax is the net x the agreement's rate, rounded half-even to cents once."
 )
+CHART_PARTNERS_MAX = 12
 DRAFT_NOTE = "DRAFT: a preview of an open period, not a closed statement. It has no number and is not payable."
 
 
@@ -44,6 +45,7 @@ class Table:
     rows: list[list[str]]
     numeric_columns: frozenset[int] = frozenset()  # right-aligned column indexes
     total_rows: int = 0  # the last N rows are totals (bold)
+    equal_columns: bool = False  # side by side blocks (parties): each column gets the same width
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,8 @@ def _parties(document: StatementDocument | None) -> Table:
     height = max(len(operator), len(partner))
     operator += [""] * (height - len(operator))
     partner += [""] * (height - len(partner))
-    return Table(["from (operator)", "to (partner)"], [[a, b] for a, b in zip(operator, partner, strict=True)])
+    rows = [[a, b] for a, b in zip(operator, partner, strict=True)]
+    return Table(["from (operator)", "to (partner)"], rows, equal_columns=True)
 
 
 def _details(statement: Statement, document: StatementDocument | None, draft: bool) -> Table:
@@ -267,6 +270,10 @@ def _netting(settlement: PeriodSettlement) -> Text:
     )
 
 
+def _parts(rows: list) -> list[list]:
+    return [rows[index : index + CHART_PARTNERS_MAX] for index in range(0, len(rows), CHART_PARTNERS_MAX)] or [[]]
+
+
 def build_report(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) -> Report:
     draft = not settlement.closed
     label = period_label(settlement, zone)
@@ -285,13 +292,15 @@ def build_report(settlement: PeriodSettlement, partner_id: str, zone: ZoneInfo) 
             _netting(settlement),
         ],
     )
+    # A chart shows at most CHART_PARTNERS_MAX partners (so it fits a page and stays readable);
+    # more partners: more charts, each still in one currency.
     charts = [
-        Section(f"{code} issued and redeemed per partner", [PointsChart(code, rows)])
+        Section(f"{code} issued and redeemed per partner", [PointsChart(code, part) for part in _parts(rows)])
         for code, rows in points_by_currency(settlement.statements).items()
     ]
+    nets = [(s.partner_id, s.net_cents) for s in settlement.statements]
     net_chart = Section(
-        "Net positions in EUR (right: partner pays; left: partner is paid)",
-        [NetChart([(s.partner_id, s.net_cents) for s in settlement.statements])],
+        "Net positions in EUR (right: partner pays; left: partner is paid)", [NetChart(part) for part in _parts(nets)]
     )
     roll = Section("Points liability roll-forward (per currency, in its units)", [_roll_forward(settlement)])
     statements = [
