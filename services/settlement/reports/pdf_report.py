@@ -174,7 +174,7 @@ def _net_chart(rows: list[tuple[str, int]]) -> Drawing:
 
 def _flowables(block, styles) -> list:
     if isinstance(block, ReportTable):
-        return [_table(block, styles)]
+        return [_table(block, styles), Spacer(1, 2 * mm)]
     if isinstance(block, Text):
         style = styles.get(block.emphasis or "normal", styles["normal"])
         return [Paragraph(escape(block.text), style), Spacer(1, 2 * mm)]
