@@ -154,6 +154,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             list(request.account_ids),
             request.owner_id,
             request.include_tier_bonus_points,
+            request.group_by_store,
         )
         response = ledger_pb2.GetActivitySummaryResponse(last_commit_sequence=last_sequence)
         for row in rows:
@@ -167,6 +168,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 owner_id=row.owner_id,
                 kind=row.kind,
                 tier_bonus_points=int(row.tier_bonus_points),
+                store_id=getattr(row, "store_id", ""),
             )
         return response
 

@@ -10,7 +10,17 @@ from services.common.auth import AdminKey
 from services.common.errors import InvalidArgument, NotFound
 from services.common.page_token import decode_page_token, encode_page_token
 from services.common.timeconv import micros_from_request, timestamp_from_micros
-from services.settlement import agreements, audit, outstanding, periods, reconciliation, reports, wire
+from services.settlement import (
+    agreements,
+    audit,
+    document_wire,
+    outstanding,
+    periods,
+    reconciliation,
+    reports,
+    statement_documents,
+    wire,
+)
 from services.settlement.context import SettlementContext
 
 PAGE_SIZE_DEFAULT = 100
@@ -175,3 +185,25 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         as_of_us = micros_from_request(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
         summary = await outstanding.outstanding_report(self._context, as_of_us, request.currency_code)
         return wire.outstanding_report_to_pb(summary)
+
+    async def SetPartnerBillingDetails(self, request, context):
+        self._admin.require(context)
+        version, create_time_us, created = await statement_documents.set_partner_billing_details(
+            self._context, document_wire.billing_version_from_pb(request.billing_details)
+        )
+        return pb.SetPartnerBillingDetailsResponse(
+            billing_details=document_wire.billing_version_to_pb(version, create_time_us), created=created
+        )
+
+    async def ListPartnerBillingDetails(self, request, context):
+        self._admin.require(context)
+        limit = page_size(request.page_size)
+        after = decode_agreements_token(request.page_token)  # the same shape: [partner_id, start µs]
+        rows = await statement_documents.list_partner_billing_details(
+            self._context, request.partner_id, after, limit + 1
+        )
+        last = rows[limit - 1][0] if len(rows) > limit else None
+        return pb.ListPartnerBillingDetailsResponse(
+            billing_details=[document_wire.billing_version_to_pb(v, t) for v, t in rows[:limit]],
+            next_page_token=encode_page_token(last.partner_id, last.effective_from_us) if last is not None else "",
+        )

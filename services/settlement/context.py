@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from services.common.db import Database
+from services.settlement.documents import BillingDetails
 from services.settlement.ledger_client import LedgerClient
 
 T = TypeVar("T")
@@ -33,6 +34,9 @@ class SettlementContext:
     # earlier commit time can still be in flight between its reads.
     audit_lag_seconds: int = 2
     now_us: Callable[[], int] = field(default=system_clock_us)
+    # The operator's own billing details for statement documents (settings COALITION_OPERATOR_*);
+    # None when not configured (documents then say so).
+    operator_billing: BillingDetails | None = None
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Database work off the event loop, so gRPC calls keep flowing meanwhile."""

@@ -24,8 +24,9 @@ from coalition.ledger.v1 import ledger_pb2
 from services.common.demo import DEMO_PARTNER_IDS, SKIPPED_EVENT
 from services.common.errors import ServiceError
 from services.common.mode import DEVELOPMENT, ENV_SETTING, is_development
-from services.settlement import agreements, model, store
+from services.settlement import agreements, model, statement_documents, store
 from services.settlement.context import SettlementContext
+from services.settlement.documents import BillingDetails, BillingVersion
 
 DEMO_VALID_FROM_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z, before any demo activity
 DEMO_ISSUE_PRICE = Decimal("0.0100")
@@ -64,6 +65,27 @@ async def seed(context: SettlementContext) -> None:
             _log.info("demo_agreement_kept", partner_id=agreement.partner_id, reason=str(error))
             continue
         _log.info("demo_agreement_recorded", partner_id=agreement.partner_id)
+    await _seed_billing_details(context)
+
+
+# Made-up billing details of the demo partners (valid shapes and IBAN checksums), so a demo
+# statement shows a partner block. Recorded under fixed ids: a restart repeats them idempotently.
+DEMO_BILLING = {
+    "fresh-mart": ("Fresh Mart Demo B.V.", "Marktplein 1\n3011 AA Rotterdam", "NL000000001B01", "NL52DEMO0000000001"),
+    "fuelco": ("FuelCo Demo GmbH", "Tankstrasse 4\n10115 Berlin", "DE000000002", "NL25DEMO0000000002"),
+    "grand-hotels": ("Grand Hotels Demo S.A.", "1 Rue de la Paix\n75002 Paris", "FR00000000003", "NL95DEMO0000000003"),
+    "skyair": ("SkyAir Demo Ltd", "1 Runway Road\nDublin", "IE0000004A", "NL68DEMO0000000004"),
+}
+
+
+async def _seed_billing_details(context: SettlementContext) -> None:
+    for partner_id, (name, address, vat_id, iban) in sorted(DEMO_BILLING.items()):
+        details = BillingDetails(name, address, vat_id, iban, f"billing@{partner_id}.example")
+        version = BillingVersion(f"demo-billing-{partner_id}", partner_id, DEMO_VALID_FROM_US, details)
+        try:
+            await statement_documents.set_partner_billing_details(context, version)
+        except ServiceError as error:  # other details recorded meanwhile: kept as they are
+            _log.info("demo_billing_details_kept", partner_id=partner_id, reason=str(error))
 
 
 def demo_agreements(

@@ -13,6 +13,7 @@ from coalition.ledger.v1 import ledger_pb2
 from services.common import ledger_client as common
 from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
 from services.common.tls import Transport
+from services.settlement.documents import StoreActivity
 from services.settlement.model import Activity, BreakageActivity, TransactionRow
 
 LEDGER_CALL_DEADLINE_SECONDS = 10.0
@@ -59,6 +60,24 @@ class LedgerClient(common.LedgerClient):
                 for line in response.lines
             )
         return lines, last_sequence
+
+    async def store_activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> list[StoreActivity]:
+        """Posted activity per account, code and store in [start, end), with transfer counts
+        (grouped by the ledger: one aggregate per chunk of account ids)."""
+        return [
+            StoreActivity(
+                owner_id=line.owner_id,
+                kind=line.kind,
+                code=CODE_NAMES.get(line.code, "UNSPECIFIED"),
+                currency_code=line.currency_code,
+                store_id=line.store_id,
+                debits=line.debits_posted,
+                credits=line.credits_posted,
+                transfer_count=line.transfer_count,
+            )
+            for response in await self.activity_summary(start_us, end_us, account_ids, by_store=True)
+            for line in response.lines
+        ]
 
     async def breakage(self, start_us: int, end_us: int) -> tuple[list[BreakageActivity], int]:
         """Points expired and reinstated in [start, end) per currency and issuer; and the last sequence."""

@@ -143,6 +143,11 @@ class PriceAgreement:
     # Terms beyond prices, each with its default for versions recorded before it existed.
     breakage_owner: BreakageOwner = BreakageOwner.OPERATOR
     tier_bonus_funder: TierBonusFunder = TierBonusFunder.PARTNER
+    # Document terms (services/settlement/documents.py): days to the due date, tax rate (percent)
+    # and the tax's legal note.
+    payment_terms_days: int = 30
+    tax_rate_percent: Decimal = Decimal(0)
+    tax_note: str = ""
 
     def point_price(self, currency_code: str) -> PointPrice | None:
         return next((p for p in self.point_prices if p.currency_code == currency_code), None)
@@ -167,6 +172,9 @@ class PriceAgreement:
             ),
             self.breakage_owner.value,
             self.tier_bonus_funder.value,
+            self.payment_terms_days,
+            str(self.tax_rate_percent.normalize()),
+            self.tax_note,
         )
 
 
@@ -996,10 +1004,16 @@ class PeriodSettlement:
     roll_forwards: tuple[RollForward, ...]
     last_commit_sequence: int
     close_time_us: int = 0
+    # One documents.StatementDocument per statement (number, dates, tax, parties, store lines);
+    # empty for periods closed before documents existed.
+    documents: tuple = ()
 
     @property
     def netting(self) -> Netting:
         return netting(self.statements)
+
+    def document(self, partner_id: str):
+        return next((d for d in self.documents if d.partner_id == partner_id), None)
 
     def statement(self, partner_id: str) -> Statement | None:
         return next((s for s in self.statements if s.partner_id == partner_id), None)

@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
-from services.settlement import model, scheme, store
+from services.settlement import model, scheme, statement_documents, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
     Activity,
@@ -307,7 +307,8 @@ async def preview_statement(
         previous = await _previous_closed(context, shown[0])
         after = previous.last_commit_sequence if previous is not None else None
         missing: list[tuple[str, str]] = []
-        settlement = await compute_settlement(context, period_id, shown[0], end_us, after, missing)
+        computed = await compute_settlement(context, period_id, shown[0], end_us, after, missing)
+        settlement = await statement_documents.attach_drafts(context, computed, context.now_us())
         warnings.extend(scheme.price_missing_warnings(missing))
     boundary = (span.first_start_us, span.first_period_id) if span is not None else (settlement.start_us, "")
     warnings.extend(await unbilled_before(context, *boundary))
@@ -393,7 +394,7 @@ async def close_period(
     if validate_only:
         computed = await compute_settlement(context, period_id, start_us, end_us, after_sequence)
         _check_invariants(computed)
-        return computed, False
+        return await statement_documents.attach_drafts(context, computed, context.now_us()), False
     await _ensure_operator_settlement_account(context)
     lost_race: sa_exc.IntegrityError | None = None
     for attempt in range(1, FREEZE_ATTEMPTS_MAX + 1):
@@ -406,9 +407,10 @@ async def close_period(
             replace(s, settlement_transfer_id=settlement_transfer_id(period_id, s.partner_id) if s.net_cents else "")
             for s in computed.statements
         )
-        frozen = replace(computed, statements=statements)
+        close_us = context.now_us()
+        frozen = await statement_documents.attach_drafts(context, replace(computed, statements=statements), close_us)
         try:
-            if await context.write(lambda c, frozen=frozen, basis=basis: _freeze(c, frozen, basis, context.now_us())):
+            if await context.write(lambda c, frozen=frozen, basis=basis, now=close_us: _freeze(c, frozen, basis, now)):
                 break
         except sa_exc.IntegrityError as error:
             lost_race = error  # Another close of the same period won the race; continue from what it stored.
@@ -468,6 +470,7 @@ def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us:
     if store.agreement_ids_starting_before(connection, frozen.end_us) != basis:
         return False
     store.insert_closing_period(connection, frozen, now_us)
+    statement_documents.number_and_store(connection, frozen)
     return True
 
 
@@ -528,6 +531,10 @@ def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.Transf
     for statement in settlement.statements:
         if statement.net_cents == 0:
             continue
+        # What is paid is the document's gross (net + tax, same sign); periods closed before
+        # documents existed post their net.
+        document = settlement.document(statement.partner_id)
+        amount = abs(document.gross_cents) if document is not None else abs(statement.net_cents)
         partner_account = _partner_account_id(statement.partner_id)
         debit, credit = (
             (partner_account, OPERATOR_SETTLEMENT_ACCOUNT_ID)
@@ -539,7 +546,7 @@ def settlement_transfers(settlement: PeriodSettlement) -> list[ledger_pb2.Transf
                 id=statement.settlement_transfer_id,
                 debit_account_id=debit,
                 credit_account_id=credit,
-                amount=abs(statement.net_cents),
+                amount=amount,
                 currency_code=model.MONEY_CURRENCY_CODE,
                 kind=ledger_pb2.TRANSFER_KIND_POSTED,
                 code=ledger_pb2.TRANSFER_CODE_SETTLEMENT,

@@ -16,11 +16,13 @@ from services.common.config import ConfigError, env_int, env_str, settings_or_ex
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
-from services.common.mode import secret_setting
+from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
+from services.settlement.documents import BillingDetails, validate_billing_details
 from services.settlement.ledger_client import LedgerClient
+from services.settlement.model import SettlementRuleError
 from services.settlement.reconciliation import FILE_BYTES_MAX
 
 SERVICE_NAME = settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name
@@ -51,6 +53,8 @@ class SettlementSettings:
     grpc_concurrent_rpcs_max: int
     transport: Transport
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # The operator's own billing details printed on statement documents; None when not configured.
+    operator_billing: BillingDetails | None = None
 
     @classmethod
     def from_env(cls) -> SettlementSettings:
@@ -68,6 +72,7 @@ class SettlementSettings:
             grpc_concurrent_rpcs_max=env_int("COALITION_GRPC_CONCURRENT_RPCS_MAX", 64, minimum=1),
             transport=Transport.from_env("settlement", "COALITION_SETTLEMENT"),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
+            operator_billing=operator_billing_from_env(),
         )
         settings.zone()
         return settings
@@ -77,6 +82,36 @@ class SettlementSettings:
             return ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ConfigError(f"COALITION_TIME_ZONE {self.time_zone!r} is not a known time zone") from error
+
+
+OPERATOR_BILLING_SETTINGS = (
+    ("legal_name", "COALITION_OPERATOR_LEGAL_NAME"),
+    ("address", "COALITION_OPERATOR_ADDRESS"),
+    ("vat_id", "COALITION_OPERATOR_VAT_ID"),
+    ("iban", "COALITION_OPERATOR_IBAN"),
+    ("billing_email", "COALITION_OPERATOR_BILLING_EMAIL"),
+)
+
+
+# Development only (COALITION_ENV=development) and only when no COALITION_OPERATOR_* is set.
+DEMO_OPERATOR_BILLING = BillingDetails(
+    "Coalition Exchange Demo B.V.", "Herengracht 500\n1017 CB Amsterdam", "NL000000000B01", "NL30DEMO0000000009"
+)
+
+
+def operator_billing_from_env() -> BillingDetails | None:
+    """All unset: None (documents say the operator's details are not configured; development: the
+    demo operator's). Otherwise legal
+    name, address, VAT id and IBAN are required and checked like a partner's; in the address the
+    two characters \\n start a new line."""
+    values = {name: env_str(variable, "") for name, variable in OPERATOR_BILLING_SETTINGS}
+    if not any(values.values()):
+        return DEMO_OPERATOR_BILLING if is_development() else None
+    values["address"] = values["address"].replace("\\n", "\n")
+    try:
+        return validate_billing_details(BillingDetails(**values), email_required=False)
+    except SettlementRuleError as error:
+        raise ConfigError(f"COALITION_OPERATOR_* billing details: {error.message}") from error
 
 
 def open_database(settings: SettlementSettings) -> Database:
@@ -101,6 +136,7 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         time_zone=settings.zone(),
         close_delay_seconds=settings.close_delay_seconds,
         audit_lag_seconds=settings.audit_lag_seconds,
+        operator_billing=settings.operator_billing,
     )
 
     _started.append(context)

@@ -62,6 +62,10 @@ price_agreements = Table(
     Column("breakage_owner", String(32), nullable=False, server_default="OPERATOR"),
     # Who funds the tier bonus of points earned at the partner (model.TierBonusFunder); migration 0005.
     Column("tier_bonus_funder", String(32), nullable=False, server_default="PARTNER"),
+    # Document terms (migration 0006): days to the due date, tax rate (decimal percent text), tax note.
+    Column("payment_terms_days", Integer, nullable=False, server_default="30"),
+    Column("tax_rate_percent", String(16), nullable=False, server_default="0"),
+    Column("tax_note", String(500), nullable=False, server_default=""),
     UniqueConstraint("partner_id", "valid_from_us", name="uq_settlement_agreement_partner_start"),
 )
 
@@ -224,6 +228,9 @@ def _agreement_from_row(row) -> PriceAgreement:
         conversion_prices=tuple(ConversionPrice(f, t, Decimal(p)) for f, t, p in prices["conversion_prices"]),
         breakage_owner=BreakageOwner(row.breakage_owner),
         tier_bonus_funder=TierBonusFunder(row.tier_bonus_funder),
+        payment_terms_days=row.payment_terms_days,
+        tax_rate_percent=Decimal(row.tax_rate_percent),
+        tax_note=row.tax_note,
     )
 
 
@@ -252,6 +259,9 @@ def insert_agreement(connection: Connection, agreement: PriceAgreement, now_us: 
             create_time_us=now_us,
             breakage_owner=agreement.breakage_owner.value,
             tier_bonus_funder=agreement.tier_bonus_funder.value,
+            payment_terms_days=agreement.payment_terms_days,
+            tax_rate_percent=str(agreement.tax_rate_percent),
+            tax_note=agreement.tax_note,
         )
     )
 
@@ -444,6 +454,7 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
         ),
         last_commit_sequence=row.last_commit_sequence,
         close_time_us=row.close_time_us,
+        documents=document_store.load_documents(connection, period_id),
     )
     return settlement, row.state
 
@@ -535,3 +546,8 @@ def load_reconciliation_rows(connection: Connection, reconciliation_id: str) -> 
     for r in results:
         counts[r.status] += 1
     return ReconciliationResult(results, counts)
+
+
+# The document tables (migration 0006) live in their own module on this metadata; imported last
+# because it imports this module's metadata.
+from services.settlement import document_store  # noqa: E402

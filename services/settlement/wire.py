@@ -6,6 +6,8 @@ from coalition.ledger.v1 import ledger_pb2
 from coalition.settlement.v1 import settlement_pb2 as pb
 from services.common.errors import InvalidArgument
 from services.common.timeconv import micros_from_request, timestamp_from_micros
+from services.settlement.document_wire import attach_documents
+from services.settlement.documents import PAYMENT_TERMS_DAYS_DEFAULT, parse_tax_rate, validate_terms
 from services.settlement.model import (
     BreakageOwner,
     ConversionPrice,
@@ -90,7 +92,22 @@ def agreement_from_pb(message: pb.PriceAgreement) -> PriceAgreement:
         ),
         breakage_owner=breakage_owner_from_pb(message.breakage_owner),
         tier_bonus_funder=tier_bonus_funder_from_pb(message.tier_bonus_funder),
+        **_terms_from_pb(message),
     )
+
+
+def _terms_from_pb(message: pb.PriceAgreement) -> dict:
+    """Payment terms and tax (0 days: the default); refused as INVALID_ARGUMENT when malformed."""
+    try:
+        validate_terms(message.payment_terms_days, message.tax_note)
+        rate = parse_tax_rate(message.tax_rate_percent)
+    except SettlementRuleError as error:
+        raise InvalidArgument(error.reason, error.message) from error
+    return {
+        "payment_terms_days": message.payment_terms_days or PAYMENT_TERMS_DAYS_DEFAULT,
+        "tax_rate_percent": rate,
+        "tax_note": message.tax_note,
+    }
 
 
 def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceAgreement:
@@ -117,6 +134,9 @@ def agreement_to_pb(agreement: PriceAgreement, create_time_us: int) -> pb.PriceA
         create_time=timestamp_from_micros(create_time_us),
         breakage_owner=_BREAKAGE_OWNERS[agreement.breakage_owner],
         tier_bonus_funder=_TIER_BONUS_FUNDERS[agreement.tier_bonus_funder],
+        payment_terms_days=agreement.payment_terms_days,
+        tax_rate_percent=str(agreement.tax_rate_percent),
+        tax_note=agreement.tax_note,
     )
 
 
@@ -193,6 +213,7 @@ def settlement_to_pb(settlement: PeriodSettlement) -> pb.PeriodSettlement:
     )
     if settlement.closed:
         message.close_time.CopyFrom(timestamp_from_micros(settlement.close_time_us))
+    attach_documents(message, settlement)
     return message
 
 

@@ -624,3 +624,35 @@ def test_out_of_range_times_and_cursors_are_invalid_argument(ledger, call, build
     _, (wallet, _) = setup_pts(ledger)
     error = rpc_error(getattr(ledger, call), build(wallet))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+
+
+def test_activity_summary_groups_by_store_with_counts_when_asked(ledger):
+    """group_by_store: one line per account, code and the transfer's store, in the same aggregate."""
+    issuance, (wallet, shop) = setup_pts(ledger)
+
+    def at(store: str) -> pb.TransferMetadata:
+        return pb.TransferMetadata(partner_id="retailer", store_id=store)
+
+    earn = commit(ledger, posted(unique("earn"), issuance, wallet, 100, metadata=at("north")))
+    commit(ledger, posted(unique("earn"), issuance, wallet, 40, metadata=at("north")))
+    commit(ledger, posted(unique("earn"), issuance, wallet, 7, metadata=at("south")))
+    commit(ledger, posted(unique("redeem"), wallet, shop, 5, code=pb.TRANSFER_CODE_REDEEM, metadata=at("south")))
+    after = commit(ledger, posted(unique("after"), issuance, wallet, 1, metadata=at("north")))
+
+    summary = ledger.GetActivitySummary(
+        pb.GetActivitySummaryRequest(
+            start_time=earn.commit_time, end_time=after.commit_time, account_ids=[issuance, shop], group_by_store=True
+        ),
+        timeout=TIMEOUT,
+    )
+    got = [
+        (line.account_id, line.code, line.store_id, line.debits_posted, line.credits_posted, line.transfer_count)
+        for line in summary.lines
+    ]
+    assert got == sorted(
+        [
+            (issuance, pb.TRANSFER_CODE_EARN, "north", 140, 0, 2),
+            (issuance, pb.TRANSFER_CODE_EARN, "south", 7, 0, 1),
+            (shop, pb.TRANSFER_CODE_REDEEM, "south", 0, 5, 1),
+        ]
+    )

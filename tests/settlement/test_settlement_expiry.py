@@ -105,4 +105,4 @@ def test_points_expired_and_partly_reinstated_in_a_period_show_apart_and_close_a
     assert (audited.expired, audited.reinstated, audited.closing_outstanding) == (700, 250, 750)
 
     html = settlement.ExportReport(spb.ExportReportRequest(period=period, format=spb.REPORT_FORMAT_HTML)).content
-    assert b"<th class='n'>reinstated</th>" in html
+    assert b'<th class="n">reinstated</th>' in html

@@ -6,8 +6,8 @@ from html import escape
 
 from services.settlement.reports.formatting import PointsSummary, eur, points
 
-BAR_WIDTH = 26
-GROUP_GAP = 40
+BAR_WIDTH = 34
+GROUP_GAP = 50
 CHART_HEIGHT = 220
 LABEL_HEIGHT = 40
 ISSUED_COLOUR = "#2b6cb0"
@@ -38,11 +38,14 @@ def issued_vs_redeemed_svg(currency_code: str, rows: list[PointsSummary]) -> str
             (0, row.issued, ISSUED_COLOUR, "issued"),
             (BAR_WIDTH, row.redeemed, REDEEMED_COLOUR, "redeemed"),
         ):
-            bar = round(CHART_HEIGHT * max(value, 0) / peak)
+            bar = round((CHART_HEIGHT - 16) * max(value, 0) / peak)  # room above for the figure
             y = CHART_HEIGHT + 24 - bar
             parts.append(
                 f'<rect x="{x + offset}" y="{y}" width="{BAR_WIDTH - 2}" height="{bar}" fill="{colour}">'
                 f"<title>{escape(row.partner_id)} {what}: {points(value)} {code}</title></rect>"
+                # The figure on the bar, so the chart informs without hovering.
+                f'<text x="{x + offset + BAR_WIDTH // 2 - 1}" y="{y - 4}" font-size="9" text-anchor="middle">'
+                f"{points(value)}</text>"
             )
         parts.append(
             f'<text x="{x + BAR_WIDTH}" y="{CHART_HEIGHT + 40}" font-size="12" text-anchor="middle">'
