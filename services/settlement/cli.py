@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import grpc
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
-from services.common.auth import DEV_ADMIN_API_KEY
-from services.common.config import env_str, settings_or_exit
-from services.common.errors import error_info_of
-from services.common.mode import secret_setting
+from services.common import cli
 from services.common.timeconv import timestamp_from_micros
-from services.common.tls import client_transport
 from services.settlement.reports import outstanding
 from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
@@ -50,10 +45,10 @@ TIER_BONUS_FUNDERS = {
 
 
 def _micros(text: str) -> int:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise SystemExit(f"time {text!r} needs an offset, e.g. 2026-10-01T00:00:00+02:00")
-    return int(moment.timestamp() * 1_000_000)
+    try:
+        return cli.time_argument(text)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _selector(args) -> pb.PeriodSelector:
@@ -245,19 +240,20 @@ def run(args, stub, metadata) -> int:
     return 0
 
 
+# A refusal exits 2 here, not cli.EXIT_REFUSED: `outstanding` and `audit` already answer 1 for a
+# report that found a problem, and scripts tell the two apart.
+REFUSED_EXIT_STATUS = 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    address = env_str("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053")
-    admin_key = settings_or_exit(lambda: secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY))
-    metadata = (("authorization", f"Bearer {admin_key}"),)
-    with settings_or_exit(client_transport).channel(address) as channel:
+    metadata = cli.admin_metadata()
+    with cli.operator_channel("COALITION_SETTLEMENT_ADDRESS", "127.0.0.1:50053") as channel:
         try:
             return run(args, settlement_pb2_grpc.SettlementServiceStub(channel), metadata)
         except grpc.RpcError as error:
-            info = error_info_of(error)
-            reason = f" [{info.reason}]" if info is not None else ""
-            print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
-            return 2
+            cli.print_refusal(error)
+            return REFUSED_EXIT_STATUS
 
 
 if __name__ == "__main__":
