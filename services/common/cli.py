@@ -14,14 +14,15 @@ import argparse
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.common.auth import DEV_ADMIN_API_KEY
-from services.common.config import env_str, settings_or_exit
+from services.common.config import env_str, settings_or_exit, zone_of
 from services.common.errors import error_info_of
 from services.common.mode import secret_setting
 from services.common.tls import client_transport
@@ -72,11 +73,17 @@ def time_argument(text: str) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
-def format_time(message) -> str:
-    """A google.protobuf.Timestamp as UTC ISO 8601 to the second; empty when unset (zero)."""
+def coalition_zone() -> ZoneInfo:
+    """The time zone the tools show times in: the coalition's (COALITION_TIME_ZONE), as the services use."""
+    return settings_or_exit(lambda: zone_of(env_str("COALITION_TIME_ZONE", "Europe/Amsterdam")))
+
+
+def format_time(message, zone: ZoneInfo | None = None) -> str:
+    """A google.protobuf.Timestamp as ISO 8601 to the second in `zone` (default: the coalition's),
+    with its offset; empty when unset (zero)."""
     if not message.seconds and not message.nanos:
         return ""
-    return datetime.fromtimestamp(message.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(message.seconds, zone or coalition_zone()).isoformat(sep=" ")
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -2,9 +2,10 @@
 
 Every command (services/partners/admin_commands.py) is one call of PartnersService's admin API
 with the operator's certificate and admin key. Output is a readable table; `--json` prints the
-response message as protobuf JSON (the proto's field names) for scripts. Mutations take
-`--request-id` (default: a fresh UUID, printed on standard error): rerun a command with the same
-id after a timeout and it is done at most once.
+response message as protobuf JSON (the proto's field names) for scripts. A rerun after a timeout
+is safe: commands that name what they change (a partner, store, terminal or key) are idempotent on
+that id, and those that create something under a server-assigned id (keys issue and rotate, rule
+versions) take `--request-id` (default: a fresh UUID, printed on standard error; rerun with it).
 
     coalition-admin partners register acme --kind retailer --name "Acme Stores"
     coalition-admin stores create acme-berlin-01 --partner acme --name "Acme Berlin"
@@ -79,10 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.arguments(leaf)
         leaf.add_argument("--json", action="store_true", help="print the response as protobuf JSON")
-        if command.mutation:
+        if command.keyed:
             leaf.add_argument(
                 "--request-id",
                 help="id of this change (default: a fresh UUID, printed): rerun with the same id to retry safely",
+            )
+        elif command.mutation:
+            leaf.add_argument(
+                "--request-id",
+                help="id for the service's log (optional): this command is idempotent on the id it names",
             )
         leaf.set_defaults(command_spec=command)
     return parser
@@ -90,11 +96,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stub: partners_pb2_grpc.PartnersServiceStub) -> int:
     command: Command = args.command_spec
-    request_id = ""
-    if command.mutation:
-        request_id = args.request_id or cli.new_request_id()
-        if not args.request_id:
-            print(f"request id: {request_id} (rerun with --request-id {request_id} to retry safely)", file=sys.stderr)
+    request_id = getattr(args, "request_id", None) or ""
+    if command.keyed and not request_id:
+        request_id = cli.new_request_id()
+        print(f"request id: {request_id} (rerun with --request-id {request_id} to retry safely)", file=sys.stderr)
     try:
         response, text = command.run(Session(args, stub, request_id))
     except grpc.RpcError as error:

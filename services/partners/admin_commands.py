@@ -61,17 +61,18 @@ class Command:
     examples: tuple[str, ...]  # command lines after the program's name
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Run
-    mutation: bool  # takes --request-id
+    mutation: bool  # takes --request-id (sent as x-request-id, for the service's log line)
+    keyed: bool  # the request id is the call's idempotency key: made up when not given, and printed
 
 
 COMMANDS: list[Command] = []
 
 
-def command(group: str, name: str, summary: str, *, examples, arguments, mutation: bool = False):
+def command(group: str, name: str, summary: str, *, examples, arguments, mutation=False, keyed=False):
     def register(run: Run) -> Run:
         if group not in GROUP_SUMMARIES:
             raise ValueError(f"unknown command group {group!r}")
-        COMMANDS.append(Command(group, name, summary, tuple(examples), arguments, run, mutation))
+        COMMANDS.append(Command(group, name, summary, tuple(examples), arguments, run, mutation or keyed, keyed))
         return run
 
     return register
@@ -411,7 +412,7 @@ def _key_shown_once(info: pb.ApiKeyInfo, api_key: str) -> str:
         "keys issue --partner acme --request-id acme-key-1  # rerun within 10 minutes: same key",
     ),
     arguments=_partner_option,
-    mutation=True,
+    keyed=True,
 )
 def _keys_issue(session: Session) -> tuple[Message, str]:
     request = pb.IssueApiKeyRequest(partner_id=session.args.partner, request_id=session.request_id)
@@ -430,7 +431,7 @@ def _key_id_arguments(parser: argparse.ArgumentParser) -> None:
     "issue a new key and revoke the given one in one step; the new key is printed once",
     examples=("keys rotate key_0123456789abcdef --partner acme",),
     arguments=_key_id_arguments,
-    mutation=True,
+    keyed=True,
 )
 def _keys_rotate(session: Session) -> tuple[Message, str]:
     args = session.args
@@ -503,7 +504,7 @@ def _earn_rules_create_arguments(parser: argparse.ArgumentParser) -> None:
         " --cap 5000 --valid-from 2027-01-01T00:00:00+01:00",
     ),
     arguments=_earn_rules_create_arguments,
-    mutation=True,
+    keyed=True,
 )
 def _earn_rules_create(session: Session) -> tuple[Message, str]:
     args = session.args
@@ -561,7 +562,7 @@ def _conversion_rules_create_arguments(parser: argparse.ArgumentParser) -> None:
         " --valid-from 2026-12-01T00:00:00+01:00",
     ),
     arguments=_conversion_rules_create_arguments,
-    mutation=True,
+    keyed=True,
 )
 def _conversion_rules_create(session: Session) -> tuple[Message, str]:
     args = session.args
