@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from services import run
+from services.common import cli as common_cli
 from services.common.addresses import dial_address
-from services.partners import demo_client
+from services.partners import admin_cli, demo_client
 from services.settlement import cli
 from tests.support.error_reasons import parsed_services
 from tests.support.servers import REPO_ROOT
@@ -57,10 +58,13 @@ def test_the_demo_and_the_finance_tool_dial_the_address_settings(monkeypatch):
         dialled.append(address)
         raise Refused
 
-    monkeypatch.setattr(cli, "client_transport", lambda: SimpleNamespace(channel=channel))
+    # Both operator tools open their channel through services/common/cli.py.
+    monkeypatch.setattr(common_cli, "client_transport", lambda: SimpleNamespace(channel=channel))
     with pytest.raises(Refused):
         cli.main(["periods"])
-    assert dialled == ["127.0.0.1:6201", "127.0.0.1:6202"]
+    with pytest.raises(Refused):
+        admin_cli.main(["partners", "list"])
+    assert dialled == ["127.0.0.1:6201", "127.0.0.1:6202", "127.0.0.1:6201"]
 
 
 def _server(listen_address: str, port: int):

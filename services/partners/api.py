@@ -8,6 +8,7 @@ from coalition.partners.v1 import partners_pb2 as pb
 from coalition.partners.v1 import partners_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.partners import (
+    admin_lists,
     captures,
     conversions,
     earning,
@@ -289,3 +290,23 @@ class PartnersApi(partners_pb2_grpc.PartnersServiceServicer):
         return pb.ListConversionsResponse(
             conversions=[wire.conversion_message(row, quote_row) for row, quote_row in rows]
         )
+
+    # ---- operator lists ----
+    @_rpc(admin=True)
+    async def ListStores(self, request, caller: Caller):
+        rows, token = await admin_lists.list_stores(self.app, request.partner_id, request.page_size, request.page_token)
+        return pb.ListStoresResponse(stores=[wire.store_message(row) for row in rows], next_page_token=token)
+
+    @_rpc(admin=True)
+    async def ListTerminals(self, request, caller: Caller):
+        rows, token = await admin_lists.list_terminals(
+            self.app, request.partner_id, request.store_id, request.page_size, request.page_token
+        )
+        return pb.ListTerminalsResponse(terminals=[wire.terminal_message(row) for row in rows], next_page_token=token)
+
+    @_rpc(admin=True)
+    async def ListApiKeys(self, request, caller: Caller):
+        rows, token = await admin_lists.list_api_keys(
+            self.app, request.partner_id, request.page_size, request.page_token
+        )
+        return pb.ListApiKeysResponse(keys=[wire.key_info_message(row) for row in rows], next_page_token=token)

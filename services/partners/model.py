@@ -42,6 +42,10 @@ ALIASES_PER_ENROLMENT_MAX = 10
 ALIAS_LENGTH_MAX = 254
 DISPLAY_NAME_LENGTH_MAX = 200
 PAGE_SIZE_MAX = 500
+PAGE_SIZE_DEFAULT = 100
+# ListApiKeys shows a key's last characters so an operator can tell keys apart: 4 of a key's
+# 43 random characters leave 234 bits unknown.
+API_KEY_HINT_LENGTH = 4
 ACTIVITY_PAGE_SIZE_DEFAULT = 50
 ACTIVITY_PAGE_SIZE_MAX = 200
 MICROS_PER_SECOND = 1_000_000
@@ -75,6 +79,17 @@ class DomainError(Exception):
 
 def invalid(reason: str, message: str, **metadata: object) -> DomainError:
     return DomainError(reason, message, **metadata)
+
+
+def page_limit(page_size: int) -> int:
+    """Rows per page of an operator list: 0 means the default, beyond the maximum is refused."""
+    if not 0 <= page_size <= PAGE_SIZE_MAX:
+        raise invalid("INVALID_PAGE_SIZE", f"page_size must be 0..{PAGE_SIZE_MAX}", field="page_size")
+    return page_size or PAGE_SIZE_DEFAULT
+
+
+def api_key_hint(api_key: str) -> str:
+    return api_key[-API_KEY_HINT_LENGTH:]
 
 
 # ---- Identifiers ----

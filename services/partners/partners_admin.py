@@ -133,9 +133,7 @@ async def get_partner(app: App, partner_id: str) -> Row:
 
 
 async def list_partners(app: App, page_size: int, page_token: str) -> tuple[list[Row], str]:
-    if not 0 <= page_size <= model.PAGE_SIZE_MAX:
-        raise InvalidArgument("INVALID_PAGE_SIZE", f"page_size must be 0..{model.PAGE_SIZE_MAX}")
-    limit = page_size or 100
+    limit = model.page_limit(page_size)
     (after_id,) = decode_page_token(page_token, str) or ("",)
     rows = await app.read(lambda connection: partner_store.list_partners(connection, after_id, limit + 1))
     if len(rows) > limit:
@@ -240,10 +238,15 @@ async def issue_api_key(
             old = partner_store.get_api_key(connection, revoke_key_id)
             if old is None or old.partner_id != partner_id:
                 raise NotFound("API_KEY_NOT_FOUND", "no such key for this partner", key_id=revoke_key_id)
-            partner_store.revoke_api_key(connection, revoke_key_id, now)
+            partner_store.revoke_api_key(connection, revoke_key_id, now, replaced_by_key_id=key_id)
             revoked = partner_store.get_api_key(connection, revoke_key_id)
         partner_store.insert_api_key(
-            connection, key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
+            connection,
+            key_id=key_id,
+            partner_id=partner_id,
+            key_hash=hash_api_key(api_key),
+            key_hint=model.api_key_hint(api_key),
+            create_time_us=now,
         )
         partner_store.forget_sealed_secrets(connection, window_start)
         partner_store.insert_admin_request(
@@ -298,7 +301,12 @@ async def ensure_known_api_key(app: App, partner_id: str, key_id: str, api_key: 
         if partner_store.get_api_key(connection, key_id) is not None:
             return False
         partner_store.insert_api_key(
-            connection, key_id=key_id, partner_id=partner_id, key_hash=hash_api_key(api_key), create_time_us=now
+            connection,
+            key_id=key_id,
+            partner_id=partner_id,
+            key_hash=hash_api_key(api_key),
+            key_hint=model.api_key_hint(api_key),
+            create_time_us=now,
         )
         return True
 

@@ -192,9 +192,17 @@ def store_message(row) -> pb.Store:
     return pb.Store(store_id=row.store_id, partner_id=row.partner_id, display_name=row.display_name)
 
 
+def terminal_message(row) -> pb.Terminal:
+    return pb.Terminal(store_id=row.store_id, terminal_id=row.terminal_id)
+
+
 def key_info_message(row) -> pb.ApiKeyInfo:
     info = pb.ApiKeyInfo(
-        key_id=row.key_id, partner_id=row.partner_id, create_time=timestamp_from_micros(row.create_time_us)
+        key_id=row.key_id,
+        partner_id=row.partner_id,
+        create_time=timestamp_from_micros(row.create_time_us),
+        key_hint=row.key_hint,
+        replaced_by_key_id=row.replaced_by_key_id or "",
     )
     if row.revoke_time_us is not None:
         info.revoke_time.CopyFrom(timestamp_from_micros(row.revoke_time_us))

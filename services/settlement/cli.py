@@ -16,13 +16,10 @@ import grpc
 
 from coalition.settlement.v1 import settlement_pb2 as pb
 from coalition.settlement.v1 import settlement_pb2_grpc
-from services.common.addresses import dial_address
-from services.common.auth import DEV_ADMIN_API_KEY
+from services.common import cli
 from services.common.config import DEFAULT_TIME_ZONE, env_str, settings_or_exit, zone_of
 from services.common.errors import error_info_of
-from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
-from services.common.tls import client_transport
 from services.settlement.reports import outstanding
 from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
@@ -47,10 +44,10 @@ TIER_BONUS_FUNDERS = {
 
 
 def _micros(text: str) -> int:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise SystemExit(f"time {text!r} needs an offset, e.g. 2026-10-01T00:00:00+02:00")
-    return int(moment.timestamp() * 1_000_000)
+    try:
+        return cli.time_argument(text)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _utc(timestamp) -> str:
@@ -388,23 +385,25 @@ def current_month(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(zone).strftime("%Y-%m")
 
 
+# A refusal exits 2 here, not cli.EXIT_REFUSED: `outstanding` and `audit` already answer 1 for a
+# report that found a problem, and scripts tell the two apart.
+REFUSED_EXIT_STATUS = 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "preview" and not args.period:
         args.period = current_month()
-    address = dial_address("settlement")
-    admin_key = settings_or_exit(lambda: secret_setting("COALITION_ADMIN_API_KEY", DEV_ADMIN_API_KEY))
-    metadata = (("authorization", f"Bearer {admin_key}"),)
-    with settings_or_exit(client_transport).channel(address) as channel:
+    metadata = cli.admin_metadata()
+    with cli.operator_channel("settlement") as channel:
         try:
             return run(args, settlement_pb2_grpc.SettlementServiceStub(channel), metadata)
         except grpc.RpcError as error:
+            cli.print_refusal(error)
             info = error_info_of(error)
-            reason = f" [{info.reason}]" if info is not None else ""
-            print(f"error: {error.code().name}{reason}: {error.details()}", file=sys.stderr)
             if info is not None and info.reason == "PERIOD_NOT_CONTIGUOUS":
                 print(contiguity_hint(info), file=sys.stderr)
-            return 2
+            return REFUSED_EXIT_STATUS
 
 
 if __name__ == "__main__":

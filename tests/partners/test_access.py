@@ -35,6 +35,9 @@ ADMIN_CALLS = [
     ("CreateEarnRule", pb.CreateEarnRuleRequest()),
     ("CreateConversionRule", pb.CreateConversionRuleRequest()),
     ("SetTierDefinition", pb.SetTierDefinitionRequest()),
+    ("ListStores", pb.ListStoresRequest()),
+    ("ListTerminals", pb.ListTerminalsRequest()),
+    ("ListApiKeys", pb.ListApiKeysRequest()),
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, insert, or_, select, update
 
 from services.partners.store.tables import admin_requests, api_keys, partners, stores, terminals
 
@@ -52,11 +52,11 @@ def get_api_key(connection: Connection, key_id: str) -> Row | None:
     return connection.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
 
 
-def revoke_api_key(connection: Connection, key_id: str, now_us: int) -> None:
+def revoke_api_key(connection: Connection, key_id: str, now_us: int, replaced_by_key_id: str | None = None) -> None:
     connection.execute(
         update(api_keys)
         .where(and_(api_keys.c.key_id == key_id, api_keys.c.revoke_time_us.is_(None)))
-        .values(revoke_time_us=now_us)
+        .values(revoke_time_us=now_us, replaced_by_key_id=replaced_by_key_id)
     )
 
 
@@ -98,3 +98,52 @@ def insert_store(connection: Connection, **values: object) -> None:
 
 def insert_terminal(connection: Connection, **values: object) -> None:
     connection.execute(insert(terminals).values(**values))
+
+
+# ---- operator lists: keyset pages in a fixed order, `limit` rows after the last one seen ----
+
+
+def stores_of(connection: Connection, partner_id: str, after_store_id: str, limit: int) -> Sequence[Row]:
+    query = (
+        select(stores)
+        .where(and_(stores.c.partner_id == partner_id, stores.c.store_id > after_store_id))
+        .order_by(stores.c.store_id)
+    )
+    return connection.execute(query.limit(limit)).all()
+
+
+def terminals_of(
+    connection: Connection, partner_id: str | None, store_id: str | None, after: tuple[str, str], limit: int
+) -> Sequence[Row]:
+    """A store's terminals, or every terminal of a partner's stores, by (store_id, terminal_id)."""
+    after_store_id, after_terminal_id = after
+    query = select(terminals).where(
+        or_(
+            terminals.c.store_id > after_store_id,
+            and_(terminals.c.store_id == after_store_id, terminals.c.terminal_id > after_terminal_id),
+        )
+    )
+    if store_id is not None:
+        query = query.where(terminals.c.store_id == store_id)
+    if partner_id is not None:
+        query = query.join(stores, stores.c.store_id == terminals.c.store_id).where(stores.c.partner_id == partner_id)
+    query = query.order_by(terminals.c.store_id, terminals.c.terminal_id)
+    return connection.execute(query.limit(limit)).all()
+
+
+def api_keys_of(connection: Connection, partner_id: str, after: tuple[int, str], limit: int) -> Sequence[Row]:
+    """A partner's keys, oldest first, without their hashes."""
+    after_create_time_us, after_key_id = after
+    columns = [column for column in api_keys.c if column.name != "key_hash"]
+    query = (
+        select(*columns)
+        .where(api_keys.c.partner_id == partner_id)
+        .where(
+            or_(
+                api_keys.c.create_time_us > after_create_time_us,
+                and_(api_keys.c.create_time_us == after_create_time_us, api_keys.c.key_id > after_key_id),
+            )
+        )
+        .order_by(api_keys.c.create_time_us, api_keys.c.key_id)
+    )
+    return connection.execute(query.limit(limit)).all()

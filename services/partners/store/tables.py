@@ -72,6 +72,10 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("create_time_us", BigInteger, nullable=False),
     Column("revoke_time_us", BigInteger, nullable=True),
+    # The key's last KEY_HINT_LENGTH characters, so an operator can tell keys apart (empty for
+    # keys issued before 0009); the key a rotation issued in this one's place.
+    Column("key_hint", String(8), nullable=False, server_default=""),
+    Column("replaced_by_key_id", String(40), nullable=True),
 )
 
 earn_rules = Table(
