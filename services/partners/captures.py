@@ -3,6 +3,8 @@ and the recovery pass's record of holds whose timeout passed, as the ledger deci
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 from sqlalchemy import Connection, Row
 
@@ -27,8 +29,47 @@ from services.partners.store import redemptions as redemption_store
 _log = structlog.get_logger("partners")
 
 
-async def _load(app: App, redemption_id: str) -> Row:
-    return await app.read_statement(lambda connection: redemption_store.get_redemption(connection, redemption_id))
+# Captures, voids and redemption reads arriving together read their redemptions in one statement
+# and record the ledger's answers in one write (services/common/coalescer.py).
+REDEMPTION_BATCH_MAX = 256
+REDEMPTIONS_QUEUED_MAX = 10_000
+
+
+async def _load(app: App, redemption_id: str) -> Row | None:
+    merger = app.merger(
+        "redemption read", lambda ids: _load_batch(app, ids), REDEMPTION_BATCH_MAX, REDEMPTIONS_QUEUED_MAX
+    )
+    return await merger.submit(redemption_id)
+
+
+async def _load_batch(app: App, redemption_ids: list[str]) -> list[Row | None]:
+    # A read that starts after every call in it arrived: each sees what was committed before it asked.
+    found = await app.read_statement(
+        lambda connection: redemption_store.redemptions_by_id(connection, set(redemption_ids))
+    )
+    return [found.get(redemption_id) for redemption_id in redemption_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolution:
+    """A hold the ledger captured (with the amount and transfer) or voided, to be recorded."""
+
+    redemption_id: str
+    captured: tuple[int, str] | None  # (amount, capture transfer id); None: voided
+
+
+async def _record(app: App, resolution: _Resolution) -> Row:
+    merger = app.merger(
+        "redemption resolution", lambda items: _record_batch(app, items), REDEMPTION_BATCH_MAX, REDEMPTIONS_QUEUED_MAX
+    )
+    return await merger.submit(resolution)
+
+
+async def _record_batch(app: App, resolutions: list[_Resolution]) -> list[Row]:
+    captured = {r.redemption_id: r.captured for r in resolutions if r.captured is not None}
+    voided = {r.redemption_id for r in resolutions if r.captured is None}
+    rows = await app.write(lambda connection: redemption_store.record_resolutions(connection, captured, voided))
+    return [rows[resolution.redemption_id] for resolution in resolutions]
 
 
 async def _owned(app: App, caller: Caller, redemption_id: str) -> Row:
@@ -122,17 +163,7 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     )
     result = await _resolve(app, row, transfer)
     captured = result.transfer.amount
-
-    def record(connection: Connection) -> Row:
-        return redemption_store.update_redemption(
-            connection,
-            row.redemption_id,
-            state="captured",
-            captured_amount=captured,
-            capture_transfer_id=result.transfer.id,
-        )
-
-    done = await app.write(record)
+    done = await _record(app, _Resolution(row.redemption_id, (captured, result.transfer.id)))
     _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
     return done
 
@@ -150,11 +181,7 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
         metadata=redemptions.transfer_metadata(row),
     )
     await _resolve(app, row, transfer)
-
-    def record(connection: Connection) -> Row:
-        return redemption_store.update_redemption(connection, row.redemption_id, state="voided")
-
-    done = await app.write(record)
+    done = await _record(app, _Resolution(row.redemption_id, None))
     _log.info("hold_voided", redemption_id=row.redemption_id)
     return done
 

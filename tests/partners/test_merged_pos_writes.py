@@ -54,12 +54,17 @@ class _Merges:
 
     def __init__(self, app) -> None:
         self.app = app
-        self.groups = Counter(app.mergers["write"].group_sizes)
+        self.groups = self._transactions()
         self.ledger_calls = Counter(app.ledger.merged_call_sizes)
+
+    def _transactions(self) -> Counter[int]:
+        # Group commit merges units of work; captures and voids also record a batch as one unit.
+        resolutions = self.app.mergers.get("redemption resolution")
+        return Counter(self.app.mergers["write"].group_sizes) + Counter(resolutions.batch_sizes if resolutions else {})
 
     def since(self) -> tuple[int, int]:
         """(the most calls one transaction recorded, the most calls one ledger call carried)."""
-        groups = Counter(self.app.mergers["write"].group_sizes) - self.groups
+        groups = self._transactions() - self.groups
         ledger_calls = Counter(self.app.ledger.merged_call_sizes) - self.ledger_calls
         return max(groups, default=0), max(ledger_calls, default=0)
 

@@ -14,6 +14,29 @@ def get_redemption(connection: Connection, redemption_id: str) -> Row | None:
     return connection.execute(select(redemptions).where(redemptions.c.redemption_id == redemption_id)).first()
 
 
+def redemptions_by_id(connection: Connection, redemption_ids: set[str]) -> dict[str, Row]:
+    query = select(redemptions).where(redemptions.c.redemption_id.in_(sorted(redemption_ids)))
+    return {row.redemption_id: row for row in connection.execute(query)}
+
+
+def record_resolutions(
+    connection: Connection, captured: dict[str, tuple[int, str]], voided: set[str]
+) -> dict[str, Row]:
+    """Record holds the ledger resolved: captured ones (id -> (amount, capture transfer id)) and
+    voided ones, one statement per kind for the whole batch. Returns the rows as they are now."""
+    by_id = redemptions.c.redemption_id == bindparam("id")
+    if captured:
+        connection.execute(
+            update(redemptions)
+            .where(by_id)
+            .values(state="captured", captured_amount=bindparam("amount"), capture_transfer_id=bindparam("transfer")),
+            [{"id": key, "amount": amount, "transfer": transfer} for key, (amount, transfer) in captured.items()],
+        )
+    if voided:
+        connection.execute(update(redemptions).where(by_id).values(state="voided"), [{"id": key} for key in voided])
+    return redemptions_by_id(connection, {*captured, *voided})
+
+
 def update_redemption(connection: Connection, redemption_id: str, **values: object) -> Row | None:
     """Change a redemption; the row as it is now (None if there is none)."""
     query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
