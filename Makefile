@@ -46,8 +46,9 @@ run: setup
 migrate: setup
 	$(PY) -m services.migrate
 
+# One worker per core; a module's tests stay on one worker (they share its servers).
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadscope tests
 
 lint: setup $(BUF)
 	$(VENV)/bin/ruff check services tests bench

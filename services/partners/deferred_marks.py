@@ -38,6 +38,8 @@ class DeferredMarks:
         self._closed = False
         # Transactions written for marks alone (no batch carried them): tests and operators see them.
         self.flush_writes = 0
+        # Marks a flush is writing right now: not written until that write commits.
+        self._in_flight = 0
 
     def add(self, ids: list[str]) -> None:
         if not ids or self._closed:  # after close: the rows stay pending and recovery marks them
@@ -64,18 +66,22 @@ class DeferredMarks:
             self._start_flusher()  # the flusher may have ended while these were taken
 
     def __len__(self) -> int:
-        return sum(len(ids) for _, ids in self._chunks)
+        """Marks not yet committed: waiting, or in a flush's write still in flight."""
+        return sum(len(ids) for _, ids in self._chunks) + self._in_flight
 
     async def flush(self) -> None:
         """Write every waiting mark now, after any flush already writing (shutdown, tests)."""
         async with self._writing:
             while self._chunks:
                 taken = self.take()
+                self._in_flight = len(taken)
                 try:
                     await self._write(taken)
                 except BaseException:
                     self.give_back(taken)
                     raise
+                finally:
+                    self._in_flight = 0
                 self.flush_writes += 1
 
     async def _flush_when_old(self) -> None:

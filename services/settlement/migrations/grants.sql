@@ -5,7 +5,10 @@
 -- Run as the owner that ran the migrations, with search_path set to settlement's schema, after
 -- every `make migrate`; a migration that adds a table adds its line here. GRANT is idempotent.
 GRANT SELECT, INSERT ON settlement_price_agreements, settlement_statements, settlement_statement_lines,
-    settlement_roll_forwards, settlement_reconciliations, settlement_reconciliation_rows TO settlement_app;
+    settlement_roll_forwards, settlement_reconciliations, settlement_reconciliation_rows,
+    settlement_billing_details, settlement_statement_documents, settlement_statement_store_lines TO settlement_app;
 GRANT SELECT, INSERT, UPDATE ON settlement_periods TO settlement_app;
+-- A close takes the next statement numbers from its series' counter row (locked FOR UPDATE).
+GRANT SELECT, INSERT, UPDATE ON settlement_statement_counters TO settlement_app;
 -- At head, the migration on start only reads which revision the schema is at.
 GRANT SELECT ON alembic_version_settlement TO settlement_app;
