@@ -48,13 +48,13 @@ def test_flush_returns_only_after_a_write_already_in_flight():
         database.gate.clear()
         marks.add(["a"])
         await asyncio.sleep(3 * FLUSH_SECONDS)  # the flusher has taken "a" and waits on the database
-        assert len(marks) == 0 and database.written == []
+        assert len(marks) == 1 and database.written == []  # in flight: not written until it commits
         flushing = asyncio.ensure_future(marks.flush())
         await asyncio.sleep(FLUSH_SECONDS)
         assert not flushing.done()
         database.gate.set()
         await flushing
-        assert database.written == ["a"]
+        assert database.written == ["a"] and len(marks) == 0
 
     asyncio.run(scenario())
 
