@@ -177,14 +177,12 @@ def follow_lots(
     except lots.LotsShort as error:  # lots and balance disagree: never let it pass unseen
         _log.error("lots_disagree_with_balance", error=str(error))
         raise
-    known_activity = lot_store.last_activity(connection, state.active_wallets)
     lot_store.write_changes(
         connection,
         state.new_lots,
         (state.lots[key] for key in state.changed - {(lot.account_id, lot.lot_id) for lot in state.new_lots}),
         state.new_draws,
         state.active_wallets,
-        known_activity,
     )
     if run is not None:
         expired = [p for p in moved if p.transfer.id in run.targets]

@@ -31,6 +31,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.sql import pairs_in
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
@@ -216,7 +217,6 @@ def write_changes(
     changed: Iterable[Lot],
     new_draws: Sequence[Draw],
     active_wallets: dict[str, int],
-    known_activity: dict[str, int],
 ) -> None:
     if new_lots:
         connection.execute(
@@ -284,17 +284,22 @@ def write_changes(
                 for item in new_draws
             ],
         )
-    updates = [(a, at) for a, at in active_wallets.items() if a in known_activity]
-    inserts = [(a, at) for a, at in active_wallets.items() if a not in known_activity]
-    if updates:
-        statement = (
-            update(wallet_activity)
-            .where(wallet_activity.c.account_id == _bind("b_account"))
-            .values(last_activity_us=_bind("b_at"))
+    if active_wallets:
+        set_last_activity(connection, active_wallets)
+
+
+def set_last_activity(connection: Connection, active_wallets: dict[str, int]) -> None:
+    """Each wallet's last qualifying activity, in one upsert (no read to tell new rows from old)."""
+    upsert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = upsert(wallet_activity).values(
+        [{"account_id": account_id, "last_activity_us": at} for account_id, at in sorted(active_wallets.items())]
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[wallet_activity.c.account_id],
+            set_={"last_activity_us": statement.excluded.last_activity_us},
         )
-        connection.execute(statement, [{"b_account": a, "b_at": at} for a, at in updates])
-    if inserts:
-        connection.execute(insert(wallet_activity), [{"account_id": a, "last_activity_us": at} for a, at in inserts])
+    )
 
 
 def _bind(name: str):

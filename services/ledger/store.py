@@ -566,6 +566,25 @@ def lock_clock(connection: Connection, shared: bool) -> None:
         connection.execute(text(f"SELECT 1 FROM ledger_clock WHERE id = 1 FOR {'SHARE' if shared else 'UPDATE'}"))
 
 
+def lock_clock_and_read_now(connection: Connection) -> int:
+    """`lock_clock(shared=False)` then `clock_now_us`, in one round trip on PostgreSQL.
+
+    An UPDATE computes RETURNING from the row it has locked, so the time is read after any wait
+    for the lock (a SELECT ... FOR UPDATE may evaluate its target list before it waits). The
+    update changes nothing: `advance_clock` writes the row later in the same transaction.
+    """
+    if not is_postgres(connection):
+        lock_clock(connection, shared=False)
+        return clock_now_us(connection)
+    return connection.execute(
+        text(
+            "UPDATE ledger_clock SET last_sequence = last_sequence WHERE id = 1 "
+            "RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset"
+        ),
+        {"offset": clock_offset_us},
+    ).scalar_one()
+
+
 def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
     """Reserve `count` commit sequence numbers and the commit time, in commit order.
 

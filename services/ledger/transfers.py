@@ -121,8 +121,7 @@ def _apply(
     accounts, balances = store.lock_balances(connection, account_ids)
     # The clock is read after the locks, the clock row's included (always taken after the
     # account rows): expiry is then decided in commit order, never against a read made meanwhile.
-    store.lock_clock(connection, shared=False)
-    now_us = store.clock_now_us(connection)
+    now_us = store.lock_clock_and_read_now(connection)
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)
     if lot_expiry is not None:  # decided under the wallets' locks, so a capture cannot race it
