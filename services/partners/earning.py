@@ -243,11 +243,9 @@ class _Known:
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
         calls = [(item.caller.partner_id, item.command.member, item.at) for item in items]
         # A refused earn uses up nothing: its receipt may be earned again under a new request id.
-        return cls(
-            earn_store.earns_by_requests(connection, requests),
-            earn_store.live_earns_by_receipts(connection, receipts),
-            tier_book.TierBook(connection, app, lambda: tier_book.batch_hint(app, calls)),
-        )
+        by_request, by_receipt = earn_store.earns_by_requests_or_receipts(connection, requests, receipts)
+        tiers = tier_book.TierBook(connection, app, lambda: tier_book.batch_hint(app, calls))
+        return cls(by_request, by_receipt, tiers)
 
 
 def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:

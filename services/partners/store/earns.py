@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, select, update
+from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from services.common.sql import insert_many, pairs_in
 from services.partners.store.tables import earn_lines, earns
@@ -41,18 +41,25 @@ def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
     return _as_written(EarnRow, values)
 
 
-def earns_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Row]:
-    """The earns recorded under these (partner_id, request_id)."""
-    query = select(earns).where(pairs_in(earns.c.partner_id, earns.c.request_id, keys))
-    found = {(row.partner_id, row.request_id): row for row in connection.execute(query)}
-    return {key: row for key, row in found.items() if key in keys}
-
-
-def live_earns_by_receipts(connection: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Row]:
-    """The earns, refused ones aside, recorded for these (partner_id, receipt_id): at most one each."""
-    query = select(earns).where(and_(pairs_in(earns.c.partner_id, earns.c.receipt_id, keys), earns.c.state != "failed"))
-    found = {(row.partner_id, row.receipt_id): row for row in connection.execute(query)}
-    return {key: row for key, row in found.items() if key in keys}
+def earns_by_requests_or_receipts(
+    connection: Connection, requests: set[tuple[str, str]], receipts: set[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Row]]:
+    """The earns recorded under these (partner_id, request_id), and the live (not refused) earns
+    of these (partner_id, receipt_id), at most one each: a batch's one read."""
+    query = select(earns).where(
+        or_(
+            pairs_in(earns.c.partner_id, earns.c.request_id, requests),
+            and_(pairs_in(earns.c.partner_id, earns.c.receipt_id, receipts), earns.c.state != "failed"),
+        )
+    )
+    by_request: dict[tuple[str, str], Row] = {}
+    by_receipt: dict[tuple[str, str], Row] = {}
+    for row in connection.execute(query):
+        if (row.partner_id, row.request_id) in requests:
+            by_request[(row.partner_id, row.request_id)] = row
+        if (row.partner_id, row.receipt_id) in receipts and row.state != "failed":
+            by_receipt[(row.partner_id, row.receipt_id)] = row
+    return by_request, by_receipt
 
 
 def earns_by_id(connection: Connection, earn_ids: Sequence[str]) -> dict[str, Row]:
