@@ -132,3 +132,39 @@ def test_the_metrics_address_setting(monkeypatch):
         monkeypatch.setenv("COALITION_SETTLEMENT_METRICS_ADDRESS", bad)
         with pytest.raises(ConfigError, match="COALITION_SETTLEMENT_METRICS_ADDRESS"):
             metrics_address_setting("settlement")
+
+
+def test_transaction_retries_and_pool_use_are_counted_per_database(tmp_path):
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import text
+
+    from services.common.db import Database, DatabaseOptions
+    from services.common.metrics import Metrics
+
+    database = Database(DatabaseOptions(url=f"sqlite:///{tmp_path}/retries.db", pool_size=2))
+    metrics, other = Metrics("ledger"), Metrics("partners")
+    metrics.watch_database(database)
+    attempts = []
+
+    def work(connection):
+        attempts.append(1)
+        in_use = {
+            s.labels.get("pool"): s.value
+            for f in metrics.registry.collect()
+            for s in f.samples
+            if s.name == "coalition_db_pool_checked_out_connections"
+        }
+        assert in_use == {"writer": 1, "reader": 0}  # read from the pools when scraped
+        if len(attempts) == 1:
+            raise sa_exc.OperationalError("BEGIN", {}, Exception("database is locked"))
+        return connection.execute(text("SELECT 1")).scalar_one()
+
+    try:
+        assert database.write(work) == 1
+    finally:
+        database.dispose()
+    samples = {s.name: s.value for family in metrics.registry.collect() for s in family.samples}
+    assert samples["coalition_db_transaction_retries_total"] == 1
+    assert {s.name: s.value for f in other.registry.collect() for s in f.samples}[
+        "coalition_db_transaction_retries_total"
+    ] == 0
