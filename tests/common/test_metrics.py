@@ -86,12 +86,6 @@ def test_each_service_serves_its_series_and_they_move_after_calls(backend, tmp_p
         # A refused call is counted under its status code.
         code, _ = client.error("Earn", pb.EarnRequest(), key=None)
         assert value(scrape(partners), "coalition_rpc_requests_total", method=EARN, code=code.name) == 1
-        # The recovery pass (every second here) counts what it has left, per kind.
-        deadline = time.monotonic() + 10
-        while ("coalition_partners_recovery_backlog", frozenset({("kind", "earn")})) not in scrape(partners):
-            assert time.monotonic() < deadline, "no recovery backlog series after the first pass"
-            time.sleep(0.2)
-        assert value(scrape(partners), "coalition_partners_recovery_backlog", kind="hold") == 0
 
         now_us = time.time_ns() // 1000
         period = spb.PeriodSelector(
@@ -105,6 +99,12 @@ def test_each_service_serves_its_series_and_they_move_after_calls(backend, tmp_p
         assert value(closed, "coalition_settlement_close_duration_seconds_count", outcome="ok") == 1
         assert value(closed, "coalition_rpc_requests_total", method=_settlement("ClosePeriod"), code="OK") == 1
         assert ("coalition_settlement_reconcile_duration_seconds_count", frozenset({("outcome", "ok")})) not in closed
+        # The recovery pass (every second here) counts what it has left, per kind.
+        deadline = time.monotonic() + 10
+        while ("coalition_partners_recovery_backlog", frozenset({("kind", "earn")})) not in scrape(partners):
+            assert time.monotonic() < deadline, "no recovery backlog series after the first pass"
+            time.sleep(0.2)
+        assert value(scrape(partners), "coalition_partners_recovery_backlog", kind="hold") == 0
     finally:
         client.close()
         settlement.stop()
