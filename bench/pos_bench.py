@@ -168,6 +168,7 @@ class Cluster:
             "COALITION_LEDGER_DATABASE_URL": self.ledger_schema.url,
             "COALITION_LEDGER_LISTEN_ADDRESS": ledger_address,
             "COALITION_ADMIN_API_KEY": self.admin_api_key,
+            "COALITION_LEDGER_METRICS_ADDRESS": "127.0.0.1:0",  # on, as in production, on a free port
         }
         self.ledgers.append(
             _launch(f"ledger-{number}", "services.ledger.server", ledger_env, ledger_address, self.log_directory)
@@ -179,6 +180,7 @@ class Cluster:
             "COALITION_LEDGER_ADDRESS": ledger_address,
             "COALITION_ADMIN_API_KEY": self.admin_api_key,
             "COALITION_PARTNERS_ALIAS_HASH_KEY": self.alias_hash_key,
+            "COALITION_PARTNERS_METRICS_ADDRESS": "127.0.0.1:0",
         }
         self.partners.append(
             _launch(

@@ -8,6 +8,11 @@ import pytest
 os.environ["COALITION_ENV"] = "development"
 os.environ.pop("COALITION_DEV_PLAINTEXT", None)
 os.environ["COALITION_DEV_PKI_DIR"] = tempfile.mkdtemp(prefix="coalition-test-pki-")
+# No metrics endpoint on the fixed default ports (several servers, and several test runs, share the
+# machine); tests/common/test_metrics.py serves them on port 0.
+os.environ["COALITION_LEDGER_METRICS_ADDRESS"] = "off"
+os.environ["COALITION_PARTNERS_METRICS_ADDRESS"] = "off"
+os.environ["COALITION_SETTLEMENT_METRICS_ADDRESS"] = "off"
 
 from coalition.ledger.v1 import ledger_pb2_grpc
 from services.common.logs import configure_logging

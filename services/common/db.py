@@ -46,6 +46,8 @@ class Database:
 
     def __init__(self, options: DatabaseOptions) -> None:
         self.options = options
+        # Called once per unit of work run again (services/common/metrics.py counts them); None: nothing.
+        self.on_retry: Callable[[], object] | None = None
         self.url = make_url(options.url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -62,10 +64,10 @@ class Database:
             self.reader.dispose()
 
     def write(self, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
-        return run_transaction(self.writer, work, retry_unique_violation=retry_unique_violation)
+        return run_transaction(self.writer, work, retry_unique_violation=retry_unique_violation, on_retry=self.on_retry)
 
     def read(self, work: Callable[[Connection], T]) -> T:
-        return run_transaction(self.reader, work)
+        return run_transaction(self.reader, work, on_retry=self.on_retry)
 
     def read_statement(self, work: Callable[[Connection], T]) -> T:
         """A read of one statement, outside any transaction: no BEGIN and COMMIT round trips.
@@ -157,8 +159,15 @@ def _is_retryable(error: sa_exc.DBAPIError, retry_unique_violation: bool) -> boo
     return retry_unique_violation and "unique constraint failed" in message
 
 
-def run_transaction(engine: Engine, work: Callable[[Connection], T], *, retry_unique_violation: bool = False) -> T:
-    """Run `work` in one transaction, retrying the whole unit on deadlock or serialization failure."""
+def run_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    retry_unique_violation: bool = False,
+    on_retry: Callable[[], object] | None = None,
+) -> T:
+    """Run `work` in one transaction, retrying the whole unit on deadlock or serialization failure
+    (`on_retry` is called before each new attempt)."""
     for attempt in range(1, TRANSACTION_ATTEMPTS_MAX + 1):
         try:
             with engine.begin() as connection:
@@ -171,6 +180,8 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T], *, retry_un
                 raise
             delay = min(RETRY_BACKOFF_SECONDS_MAX, RETRY_BACKOFF_SECONDS_BASE * 2**attempt)
             _log.info("transaction_retried", attempt=attempt, error=type(error.orig).__name__)
+            if on_retry is not None:
+                on_retry()
             time.sleep(delay * random.uniform(0.5, 1.0))
     raise AssertionError("unreachable")
 

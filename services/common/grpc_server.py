@@ -18,6 +18,7 @@ from services.common import reflection
 from services.common.config import ConfigError, env_int
 from services.common.health import DatabaseHealth
 from services.common.interceptor import Admission, CallLimits, InstrumentingServer
+from services.common.metrics import Metrics
 from services.common.tls import Transport
 
 _log = structlog.get_logger("server")
@@ -87,6 +88,11 @@ class ServerOptions:
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     # Engines whose reachability decides health (the first is pinged); empty: always SERVING.
     health_engines: Sequence[Engine] = ()
+    # The server's series (services/common/metrics.py), served on metrics_address; None: no metrics.
+    metrics: Metrics | None = None
+    metrics_address: str = ""
+    # With tracing on (services/common/tracing.py), the server's spans go to this provider.
+    tracer_provider: object | None = None
 
 
 class RunningServer:
@@ -111,6 +117,8 @@ class RunningServer:
         self._options = options
         self._on_stopped = on_stopped
         self._health_task = health_task
+        self.metrics = options.metrics
+        self.metrics_port = options.metrics.port if options.metrics is not None else None
 
     async def stop(self) -> None:
         # Health first so load balancers stop sending, then let in-flight calls finish.
@@ -123,6 +131,8 @@ class RunningServer:
         await self.server.stop(self._options.grace_period_seconds)
         if self._on_stopped is not None:
             await self._on_stopped()
+        if self.metrics is not None:
+            self.metrics.stop()
         _log.info("server_stopped", port=self.port)
 
 
@@ -134,7 +144,14 @@ async def start_server(
     """Start serving; `register` adds servicers and returns their full service names."""
     # No maximum_concurrent_rpcs: grpc counts a call from its headers, so calls that never send
     # their request would fill it. The instrumentation counts calls once the request has arrived.
+    # Tracing off: no interceptor at all, so grpc.aio's per-call interceptor path is not taken.
+    interceptors = None
+    if options.tracer_provider is not None:
+        from services.common import tracing
+
+        interceptors = [tracing.server_interceptor(options.tracer_provider)]
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", options.call_limits.receive_bytes_max),
             ("grpc.max_send_message_length", SEND_MESSAGE_BYTES_MAX),
@@ -142,7 +159,7 @@ async def start_server(
             *options.connection_limits.channel_options(),
         ],
     )
-    instrumented = InstrumentingServer(server, Admission(options.call_limits))
+    instrumented = InstrumentingServer(server, Admission(options.call_limits), metrics=options.metrics)
     service_names = list(register(instrumented))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -153,6 +170,8 @@ async def start_server(
     port = options.transport.add_port(server, options.listen_address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {options.listen_address}")
+    if options.metrics is not None and options.metrics_address:
+        options.metrics.serve(options.metrics_address)
     await server.start()
     health_task = None
     if options.health_engines:
@@ -162,6 +181,7 @@ async def start_server(
         "server_started",
         address=options.listen_address,
         port=port,
+        metrics_port=options.metrics.port if options.metrics is not None else None,
         services=service_names,
         transport="plaintext (development)" if options.transport.plaintext else "mutual TLS",
     )

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from services.common.metrics import Metrics, RpcSeries
 from services.common.tls import caller_identity
 from services.common.validation import check_no_nul
 
@@ -60,12 +61,13 @@ async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None
 
 
 class _Call:
-    """Bookkeeping of one RPC: binds context, then logs its outcome exactly once."""
+    """Bookkeeping of one RPC: binds context, then logs (and counts, with metrics) its outcome exactly once."""
 
-    __slots__ = ("method", "reason", "started", "status")
+    __slots__ = ("method", "reason", "series", "started", "status")
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: str, context: grpc.aio.ServicerContext, series: RpcSeries | None) -> None:
         self.method = method
+        self.series = series
         self.started = time.perf_counter()
         self.status = "OK"
         self.reason = ""
@@ -84,7 +86,10 @@ class _Call:
         await _abort(context, service_error)
 
     def finish(self) -> None:
-        duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        seconds = time.perf_counter() - self.started
+        if self.series is not None:
+            self.series.record(self.status, seconds)
+        duration_ms = round(seconds * 1000, 3)
         fields = {"status": self.status, "duration_ms": duration_ms}
         if self.reason:
             fields["reason"] = self.reason
@@ -207,9 +212,9 @@ class _Decoder:
         return request
 
 
-def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admission):
+def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admission, series: RpcSeries | None):
     async def handle(raw, context):
-        call = _Call(method, context)
+        call = _Call(method, context, series)
         try:
             with admission.unary():
                 request = decode(raw)
@@ -227,9 +232,9 @@ def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admiss
     return handle
 
 
-def _wrap_unary_stream(method: str, behavior, decode: _Decoder, admission: Admission):
+def _wrap_unary_stream(method: str, behavior, decode: _Decoder, admission: Admission, series: RpcSeries | None):
     async def handle(raw, context):
-        call = _Call(method, context)
+        call = _Call(method, context, series)
         try:
             with admission.stream(peer_host(context)):
                 request = decode(raw)
@@ -248,22 +253,25 @@ def _wrap_unary_stream(method: str, behavior, decode: _Decoder, admission: Admis
     return handle
 
 
-def wrap_handler(method: str, handler: grpc.RpcMethodHandler, admission: Admission) -> grpc.RpcMethodHandler:
+def wrap_handler(
+    method: str, handler: grpc.RpcMethodHandler, admission: Admission, metrics: Metrics | None = None
+) -> grpc.RpcMethodHandler:
     """Request context, decoding, admission, one log line and error mapping, bound to one method handler.
 
     The handler is registered without a request deserializer (grpc hands over the bytes) so that
     decoding happens inside the wrapper, where its failures become a status like any other.
     """
     decode = _Decoder(handler.request_deserializer, admission.limits.request_bytes_max(method.rsplit("/", 1)[-1]))
+    series = metrics.rpc(method) if metrics is not None else None
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_unary(method, handler.unary_unary, decode, admission),
+            _wrap_unary_unary(method, handler.unary_unary, decode, admission, series),
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _wrap_unary_stream(method, handler.unary_stream, decode, admission),
+            _wrap_unary_stream(method, handler.unary_stream, decode, admission, series),
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
@@ -276,16 +284,24 @@ class InstrumentingServer:
     Wrapping at registration avoids grpc.aio's per-call server-interceptor machinery on every call.
     """
 
-    def __init__(self, server: grpc.aio.Server, admission: Admission, package_prefix: str = "coalition.") -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        admission: Admission,
+        package_prefix: str = "coalition.",
+        metrics: Metrics | None = None,
+    ) -> None:
         self._server = server
         self.admission = admission
+        self.metrics = metrics
         self._prefix = package_prefix
         self.generic_handlers: list[_WrappingGenericHandler] = []
 
     def add_registered_method_handlers(self, service_name: str, handlers: dict) -> None:
         if service_name.startswith(self._prefix):
             handlers = {
-                name: wrap_handler(f"/{service_name}/{name}", h, self.admission) for name, h in handlers.items()
+                name: wrap_handler(f"/{service_name}/{name}", h, self.admission, self.metrics)
+                for name, h in handlers.items()
             }
         self._server.add_registered_method_handlers(service_name, handlers)
 
@@ -293,7 +309,7 @@ class InstrumentingServer:
         wrapped = []
         for handler in generic_handlers:
             if _service_name(handler).startswith(self._prefix):
-                handler = _WrappingGenericHandler(handler, self.admission)
+                handler = _WrappingGenericHandler(handler, self.admission, self.metrics)
                 self.generic_handlers.append(handler)
             wrapped.append(handler)
         self._server.add_generic_rpc_handlers(tuple(wrapped))
@@ -309,9 +325,10 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
     methods; a caller sending unknown names (answered UNIMPLEMENTED) adds nothing to it.
     """
 
-    def __init__(self, inner, admission: Admission) -> None:
+    def __init__(self, inner, admission: Admission, metrics: Metrics | None = None) -> None:
         self._inner = inner
         self._admission = admission
+        self._metrics = metrics
         self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details):
@@ -321,7 +338,7 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
             handler = self._inner.service(handler_call_details)
             if handler is None:
                 return None
-            wrapped = self.wrapped[method] = wrap_handler(method, handler, self._admission)
+            wrapped = self.wrapped[method] = wrap_handler(method, handler, self._admission, self._metrics)
         return wrapped
 
 

@@ -27,6 +27,7 @@ import structlog
 from google.rpc import error_details_pb2, status_pb2
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from services.common import tracing
 from services.common.coalescer import Coalescer, outcome
 from services.common.errors import AlreadyExists, FailedPrecondition, ServiceError, Unavailable
 from services.common.timeconv import micros_from_timestamp, timestamp_from_micros
@@ -176,7 +177,10 @@ class LedgerClient:
         transport: Transport,
         deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS_DEFAULT,
         merge_transfers: bool = False,
+        tracer_provider=None,
     ) -> None:
+        """With a `tracer_provider` (tracing on, services/common/tracing.py) every call is a client
+        span whose W3C trace context goes to the ledger in the call's metadata."""
         self.address = address
         self.deadline_seconds = deadline_seconds
         self._transfer_calls = (
@@ -202,7 +206,9 @@ class LedgerClient:
             if merge_transfers
             else None
         )
-        self._channel = transport.aio_channel(address, CHANNEL_OPTIONS)
+        self._channel = transport.aio_channel(
+            address, CHANNEL_OPTIONS, interceptors=tracing.client_interceptors(tracer_provider) or None
+        )
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
         # Accounts are never deleted, so once seen they need no second CreateAccounts.
         self._known_accounts: set[str] = set()

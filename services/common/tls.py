@@ -110,10 +110,12 @@ class Transport:
             certificate_chain=_read(self.certificate_path),
         )
 
-    def aio_channel(self, address: str, options=()) -> grpc.aio.Channel:
+    def aio_channel(self, address: str, options=(), interceptors=None) -> grpc.aio.Channel:
         if self.plaintext:
-            return grpc.aio.insecure_channel(address, options=list(options))
-        return grpc.aio.secure_channel(address, self.channel_credentials(), options=list(options))
+            return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            address, self.channel_credentials(), options=list(options), interceptors=interceptors
+        )
 
     def channel(self, address: str, options=()) -> grpc.Channel:
         if self.plaintext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import structlog
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import PermissionDenied, Unavailable
+from services.common.metrics import Metrics
 from services.ledger.authorization import Grant
 from services.ledger.model import Outcome, TransferCommand
 from services.ledger.transfers import TransferRequest
@@ -61,8 +63,18 @@ def _wake(taken: list[_Waiting], results: list | None, error: BaseException | No
 
 
 class TransferBatcher:
-    def __init__(self, apply: Apply, writer_count: int, batch_items_max: int, queued_items_max: int) -> None:
+    def __init__(
+        self,
+        apply: Apply,
+        writer_count: int,
+        batch_items_max: int,
+        queued_items_max: int,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._apply = apply
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.queue_depth.set_function(lambda: self._queued_items)
         self._batch_items_max = batch_items_max
         self._queued_items_max = queued_items_max
         self._queued_items = 0
@@ -118,6 +130,7 @@ class TransferBatcher:
             self._apply_merged(taken)
 
     def _apply_merged(self, taken: list[_Waiting]) -> None:
+        started = time.perf_counter()
         try:
             results = self._apply([TransferRequest(waiting.commands, waiting.grant) for waiting in taken])
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:  # the database itself: all fail alike
@@ -135,4 +148,8 @@ class TransferBatcher:
                 self._apply_merged([waiting])
             return
         _wake(taken, results, None)
+        if self._metrics is not None:
+            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            self._metrics.batch_calls.observe(len(taken))
+            self._metrics.batch_transfers.observe(sum(len(w.commands) for w in taken))
         _log.debug("transfer_batch_applied", calls=len(taken), items=sum(len(w.commands) for w in taken))

@@ -14,7 +14,9 @@ from services.common.config import env_int, env_str, settings_or_exit, zone_of
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
+from services.common.metrics import Metrics, metrics_address_setting
 from services.common.tls import Transport
+from services.common.tracing import TracingSettings, tracer_provider
 from services.ledger import limits
 from services.ledger.api import LedgerApi
 from services.ledger.batcher import TransferBatcher
@@ -42,6 +44,9 @@ class LedgerSettings:
     grpc_concurrent_streams_max: int = limits.WATCH_STREAMS_MAX
     grpc_streams_per_peer_host_max: int = limits.STREAMS_PER_PEER_HOST_MAX
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # host:port of the Prometheus endpoint; "" is off (from the environment: 127.0.0.1:9151 unless "off").
+    metrics_address: str = ""
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(cls) -> LedgerSettings:
@@ -67,6 +72,8 @@ class LedgerSettings:
                 "COALITION_GRPC_STREAMS_PER_PEER_HOST_MAX", limits.STREAMS_PER_PEER_HOST_MAX, minimum=1
             ),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
+            metrics_address=metrics_address_setting("ledger"),
+            tracing=TracingSettings.from_env(),
         )
 
 
@@ -79,16 +86,21 @@ def open_database(settings: LedgerSettings) -> Database:
     return open_migrated(options, MIGRATIONS, "alembic_version_ledger")
 
 
-async def _sweep_expired_holds(database: Database) -> None:
+async def _sweep_expired_holds(database: Database, metrics: Metrics | None = None) -> None:
     """Release expired holds in the background; batches also release the ones they touch."""
     while True:
         await asyncio.sleep(limits.EXPIRY_SWEEP_SECONDS)
         try:
             released = limits.EXPIRY_SWEEP_HOLDS_MAX
+            found = 0  # the pass's backlog: every hold it found expired and still open
             while released >= limits.EXPIRY_SWEEP_HOLDS_MAX:  # catch up on a backlog, page by page
                 released = await asyncio.to_thread(expire_due_holds, database)
+                found += released
                 if released:
                     _log.info("holds_expired", count=released)
+            if metrics is not None:
+                metrics.hold_sweep_backlog.set(found)
+                metrics.holds_released.inc(found)
         except Exception as error:  # the sweeper must outlive a database blip; reads stay correct meanwhile
             _log.warning("hold_sweep_failed", error=repr(error))
 
@@ -105,17 +117,23 @@ async def _expire_due_lots(database: Database, rules: LotRules) -> None:
         await asyncio.sleep(limits.LOT_EXPIRY_INTERVAL_SECONDS)
 
 
-async def start(settings: LedgerSettings | None = None) -> RunningServer:
+async def start(settings: LedgerSettings | None = None, *, span_processor=None) -> RunningServer:
+    """Start serving; `span_processor` (tests) receives the spans, tracing on whatever the settings say."""
     settings = settings or LedgerSettings.from_env()
+    metrics = Metrics("ledger") if settings.metrics_address else None
+    tracing = tracer_provider(settings.tracing, "ledger", span_processor)
     database = await asyncio.to_thread(open_database, settings)
+    if metrics is not None:
+        metrics.watch_database(database)
     rules = LotRules(zone_of(settings.time_zone), settings.reinstatement_days * 86_400_000_000)
     batcher = TransferBatcher(
         lambda requests: create_transfers(database, requests, rules),
         settings.writer_count,
         limits.BATCH_ITEMS_MAX,
         limits.QUEUED_TRANSFERS_MAX,
+        metrics,
     )
-    sweeper = asyncio.create_task(_sweep_expired_holds(database))
+    sweeper = asyncio.create_task(_sweep_expired_holds(database, metrics))
     lot_expiry = asyncio.create_task(_expire_due_lots(database, rules))
 
     def register(server):
@@ -129,6 +147,8 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
                 await task
         await asyncio.to_thread(batcher.stop)
         database.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
 
     options = ServerOptions(
         listen_address=settings.listen_address,
@@ -143,6 +163,9 @@ async def start(settings: LedgerSettings | None = None) -> RunningServer:
         connection_limits=settings.grpc_connection_limits,
         transport=settings.transport,
         health_engines=(database.writer, database.reader),
+        metrics=metrics,
+        metrics_address=settings.metrics_address,
+        tracer_provider=tracing,
     )
     return await start_server(options, register, on_stopped)
 

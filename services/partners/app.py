@@ -16,6 +16,7 @@ from services.common.coalescer import Coalescer
 from services.common.db import Database
 from services.common.group_commit import GroupCommit
 from services.common.ledger_client import LedgerClient
+from services.common.metrics import Metrics
 from services.partners.deferred_marks import DeferredMarks
 from services.partners.facts import Facts
 from services.partners.rate_limits import RateLimits
@@ -50,6 +51,8 @@ class App:
     posted_earns: DeferredMarks = field(init=False)
     # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
+    # The server's Prometheus series (services/common/metrics.py); None when metrics are off.
+    metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
         self.posted_earns = DeferredMarks(self._mark_earns_posted)

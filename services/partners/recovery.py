@@ -133,8 +133,27 @@ async def recover_once(app: App) -> None:
             _log.info("recovery_pass", kind=step.kind, count=count)
 
 
+async def record_backlog(app: App) -> None:
+    """With metrics: each kind's rows left to the pass (coalition_partners_recovery_backlog)."""
+    now = app.clock()
+    since = {step.kind: now - step.age_seconds * model.MICROS_PER_SECOND for step in STEPS}
+
+    def count(connection) -> dict[str, int]:
+        return {kind: recovery_store.backlog(connection, kind, before) for kind, before in since.items()}
+
+    try:
+        counts = await app.read(count)
+    except Exception as error:  # the database is away; the next pass counts again
+        _log.warning("recovery_backlog_unread", error=repr(error))
+        return
+    for kind, rows in counts.items():
+        app.metrics.recovery_backlog.labels(kind).set(rows)
+
+
 async def recover_forever(app: App, interval_seconds: float) -> None:
-    """Forever, every interval: one recovery pass."""
+    """Forever, every interval: one recovery pass (then, with metrics, its backlog counted)."""
     while True:
         await asyncio.sleep(interval_seconds)
         await recover_once(app)
+        if app.metrics is not None:
+            await record_backlog(app)

@@ -19,9 +19,11 @@ from services.common.errors import Unavailable
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
 from services.common.ledger_client import LedgerClient
+from services.common.metrics import Metrics, metrics_address_setting
 from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
 from services.common.token_buckets import Rate
+from services.common.tracing import TracingSettings, tracer_provider
 from services.partners import model, partners_admin, rate_limits, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import DEFAULT_TIME_ZONE, App, Clock, system_clock
@@ -75,6 +77,9 @@ class PartnersSettings:
     lookup_rate_limit_burst_calls: int = rate_limits.LOOKUPS_BY_PHONE_OR_EMAIL_BURST_DEFAULT
     # The coalition's time zone (the ledger's too): the calendar months and years of tier windows.
     time_zone: str = DEFAULT_TIME_ZONE
+    # host:port of the Prometheus endpoint; "" is off (from the environment: 127.0.0.1:9152 unless "off").
+    metrics_address: str = ""
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(cls) -> PartnersSettings:
@@ -112,6 +117,8 @@ class PartnersSettings:
                 minimum=1,
             ),
             time_zone=env_str("COALITION_TIME_ZONE", DEFAULT_TIME_ZONE),
+            metrics_address=metrics_address_setting("partners"),
+            tracing=TracingSettings.from_env(),
         )
         zone_of(settings.time_zone)  # refuse an unknown zone at start
         return settings
@@ -169,19 +176,29 @@ async def start(
     settings: PartnersSettings | None = None,
     clock: Clock = system_clock,
     rate_limit_clock: Callable[[], int] = time.monotonic_ns,
+    span_processor=None,
 ) -> RunningServer:
     """Start serving. The clocks are injectable so tests can move time: `clock` (microseconds,
-    UTC) for the domain, `rate_limit_clock` (monotonic nanoseconds) for the rate limits."""
+    UTC) for the domain, `rate_limit_clock` (monotonic nanoseconds) for the rate limits;
+    `span_processor` (tests) receives the spans, tracing on whatever the settings say."""
     global _current
     settings = settings or PartnersSettings.from_env()
     admin_key = AdminKey(settings.admin_api_key)
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
+    metrics = Metrics("partners") if settings.metrics_address else None
+    tracing = tracer_provider(settings.tracing, "partners", span_processor)
     database = await asyncio.to_thread(open_database, settings)
+    if metrics is not None:
+        metrics.watch_database(database)
     if not is_development():
         await asyncio.to_thread(_refuse_published_keys, database)
     ledger = LedgerClient(
-        settings.ledger_address, settings.transport, settings.ledger_deadline_ms / 1000, merge_transfers=True
+        settings.ledger_address,
+        settings.transport,
+        settings.ledger_deadline_ms / 1000,
+        merge_transfers=True,
+        tracer_provider=tracing,
     )
     app = App(
         database,
@@ -191,6 +208,7 @@ async def start(
         clock,
         time_zone=zone_of(settings.time_zone),
         rate_limits=_rate_limits(settings, rate_limit_clock),
+        metrics=metrics,
     )
     await _bootstrap_ledger(app)
 
@@ -207,6 +225,8 @@ async def start(
         await app.posted_earns.close()
         await ledger.close()
         database.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
 
     options = ServerOptions(
         listen_address=settings.listen_address,
@@ -219,6 +239,9 @@ async def start(
         connection_limits=settings.grpc_connection_limits,
         transport=settings.transport,
         health_engines=(database.writer, database.reader),
+        metrics=metrics,
+        metrics_address=settings.metrics_address,
+        tracer_provider=tracing,
     )
     running = await start_server(options, register, on_stopped)
     background.append(

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from services.common.db import Database
+from services.common.metrics import Metrics
 from services.settlement.documents import BillingDetails
 from services.settlement.ledger_client import LedgerClient
 
@@ -37,6 +38,8 @@ class SettlementContext:
     # The operator's own billing details for statement documents (settings COALITION_OPERATOR_*);
     # None when not configured (documents then say so).
     operator_billing: BillingDetails | None = None
+    # The server's Prometheus series (services/common/metrics.py); None when metrics are off.
+    metrics: Metrics | None = None
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Database work off the event loop, so gRPC calls keep flowing meanwhile."""

@@ -23,9 +23,13 @@ LedgerTransfer = common.LedgerTransfer
 
 class LedgerClient(common.LedgerClient):
     def __init__(
-        self, address: str, transport: Transport, deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS
+        self,
+        address: str,
+        transport: Transport,
+        deadline_seconds: float = LEDGER_CALL_DEADLINE_SECONDS,
+        tracer_provider=None,
     ) -> None:
-        super().__init__(address, transport, deadline_seconds)
+        super().__init__(address, transport, deadline_seconds, tracer_provider=tracer_provider)
 
     async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
         """Posted debits/credits and their tier bonus share per account and code committed in

@@ -29,6 +29,7 @@ from sqlalchemy import exc as sa_exc
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
+from services.common.metrics import timed_use_case
 from services.settlement import model, scheme, statement_documents, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
@@ -349,6 +350,7 @@ def settlement_transfer_id(period_id: str, partner_id: str) -> str:
     return transfer_id
 
 
+@timed_use_case("close_seconds")
 async def close_period(
     context: SettlementContext,
     period_id: str,

@@ -8,6 +8,7 @@ import structlog
 from sqlalchemy import exc as sa_exc
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.metrics import timed_use_case
 from services.settlement import model, store
 from services.settlement.agreements import ID_PATTERN
 from services.settlement.context import SettlementContext
@@ -29,6 +30,7 @@ async def _stored(context: SettlementContext, reconciliation_id: str):
     return await context.read(work)
 
 
+@timed_use_case("reconcile_seconds")
 async def reconcile(
     context: SettlementContext,
     reconciliation_id: str,

@@ -16,8 +16,10 @@ from services.common.config import ConfigError, env_int, env_str, settings_or_ex
 from services.common.db import Database, DatabaseOptions, open_migrated
 from services.common.grpc_server import ConnectionLimits, RunningServer, ServerOptions, serve_main, start_server
 from services.common.interceptor import CallLimits
+from services.common.metrics import Metrics, metrics_address_setting
 from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
+from services.common.tracing import TracingSettings, tracer_provider
 from services.settlement.api import SettlementApi
 from services.settlement.context import SettlementContext
 from services.settlement.documents import BillingDetails, validate_billing_details
@@ -55,6 +57,9 @@ class SettlementSettings:
     grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     # The operator's own billing details printed on statement documents; None when not configured.
     operator_billing: BillingDetails | None = None
+    # host:port of the Prometheus endpoint; "" is off (from the environment: 127.0.0.1:9153 unless "off").
+    metrics_address: str = ""
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(cls) -> SettlementSettings:
@@ -73,6 +78,8 @@ class SettlementSettings:
             transport=Transport.from_env("settlement", "COALITION_SETTLEMENT"),
             grpc_connection_limits=ConnectionLimits.from_env("COALITION"),
             operator_billing=operator_billing_from_env(),
+            metrics_address=metrics_address_setting("settlement"),
+            tracing=TracingSettings.from_env(),
         )
         settings.zone()
         return settings
@@ -123,13 +130,18 @@ def open_database(settings: SettlementSettings) -> Database:
     return open_migrated(options, MIGRATIONS, VERSION_TABLE)
 
 
-async def start(settings: SettlementSettings | None = None) -> RunningServer:
+async def start(settings: SettlementSettings | None = None, *, span_processor=None) -> RunningServer:
+    """Start serving; `span_processor` (tests) receives the spans, tracing on whatever the settings say."""
     settings = settings or SettlementSettings.from_env()
+    metrics = Metrics("settlement") if settings.metrics_address else None
+    tracing = tracer_provider(settings.tracing, "settlement", span_processor)
     admin_key = AdminKey(settings.admin_api_key)
     if admin_key.is_dev_default:
         _log.warning("admin_key_is_dev_default", hint="set COALITION_ADMIN_API_KEY outside development")
     database = await asyncio.to_thread(open_database, settings)
-    ledger = LedgerClient(settings.ledger_address, settings.transport)
+    if metrics is not None:
+        metrics.watch_database(database)
+    ledger = LedgerClient(settings.ledger_address, settings.transport, tracer_provider=tracing)
     context = SettlementContext(
         database=database,
         ledger=ledger,
@@ -137,6 +149,7 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         close_delay_seconds=settings.close_delay_seconds,
         audit_lag_seconds=settings.audit_lag_seconds,
         operator_billing=settings.operator_billing,
+        metrics=metrics,
     )
 
     _started.append(context)
@@ -148,6 +161,8 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
     async def on_stopped() -> None:
         await ledger.close()
         database.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
 
     options = ServerOptions(
         listen_address=settings.listen_address,
@@ -160,6 +175,9 @@ async def start(settings: SettlementSettings | None = None) -> RunningServer:
         connection_limits=settings.grpc_connection_limits,
         transport=settings.transport,
         health_engines=(database.writer, database.reader),
+        metrics=metrics,
+        metrics_address=settings.metrics_address,
+        tracer_provider=tracing,
     )
     return await start_server(options, register, on_stopped)
 

@@ -100,7 +100,8 @@ class ProcessServer:
                 self._log.close()
 
 
-def start_ledger_thread(database_url: str, **overrides) -> ThreadedServer:
+def start_ledger_thread(database_url: str, span_processor=None, **overrides) -> ThreadedServer:
+    """A ledger server on a free loopback port; `span_processor` receives its spans (tracing on)."""
     from services.ledger.server import LedgerSettings, start
 
     settings = LedgerSettings.from_env()
@@ -112,7 +113,7 @@ def start_ledger_thread(database_url: str, **overrides) -> ThreadedServer:
         **overrides,
     }
     settings = type(settings)(**{**{f: getattr(settings, f) for f in settings.__slots__}, **values})
-    return ThreadedServer(lambda: start(settings))
+    return ThreadedServer(lambda: start(settings, span_processor=span_processor))
 
 
 def start_ledger_process(database_url: str) -> ProcessServer:
@@ -141,10 +142,17 @@ def start_partners_process(
 
 
 def start_partners_thread(
-    database_url: str, ledger_address: str, admin_api_key: str, clock=None, rate_limit_clock=None, **overrides
+    database_url: str,
+    ledger_address: str,
+    admin_api_key: str,
+    clock=None,
+    rate_limit_clock=None,
+    span_processor=None,
+    **overrides,
 ) -> ThreadedServer:
     """A partners server on a free loopback port; `clock` (microseconds) moves its time,
-    `rate_limit_clock` (monotonic nanoseconds) the time its rate limits see."""
+    `rate_limit_clock` (monotonic nanoseconds) the time its rate limits see; `span_processor`
+    receives its spans (tracing on)."""
     import dataclasses
 
     from services.partners.server import PartnersSettings, start
@@ -158,6 +166,6 @@ def start_partners_thread(
         grpc_grace_period_seconds=1,
         **overrides,
     )
-    clocks = {"clock": clock, "rate_limit_clock": rate_limit_clock}
+    clocks = {"clock": clock, "rate_limit_clock": rate_limit_clock, "span_processor": span_processor}
     given = {name: value for name, value in clocks.items() if value is not None}
     return ThreadedServer(lambda: start(settings, **given))

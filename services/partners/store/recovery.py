@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Column, ColumnElement, Connection, Row, Table, and_, select, update
+from sqlalchemy import Column, ColumnElement, Connection, Row, Table, and_, func, select, update
 
 from services.partners.store.tables import conversions, earns, redemptions, returns
 
@@ -30,6 +30,13 @@ KINDS = {
 
 def _unfinished(kind: Unfinished) -> ColumnElement[bool]:
     return kind.table.c.state.in_(kind.states)
+
+
+def backlog(connection: Connection, kind: str, since_before_us: int) -> int:
+    """How many unfinished rows of a kind are older than `since_before_us` (due now or backing off)."""
+    unfinished = KINDS[kind]
+    query = select(func.count()).where(and_(_unfinished(unfinished), unfinished.since < since_before_us))
+    return connection.execute(query).scalar_one()
 
 
 def due(connection: Connection, kind: str, since_before_us: int, now_us: int, limit: int) -> Sequence[Row]:

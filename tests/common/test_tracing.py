@@ -1,0 +1,76 @@
+"""With tracing on, W3C trace context goes from partners into the ledger: one Earn is one trace,
+the ledger's server span a child of partners' client span. Off (the default), nothing is made."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from services.common.config import ConfigError
+from services.common.tracing import TracingSettings, tracer_provider
+from tests.partners.conftest import ADMIN_KEY, Coalition, MovableClock
+from tests.support.databases import new_database_url
+from tests.support.servers import start_ledger_thread, start_partners_thread
+
+EARN = "/coalition.partners.v1.PartnersService/Earn"
+CREATE_TRANSFERS = "/coalition.ledger.v1.LedgerService/CreateTransfers"
+
+
+def test_an_earn_is_one_trace_from_partners_into_the_ledger(tmp_path):
+    ledger_url, ledger_cleanup = new_database_url("sqlite", tmp_path, "ledger")
+    partners_url, partners_cleanup = new_database_url("sqlite", tmp_path, "partners")
+    ledger_spans, partners_spans = InMemorySpanExporter(), InMemorySpanExporter()
+    ledger = start_ledger_thread(ledger_url, span_processor=SimpleSpanProcessor(ledger_spans))
+    partners = start_partners_thread(
+        partners_url, ledger.address, ADMIN_KEY, MovableClock(), span_processor=SimpleSpanProcessor(partners_spans)
+    )
+    client = Coalition(partners.address, MovableClock(), ledger.address)
+    try:
+        partner = client.register_partner()
+        member_id, _ = client.enroll()
+        ledger_spans.clear()
+        partners_spans.clear()
+        client.earn(partner, member_id, [1_000])
+
+        (earn,) = [s for s in partners_spans.get_finished_spans() if s.name == EARN]
+        assert earn.kind == SpanKind.SERVER
+        assert earn.resource.attributes["service.name"] == "coalition-partners"
+        calls = [
+            s
+            for s in partners_spans.get_finished_spans()
+            if s.kind == SpanKind.CLIENT and s.context.trace_id == earn.context.trace_id
+        ]
+        assert calls, "partners made no traced ledger call under the earn"
+        served = [
+            s for s in ledger_spans.get_finished_spans() if s.kind == SpanKind.SERVER and s.name == CREATE_TRANSFERS
+        ]
+        assert served, "the ledger served no CreateTransfers span"
+        (posted,) = [s for s in served if s.context.trace_id == earn.context.trace_id]
+        assert posted.resource.attributes["service.name"] == "coalition-ledger"
+        assert posted.parent is not None and posted.parent.is_remote
+        (parent,) = [c for c in calls if c.context.span_id == posted.parent.span_id]
+        assert parent.name == CREATE_TRANSFERS
+        assert parent.parent is not None and parent.parent.trace_id == earn.context.trace_id
+    finally:
+        client.close()
+        partners.stop()
+        ledger.stop()
+        partners_cleanup()
+        ledger_cleanup()
+
+
+def test_tracing_is_off_unless_an_exporter_is_set(monkeypatch):
+    monkeypatch.delenv("COALITION_TRACING_EXPORTER", raising=False)
+    assert tracer_provider(TracingSettings.from_env(), "ledger") is None
+    monkeypatch.setenv("COALITION_TRACING_EXPORTER", "console")
+    monkeypatch.setenv("COALITION_TRACING_SERVICE_NAME", "ledger-eu-1")
+    provider = tracer_provider(TracingSettings.from_env(), "ledger")
+    try:
+        assert provider.resource.attributes["service.name"] == "ledger-eu-1"
+    finally:
+        provider.shutdown()
+    monkeypatch.setenv("COALITION_TRACING_EXPORTER", "jaeger")
+    with pytest.raises(ConfigError, match="COALITION_TRACING_EXPORTER"):
+        TracingSettings.from_env()
