@@ -66,6 +66,13 @@ def banner(running: Sequence[RunningServer]) -> str:
     if moved:
         settings = " ".join(f"COALITION_{service.upper()}_ADDRESS={address}" for service, address in moved.items())
         lines.append(f"Clients (make demo, coalition-finance) find these ports with: {settings}")
+    scraped = [
+        f"{service} {server.metrics_url}"
+        for service, server in zip(SERVICES, running, strict=True)
+        if getattr(server, "metrics_url", None)
+    ]
+    if scraped:
+        lines.append("Metrics (Prometheus): " + ", ".join(scraped))
     lines += ["Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 

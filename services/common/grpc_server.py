@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy import Engine
 
 from services.common import reflection
+from services.common.addresses import dialable
 from services.common.config import ConfigError, env_int
 from services.common.health import DatabaseHealth
 from services.common.interceptor import Admission, CallLimits, InstrumentingServer
@@ -119,6 +120,13 @@ class RunningServer:
         self._health_task = health_task
         self.metrics = options.metrics
         self.metrics_port = options.metrics.port if options.metrics is not None else None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes this server (None: metrics off)."""
+        if self.metrics_port is None or not self._options.metrics_address:
+            return None
+        return f"http://{dialable(self._options.metrics_address, self.metrics_port)}/metrics"
 
     async def stop(self) -> None:
         # Health first so load balancers stop sending, then let in-flight calls finish.
