@@ -146,6 +146,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         for index, account_id in enumerate(request.account_ids):
             validation.check_id(account_id, f"account_ids[{index}]")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
+        bounds = _reversal_original_time_bounds(request.reversal_original_time_bounds)
         rows, last_sequence = await asyncio.to_thread(
             queries.activity_summary,
             self._database,
@@ -154,6 +155,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             list(request.account_ids),
             request.owner_id,
             request.include_tier_bonus_points,
+            bounds,
         )
         response = ledger_pb2.GetActivitySummaryResponse(last_commit_sequence=last_sequence)
         for row in rows:
@@ -167,6 +169,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 owner_id=row.owner_id,
                 kind=row.kind,
                 tier_bonus_points=int(row.tier_bonus_points),
+                reversal_original_window=int(row.reversal_original_window),
             )
         return response
 
@@ -323,3 +326,24 @@ def _window(request, required: bool) -> tuple[int | None, int | None]:
     if start_us is not None and end_us is not None and end_us <= start_us:
         raise InvalidArgument("INVALID_TIME_RANGE", "end_time must be after start_time", field="end_time")
     return start_us, end_us
+
+
+def _reversal_original_time_bounds(timestamps) -> list[int]:
+    """GetActivitySummary's bounds: at most REVERSAL_ORIGINAL_TIME_BOUNDS_MAX, strictly ascending."""
+    if len(timestamps) > limits.REVERSAL_ORIGINAL_TIME_BOUNDS_MAX:
+        raise InvalidArgument(
+            "INVALID_LOOKUP_SIZE",
+            f"at most {limits.REVERSAL_ORIGINAL_TIME_BOUNDS_MAX} reversal_original_time_bounds",
+            field="reversal_original_time_bounds",
+        )
+    bounds = [
+        validation.check_timestamp(timestamp, f"reversal_original_time_bounds[{index}]")
+        for index, timestamp in enumerate(timestamps)
+    ]
+    if any(later <= earlier for earlier, later in zip(bounds, bounds[1:], strict=False)):
+        raise InvalidArgument(
+            "INVALID_TIME_BOUNDS",
+            "reversal_original_time_bounds must be strictly ascending",
+            field="reversal_original_time_bounds",
+        )
+    return bounds

@@ -179,12 +179,20 @@ def trial_balance(database: Database):
 
 
 def activity_summary(
-    database: Database, start_us: int, end_us: int, account_ids: list[str], owner_id: str, tier_bonus: bool = False
+    database: Database,
+    start_us: int,
+    end_us: int,
+    account_ids: list[str],
+    owner_id: str,
+    tier_bonus: bool = False,
+    original_time_bounds: list[int] | tuple[int, ...] = (),
 ):
     """The lines, and the highest commit sequence in the window (moving posted value or not)."""
 
     def work(connection):
-        lines = store.activity_summary(connection, start_us, end_us, account_ids, owner_id, tier_bonus)
+        lines = store.activity_summary(
+            connection, start_us, end_us, account_ids, owner_id, tier_bonus, original_time_bounds
+        )
         return lines, store.last_sequence_in_window(connection, start_us, end_us, account_ids, owner_id)
 
     return database.read(work)
