@@ -10,7 +10,17 @@ from services.common.auth import AdminKey
 from services.common.errors import InvalidArgument, NotFound
 from services.common.page_token import decode_page_token, encode_page_token
 from services.common.timeconv import micros_from_request, timestamp_from_micros
-from services.settlement import agreements, audit, outstanding, periods, reconciliation, reports, wire
+from services.settlement import (
+    agreements,
+    audit,
+    correcting,
+    correction_wire,
+    outstanding,
+    periods,
+    reconciliation,
+    reports,
+    wire,
+)
 from services.settlement.context import SettlementContext
 
 PAGE_SIZE_DEFAULT = 100
@@ -105,12 +115,14 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
             *wire.period_from_pb(request.period),
             request.file_csv,
         )
-        return pb.ReconcileResponse(reconciliation=wire.reconciliation_to_pb(row, result), created=created)
+        reviews = await correcting.reviews_of(self._context, row.reconciliation_id)
+        return pb.ReconcileResponse(reconciliation=wire.reconciliation_to_pb(row, result, reviews), created=created)
 
     async def GetReconciliation(self, request, context):
         self._admin.require(context)
         row, result = await reconciliation.get_reconciliation(self._context, request.reconciliation_id)
-        return pb.GetReconciliationResponse(reconciliation=wire.reconciliation_to_pb(row, result))
+        reviews = await correcting.reviews_of(self._context, row.reconciliation_id)
+        return pb.GetReconciliationResponse(reconciliation=wire.reconciliation_to_pb(row, result, reviews))
 
     async def Audit(self, request, context):
         self._admin.require(context)
@@ -149,3 +161,32 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         as_of_us = micros_from_request(request.as_of_time, "as_of_time") if request.HasField("as_of_time") else None
         summary = await outstanding.outstanding_report(self._context, as_of_us, request.currency_code)
         return wire.outstanding_report_to_pb(summary)
+
+    async def PostAdjustment(self, request, context):
+        self._admin.require(context)
+        adjustment, created = await correcting.post_adjustment(
+            self._context, correction_wire.adjustment_from_pb(request.adjustment)
+        )
+        return pb.PostAdjustmentResponse(adjustment=correction_wire.adjustment_to_pb(adjustment), created=created)
+
+    async def SetReconciliationRowStatus(self, request, context):
+        self._admin.require(context)
+        answer = await correcting.set_row_status(
+            self._context,
+            request.change_id,
+            request.reconciliation_id,
+            request.row_number,
+            correction_wire.review_status_from_pb(request.status),
+            request.note,
+        )
+        return correction_wire.row_status_response(*answer)
+
+    async def ListOpenItems(self, request, context):
+        self._admin.require(context)
+        limit = page_size(request.page_size)
+        after = decode_page_token(request.page_token, str, int, str, int)
+        items = await correcting.list_open_items(self._context, request.partner_id, after, limit + 1)
+        token = encode_page_token(*items[limit - 1][0]) if len(items) > limit else ""
+        return pb.ListOpenItemsResponse(
+            items=[correction_wire.open_item_to_pb(*item) for item in items[:limit]], next_page_token=token
+        )

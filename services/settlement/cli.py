@@ -12,6 +12,11 @@
     python -m services.settlement.cli set-agreement --id retailer-2026 --partner retailer \\
         --valid-from 2026-01-01T00:00:00+01:00 --price PTS:0.0100:0.0080 --tier-bonus-funder operator
     python -m services.settlement.cli audit
+    python -m services.settlement.cli adjust --id adj-1 --partner fuel --direction operator-pays --amount 12.50 \\
+        --reason "refunded twice" --reconciliation fuel-2026-10 --row 4
+    python -m services.settlement.cli review-row --id rev-1 --reconciliation fuel-2026-10 --row 4 --status disputed \\
+        --note "checking with the partner"
+    python -m services.settlement.cli open-items [--partner fuel] [--csv]
     python -m services.settlement.cli outstanding --as-of 2026-10-31T23:59:59+01:00 --currency PTS [--csv]
 
 Settings: COALITION_SETTLEMENT_ADDRESS (default 127.0.0.1:50053), COALITION_ADMIN_API_KEY.
@@ -34,6 +39,7 @@ from services.common.errors import error_info_of
 from services.common.mode import secret_setting
 from services.common.timeconv import timestamp_from_micros
 from services.common.tls import client_transport
+from services.settlement import cli_corrections
 from services.settlement.reports import outstanding
 from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
@@ -168,11 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
     commands.add_parser("audit")
     commands.add_parser("periods")
+    cli_corrections.add_commands(commands)
     return parser
 
 
 def run(args, stub, metadata) -> int:
     call = {"metadata": metadata, "timeout": CALL_DEADLINE_SECONDS}
+    code = cli_corrections.run(args, stub, call)
+    if code is not None:
+        return code
     if args.command == "preview":
         print_settlement(stub.PreviewStatement(pb.PreviewStatementRequest(period=_selector(args)), **call).settlement)
     elif args.command == "close":

@@ -29,7 +29,8 @@ from sqlalchemy import exc as sa_exc
 from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
-from services.settlement import model, store
+from services.common.timeconv import micros_from_timestamp
+from services.settlement import correction_store, corrections, model, reversal_pricing, store
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
     Activity,
@@ -141,6 +142,12 @@ async def compute_settlement(
     owners = await context.ledger.currency_owners()
     accounts = await _settlement_accounts(context)
     book = AgreementBook(await context.read(store.all_agreements))
+    closed = [
+        reversal_pricing.ClosedWindow(row.period_id, row.start_us, row.end_us)
+        for row in await context.read(correction_store.period_windows)
+        if row.end_us <= start_us
+    ]
+    original_bounds = reversal_pricing.original_time_bounds(book, closed, end_us)
     account_ids = sorted(accounts)
     priced: list[model.PricedMovement] = []
     window_lines: list[Activity] = []
@@ -152,7 +159,8 @@ async def compute_settlement(
     last_sequence = max(after_sequence or 0, covered_sequence)
     try:
         for window_start, window_end in model.sub_windows(start_us, end_us, book):
-            lines, sequence = await context.ledger.activity(window_start, window_end, account_ids)
+            lines, sequence = await context.ledger.activity(window_start, window_end, account_ids, original_bounds)
+            lines = reversal_pricing.with_original_periods(lines, closed)
             breakage, breakage_sequence = await context.ledger.breakage(window_start, window_end)
             last_sequence = max(last_sequence, sequence, breakage_sequence)
             window_lines.extend(lines)
@@ -160,11 +168,13 @@ async def compute_settlement(
             priced.extend(model.price_movements(movements, book, window_start, owners))
         if after_sequence is not None:
             late_sequence, late_priced, late_lines = await _late_arrivals(
-                context, after_sequence, start_us, accounts, book, owners
+                context, after_sequence, start_us, accounts, book, owners, closed
             )
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
-        statements = tuple(model.build_statements(priced))
+        # Adjustments posted since the last close appear on this period's statements (its own lines).
+        pending = await context.read(correction_store.pending_adjustments)
+        statements = tuple(corrections.with_adjustments(model.build_statements(priced), pending))
     except SettlementRuleError as error:
         raise rule_error(error) from error
     opening_lines = (
@@ -190,11 +200,12 @@ async def compute_settlement(
     )
 
 
-async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners):
+async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners, closed):
     trial = await context.ledger.trial_balance()
     priced: list[model.PricedMovement] = []
     late_lines: list[Activity] = []
     reinstatements: list = []
+    reversals: list = []  # (transfer, its activity lines): priced once their originals are known
     last_sequence = after_sequence
     count = 0
     async for transfer in context.ledger.transfers_after(after_sequence, trial.commit_sequence):
@@ -211,6 +222,11 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             continue
         lines = _activity_of_transfer(transfer, accounts)
         late_lines.extend(lines)
+        if transfer.code == model.CODE_REVERSAL and transfer.reverses_transfer_id:
+            reversals.append((transfer, lines))
+            if not _out_of_breakage(transfer, accounts):
+                continue
+            lines = []
         movements = model.movements_from_activity(lines, owners)
         if _to_breakage(transfer, accounts):
             expired = model.BreakageActivity(transfer.currency_code, transfer.partner_id, transfer.amount, 0)
@@ -219,6 +235,7 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             reinstatements.append(transfer)
         priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
     priced.extend(await _late_reinstatements(context, reinstatements, book, owners))
+    priced.extend(await _late_reversals(context, reversals, book, owners, closed))
     if count:
         _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
     return last_sequence, priced, late_lines
@@ -245,13 +262,34 @@ def _kind(accounts: dict[str, ledger_pb2.Account], account_id: str) -> str:
     return account.kind if account is not None else ""
 
 
-async def _late_reinstatements(context, reinstatements, book, owners) -> list[model.PricedMovement]:
-    """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
+async def _originals(context, reversals) -> dict[str, ledger_pb2.Transfer]:
+    """The transfers these late reversals reverse, by id."""
     originals: dict[str, ledger_pb2.Transfer] = {}
-    ids = sorted({t.reverses_transfer_id for t in reinstatements})
+    ids = sorted({t.reverses_transfer_id for t in reversals})
     for index in range(0, len(ids), LOOKUP_IDS_MAX):
         for original in await context.ledger.get_transfers(ids[index : index + LOOKUP_IDS_MAX]):
             originals[original.id] = original
+    return originals
+
+
+async def _late_reversals(context, reversals, book, owners, closed) -> list[model.PricedMovement]:
+    """Late earn and redemption reversals, priced at their originals' price (reversal_pricing)."""
+    originals = await _originals(context, [transfer for transfer, _ in reversals])
+    priced: list[model.PricedMovement] = []
+    for transfer, lines in reversals:
+        original = originals.get(transfer.reverses_transfer_id)
+        if original is not None:
+            original_us = micros_from_timestamp(original.commit_time)
+            period_id = reversal_pricing.closed_period_at(closed, original_us)
+            lines = [replace(line, original_time_us=original_us, original_period_id=period_id) for line in lines]
+        movements = model.movements_from_activity(lines, owners)
+        priced.extend(model.price_movements(movements, book, transfer.commit_time_us, owners, True))
+    return priced
+
+
+async def _late_reinstatements(context, reinstatements, book, owners) -> list[model.PricedMovement]:
+    """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
+    originals = await _originals(context, reinstatements)
     priced: list[model.PricedMovement] = []
     for transfer in reinstatements:
         original = originals.get(transfer.reverses_transfer_id)
@@ -377,11 +415,22 @@ async def close_period(
 
 
 def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us: int) -> bool:
-    """Store the figures unless a price agreement that could change them was recorded since `basis`."""
+    """Store the figures unless a price agreement that could change them was recorded since `basis`,
+    or the pending adjustments are no longer the ones the figures carry (PostAdjustment takes the
+    same lock); mark the adjustments carried as settled by this period."""
     store.lock_agreements_and_periods(connection)
     if store.agreement_ids_starting_before(connection, frozen.end_us) != basis:
         return False
+    carried = sorted(
+        line.adjustment_id
+        for statement in frozen.statements
+        for line in statement.lines
+        if line.kind is model.LineKind.ADJUSTMENT
+    )
+    if sorted(a.adjustment_id for a in correction_store.pending_adjustments(connection)) != carried:
+        return False
     store.insert_closing_period(connection, frozen, now_us)
+    correction_store.settle_adjustments(connection, carried, frozen.period_id)
     return True
 
 
