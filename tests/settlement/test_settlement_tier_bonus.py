@@ -256,8 +256,8 @@ class HidingEarnLedgerClient(LedgerClient):
         super().__init__(address, transport)
         self.hidden = hidden
 
-    async def activity(self, start_us, end_us, account_ids):
-        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+    async def activity(self, start_us, end_us, account_ids, *original_time_bounds):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids, *original_time_bounds)
         hidden, bonus = self.hidden, self.hidden.metadata.tier_bonus_points
         adjusted = []
         for line in lines:
