@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
@@ -340,7 +341,7 @@ def _reversal_original_time_bounds(timestamps) -> list[int]:
         validation.check_timestamp(timestamp, f"reversal_original_time_bounds[{index}]")
         for index, timestamp in enumerate(timestamps)
     ]
-    if any(later <= earlier for earlier, later in zip(bounds, bounds[1:], strict=False)):
+    if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
         raise InvalidArgument(
             "INVALID_TIME_BOUNDS",
             "reversal_original_time_bounds must be strictly ascending",
