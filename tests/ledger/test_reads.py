@@ -618,6 +618,23 @@ def test_activity_summary_splits_reversals_by_the_commit_time_of_their_originals
     assert len(summary.lines) == len(got)
 
 
+@pytest.mark.parametrize(
+    ("bounds_us", "reason"),
+    [([5, 5], "INVALID_TIME_BOUNDS"), ([7, 3], "INVALID_TIME_BOUNDS"), (list(range(1_001)), "INVALID_LOOKUP_SIZE")],
+)
+def test_activity_summary_reversal_bounds_must_ascend_strictly_and_be_at_most_1000(ledger, bounds_us, reason):
+    start_us = time.time_ns() // 1000
+    error = rpc_error(
+        ledger.GetActivitySummary,
+        pb.GetActivitySummaryRequest(
+            start_time=timestamp_from_micros(start_us),
+            end_time=timestamp_from_micros(start_us + 1),
+            reversal_original_time_bounds=[timestamp_from_micros(b) for b in bounds_us],
+        ),
+    )
+    assert (error.code(), error_info_of(error).reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
 def test_activity_summary_last_commit_sequence_is_the_highest_in_the_window(ledger):
     issuance, (wallet, shop) = setup_pts(ledger)
     earn = commit(ledger, posted(unique("earn"), issuance, wallet, 100))
