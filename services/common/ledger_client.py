@@ -446,10 +446,18 @@ class LedgerClient:
         return result
 
     async def activity_summary(
-        self, start_us: int, end_us: int, account_ids: Sequence[str], tier_bonus: bool = False, by_store: bool = False
+        self,
+        start_us: int,
+        end_us: int,
+        account_ids: Sequence[str],
+        tier_bonus: bool = False,
+        original_time_bounds: Sequence[int] = (),
+        by_store: bool = False,
     ) -> list[ledger_pb2.GetActivitySummaryResponse]:
         """Posted activity per account and code committed in [start, end), one answer per chunk of
-        ids; with `tier_bonus`, each line's tier bonus points too; with `by_store`, per store too."""
+        ids; with `tier_bonus`, each line's tier bonus points too; with `original_time_bounds`,
+        REVERSAL lines split by the window their originals committed in; with `by_store`, per
+        store instead (reversals not split)."""
         ids = sorted(set(account_ids))
         responses = []
         for index in range(0, len(ids), ACCOUNT_IDS_PER_CALL_MAX):
@@ -459,6 +467,7 @@ class LedgerClient:
                 account_ids=ids[index : index + ACCOUNT_IDS_PER_CALL_MAX],
                 include_tier_bonus_points=tier_bonus,
                 group_by_store=by_store,
+                reversal_original_time_bounds=[timestamp_from_micros(bound) for bound in original_time_bounds],
             )
             responses.append(await self._call("GetActivitySummary", request, LEDGER_AGGREGATE_DEADLINE_SECONDS))
         return responses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from coalition.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from services.common.db import Database
@@ -146,6 +147,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         for index, account_id in enumerate(request.account_ids):
             validation.check_id(account_id, f"account_ids[{index}]")
         validation.check_length(request.owner_id, "owner_id", limits.OWNER_ID_LENGTH_MAX)
+        bounds = _reversal_original_time_bounds(request.reversal_original_time_bounds)
         rows, last_sequence = await asyncio.to_thread(
             queries.activity_summary,
             self._database,
@@ -155,6 +157,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             request.owner_id,
             request.include_tier_bonus_points,
             request.group_by_store,
+            bounds,
         )
         response = ledger_pb2.GetActivitySummaryResponse(last_commit_sequence=last_sequence)
         for row in rows:
@@ -169,6 +172,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 kind=row.kind,
                 tier_bonus_points=int(row.tier_bonus_points),
                 store_id=getattr(row, "store_id", ""),
+                reversal_original_window=int(getattr(row, "reversal_original_window", 0)),
             )
         return response
 
@@ -325,3 +329,24 @@ def _window(request, required: bool) -> tuple[int | None, int | None]:
     if start_us is not None and end_us is not None and end_us <= start_us:
         raise InvalidArgument("INVALID_TIME_RANGE", "end_time must be after start_time", field="end_time")
     return start_us, end_us
+
+
+def _reversal_original_time_bounds(timestamps) -> list[int]:
+    """GetActivitySummary's bounds: at most REVERSAL_ORIGINAL_TIME_BOUNDS_MAX, strictly ascending."""
+    if len(timestamps) > limits.REVERSAL_ORIGINAL_TIME_BOUNDS_MAX:
+        raise InvalidArgument(
+            "INVALID_LOOKUP_SIZE",
+            f"at most {limits.REVERSAL_ORIGINAL_TIME_BOUNDS_MAX} reversal_original_time_bounds",
+            field="reversal_original_time_bounds",
+        )
+    bounds = [
+        validation.check_timestamp(timestamp, f"reversal_original_time_bounds[{index}]")
+        for index, timestamp in enumerate(timestamps)
+    ]
+    if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
+        raise InvalidArgument(
+            "INVALID_TIME_BOUNDS",
+            "reversal_original_time_bounds must be strictly ascending",
+            field="reversal_original_time_bounds",
+        )
+    return bounds

@@ -11,6 +11,9 @@ CURRENCY_CODE_LENGTH_MAX = 16
 CURRENCY_SCALE_MAX = 6
 HOLD_TIMEOUT_SECONDS_MAX = 30 * 24 * 3600
 LOOKUP_IDS_MAX = 1_000
+# Bounds one GetActivitySummary splits reversals by (each a branch of a CASE tree; 16 bytes on the
+# wire, within the default request size next to 1,000 account ids).
+REVERSAL_ORIGINAL_TIME_BOUNDS_MAX = 1_000
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1_000
 WATCH_PAGE_TRANSFERS_MAX = 1_000

@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from services.common.sql import pairs_in
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
 from services.ledger.model import Side
-from services.ledger.store import ID, account_balances, accounts, entries, metadata, transfers
+from services.ledger.store import ID, account_balances, accounts, entries, index_expression, metadata, transfers
 
 expiry_policies = Table(
     "expiry_policies",
@@ -502,19 +502,6 @@ def wallet_totals_at(connection: Connection, as_of_us: int, after_sequence: int,
     for code, moved in later:
         totals[code] = totals.get(code, 0) - int(moved or 0)
     return totals
-
-
-def index_expression(value, starts: list[int]):
-    """SQL for i such that starts[i] <= value < starts[i + 1] (value within [starts[0], starts[-1])):
-    a balanced tree of CASEs, so each row takes log2(len(starts)) comparisons."""
-
-    def between(low: int, high: int):
-        if high - low == 1:
-            return literal(low, BigInteger)
-        middle = (low + high) // 2
-        return case((value < literal(starts[middle], BigInteger), between(low, middle)), else_=between(middle, high))
-
-    return between(0, len(starts) - 1)
 
 
 # Expiry keys of a lot that does not expire in a month (a month's key is its index, >= 0).

@@ -186,11 +186,14 @@ def activity_summary(
     owner_id: str,
     tier_bonus: bool = False,
     by_store: bool = False,
+    original_time_bounds: list[int] | tuple[int, ...] = (),
 ):
     """The lines, and the highest commit sequence in the window (moving posted value or not)."""
 
     def work(connection):
-        lines = store.activity_summary(connection, start_us, end_us, account_ids, owner_id, tier_bonus, by_store)
+        lines = store.activity_summary(
+            connection, start_us, end_us, account_ids, owner_id, tier_bonus, by_store, original_time_bounds
+        )
         return lines, store.last_sequence_in_window(connection, start_us, end_us, account_ids, owner_id)
 
     return database.read(work)

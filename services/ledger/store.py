@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Index,
+    Integer,
     MetaData,
     SmallInteger,
     String,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     any_,
     bindparam,
+    case,
     func,
     literal,
     literal_column,
@@ -951,6 +953,19 @@ def last_sequence_in_window(
     return int(connection.execute(_entry_filters(connection, query, account_ids, owner_id)).scalar() or 0)
 
 
+def index_expression(value, starts: list[int]):
+    """SQL for i such that starts[i] <= value < starts[i + 1] (value within [starts[0], starts[-1])):
+    a balanced tree of CASEs, so each row takes log2(len(starts)) comparisons."""
+
+    def between(low: int, high: int):
+        if high - low == 1:
+            return literal(low, BigInteger)
+        middle = (low + high) // 2
+        return case((value < literal(starts[middle], BigInteger), between(low, middle)), else_=between(middle, high))
+
+    return between(0, len(starts) - 1)
+
+
 # Codes whose transfers may carry a tier bonus (EARN, and the REVERSAL of an earn): only their
 # entries look up their transfer's row, so the aggregate of every other code reads entries alone.
 _TIER_BONUS_CODES = (int(Code.EARN), int(Code.REVERSAL))
@@ -964,45 +979,75 @@ def activity_summary(
     owner_id: str,
     tier_bonus: bool = False,
     by_store: bool = False,
+    original_time_bounds: Sequence[int] = (),
 ):
     """Posted debits, credits, transfer count and (with `tier_bonus`) tier bonus points per account
     and code, in one aggregate: the bonus is the sum of transfers.tier_bonus_points over the
     entries counted. Without it the entries alone answer (about three times faster over a month
-    of earns on PostgreSQL), and the bonus reads 0. With `by_store` the groups are also per
-    transfers.store_id (every entry joins its transfer; still one grouped query)."""
+    of earns on PostgreSQL), and the bonus reads 0.
+
+    With `original_time_bounds` (ascending), REVERSAL entries are grouped also by
+    `reversal_original_window`: how many bounds are at or before the commit time of the transfer
+    each reverses (found by its unique id); 0 for every other entry. Only REVERSAL entries look
+    up their transfer and its original, so the aggregate of earns is unchanged.
+
+    With `by_store` the groups are per transfers.store_id instead (every entry joins its transfer;
+    still one grouped query), and reversals are not split."""
     if by_store:
         return _activity_by_store(connection, start_us, end_us, account_ids, owner_id, tier_bonus)
-    debits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.DEBIT))
-    credits = func.sum(entries.c.posted_amount).filter(entries.c.side == int(Side.CREDIT))
-    inner = (
+    bounds = list(original_time_bounds)
+    joined_codes = [*(_TIER_BONUS_CODES if tier_bonus else ()), *((int(Code.REVERSAL),) if bounds else ())]
+    source = entries
+    if joined_codes:
+        source = source.outerjoin(
+            transfers,
+            (transfers.c.sequence == entries.c.transfer_sequence) & entries.c.code.in_(sorted(set(joined_codes))),
+        )
+    window = literal(0, Integer)
+    if bounds:
+        original = transfers.alias("original")
+        source = source.outerjoin(original, original.c.id == transfers.c.reverses_transfer_id)
+        # index_expression never compares with its first and last starts: they only close the range.
+        starts = [-1, *bounds, 2**63 - 1]
+        window = case(
+            (original.c.committed_at_us.is_(None), literal(0, Integer)),
+            else_=index_expression(original.c.committed_at_us, starts),
+        )
+    detail = (
         select(
             entries.c.account_id,
             entries.c.code,
+            entries.c.side,
+            entries.c.posted_amount,
+            entries.c.transfer_sequence,
+            (transfers.c.tier_bonus_points if tier_bonus else literal(0, BigInteger)).label("tier_bonus_points"),
+            window.label("reversal_original_window"),
+        )
+        .select_from(source)
+        .where(entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us)
+        .where(entries.c.posted_amount > 0)
+    )
+    detail = _entry_filters(connection, detail, account_ids, owner_id).subquery("detail")
+    debits = func.sum(detail.c.posted_amount).filter(detail.c.side == int(Side.DEBIT))
+    credits = func.sum(detail.c.posted_amount).filter(detail.c.side == int(Side.CREDIT))
+    summary = (
+        select(
+            detail.c.account_id,
+            detail.c.code,
+            detail.c.reversal_original_window,
             func.coalesce(debits, 0).label("debits_posted"),
             func.coalesce(credits, 0).label("credits_posted"),
             func.count().label("transfer_count"),
-            func.max(entries.c.transfer_sequence).label("last_sequence"),
-            (func.coalesce(func.sum(transfers.c.tier_bonus_points), 0) if tier_bonus else literal(0)).label(
-                "tier_bonus_points"
-            ),
+            func.max(detail.c.transfer_sequence).label("last_sequence"),
+            func.coalesce(func.sum(detail.c.tier_bonus_points), 0).label("tier_bonus_points"),
         )
-        .select_from(
-            entries.outerjoin(
-                transfers,
-                (transfers.c.sequence == entries.c.transfer_sequence) & entries.c.code.in_(_TIER_BONUS_CODES),
-            )
-            if tier_bonus
-            else entries
-        )
-        .where(entries.c.committed_at_us >= start_us, entries.c.committed_at_us < end_us)
-        .where(entries.c.posted_amount > 0)
-        .group_by(entries.c.account_id, entries.c.code)
+        .group_by(detail.c.account_id, detail.c.code, detail.c.reversal_original_window)
+        .subquery()
     )
-    summary = _entry_filters(connection, inner, account_ids, owner_id).subquery()
     query = (
         select(summary, accounts.c.currency_code, accounts.c.owner_id, accounts.c.kind)
         .join(accounts, accounts.c.id == summary.c.account_id)
-        .order_by(summary.c.account_id, summary.c.code)
+        .order_by(summary.c.account_id, summary.c.code, summary.c.reversal_original_window)
     )
     return connection.execute(query).all()
 

@@ -13,6 +13,8 @@ from services.common.timeconv import micros_from_request, timestamp_from_micros
 from services.settlement import (
     agreements,
     audit,
+    correcting,
+    correction_wire,
     document_wire,
     outstanding,
     periods,
@@ -132,12 +134,14 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
             *wire.period_from_pb(request.period),
             request.file_csv,
         )
-        return pb.ReconcileResponse(reconciliation=wire.reconciliation_to_pb(row, result), created=created)
+        reviews = await correcting.reviews_of(self._context, row.reconciliation_id)
+        return pb.ReconcileResponse(reconciliation=wire.reconciliation_to_pb(row, result, reviews), created=created)
 
     async def GetReconciliation(self, request, context):
         self._admin.require(context)
         row, result = await reconciliation.get_reconciliation(self._context, request.reconciliation_id)
-        return pb.GetReconciliationResponse(reconciliation=wire.reconciliation_to_pb(row, result))
+        reviews = await correcting.reviews_of(self._context, row.reconciliation_id)
+        return pb.GetReconciliationResponse(reconciliation=wire.reconciliation_to_pb(row, result, reviews))
 
     async def Audit(self, request, context):
         self._admin.require(context)
@@ -206,4 +210,33 @@ class SettlementApi(settlement_pb2_grpc.SettlementServiceServicer):
         return pb.ListPartnerBillingDetailsResponse(
             billing_details=[document_wire.billing_version_to_pb(v, t) for v, t in rows[:limit]],
             next_page_token=encode_page_token(last.partner_id, last.effective_from_us) if last is not None else "",
+        )
+
+    async def PostAdjustment(self, request, context):
+        self._admin.require(context)
+        adjustment, created = await correcting.post_adjustment(
+            self._context, correction_wire.adjustment_from_pb(request.adjustment)
+        )
+        return pb.PostAdjustmentResponse(adjustment=correction_wire.adjustment_to_pb(adjustment), created=created)
+
+    async def SetReconciliationRowStatus(self, request, context):
+        self._admin.require(context)
+        answer = await correcting.set_row_status(
+            self._context,
+            request.change_id,
+            request.reconciliation_id,
+            request.row_number,
+            correction_wire.review_status_from_pb(request.status),
+            request.note,
+        )
+        return correction_wire.row_status_response(*answer)
+
+    async def ListOpenItems(self, request, context):
+        self._admin.require(context)
+        limit = page_size(request.page_size)
+        after = decode_page_token(request.page_token, str, int, str, int)
+        items = await correcting.list_open_items(self._context, request.partner_id, after, limit + 1)
+        token = encode_page_token(*items[limit - 1][0]) if len(items) > limit else ""
+        return pb.ListOpenItemsResponse(
+            items=[correction_wire.open_item_to_pb(*item) for item in items[:limit]], next_page_token=token
         )

@@ -20,6 +20,7 @@ from services.common import cli
 from services.common.config import DEFAULT_TIME_ZONE, env_str, settings_or_exit, zone_of
 from services.common.errors import error_info_of
 from services.common.timeconv import timestamp_from_micros
+from services.settlement import cli_corrections
 from services.settlement.reports import outstanding
 from services.settlement.reports.formatting import BREAKAGE_OWNER_LABELS, TIER_BONUS_FUNDER_LABELS, eur, points
 
@@ -273,6 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--csv", action="store_true", help="CSV on standard output instead of a table")
     _command(commands, "audit")
     _command(commands, "periods")
+    cli_corrections.add_commands(commands)
     return parser
 
 
@@ -296,6 +298,9 @@ def contiguity_hint(info) -> str:
 
 def run(args, stub, metadata) -> int:
     call = {"metadata": metadata, "timeout": CALL_DEADLINE_SECONDS}
+    code = cli_corrections.run(args, stub, call)
+    if code is not None:
+        return code
     if args.command == "preview":
         response = stub.PreviewStatement(pb.PreviewStatementRequest(period=_selector(args)), **call)
         print_warnings(response.warnings)

@@ -31,10 +31,14 @@ class LedgerClient(common.LedgerClient):
     ) -> None:
         super().__init__(address, transport, deadline_seconds, tracer_provider=tracer_provider)
 
-    async def activity(self, start_us: int, end_us: int, account_ids: Sequence[str]) -> tuple[list[Activity], int]:
+    async def activity(
+        self, start_us: int, end_us: int, account_ids: Sequence[str], original_time_bounds: Sequence[int] = ()
+    ) -> tuple[list[Activity], int]:
         """Posted debits/credits and their tier bonus share per account and code committed in
-        [start, end) (what a period's statements price); and the last sequence."""
-        return await self._activity(start_us, end_us, account_ids, tier_bonus=True)
+        [start, end) (what a period's statements price); and the last sequence. With ascending
+        `original_time_bounds`, reversal lines are split by the window of the bounds their originals
+        committed in, and carry that window's start as original_time_us (None before the first)."""
+        return await self._activity(start_us, end_us, account_ids, True, original_time_bounds)
 
     async def activity_without_tier_bonus(
         self, start_us: int, end_us: int, account_ids: Sequence[str]
@@ -44,11 +48,18 @@ class LedgerClient(common.LedgerClient):
         return await self._activity(start_us, end_us, account_ids, tier_bonus=False)
 
     async def _activity(
-        self, start_us: int, end_us: int, account_ids: Sequence[str], tier_bonus: bool
+        self,
+        start_us: int,
+        end_us: int,
+        account_ids: Sequence[str],
+        tier_bonus: bool,
+        original_time_bounds: Sequence[int] = (),
     ) -> tuple[list[Activity], int]:
         lines: list[Activity] = []
         last_sequence = 0
-        for response in await self.activity_summary(start_us, end_us, account_ids, tier_bonus):
+        bounds = list(original_time_bounds)
+        responses = await self.activity_summary(start_us, end_us, account_ids, tier_bonus, bounds)
+        for response in responses:
             last_sequence = max(last_sequence, response.last_commit_sequence)
             lines.extend(
                 Activity(
@@ -60,6 +71,11 @@ class LedgerClient(common.LedgerClient):
                     owner_id=line.owner_id,
                     kind=line.kind,
                     tier_bonus_points=line.tier_bonus_points,
+                    original_time_us=(
+                        bounds[line.reversal_original_window - 1]
+                        if 0 < line.reversal_original_window <= len(bounds)
+                        else None
+                    ),
                 )
                 for line in response.lines
             )

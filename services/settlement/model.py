@@ -230,6 +230,11 @@ class Activity:
     kind: str
     # Sum of the transfers' tier_bonus_points (minor units): the bonus share of debits/credits.
     tier_bonus_points: int = 0
+    # REVERSAL lines: a time whose agreement billed the originals of these reversals (the start of
+    # the window of agreement changes their commit times fall in), None when unknown; and the
+    # closed period those originals belong to ("" when none: this period, or never closed).
+    original_time_us: int | None = None
+    original_period_id: str = ""
 
 
 class LineKind(StrEnum):
@@ -244,10 +249,13 @@ class LineKind(StrEnum):
     CONVERSIONS_OUT = "CONVERSIONS_OUT"
     CONVERSIONS_IN = "CONVERSIONS_IN"
     BREAKAGE = "BREAKAGE"
+    # An amount in EUR the operator posted (services/settlement/corrections.py), shown on the
+    # next statement closed after it; its direction, not its kind, gives the sign.
+    ADJUSTMENT = "ADJUSTMENT"
 
     @property
     def sign(self) -> int:
-        """+1 when the partner pays for the line, -1 when it is paid."""
+        """+1 when the partner pays for the line, -1 when it is paid (ADJUSTMENT: see its amount)."""
         return 1 if self in _PARTNER_PAYS else -1
 
 
@@ -273,6 +281,11 @@ class Movement:
     # For the tier bonus: bonus points issued and reversed; quantity is issued - reversed.
     bonus_issued: int = 0
     bonus_reversed: int = 0
+    # For reversals (DOMAIN.md "Decisions": priced at the original price): a time whose agreement
+    # billed the originals (None: price at the movement's own time), and the closed period they
+    # were billed in ("" when none).
+    original_time_us: int | None = None
+    original_period_id: str = ""
 
 
 def exchange_other_currency(account_id: str) -> str:
@@ -302,14 +315,20 @@ def movements_from_activity(lines: Iterable[Activity], currency_owners: Mapping[
             if line.code == CODE_EARN and line.debits:
                 movements.append(Movement(line.owner_id, LineKind.POINTS_ISSUED, line.currency_code, line.debits))
             elif line.code == CODE_REVERSAL and line.credits:
-                movements.append(Movement(line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits))
+                movements.append(
+                    Movement(
+                        line.owner_id, LineKind.EARN_REVERSALS, line.currency_code, line.credits, **_original(line)
+                    )
+                )
             movements.extend(_tier_bonus_movement(line))
         elif line.kind == KIND_PARTNER_REDEMPTION:
             if line.code == CODE_REDEEM and line.credits:
                 movements.append(Movement(line.owner_id, LineKind.POINTS_REDEEMED, line.currency_code, line.credits))
             elif line.code == CODE_REVERSAL and line.debits:
                 movements.append(
-                    Movement(line.owner_id, LineKind.REDEMPTION_REVERSALS, line.currency_code, line.debits)
+                    Movement(
+                        line.owner_id, LineKind.REDEMPTION_REVERSALS, line.currency_code, line.debits, **_original(line)
+                    )
                 )
         elif line.kind == KIND_OPERATOR_EXCHANGE and line.code == CODE_CONVERSION and line.debits:
             delivered_code = line.currency_code
@@ -359,8 +378,14 @@ def _tier_bonus_movement(line: Activity) -> list[Movement]:
             issued - reversed_,
             bonus_issued=issued,
             bonus_reversed=reversed_,
+            **(_original(line) if reversed_ else {}),
         )
     ]
+
+
+def _original(line: Activity) -> dict:
+    """A reversal line's pricing time and period of its originals, for its Movement."""
+    return {"original_time_us": line.original_time_us, "original_period_id": line.original_period_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +434,8 @@ class PricedMovement:
     prior_period_adjustment: bool
     breakage_owner: BreakageOwner | None = None  # BREAKAGE movements: the agreement's owner
     tier_bonus_funder: TierBonusFunder | None = None  # TIER_BONUS movements: the agreement's funder
+    # Reversals priced at their originals' agreement: the closed period the originals were billed in.
+    original_period_id: str = ""
 
 
 def price_movements(
@@ -418,14 +445,30 @@ def price_movements(
     currency_owners: Mapping[str, str],
     prior_period_adjustment: bool = False,
 ) -> list[PricedMovement]:
-    """Price each movement by the agreement valid at `time_us`; refuse when a price is missing."""
+    """Price each movement by the agreement valid at `time_us`; refuse when a price is missing.
+
+    A reversal is priced at its original's price (DOMAIN.md "Decisions on open questions"): by the
+    agreement valid at `movement.original_time_us` when it has one and the partner had an agreement
+    then; otherwise (originals unknown, or older than every agreement) at `time_us`."""
     priced = []
     for movement in movements:
-        agreement, unit_price = _price_of(movement, book, time_us, currency_owners)
+        at_us = time_us
+        if movement.original_time_us is not None and book.valid_at(movement.partner_id, movement.original_time_us):
+            at_us = movement.original_time_us
+        agreement, unit_price = _price_of(movement, book, at_us, currency_owners)
         owner = agreement.breakage_owner if movement.kind is LineKind.BREAKAGE else None
         funder = agreement.tier_bonus_funder if movement.kind is LineKind.TIER_BONUS else None
+        original_period_id = movement.original_period_id if at_us != time_us else ""
         priced.append(
-            PricedMovement(movement, unit_price, agreement.agreement_id, prior_period_adjustment, owner, funder)
+            PricedMovement(
+                movement,
+                unit_price,
+                agreement.agreement_id,
+                prior_period_adjustment,
+                owner,
+                funder,
+                original_period_id,
+            )
         )
     return priced
 
@@ -488,6 +531,11 @@ class StatementLine:
     tier_bonus_issued_quantity: int = 0  # TIER_BONUS lines only
     tier_bonus_reversed_quantity: int = 0  # TIER_BONUS lines only
     tier_bonus_funder: TierBonusFunder | None = None  # TIER_BONUS lines only
+    # Reversal lines priced at the agreement of an earlier, closed period their originals were
+    # billed in: that period's id ("" otherwise; the agreement_id is the one that priced the line).
+    original_period_id: str = ""
+    adjustment_id: str = ""  # ADJUSTMENT lines only: the adjustment posted
+    adjustment_reason: str = ""  # ADJUSTMENT lines only: its reason, as posted
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +582,7 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
             item.unit_price,
             item.breakage_owner.value if item.breakage_owner is not None else "",
             item.tier_bonus_funder.value if item.tier_bonus_funder is not None else "",
+            item.original_period_id,
         )
         figures = sums[m.partner_id][key]
         for index, value in enumerate((m.quantity, m.expired, m.reinstated, m.bonus_issued, m.bonus_reversed)):
@@ -563,7 +612,7 @@ def build_statements(priced: Iterable[PricedMovement]) -> list[Statement]:
 def _statement_line(
     partner_id: str, key: tuple, quantity: int, expired: int, reinstated: int, bonus_issued: int, bonus_reversed: int
 ) -> StatementLine:
-    prior, order, currency, other_currency, counterparty, agreement_id, unit_price, owner, funder = key
+    prior, order, currency, other_currency, counterparty, agreement_id, unit_price, owner, funder, original = key
     kind = list(LineKind)[order]
     amount_cents = kind.sign * line_amount_cents(quantity, unit_price)
     if abs(amount_cents) > CENTS_MAX:
@@ -590,6 +639,7 @@ def _statement_line(
         tier_bonus_issued_quantity=bonus_issued,
         tier_bonus_reversed_quantity=bonus_reversed,
         tier_bonus_funder=TierBonusFunder(funder) if funder else None,
+        original_period_id=original,
     )
 
 

@@ -30,7 +30,16 @@ from coalition.ledger.v1 import ledger_pb2
 from services.common.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ledger_client import LedgerRefused
 from services.common.metrics import timed_use_case
-from services.settlement import model, scheme, statement_documents, store
+from services.common.timeconv import micros_from_timestamp
+from services.settlement import (
+    correction_store,
+    corrections,
+    model,
+    reversal_pricing,
+    scheme,
+    statement_documents,
+    store,
+)
 from services.settlement.context import SettlementContext
 from services.settlement.model import (
     Activity,
@@ -150,6 +159,12 @@ async def compute_settlement(
     owners = await context.ledger.currency_owners()
     accounts = await _settlement_accounts(context)
     book = AgreementBook(await context.read(store.all_agreements))
+    closed = [
+        reversal_pricing.ClosedWindow(row.period_id, row.start_us, row.end_us)
+        for row in await context.read(correction_store.period_windows)
+        if row.end_us <= start_us
+    ]
+    original_bounds = reversal_pricing.original_time_bounds(book, closed, end_us)
     account_ids = sorted(accounts)
     priced: list[model.PricedMovement] = []
     window_lines: list[Activity] = []
@@ -161,7 +176,8 @@ async def compute_settlement(
     last_sequence = max(after_sequence or 0, covered_sequence)
     try:
         for window_start, window_end in model.sub_windows(start_us, end_us, book):
-            lines, sequence = await context.ledger.activity(window_start, window_end, account_ids)
+            lines, sequence = await context.ledger.activity(window_start, window_end, account_ids, original_bounds)
+            lines = reversal_pricing.with_original_periods(lines, closed)
             breakage, breakage_sequence = await context.ledger.breakage(window_start, window_end)
             last_sequence = max(last_sequence, sequence, breakage_sequence)
             window_lines.extend(lines)
@@ -169,11 +185,13 @@ async def compute_settlement(
             priced.extend(scheme.price_or_leave_out(movements, book, window_start, owners, False, missing_prices))
         if after_sequence is not None:
             late_sequence, late_priced, late_lines = await _late_arrivals(
-                context, after_sequence, start_us, accounts, book, owners, missing_prices
+                context, after_sequence, start_us, accounts, book, owners, closed, missing_prices
             )
             last_sequence = max(last_sequence, late_sequence)
             priced.extend(late_priced)
-        statements = tuple(model.build_statements(priced))
+        # Adjustments posted since the last close appear on this period's statements (its own lines).
+        pending = await context.read(correction_store.pending_adjustments)
+        statements = tuple(corrections.with_adjustments(model.build_statements(priced), pending))
     except SettlementRuleError as error:
         raise rule_error(error) from error
     opening_lines = (
@@ -199,11 +217,12 @@ async def compute_settlement(
     )
 
 
-async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners, missing_prices):
+async def _late_arrivals(context, after_sequence, start_us, accounts, book, owners, closed, missing_prices):
     trial = await context.ledger.trial_balance()
     priced: list[model.PricedMovement] = []
     late_lines: list[Activity] = []
     reinstatements: list = []
+    reversals: list = []  # (transfer, its activity lines): priced once their originals are known
     last_sequence = after_sequence
     count = 0
     async for transfer in context.ledger.transfers_after(after_sequence, trial.commit_sequence):
@@ -220,6 +239,11 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             continue
         lines = _activity_of_transfer(transfer, accounts)
         late_lines.extend(lines)
+        if transfer.code == model.CODE_REVERSAL and transfer.reverses_transfer_id:
+            reversals.append((transfer, lines))
+            if not _out_of_breakage(transfer, accounts):
+                continue
+            lines = []
         movements = model.movements_from_activity(lines, owners)
         if _to_breakage(transfer, accounts):
             expired = model.BreakageActivity(transfer.currency_code, transfer.partner_id, transfer.amount, 0)
@@ -228,6 +252,7 @@ async def _late_arrivals(context, after_sequence, start_us, accounts, book, owne
             reinstatements.append(transfer)
         priced.extend(scheme.price_or_leave_out(movements, book, transfer.commit_time_us, owners, True, missing_prices))
     priced.extend(await _late_reinstatements(context, reinstatements, book, owners, missing_prices))
+    priced.extend(await _late_reversals(context, reversals, book, owners, closed, missing_prices))
     if count:
         _log.info("prior_period_transfers_found", count=count, last_commit_sequence=last_sequence)
     return last_sequence, priced, late_lines
@@ -254,13 +279,34 @@ def _kind(accounts: dict[str, ledger_pb2.Account], account_id: str) -> str:
     return account.kind if account is not None else ""
 
 
-async def _late_reinstatements(context, reinstatements, book, owners, missing_prices) -> list[model.PricedMovement]:
-    """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
+async def _originals(context, reversals) -> dict[str, ledger_pb2.Transfer]:
+    """The transfers these late reversals reverse, by id."""
     originals: dict[str, ledger_pb2.Transfer] = {}
-    ids = sorted({t.reverses_transfer_id for t in reinstatements})
+    ids = sorted({t.reverses_transfer_id for t in reversals})
     for index in range(0, len(ids), LOOKUP_IDS_MAX):
         for original in await context.ledger.get_transfers(ids[index : index + LOOKUP_IDS_MAX]):
             originals[original.id] = original
+    return originals
+
+
+async def _late_reversals(context, reversals, book, owners, closed, missing_prices) -> list[model.PricedMovement]:
+    """Late earn and redemption reversals, priced at their originals' price (reversal_pricing)."""
+    originals = await _originals(context, [transfer for transfer, _ in reversals])
+    priced: list[model.PricedMovement] = []
+    for transfer, lines in reversals:
+        original = originals.get(transfer.reverses_transfer_id)
+        if original is not None:
+            original_us = micros_from_timestamp(original.commit_time)
+            period_id = reversal_pricing.closed_period_at(closed, original_us)
+            lines = [replace(line, original_time_us=original_us, original_period_id=period_id) for line in lines]
+        movements = model.movements_from_activity(lines, owners)
+        priced.extend(scheme.price_or_leave_out(movements, book, transfer.commit_time_us, owners, True, missing_prices))
+    return priced
+
+
+async def _late_reinstatements(context, reinstatements, book, owners, missing_prices) -> list[model.PricedMovement]:
+    """Late reversals out of breakage that reinstate an EXPIRY, priced at their own commit time."""
+    originals = await _originals(context, reinstatements)
     priced: list[model.PricedMovement] = []
     for transfer in reinstatements:
         original = originals.get(transfer.reverses_transfer_id)
@@ -467,12 +513,23 @@ def _not_contiguous(
 
 
 def _freeze(connection, frozen: PeriodSettlement, basis: frozenset[str], now_us: int) -> bool:
-    """Store the figures unless a price agreement that could change them was recorded since `basis`."""
+    """Store the figures unless a price agreement that could change them was recorded since `basis`,
+    or the pending adjustments are no longer the ones the figures carry (PostAdjustment takes the
+    same lock); mark the adjustments carried as settled by this period."""
     store.lock_agreements_and_periods(connection)
     if store.agreement_ids_starting_before(connection, frozen.end_us) != basis:
         return False
+    carried = sorted(
+        line.adjustment_id
+        for statement in frozen.statements
+        for line in statement.lines
+        if line.kind is model.LineKind.ADJUSTMENT
+    )
+    if sorted(a.adjustment_id for a in correction_store.pending_adjustments(connection)) != carried:
+        return False
     store.insert_closing_period(connection, frozen, now_us)
     statement_documents.number_and_store(connection, frozen)
+    correction_store.settle_adjustments(connection, carried, frozen.period_id)
     return True
 
 

@@ -116,6 +116,11 @@ statement_lines = Table(
     Column("tier_bonus_issued_quantity", BigInteger, nullable=False, server_default="0"),
     Column("tier_bonus_reversed_quantity", BigInteger, nullable=False, server_default="0"),
     Column("tier_bonus_funder", String(32), nullable=False, server_default=""),
+    # Reversal lines priced at an earlier closed period's agreement: that period (migration 0007).
+    Column("original_period_id", String(64), nullable=False, server_default=""),
+    # ADJUSTMENT lines (migration 0007): the adjustment and its reason, frozen with the statement.
+    Column("adjustment_id", String(128), nullable=False, server_default=""),
+    Column("adjustment_reason", String(500), nullable=False, server_default=""),
     # A breakage line nets expired against reinstated points, a tier bonus line issued against
     # reversed bonus: either may be zero or negative.
     CheckConstraint("quantity > 0 OR kind IN ('BREAKAGE', 'TIER_BONUS')", name="ck_settlement_line_quantity"),
@@ -370,6 +375,9 @@ def insert_closing_period(connection: Connection, settlement: PeriodSettlement, 
                         "tier_bonus_issued_quantity": line.tier_bonus_issued_quantity,
                         "tier_bonus_reversed_quantity": line.tier_bonus_reversed_quantity,
                         "tier_bonus_funder": line.tier_bonus_funder.value if line.tier_bonus_funder else "",
+                        "original_period_id": line.original_period_id,
+                        "adjustment_id": line.adjustment_id,
+                        "adjustment_reason": line.adjustment_reason,
                     }
                     for number, line in enumerate(statement.lines, start=1)
                 ],
@@ -428,6 +436,9 @@ def load_period(connection: Connection, period_id: str) -> tuple[PeriodSettlemen
                 tier_bonus_issued_quantity=line.tier_bonus_issued_quantity,
                 tier_bonus_reversed_quantity=line.tier_bonus_reversed_quantity,
                 tier_bonus_funder=TierBonusFunder(line.tier_bonus_funder) if line.tier_bonus_funder else None,
+                original_period_id=line.original_period_id,
+                adjustment_id=line.adjustment_id,
+                adjustment_reason=line.adjustment_reason,
             )
         )
     statement_rows = connection.execute(
@@ -548,6 +559,7 @@ def load_reconciliation_rows(connection: Connection, reconciliation_id: str) -> 
     return ReconciliationResult(results, counts)
 
 
-# The document tables (migration 0006) live in their own module on this metadata; imported last
-# because it imports this module's metadata.
-from services.settlement import document_store  # noqa: E402
+# The document tables (migration 0006) and the corrections' tables (adjustments, reviews of
+# reconciliation rows; 0007) live in their own modules on this metadata; imported last because
+# they import this module's metadata, so that whoever reads `metadata` sees them.
+from services.settlement import correction_store, document_store  # noqa: E402, F401

@@ -6,6 +6,7 @@ from coalition.ledger.v1 import ledger_pb2
 from coalition.settlement.v1 import settlement_pb2 as pb
 from services.common.errors import InvalidArgument
 from services.common.timeconv import micros_from_request, timestamp_from_micros
+from services.settlement.corrections import initial_review_status
 from services.settlement.document_wire import attach_documents
 from services.settlement.documents import PAYMENT_TERMS_DAYS_DEFAULT, parse_tax_rate, validate_terms
 from services.settlement.model import (
@@ -168,6 +169,9 @@ def statement_to_pb(statement: Statement) -> pb.Statement:
                 tier_bonus_funder=(
                     _TIER_BONUS_FUNDERS[line.tier_bonus_funder] if line.tier_bonus_funder is not None else 0
                 ),
+                original_period_id=line.original_period_id,
+                adjustment_id=line.adjustment_id,
+                adjustment_reason=line.adjustment_reason,
             )
             for line in statement.lines
         ],
@@ -217,8 +221,10 @@ def settlement_to_pb(settlement: PeriodSettlement) -> pb.PeriodSettlement:
     return message
 
 
-def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation:
+def reconciliation_to_pb(row, result: ReconciliationResult, reviews: dict | None = None) -> pb.Reconciliation:
+    """`reviews`: row number -> (ReviewStatus, note) of the rows reviewed (correction_store.reviews_of)."""
     counts = result.counts
+    reviews = reviews or {}
     return pb.Reconciliation(
         reconciliation_id=row.reconciliation_id,
         partner_id=row.partner_id,
@@ -234,21 +240,30 @@ def reconciliation_to_pb(row, result: ReconciliationResult) -> pb.Reconciliation
             outside_period=counts[MatchStatus.OUTSIDE_PERIOD],
         ),
         rows=[
-            pb.ReconciliationRow(
-                status=_MATCH_STATUS[r.status],
-                file_line_number=r.line_number,
-                receipt_id=r.receipt_id,
-                store_id=r.store_id,
-                terminal_id=r.terminal_id,
-                type=r.type,
-                partner_points=r.partner_points,
-                ledger_points=r.ledger_points,
-                time=r.time,
-                currency_code=r.currency_code,
-            )
-            for r in result.rows
+            reconciliation_row_to_pb(r, number, *reviews.get(number, (None, "")))
+            for number, r in enumerate(result.rows, start=1)
         ],
         create_time=timestamp_from_micros(row.create_time_us),
+    )
+
+
+def reconciliation_row_to_pb(r, number: int, review_status, review_note: str) -> pb.ReconciliationRow:
+    """A stored row; a row never reviewed shows the status it starts with."""
+    status = review_status or initial_review_status(r.status)
+    return pb.ReconciliationRow(
+        status=_MATCH_STATUS[r.status],
+        file_line_number=r.line_number,
+        receipt_id=r.receipt_id,
+        store_id=r.store_id,
+        terminal_id=r.terminal_id,
+        type=r.type,
+        partner_points=r.partner_points,
+        ledger_points=r.ledger_points,
+        time=r.time,
+        currency_code=r.currency_code,
+        review_status=getattr(pb, f"REVIEW_STATUS_{status.value}"),
+        review_note=review_note,
+        row_number=number,
     )
 
 

@@ -569,6 +569,72 @@ def test_activity_summary_sums_the_tier_bonus_of_earns_and_earn_reversals_per_ac
     } == {key: (debits, credits, 0) for key, (debits, credits, _) in got.items()}
 
 
+def test_activity_summary_splits_reversals_by_the_commit_time_of_their_originals(ledger):
+    """Each REVERSAL line counts the reversals whose original committed in one window of the
+    bounds: earn 1 at the first bound and earn 2 at the second, returned in parts, give two lines;
+    a reversal naming no original is window 0; other codes are never split."""
+    issuance, (wallet, _) = setup_pts(ledger)
+    first = commit(ledger, posted(unique("earn"), issuance, wallet, 100))
+    second = commit(ledger, posted(unique("earn"), issuance, wallet, 50))
+
+    def returned(original, amount):
+        return commit(
+            ledger,
+            posted(
+                unique("return"),
+                wallet,
+                issuance,
+                amount,
+                code=pb.TRANSFER_CODE_REVERSAL,
+                reverses_transfer_id=original,
+            ),
+        )
+
+    returned(first.id, 10)
+    returned(first.id, 5)
+    returned(second.id, 7)
+    returned("", 2)
+    after = commit(ledger, posted(unique("after"), issuance, wallet, 1))
+    summary = ledger.GetActivitySummary(
+        pb.GetActivitySummaryRequest(
+            start_time=first.commit_time,
+            end_time=after.commit_time,
+            account_ids=[issuance],
+            include_tier_bonus_points=True,
+            reversal_original_time_bounds=[first.commit_time, second.commit_time],
+        ),
+        timeout=TIMEOUT,
+    )
+    got = {
+        (line.code, line.reversal_original_window): (line.debits_posted, line.credits_posted, line.transfer_count)
+        for line in summary.lines
+    }
+    assert got == {
+        (pb.TRANSFER_CODE_EARN, 0): (150, 0, 2),
+        (pb.TRANSFER_CODE_REVERSAL, 0): (0, 2, 1),
+        (pb.TRANSFER_CODE_REVERSAL, 1): (0, 15, 2),
+        (pb.TRANSFER_CODE_REVERSAL, 2): (0, 7, 1),
+    }
+    assert len(summary.lines) == len(got)
+
+
+@pytest.mark.parametrize(
+    ("bounds_us", "reason"),
+    [([5, 5], "INVALID_TIME_BOUNDS"), ([7, 3], "INVALID_TIME_BOUNDS"), (list(range(1_001)), "INVALID_LOOKUP_SIZE")],
+)
+def test_activity_summary_reversal_bounds_must_ascend_strictly_and_be_at_most_1000(ledger, bounds_us, reason):
+    start_us = time.time_ns() // 1000
+    error = rpc_error(
+        ledger.GetActivitySummary,
+        pb.GetActivitySummaryRequest(
+            start_time=timestamp_from_micros(start_us),
+            end_time=timestamp_from_micros(start_us + 1),
+            reversal_original_time_bounds=[timestamp_from_micros(b) for b in bounds_us],
+        ),
+    )
+    assert (error.code(), error_info_of(error).reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
 def test_activity_summary_last_commit_sequence_is_the_highest_in_the_window(ledger):
     issuance, (wallet, shop) = setup_pts(ledger)
     earn = commit(ledger, posted(unique("earn"), issuance, wallet, 100))

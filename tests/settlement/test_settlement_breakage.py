@@ -335,8 +335,8 @@ class HidingBreakageLedgerClient(LedgerClient):
         super().__init__(address, transport)
         self.hidden = hidden
 
-    async def activity(self, start_us, end_us, account_ids):
-        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+    async def activity(self, start_us, end_us, account_ids, *original_time_bounds):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids, *original_time_bounds)
         adjusted = []
         for line in lines:
             for transfer in self.hidden:

@@ -36,8 +36,8 @@ class HidingLedgerClient(LedgerClient):
         super().__init__(address, transport)
         self.hidden = hidden
 
-    async def activity(self, start_us, end_us, account_ids):
-        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+    async def activity(self, start_us, end_us, account_ids, *original_time_bounds):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids, *original_time_bounds)
         commit_us = self.hidden.commit_time.seconds * 1_000_000 + self.hidden.commit_time.nanos // 1000
         if not start_us <= commit_us < end_us:
             return lines, last_sequence

@@ -81,7 +81,7 @@ class BrokenLedger:
     async def balances_as_of(self, account_ids, as_of_us):
         return [lpb.Balance(account_id=i, posted=990, as_of_time=timestamp_from_micros(as_of_us)) for i in account_ids]
 
-    async def activity(self, start_us, end_us, account_ids):
+    async def activity(self, start_us, end_us, account_ids, *original_time_bounds):
         line = model.Activity("issuance:PTS:fuel", "EARN", "PTS", 1000, 0, "fuel", "partner_issuance")
         return [line], 7
 

@@ -197,8 +197,8 @@ def _export(settlement, period, fmt, partner_id="") -> bytes:
 def test_a_bonus_returned_in_a_later_period_nets_that_periods_line_below_zero_and_the_credit_is_paid_back(
     settlement, settlement_server, ledger_stub, monkeypatch, capsys
 ):
-    """Credited in p1, returned in p2 (at p2's agreement: the same version here; issue 11 prices
-    reversals at their original price): p2's line is -40 bonus points, +0.50 for the retailer."""
+    """Credited in p1, returned in p2 (at e1's agreement, p1's: the same version here; reversals
+    are priced at their original price): p2's line is -40 bonus points, +0.50 for the retailer."""
     _use_cli(monkeypatch, settlement_server)
     month.setup_ledger(ledger_stub)
     start = month.tick()
@@ -256,8 +256,8 @@ class HidingEarnLedgerClient(LedgerClient):
         super().__init__(address, transport)
         self.hidden = hidden
 
-    async def activity(self, start_us, end_us, account_ids):
-        lines, last_sequence = await super().activity(start_us, end_us, account_ids)
+    async def activity(self, start_us, end_us, account_ids, *original_time_bounds):
+        lines, last_sequence = await super().activity(start_us, end_us, account_ids, *original_time_bounds)
         hidden, bonus = self.hidden, self.hidden.metadata.tier_bonus_points
         adjusted = []
         for line in lines:

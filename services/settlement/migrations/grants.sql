@@ -10,5 +10,9 @@ GRANT SELECT, INSERT ON settlement_price_agreements, settlement_statements, sett
 GRANT SELECT, INSERT, UPDATE ON settlement_periods TO settlement_app;
 -- A close takes the next statement numbers from its series' counter row (locked FOR UPDATE).
 GRANT SELECT, INSERT, UPDATE ON settlement_statement_counters TO settlement_app;
+-- Corrections: an adjustment is marked settled by the close that carries it; a row's review is
+-- its current status (updated), with every change kept in the history (insert only).
+GRANT SELECT, INSERT, UPDATE ON settlement_adjustments, settlement_reconciliation_reviews TO settlement_app;
+GRANT SELECT, INSERT ON settlement_reconciliation_review_history TO settlement_app;
 -- At head, the migration on start only reads which revision the schema is at.
 GRANT SELECT ON alembic_version_settlement TO settlement_app;

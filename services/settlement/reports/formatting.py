@@ -26,6 +26,7 @@ LINE_LABELS = {
     LineKind.CONVERSIONS_OUT: "Conversions out (units delivered)",
     LineKind.CONVERSIONS_IN: "Conversions in (units delivered)",
     LineKind.BREAKAGE: "Breakage",
+    LineKind.ADJUSTMENT: "Adjustment",
 }
 BREAKAGE_OWNER_LABELS = {
     BreakageOwner.ISSUING_PARTNER: "rebated to the partner at its issue price",
@@ -71,6 +72,10 @@ def line_label(line: StatementLine) -> str:
             f" {funder}: issued {points(line.tier_bonus_issued_quantity)}"
             f" - reversed {points(line.tier_bonus_reversed_quantity)}"
         )
+    if line.original_period_id:
+        label += f" (priced at agreement {line.agreement_id}, period {line.original_period_id})"
+    if line.kind is LineKind.ADJUSTMENT:
+        label += f" {line.adjustment_id}: {line.adjustment_reason}"
     return label + (" (prior-period adjustment)" if line.prior_period_adjustment else "")
 
 
