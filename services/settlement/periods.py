@@ -338,7 +338,12 @@ async def preview_statement(
     context: SettlementContext, period_id: str, start_us: int | None, end_us: int | None
 ) -> Preview:
     """The figures of a window as they stand now; of its part after the last closed period when
-    it overlaps closed periods (scheme.py), with warnings for what they leave out."""
+    it overlaps closed periods (scheme.py), with warnings for what they leave out. An id alone
+    names a stored period (a custom one included) before it names a calendar month."""
+    if start_us is None and end_us is None and PERIOD_ID_PATTERN.fullmatch(period_id or ""):
+        stored = await context.read(lambda c: store.load_period(c, period_id))
+        if stored is not None:
+            return Preview(stored[0])
     period_id, start_us, end_us = resolve_period(context, period_id, start_us, end_us)
     stored = await context.read(lambda c: store.load_period(c, period_id))
     if stored is not None and stored[0].start_us == start_us and stored[0].end_us == end_us:

@@ -23,7 +23,7 @@ def _kinds(warnings):
 
 
 def test_periods_warn_instead_of_trapping_and_a_mistaken_close_is_corrected_next_period(
-    settlement, settlement_server, ledger_stub, monkeypatch, capsys
+    settlement, settlement_server, ledger_stub, monkeypatch, capsys, tmp_path
 ):
     monkeypatch.setenv("COALITION_SETTLEMENT_ADDRESS", settlement_server.address)
     monkeypatch.setenv("COALITION_ADMIN_API_KEY", "test-admin-key-settlement")
@@ -57,6 +57,9 @@ def test_periods_warn_instead_of_trapping_and_a_mistaken_close_is_corrected_next
     # The mistaken close: "early" stops half-way through the window meant, and bills fuel's wrong earn.
     assert cli.main(["close", *window, "--yes"]) == 0
     capsys.readouterr()
+    # A closed custom period is found again by its id alone (its times are stored).
+    assert cli.main(["export", "early", "--format", "journal-csv", "--output", str(tmp_path / "early.csv")]) == 0
+    assert "early" in (tmp_path / "early.csv").read_text()
 
     # The correction: the wrong earn is reversed on the ledger; the next period credits it back.
     month.transfer(
