@@ -32,6 +32,8 @@ DEMO_VALID_FROM_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z, before any dem
 DEMO_ISSUE_PRICE = Decimal("0.0100")
 DEMO_REIMBURSEMENT_PRICE = Decimal("0.0080")
 DEMO_CONVERSION_PRICE = Decimal("0.0090")
+DEMO_TAX_RATE_PERCENT = Decimal("21")
+DEMO_TAX_NOTE = "VAT 21 % (Netherlands; demo)"
 _log = structlog.get_logger("settlement")
 
 
@@ -124,6 +126,9 @@ def demo_agreements(
                 model.ConversionPrice(source, delivered, DEMO_CONVERSION_PRICE)
                 for source, delivered in sorted(conversions[partner_id])
             ),
+            # A statement shows net, tax and gross: the demo's partners charge Dutch VAT.
+            tax_rate_percent=DEMO_TAX_RATE_PERCENT,
+            tax_note=DEMO_TAX_NOTE,
         )
         for partner_id in sorted(partner_ids)
     ]
