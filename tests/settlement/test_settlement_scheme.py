@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from dataclasses import replace
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.settlement import cli, model, scheme
+from services.settlement import documents as documents_module
 from services.settlement.model import AgreementBook, PeriodSettlement
 from services.settlement.reports import journal, render
 from services.settlement.scheme import ClosedSpan, WarningKind
@@ -120,6 +122,30 @@ def test_the_journal_balances_and_leaves_each_partner_account_at_its_net():
         journal.partner_account(p): n for p, n in nets.items()
     }
     assert cents["Liabilities:Points:ConversionClearing:AIRMILES"] == 0
+
+
+def test_the_journal_books_each_statements_tax_so_a_partner_account_ends_at_its_gross():
+    settlement = _settlement()
+    taxed = {"retailer": 206, "airline": -4_725}  # 21 % of +9.80 and of -225.00, with the net's sign
+    documents = tuple(
+        documents_module.build_document(s, None, None, None, {}, date(2027, 1, 5)) for s in settlement.statements
+    )
+    documents = tuple(
+        replace(d, tax_cents=taxed.get(d.partner_id, 0), gross_cents=d.net_cents + taxed.get(d.partner_id, 0))
+        for d in documents
+    )
+    taxed_settlement = replace(settlement, documents=documents)
+    cents: dict[str, int] = {}
+    rows = csv.DictReader(io.StringIO(render(taxed_settlement, "journal-csv", time_zone=ZONE).content.decode()))
+    for row in rows:
+        amount = round(float(row["debit"] or 0) * 100) - round(float(row["credit"] or 0) * 100)
+        cents[row["account"]] = cents.get(row["account"], 0) + amount
+    assert sum(cents.values()) == 0
+    grosses = {d.partner_id: d.gross_cents for d in documents}
+    assert {a: c for a, c in cents.items() if a.startswith("Assets:Partners:")} == {
+        journal.partner_account(p): g for p, g in grosses.items()
+    }
+    assert cents[journal.TAX_ACCOUNT] == -(206 - 4_725)  # owed on what retailer pays, reclaimed on airline's
 
 
 def test_account_names_never_merge_two_ids():

@@ -13,7 +13,11 @@ dated the period's last day (coalition time zone):
   CONVERSIONS_* between two partners       -> Liabilities:Points:ConversionClearing:<CUR>
     (what one partner pays for its members' conversions the operator passes to the other: the
     clearing account nets to zero over a period whose netting check holds).
-So each partner account ends the period at the partner's net, and the journal balances.
+A statement's tax (its document's tax_cents, the sign of the net) is one more entry between the
+partner's account and `Liabilities:Tax:VAT` (VAT owed on what partners pay; VAT the operator can
+reclaim when it pays, as a debit), referenced `<period>/<partner>/tax`.
+So each partner account ends the period at the statement's gross (what the ledger's EUR settlement
+transfer moves; the net when there is no tax), and the journal balances.
 The references are `<period>/<partner>/<line number>`, shared by an entry's two postings.
 """
 
@@ -44,6 +48,7 @@ _OTHER_SIDE = {
     LineKind.BREAKAGE: "Expenses:Points:BreakageRebate",
 }
 OPERATOR_ID = "operator"
+TAX_ACCOUNT = "Liabilities:Tax:VAT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,21 @@ def entries(settlement: PeriodSettlement, zone: ZoneInfo, partner_id: str = "") 
             debit, credit = (own, other) if line.amount_cents > 0 else (other, own)
             reference = f"{settlement.period_id}/{statement.partner_id}/{number}"
             result.append(Entry(day, reference, description, debit, credit, abs(line.amount_cents)))
+        tax = _tax_entry(settlement, statement.partner_id, day)
+        if tax is not None:
+            result.append(tax)
     return result
+
+
+def _tax_entry(settlement: PeriodSettlement, partner_id: str, day: date) -> Entry | None:
+    document = settlement.document(partner_id)
+    if document is None or document.tax_cents == 0:
+        return None
+    own = partner_account(partner_id)
+    debit, credit = (own, TAX_ACCOUNT) if document.tax_cents > 0 else (TAX_ACCOUNT, own)
+    description = f"{partner_id} tax {document.tax_rate_percent.normalize()} % on the net ({document.tax_note})"
+    reference = f"{settlement.period_id}/{partner_id}/tax"
+    return Entry(day, reference, description, debit, credit, abs(document.tax_cents))
 
 
 def decimal_eur(cents: int) -> str:
