@@ -212,42 +212,47 @@ def _billing_of(text: str) -> BillingDetails | None:
 
 
 def insert_documents(connection: Connection, period_id: str, documents: tuple[StatementDocument, ...]) -> None:
-    for document in documents:
-        connection.execute(
-            statement_documents.insert().values(
-                period_id=period_id,
-                partner_id=document.partner_id,
-                statement_number=document.statement_number,
-                issue_date=document.issue_date.isoformat(),
-                due_date=document.due_date.isoformat(),
-                payment_terms_days=document.payment_terms_days,
-                tax_rate_percent=str(document.tax_rate_percent),
-                tax_note=document.tax_note,
-                net_cents=document.net_cents,
-                tax_cents=document.tax_cents,
-                gross_cents=document.gross_cents,
-                agreement_id=document.agreement_id,
-                partner_billing_json=_billing_json(document.partner_billing),
-                operator_billing_json=_billing_json(document.operator_billing),
-            )
-        )
-        if document.store_lines:
-            connection.execute(
-                statement_store_lines.insert(),
-                [
-                    {
-                        "period_id": period_id,
-                        "partner_id": document.partner_id,
-                        "line_number": number,
-                        "store_id": line.store_id,
-                        "kind": line.kind.value,
-                        "currency_code": line.currency_code,
-                        "transaction_count": line.transaction_count,
-                        "quantity": line.quantity,
-                    }
-                    for number, line in enumerate(document.store_lines, start=1)
-                ],
-            )
+    """Every document of a period and its store lines: one statement per table, whatever the count."""
+    if not documents:
+        return
+    connection.execute(
+        statement_documents.insert(),
+        [
+            {
+                "period_id": period_id,
+                "partner_id": document.partner_id,
+                "statement_number": document.statement_number,
+                "issue_date": document.issue_date.isoformat(),
+                "due_date": document.due_date.isoformat(),
+                "payment_terms_days": document.payment_terms_days,
+                "tax_rate_percent": str(document.tax_rate_percent),
+                "tax_note": document.tax_note,
+                "net_cents": document.net_cents,
+                "tax_cents": document.tax_cents,
+                "gross_cents": document.gross_cents,
+                "agreement_id": document.agreement_id,
+                "partner_billing_json": _billing_json(document.partner_billing),
+                "operator_billing_json": _billing_json(document.operator_billing),
+            }
+            for document in documents
+        ],
+    )
+    store_lines = [
+        {
+            "period_id": period_id,
+            "partner_id": document.partner_id,
+            "line_number": number,
+            "store_id": line.store_id,
+            "kind": line.kind.value,
+            "currency_code": line.currency_code,
+            "transaction_count": line.transaction_count,
+            "quantity": line.quantity,
+        }
+        for document in documents
+        for number, line in enumerate(document.store_lines, start=1)
+    ]
+    if store_lines:
+        connection.execute(statement_store_lines.insert(), store_lines)
 
 
 def load_documents(connection: Connection, period_id: str) -> tuple[StatementDocument, ...]:
