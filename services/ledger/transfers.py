@@ -102,8 +102,9 @@ def _apply(
     account_ids = {command.debit_account_id for command in commands} | {
         command.credit_account_id for command in commands
     }
-    # Referenced transfers are immutable, so reading them before taking locks is safe.
-    related = store.get_transfers(connection, pending_ids | reversed_ids)
+    # Referenced transfers are immutable, so reading them before taking locks is safe. Their
+    # holds' states are not: those are read under the locks (hold_states below), not here.
+    related = store.get_transfers(connection, pending_ids | reversed_ids, with_hold_states=False)
     for transfer in related.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
     account_ids.discard("")

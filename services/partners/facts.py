@@ -8,7 +8,12 @@ Two kinds, both bounded in memory (least recently used entries go first):
   one that did not handle the change, at most FRESH_SECONDS after it committed (well within 1 s);
 - facts that never change once written (a store's owner, a terminal, a member and its aliases:
   rows that are only ever inserted) are kept until evicted. Only what was found is kept, so a
-  store, terminal or member created a moment later is seen at once.
+  store, terminal or member created a moment later is seen at once;
+- the holds this process placed are kept too, so a capture or void at the same till need not
+  read them back: what it takes from one (owner, member, till, held amount) never changes. Its
+  state can (another process may capture it, the recovery pass may record its expiry), but the
+  ledger decides every capture and void against its own record under its locks, so a stale
+  state here can only cost a ledger call, never change an answer (captures.py).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ CURRENCIES_WITH_TIERS_MAX = 10_000
 STORES_MAX = 100_000
 TERMINALS_MAX = 200_000
 MEMBERS_MAX = 200_000
+# A hold lives minutes at most; these are the ones placed last, at about 1 KiB each.
+HOLDS_MAX = 20_000
 
 
 class Bounded(Generic[K, V]):
@@ -100,3 +107,4 @@ class Facts:
     terminals: Bounded = field(default_factory=lambda: Bounded(TERMINALS_MAX))
     members_by_alias: Bounded = field(default_factory=lambda: Bounded(MEMBERS_MAX))
     members_by_id: Bounded = field(default_factory=lambda: Bounded(MEMBERS_MAX))
+    holds: Bounded = field(default_factory=lambda: Bounded(HOLDS_MAX))

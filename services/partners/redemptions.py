@@ -132,6 +132,7 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
         else {}
     )
     for redemption_id in authorized:
+        app.facts.holds.put(redemption_id, rows[redemption_id])  # the capture at this till reads it from here
         _log.info("points_held", redemption_id=redemption_id, amount=pending[redemption_id].held_amount)
     return [_hold_answer(one, placed, unplaced, rows) for one in recorded]
 

@@ -134,3 +134,31 @@ def test_the_cache_is_bounded_and_forgets_changeable_facts_after_their_freshness
     forever.put("x", 1)
     now[0] += 3600
     assert forever.get("x") == 1
+
+
+def test_a_hold_resolved_by_another_process_is_refused_here_as_the_ledger_decides(two_processes):
+    """Process A keeps the holds it placed (facts.holds) and captures them without reading them
+    back. When process B voided the hold meanwhile, A's capture is refused as B's record says,
+    A's retry of B's void is answered as B answered it, and nothing is spent."""
+    first, second = two_processes
+    partner = first.register_partner(base_rate="1")
+    member_id, _ = first.enroll()
+    first.earn(partner, member_id, [10_000])  # 100 points
+    member = pb.MemberIdentity(member_id=member_id)
+    authorize = pb.AuthorizeRedemptionRequest(
+        request_id=unique("hold"),
+        point_of_sale=partner.pos(),
+        receipt_id=unique("r"),
+        member=member,
+        currency_code="PTS",
+        amount=40,
+    )
+    hold = first.call("AuthorizeRedemption", authorize, partner.key).redemption
+    void = pb.VoidRedemptionRequest(request_id=unique("void"), redemption_id=hold.redemption_id)
+    assert second.call("VoidRedemption", void, partner.key).redemption.state == pb.REDEMPTION_STATE_VOIDED
+
+    capture = pb.CaptureRedemptionRequest(request_id=unique("capture"), redemption_id=hold.redemption_id)
+    assert _refused_with(first, "CaptureRedemption", capture, partner.key, "HOLD_ALREADY_VOIDED")
+    assert first.call("VoidRedemption", void, partner.key).redemption.state == pb.REDEMPTION_STATE_VOIDED
+    balance = first.call("GetMemberBalance", pb.GetMemberBalanceRequest(member=member), partner.key)
+    assert [(b.currency_code, b.available) for b in balance.balances] == [("PTS", 100)]
