@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, insert
+from sqlalchemy import ColumnElement, Connection, Row, Table, and_, bindparam, insert, select, update
 
 
 def pairs_in(first: ColumnElement, second: ColumnElement, pairs: Iterable[tuple]) -> ColumnElement[bool]:
@@ -38,3 +38,52 @@ def _unnest_insert(table: Table, columns: tuple[str, ...], dialect) -> str:
         f"%(c{index})s::{table.c[column].type.compile(dialect=dialect)}[]" for index, column in enumerate(columns)
     )
     return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+
+
+def update_many(
+    connection: Connection, table: Table, key: str, rows: Sequence[dict], only_if: dict[str, object] | None = None
+) -> dict[object, Row]:
+    """Set each row's values (dicts with the same keys, `key` among them) on the row with its
+    key, only where the columns of `only_if` hold those values; return the rows of all the keys
+    given as they are afterwards. On PostgreSQL that is one `UPDATE ... FROM unnest(...)
+    RETURNING` (plus a read of the rows it left alone, if any), not a statement per row and a
+    read back."""
+    if not rows:
+        return {}
+    only_if = only_if or {}
+    keys = [row[key] for row in rows]
+    if connection.dialect.name != "postgresql":
+        condition = and_(table.c[key] == bindparam(f"k_{key}"), *(table.c[c] == v for c, v in only_if.items()))
+        values = {column: bindparam(f"v_{column}") for column in rows[0] if column != key}
+        connection.execute(
+            update(table).where(condition).values(values),
+            [{(f"k_{c}" if c == key else f"v_{c}"): v for c, v in row.items()} for row in rows],
+        )
+        return _rows_by_key(connection, table, key, keys)
+    columns = tuple(rows[0])
+    parameters = {f"c{index}": [row[column] for row in rows] for index, column in enumerate(columns)}
+    parameters.update({f"w{index}": value for index, value in enumerate(only_if.values())})
+    statement = _unnest_update(table, key, columns, tuple(only_if), connection.dialect)
+    found = {row._mapping[key]: row for row in connection.exec_driver_sql(statement, parameters)}
+    left = [k for k in keys if k not in found]
+    if left:  # rows `only_if` excluded (or absent): as they are
+        found.update(_rows_by_key(connection, table, key, left))
+    return found
+
+
+def _rows_by_key(connection: Connection, table: Table, key: str, keys: list) -> dict[object, Row]:
+    return {row._mapping[key]: row for row in connection.execute(select(table).where(table.c[key].in_(keys)))}
+
+
+@lru_cache(maxsize=64)
+def _unnest_update(table: Table, key: str, columns: tuple[str, ...], only_if: tuple[str, ...], dialect) -> str:
+    arrays = ", ".join(
+        f"%(c{index})s::{table.c[column].type.compile(dialect=dialect)}[]" for index, column in enumerate(columns)
+    )
+    assignments = ", ".join(f"{column} = v.{column}" for column in columns if column != key)
+    conditions = "".join(f" AND t.{column} = %(w{index})s" for index, column in enumerate(only_if))
+    returned = ", ".join(f"t.{column.name}" for column in table.c)
+    return (
+        f"UPDATE {table.name} AS t SET {assignments} FROM unnest({arrays}) AS v({', '.join(columns)})"
+        f" WHERE t.{key} = v.{key}{conditions} RETURNING {returned}"
+    )

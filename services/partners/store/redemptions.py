@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, insert, select, update
 
-from services.common.sql import pairs_in
+from services.common.sql import pairs_in, update_many
 from services.partners.store.tables import redemptions
 
 
@@ -24,17 +24,21 @@ def record_resolutions(
 ) -> dict[str, Row]:
     """Record holds the ledger resolved: captured ones (id -> (amount, capture transfer id)) and
     voided ones, one statement per kind for the whole batch. Returns the rows as they are now."""
-    by_id = redemptions.c.redemption_id == bindparam("id")
-    if captured:
-        connection.execute(
-            update(redemptions)
-            .where(by_id)
-            .values(state="captured", captured_amount=bindparam("amount"), capture_transfer_id=bindparam("transfer")),
-            [{"id": key, "amount": amount, "transfer": transfer} for key, (amount, transfer) in captured.items()],
+    rows = update_many(
+        connection,
+        redemptions,
+        "redemption_id",
+        [
+            {"redemption_id": key, "state": "captured", "captured_amount": amount, "capture_transfer_id": transfer}
+            for key, (amount, transfer) in captured.items()
+        ],
+    )
+    rows.update(
+        update_many(
+            connection, redemptions, "redemption_id", [{"redemption_id": key, "state": "voided"} for key in voided]
         )
-    if voided:
-        connection.execute(update(redemptions).where(by_id).values(state="voided"), [{"id": key} for key in voided])
-    return redemptions_by_id(connection, {*captured, *voided})
+    )
+    return rows
 
 
 def update_redemption(connection: Connection, redemption_id: str, **values: object) -> Row | None:
@@ -60,24 +64,24 @@ def insert_redemptions(connection: Connection, values: list[dict]) -> list[Row]:
 def settle_holds(connection: Connection, authorized: dict[str, int], failed: dict[str, str]) -> dict[str, Row]:
     """Record what the ledger answered for pending holds: authorized ones with the ledger's expiry
     time, refused ones with the reason. Only a hold still pending changes. Returns the rows."""
-    pending = and_(redemptions.c.redemption_id == bindparam("id"), redemptions.c.state == "pending")
-    if authorized:
-        connection.execute(
-            update(redemptions).where(pending).values(state="authorized", expire_time_us=bindparam("expire")),
-            [{"id": redemption_id, "expire": expire} for redemption_id, expire in authorized.items()],
+    pending = {"state": "pending"}
+    rows = update_many(
+        connection,
+        redemptions,
+        "redemption_id",
+        [{"redemption_id": key, "state": "authorized", "expire_time_us": at} for key, at in authorized.items()],
+        only_if=pending,
+    )
+    rows.update(
+        update_many(
+            connection,
+            redemptions,
+            "redemption_id",
+            [{"redemption_id": key, "state": "failed", "failure_reason": reason} for key, reason in failed.items()],
+            only_if=pending,
         )
-    if failed:
-        connection.execute(
-            update(redemptions).where(pending).values(state="failed", failure_reason=bindparam("reason")),
-            [{"id": redemption_id, "reason": reason} for redemption_id, reason in failed.items()],
-        )
-    ids = [*authorized, *failed]
-    if not ids:
-        return {}
-    return {
-        row.redemption_id: row
-        for row in connection.execute(select(redemptions).where(redemptions.c.redemption_id.in_(ids)))
-    }
+    )
+    return rows
 
 
 def resolve_authorized_redemption(connection: Connection, redemption_id: str, state: str) -> bool:

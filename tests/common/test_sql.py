@@ -1,0 +1,59 @@
+"""The shared statement shapes (services/common/sql.py) give the same rows on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import BigInteger, Column, MetaData, String, Table
+
+from services.common.db import Database, DatabaseOptions
+from services.common.sql import insert_many, update_many
+from tests.support.databases import new_database_url
+
+_metadata = MetaData()
+_holds = Table(
+    "sql_shape_holds",
+    _metadata,
+    Column("hold_id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("note", String(32), nullable=True),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    url, cleanup = new_database_url(request.param, tmp_path, "sqlshape")
+    database = Database(DatabaseOptions(url))
+    _metadata.create_all(database.writer)
+    yield database
+    database.dispose()
+    cleanup()
+
+
+def test_update_many_changes_only_the_rows_its_condition_admits_and_returns_every_row_asked(database):
+    database.write(
+        lambda c: insert_many(
+            c,
+            _holds,
+            [
+                {"hold_id": "a", "state": "pending", "amount": 1, "note": None},
+                {"hold_id": "b", "state": "pending", "amount": 2, "note": None},
+                {"hold_id": "c", "state": "voided", "amount": 3, "note": None},
+            ],
+        )
+    )
+    changes = [
+        {"hold_id": "a", "state": "held", "note": "first"},
+        {"hold_id": "b", "state": "held", "note": "second"},
+        {"hold_id": "c", "state": "held", "note": "third"},
+        {"hold_id": "nobody", "state": "held", "note": "absent"},
+    ]
+    rows = database.write(lambda c: update_many(c, _holds, "hold_id", changes, only_if={"state": "pending"}))
+    assert {key: (row.state, row.amount, row.note) for key, row in rows.items()} == {
+        "a": ("held", 1, "first"),
+        "b": ("held", 2, "second"),
+        "c": ("voided", 3, None),  # its condition did not hold: as it was
+    }
+    assert database.write(lambda c: update_many(c, _holds, "hold_id", [])) == {}
+    again = database.write(lambda c: update_many(c, _holds, "hold_id", [{"hold_id": "c", "amount": 30}]))
+    assert (again["c"].state, again["c"].amount) == ("voided", 30)
