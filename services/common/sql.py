@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import orjson
 from sqlalchemy import ColumnElement, Connection, Row, Table, and_, bindparam, insert, select, update
+from sqlalchemy.dialects import sqlite
 
 
 def pairs_in(first: ColumnElement, second: ColumnElement, pairs: Iterable[tuple]) -> ColumnElement[bool]:
@@ -39,6 +40,25 @@ def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
     names = ", ".join(columns)
     source = f"json_populate_recordset(NULL::{table.name}, %(rows)s::json)"
     return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source}"
+
+
+def upsert_many(connection: Connection, table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> None:
+    """insert_many, where a row whose `keys` already exist sets its other columns instead."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    if connection.dialect.name != "postgresql":
+        statement = sqlite.insert(table).values(list(rows))
+        changes = {column: statement.excluded[column] for column in columns if column not in keys}
+        connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+        return
+    connection.exec_driver_sql(_json_upsert(table, keys, columns), {"rows": orjson.dumps(rows).decode()})
+
+
+@lru_cache(maxsize=64)
+def _json_upsert(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    changes = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in keys)
+    return f"{_json_insert(table, columns)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {changes}"
 
 
 def update_many(

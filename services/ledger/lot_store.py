@@ -31,9 +31,8 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from services.common.sql import pairs_in
+from services.common.sql import insert_many, pairs_in, upsert_many
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
 from services.ledger.model import Side
 from services.ledger.store import ID, account_balances, accounts, entries, index_expression, metadata, transfers
@@ -218,26 +217,26 @@ def write_changes(
     new_draws: Sequence[Draw],
     active_wallets: dict[str, int],
 ) -> None:
-    if new_lots:
-        connection.execute(
-            insert(lots),
-            [
-                {
-                    "account_id": lot.account_id,
-                    "lot_id": lot.lot_id,
-                    "credited_at_us": lot.credited_at_us,
-                    "expires_at_us": lot.expires_at_us,
-                    "amount": lot.amount,
-                    "open_amount": lot.open_amount,
-                    "policy_kind": int(lot.policy_kind),
-                    "months": lot.months,
-                    "notice_days": lot.notice_days,
-                    "issuer_id": lot.issuer_id,
-                    "expiry_round": lot.expiry_round,
-                }
-                for lot in new_lots
-            ],
-        )
+    insert_many(
+        connection,
+        lots,
+        [
+            {
+                "account_id": lot.account_id,
+                "lot_id": lot.lot_id,
+                "credited_at_us": lot.credited_at_us,
+                "expires_at_us": lot.expires_at_us,
+                "amount": lot.amount,
+                "open_amount": lot.open_amount,
+                "policy_kind": int(lot.policy_kind),
+                "months": lot.months,
+                "notice_days": lot.notice_days,
+                "issuer_id": lot.issuer_id,
+                "expiry_round": lot.expiry_round,
+            }
+            for lot in new_lots
+        ],
+    )
     changed = list(changed)
     if changed:
         statement = (
@@ -270,36 +269,28 @@ def write_changes(
                 for lot in changed
             ],
         )
-    if new_draws:
-        connection.execute(
-            insert(lot_draws),
-            [
-                {
-                    "transfer_id": item.transfer_id,
-                    "account_id": item.account_id,
-                    "lot_id": item.lot_id,
-                    "amount": item.amount,
-                    "restores_transfer_id": item.restores_transfer_id,
-                }
-                for item in new_draws
-            ],
-        )
+    insert_many(
+        connection,
+        lot_draws,
+        [
+            {
+                "transfer_id": item.transfer_id,
+                "account_id": item.account_id,
+                "lot_id": item.lot_id,
+                "amount": item.amount,
+                "restores_transfer_id": item.restores_transfer_id,
+            }
+            for item in new_draws
+        ],
+    )
     if active_wallets:
         set_last_activity(connection, active_wallets)
 
 
 def set_last_activity(connection: Connection, active_wallets: dict[str, int]) -> None:
     """Each wallet's last qualifying activity, in one upsert (no read to tell new rows from old)."""
-    upsert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = upsert(wallet_activity).values(
-        [{"account_id": account_id, "last_activity_us": at} for account_id, at in sorted(active_wallets.items())]
-    )
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[wallet_activity.c.account_id],
-            set_={"last_activity_us": statement.excluded.last_activity_us},
-        )
-    )
+    rows = [{"account_id": account_id, "last_activity_us": at} for account_id, at in sorted(active_wallets.items())]
+    upsert_many(connection, wallet_activity, ("account_id",), rows)
 
 
 def _bind(name: str):

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from services.common.db import Database, DatabaseOptions
-from services.common.sql import insert_many, update_many
+from services.common.sql import insert_many, update_many, upsert_many
 from tests.support.databases import new_database_url
 
 _metadata = MetaData()
@@ -57,3 +57,17 @@ def test_update_many_changes_only_the_rows_its_condition_admits_and_returns_ever
     assert database.write(lambda c: update_many(c, _holds, "hold_id", [])) == {}
     again = database.write(lambda c: update_many(c, _holds, "hold_id", [{"hold_id": "c", "amount": 30}]))
     assert (again["c"].state, again["c"].amount) == ("voided", 30)
+
+
+def test_upsert_many_inserts_new_keys_and_sets_the_other_columns_of_existing_ones(database):
+    database.write(lambda c: insert_many(c, _holds, [{"hold_id": "a", "state": "pending", "amount": 1, "note": "x"}]))
+    rows = [
+        {"hold_id": "a", "state": "held", "amount": 10},
+        {"hold_id": "b", "state": "pending", "amount": 2},
+    ]
+    database.write(lambda c: upsert_many(c, _holds, ("hold_id",), rows))
+    found = database.read(lambda c: c.execute(_holds.select().order_by(_holds.c.hold_id)).all())
+    assert [(r.hold_id, r.state, r.amount, r.note) for r in found] == [
+        ("a", "held", 10, "x"),
+        ("b", "pending", 2, None),
+    ]
