@@ -502,18 +502,28 @@ def clock_and_expired_holds(
     return now_us, sorted(row[1] for row in holds if row[2] in account_ids or row[3] in account_ids)
 
 
+_KNOWN_IDS_SQL = (
+    "SELECT id, 1 FROM transfers WHERE id = ANY(%(ids)s::varchar[])"
+    " UNION ALL SELECT id, 2 FROM transfer_failures WHERE id = ANY(%(ids)s::varchar[])"
+)
+
+
 def known_ids(connection: Connection, ids: set[str]) -> tuple[set[str], set[str]]:
     """Which ids are committed transfers and which are remembered failures, in one statement."""
     if not ids:
         return set(), set()
+    committed: set[str] = set()
+    failed: set[str] = set()
+    if is_postgres(connection):  # on every batch: plain SQL, no statement to build and cache-key
+        for row in connection.exec_driver_sql(_KNOWN_IDS_SQL, {"ids": list(ids)}):
+            (committed if row[1] == 1 else failed).add(row[0])
+        return committed, failed
     query = union_all(
         select(transfers.c.id, literal(1).label("source")).where(_one_of(connection, transfers.c.id, ids)),
         select(transfer_failures.c.id, literal(2).label("source")).where(
             _one_of(connection, transfer_failures.c.id, ids)
         ),
     )
-    committed: set[str] = set()
-    failed: set[str] = set()
     for row in connection.execute(query):
         (committed if row[1] == 1 else failed).add(row[0])
     return committed, failed
