@@ -111,17 +111,20 @@ def _policy(row) -> ExpiryPolicy:
     )
 
 
+# Read by every batch that moves points of a tracked wallet: built once.
+_POLICIES_OF = (
+    select(expiry_policies)
+    .where(expiry_policies.c.currency_code.in_(bindparam("codes", expanding=True)))
+    .order_by(expiry_policies.c.currency_code, expiry_policies.c.effective_from_us)
+)
+
+
 def policies_of(connection: Connection, currency_codes: Iterable[str]) -> dict[str, list[ExpiryPolicy]]:
     codes = sorted(set(currency_codes))
     found: dict[str, list[ExpiryPolicy]] = {}
     if not codes:
         return found
-    query = (
-        select(expiry_policies)
-        .where(expiry_policies.c.currency_code.in_(codes))
-        .order_by(expiry_policies.c.currency_code, expiry_policies.c.effective_from_us)
-    )
-    for row in connection.execute(query):
+    for row in connection.execute(_POLICIES_OF, {"codes": codes}):
         found.setdefault(row.currency_code, []).append(_policy(row))
     return found
 

@@ -590,13 +590,20 @@ def lock_clock_and_read_now(connection: Connection) -> int:
     if not is_postgres(connection):
         lock_clock(connection, shared=False)
         return clock_now_us(connection)
-    return connection.execute(
-        text(
-            "UPDATE ledger_clock SET last_sequence = last_sequence WHERE id = 1 "
-            "RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset"
-        ),
-        {"offset": clock_offset_us},
-    ).scalar_one()
+    return connection.execute(_LOCK_CLOCK_AND_READ_NOW, {"offset": clock_offset_us}).scalar_one()
+
+
+# Statements of every batch, built once (a text() parses its SQL for binds when made).
+_LOCK_CLOCK_AND_READ_NOW = text(
+    "UPDATE ledger_clock SET last_sequence = last_sequence WHERE id = 1 "
+    "RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset"
+)
+_ADVANCE_CLOCK_POSTGRES = text(
+    "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
+    "last_committed_at_us = GREATEST(last_committed_at_us, "
+    "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset) "
+    "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
+)
 
 
 def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
@@ -606,15 +613,7 @@ def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
     visible in order with no gap (a follower never skips a later-committing smaller number).
     """
     if is_postgres(connection):
-        row = connection.execute(
-            text(
-                "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
-                "last_committed_at_us = GREATEST(last_committed_at_us, "
-                "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset) "
-                "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
-            ),
-            {"count": count, "offset": clock_offset_us},
-        ).one()
+        row = connection.execute(_ADVANCE_CLOCK_POSTGRES, {"count": count, "offset": clock_offset_us}).one()
     else:
         row = connection.execute(
             text(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
-from services.common.sql import insert_many, pairs_in
+from services.common.sql import insert_many
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -41,20 +41,42 @@ def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
     return _as_written(EarnRow, values)
 
 
+# Built once: a batch's statements differ only in their lists, so SQLAlchemy need not build,
+# cache-key and compile a statement per batch (a fifth of partners' CPU for a lone earn).
+_EARNS_BY_REQUESTS_OR_RECEIPTS = select(earns).where(
+    or_(
+        and_(
+            earns.c.partner_id.in_(bindparam("request_partners", expanding=True)),
+            earns.c.request_id.in_(bindparam("request_ids", expanding=True)),
+        ),
+        and_(
+            earns.c.partner_id.in_(bindparam("receipt_partners", expanding=True)),
+            earns.c.receipt_id.in_(bindparam("receipt_ids", expanding=True)),
+            earns.c.state != "failed",
+        ),
+    )
+)
+_MARK_EARNS_POSTED = (
+    update(earns).where(earns.c.earn_id.in_(bindparam("earn_ids", expanding=True))).values(state="posted")
+)
+
+
 def earns_by_requests_or_receipts(
     connection: Connection, requests: set[tuple[str, str]], receipts: set[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Row]]:
     """The earns recorded under these (partner_id, request_id), and the live (not refused) earns
-    of these (partner_id, receipt_id), at most one each: a batch's one read."""
-    query = select(earns).where(
-        or_(
-            pairs_in(earns.c.partner_id, earns.c.request_id, requests),
-            and_(pairs_in(earns.c.partner_id, earns.c.receipt_id, receipts), earns.c.state != "failed"),
-        )
-    )
+    of these (partner_id, receipt_id), at most one each: a batch's one read. Each pair's two
+    columns are matched separately, the shape both databases look up in their composite
+    indexes (services/common/sql.pairs_in); the exact pairs are kept here."""
+    parameters = {
+        "request_partners": sorted({partner for partner, _ in requests}),
+        "request_ids": sorted({request for _, request in requests}),
+        "receipt_partners": sorted({partner for partner, _ in receipts}),
+        "receipt_ids": sorted({receipt for _, receipt in receipts}),
+    }
     by_request: dict[tuple[str, str], Row] = {}
     by_receipt: dict[tuple[str, str], Row] = {}
-    for row in connection.execute(query):
+    for row in connection.execute(_EARNS_BY_REQUESTS_OR_RECEIPTS, parameters):
         if (row.partner_id, row.request_id) in requests:
             by_request[(row.partner_id, row.request_id)] = row
         if (row.partner_id, row.receipt_id) in receipts and row.state != "failed":
@@ -82,7 +104,7 @@ def earn_lines_of_many(connection: Connection, earn_ids: Sequence[str]) -> dict[
 def mark_earns_posted(connection: Connection, earn_ids: Sequence[str]) -> None:
     if not earn_ids:
         return
-    connection.execute(update(earns).where(earns.c.earn_id.in_(list(earn_ids))).values(state="posted"))
+    connection.execute(_MARK_EARNS_POSTED, {"earn_ids": list(earn_ids)})
 
 
 def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> bool:
