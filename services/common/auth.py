@@ -12,8 +12,8 @@ import hmac
 import secrets
 
 import grpc
-import structlog
 
+from services.common import logs
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.tls import OPERATOR, caller_identity
 
@@ -90,4 +90,4 @@ def require_operator_certificate(context: grpc.aio.ServicerContext) -> None:
 
 def bind_principal(partner_id: str) -> None:
     """Every later log line of this request carries the caller."""
-    structlog.contextvars.bind_contextvars(partner_id=partner_id)
+    logs.bind(partner_id=partner_id)

@@ -3,7 +3,7 @@ errors to a rich status, request decoding and admission. Handlers are wrapped on
 service registers (InstrumentingServer).
 
 Every line logged while a request runs carries its request id, method and peer (and the
-partner, once authentication binds it), because they live in structlog's contextvars.
+partner, once authentication binds it), because they live in the request's log context (logs.py).
 
 The request arrives as bytes and is decoded here, so a body that does not decode is an
 INVALID_ARGUMENT with one log line like any other refusal, and a body above its method's size
@@ -28,6 +28,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from sqlalchemy import exc as sa_exc
 
+from services.common import logs
 from services.common.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
 from services.common.metrics import Metrics, RpcSeries
 from services.common.tls import caller_identity
@@ -71,8 +72,7 @@ class _Call:
         self.started = time.perf_counter()
         self.status = "OK"
         self.reason = ""
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
+        logs.start_request(
             request_id=_request_id(context), rpc_method=method, peer=context.peer(), caller=caller_identity(context)
         )
 

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 
 import orjson
 import structlog
+
+# The request's log context: one variable holding a dict, replaced (never mutated) on each bind,
+# so a task started during a request (a merged batch) keeps what was bound when it started.
+# structlog.contextvars keeps a variable per key and walks the whole context on every line.
+_request_context: ContextVar[dict | None] = ContextVar("coalition_log_context", default=None)
+
+
+def start_request(**values: object) -> None:
+    """A new request: its log context is these values alone."""
+    _request_context.set(values)
+
+
+def bind(**values: object) -> None:
+    """Every later log line of this request (in this task) carries these values too."""
+    _request_context.set({**(_request_context.get() or {}), **values})
+
+
+def merge_request_context(_logger, _method_name: str, event_dict: dict) -> dict:
+    """The processor that puts the request's context on each line (the line's own keys win)."""
+    context = _request_context.get()
+    if context:
+        for key, value in context.items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -22,7 +48,7 @@ def _orjson_dumps(event: dict, **options) -> bytes:
 
 def configure_logging(log_format: str = "console", level: str = "info") -> None:
     processors: list = [
-        structlog.contextvars.merge_contextvars,
+        merge_request_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

@@ -29,7 +29,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    literal_column,
     or_,
     select,
     text,
@@ -339,16 +338,25 @@ def read_balances_and_clock(
     """`read_balances` and the ledger's clock (`clock_now_us`) in one statement."""
     if not is_postgres(connection):
         return read_balances(connection, account_ids), clock_now_us(connection)
-    now = literal_column("(extract(epoch FROM clock_timestamp()) * 1000000)::bigint") + clock_offset_us
-    query = (
-        select(accounts, account_balances, now.label("clock_now_us"))
-        .join(account_balances, account_balances.c.account_id == accounts.c.id)
-        .where(_one_of(connection, accounts.c.id, account_ids))
-    )
-    rows = connection.execute(query).all()
+    # Every balance read runs this: plain SQL and tuples, as lock_balances.
+    rows = connection.exec_driver_sql(
+        _READ_BALANCES_AND_CLOCK_SQL, {"ids": list(set(account_ids)), "offset": clock_offset_us}
+    ).all()
     if not rows:
         return {}, clock_now_us(connection)
-    return {row.id: (_account_from_row(row), _balance_from_row(row)) for row in rows}, rows[0].clock_now_us
+    found = {
+        row[0]: (Account(row[0], row[1], Side(row[2]), row[3], row[4], row[5], row[6]), Balance(*row[7:11]))
+        for row in rows
+    }
+    return found, rows[0][11]
+
+
+_READ_BALANCES_AND_CLOCK_SQL = (
+    "SELECT a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us, "
+    "b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending, "
+    "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s "
+    "FROM accounts AS a JOIN account_balances AS b ON b.account_id = a.id WHERE a.id = ANY(%(ids)s::varchar[])"
+)
 
 
 def expired_unresolved_amounts(connection: Connection, account_ids: Sequence[str], now_us: int) -> dict[str, Balance]:

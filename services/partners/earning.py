@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import structlog
 from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
+from services.common import logs
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
 from services.partners import earn_posting, earn_pricing, model, recording, tier_book
 from services.partners.access import Caller, check_point_of_sale, require_active, require_partner
@@ -106,7 +106,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     record = await merger.submit(_Earning(caller, command, now, at))
     # On the request's own log line (the batch runs in another task, under another request's context).
     earned = record.earn
-    structlog.contextvars.bind_contextvars(earn_id=earned.earn_id, points=earned.points, currency=earned.currency_code)
+    logs.bind(earn_id=earned.earn_id, points=earned.points, currency=earned.currency_code)
     return record
 
 

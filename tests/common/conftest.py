@@ -7,7 +7,7 @@ import logging
 import pytest
 import structlog
 
-from services.common import interceptor
+from services.common import interceptor, logs
 from tests.fuzz.harness import running_stack
 
 
@@ -27,7 +27,7 @@ def rpc_log(monkeypatch) -> list[dict]:
     capture = structlog.testing.LogCapture()
     logger = structlog.wrap_logger(
         structlog.PrintLogger(),
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, capture],
+        processors=[logs.merge_request_context, structlog.processors.add_log_level, capture],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
     )
     monkeypatch.setattr(interceptor, "_log", logger)
