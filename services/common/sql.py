@@ -42,6 +42,14 @@ def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source}"
 
 
+def rows_as_written(row_type, values: Sequence[dict]) -> list:
+    """Rows as insert_many wrote them (`row_type` a namedtuple of the table's columns), so a batch
+    answers without a RETURNING: every column must be given (a default would not be seen here)."""
+    if set(values[0]) != set(row_type._fields):
+        raise ValueError(f"{row_type.__name__} needs every column: {sorted(set(row_type._fields) ^ set(values[0]))}")
+    return [row_type(**value) for value in values]
+
+
 def upsert_many(connection: Connection, table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> None:
     """insert_many, where a row whose `keys` already exist sets its other columns instead."""
     if not rows:

@@ -111,7 +111,7 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
         recorded = await app.write(lambda connection: _record_holds(connection, app, items))
     except sa_exc.IntegrityError:  # another process recorded one of these meanwhile: each on its own
         recorded = [await outcome(app.write(_one_hold(app, item), retry_unique_violation=True)) for item in items]
-    pending = {r.redemption_id: r for r in recorded if isinstance(r, Row) and r.state == "pending"}
+    pending = {r.redemption_id: r for r in recorded if not isinstance(r, BaseException) and r.state == "pending"}
     try:
         placed = await _place_holds(app, list(pending.values()))
         unplaced: BaseException | None = None
@@ -240,7 +240,11 @@ def _decide_hold(connection: Connection, app: App, item: _Authorizing, known: di
         captured_amount=0,
         refunded_amount=0,
         state="pending",
+        capture_transfer_id=None,
+        failure_reason=None,
         expire_time_us=item.now + item.timeout_seconds * model.MICROS_PER_SECOND,
+        recovery_attempts=0,
+        next_recovery_us=0,
         create_time_us=item.now,
     )
     return known[key]

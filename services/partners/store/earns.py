@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
-from services.common.sql import insert_many
+from services.common.sql import insert_many, rows_as_written
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -26,19 +26,12 @@ EarnRow = namedtuple("EarnRow", [column.name for column in earns.c])
 EarnLineRow = namedtuple("EarnLineRow", [column.name for column in earn_lines.c])
 
 
-def _as_written(row_type, values: list[dict]) -> list:
-    """Rows as inserted: every column must be given (a server default would not be seen here)."""
-    if set(values[0]) != set(row_type._fields):
-        raise ValueError(f"{row_type.__name__} needs every column: {sorted(set(row_type._fields) ^ set(values[0]))}")
-    return [row_type(**value) for value in values]
-
-
 def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
     """Insert earns in one statement; their rows, in the order given."""
     if not values:
         return []
     insert_many(connection, earns, values)
-    return _as_written(EarnRow, values)
+    return rows_as_written(EarnRow, values)
 
 
 # Built once: a batch's statements differ only in their lists, so SQLAlchemy need not build,
@@ -123,4 +116,4 @@ def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[EarnLin
     if not lines:
         return []
     insert_many(connection, earn_lines, lines)
-    return _as_written(EarnLineRow, lines)
+    return rows_as_written(EarnLineRow, lines)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, select, update
 
-from services.common.sql import pairs_in, update_many
+from services.common.sql import insert_many, pairs_in, rows_as_written, update_many
 from services.partners.store.tables import redemptions
 
 
@@ -53,12 +54,15 @@ def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) 
     return [row for row in connection.execute(query) if (row.partner_id, row.request_id) in keys]
 
 
-def insert_redemptions(connection: Connection, values: list[dict]) -> list[Row]:
-    """Insert redemptions in one statement; their rows, in the order given."""
+RedemptionRow = namedtuple("RedemptionRow", [column.name for column in redemptions.c])
+
+
+def insert_redemptions(connection: Connection, values: list[dict]) -> list[RedemptionRow]:
+    """Insert redemptions in one statement; their rows, in the order given (every column given)."""
     if not values:
         return []
-    query = insert(redemptions).returning(*redemptions.c, sort_by_parameter_order=True)
-    return list(connection.execute(query, values))
+    insert_many(connection, redemptions, values)
+    return rows_as_written(RedemptionRow, values)
 
 
 def settle_holds(connection: Connection, authorized: dict[str, int], failed: dict[str, str]) -> dict[str, Row]:
