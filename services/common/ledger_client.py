@@ -201,6 +201,10 @@ class LedgerClient:
                 self._get_balances_merged,
                 ACCOUNT_IDS_PER_CALL_MAX,
                 MERGED_TRANSFERS_QUEUED_MAX,
+                # One read at a time: a read is quick, so a second in flight only splits the
+                # waiting reads into more, smaller ledger calls (GetMemberBalance measured
+                # 780 -> 900 calls/s with one, and 0.6 -> 0.4 ms of ledger CPU per call).
+                batches_in_flight_max=1,
                 size=len,
             )
             if merge_transfers
