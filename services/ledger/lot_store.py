@@ -176,8 +176,12 @@ def open_lots(connection: Connection, account_ids: Iterable[str]) -> dict[tuple[
     ids = sorted(set(account_ids))
     if not ids:
         return {}
-    rows = connection.execute(select(lots).where(and_(lots.c.account_id.in_(ids), lots.c.open_amount > 0)))
+    rows = connection.execute(_OPEN_LOTS, {"ids": ids})
     return {(row.account_id, row.lot_id): _lot(row) for row in rows}
+
+
+# Read by every batch that debits a tracked wallet: built once.
+_OPEN_LOTS = select(lots).where(and_(lots.c.account_id.in_(bindparam("ids", expanding=True)), lots.c.open_amount > 0))
 
 
 def lots_by_key(connection: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Lot]:

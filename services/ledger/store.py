@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from services.common.sql import insert_many
 from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.model import (
     Account,
@@ -821,16 +822,14 @@ def write_batch(
         committed.append(t)
     _insert_rows(connection, transfers, _TRANSFER_INSERT_COLUMNS, transfer_rows)
     _insert_rows(connection, entries, _ENTRY_INSERT_COLUMNS, entry_rows)
-    if new_holds:
-        connection.execute(open_holds.insert(), new_holds)
+    insert_many(connection, open_holds, new_holds)
     if resolved_holds:
-        connection.execute(hold_resolutions.insert(), resolved_holds)
-        connection.execute(
-            open_holds.delete().where(open_holds.c.pending_id.in_([h["pending_id"] for h in resolved_holds]))
-        )
+        insert_many(connection, hold_resolutions, resolved_holds)
+        connection.execute(_DELETE_OPEN_HOLDS, {"pending_ids": [h["pending_id"] for h in resolved_holds]})
     if failures:
-        connection.execute(
-            transfer_failures.insert(),
+        insert_many(
+            connection,
+            transfer_failures,
             [
                 {
                     "id": transfer_id,
@@ -846,6 +845,8 @@ def write_batch(
     _update_balances(connection, balances, sorted(touched))
     return committed
 
+
+_DELETE_OPEN_HOLDS = open_holds.delete().where(open_holds.c.pending_id.in_(bindparam("pending_ids", expanding=True)))
 
 _HOLD_STATE_OF_KIND = {
     Kind.POST_PENDING: HoldState.POSTED,
