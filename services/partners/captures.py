@@ -118,9 +118,12 @@ async def _resolve(app: App, row: Row, transfer: TransferInput) -> ledger_pb2.Cr
     if known is None:
         raise redemptions.refused(failure_name(result))
     reason, message, new_state = known
-    if new_state is not None and row.state == "authorized":
+    # The hold is resolved: this process no longer answers from what it kept of it (facts.py),
+    # so the next call here reads the row and refuses without a ledger write.
+    app.facts.holds.forget(row.redemption_id)
+    if new_state is not None and row.state == "authorized":  # `row` may be from memory: only if still so
         await app.write(
-            lambda connection: redemption_store.update_redemption(connection, row.redemption_id, state=new_state)
+            lambda connection: redemption_store.resolve_authorized_redemption(connection, row.redemption_id, new_state)
         )
     raise FailedPrecondition(reason, message, redemption_id=row.redemption_id)
 

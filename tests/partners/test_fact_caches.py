@@ -159,6 +159,11 @@ def test_a_hold_resolved_by_another_process_is_refused_here_as_the_ledger_decide
 
     capture = pb.CaptureRedemptionRequest(request_id=unique("capture"), redemption_id=hold.redemption_id)
     assert _refused_with(first, "CaptureRedemption", capture, partner.key, "HOLD_ALREADY_VOIDED")
+    # Refused once, the hold is no longer answered from memory here: the same request again
+    # (even with another amount) is refused from the row, as by any process.
+    capture.amount = 10
+    assert _refused_with(first, "CaptureRedemption", capture, partner.key, "HOLD_ALREADY_VOIDED")
+    assert _refused_with(second, "CaptureRedemption", capture, partner.key, "HOLD_ALREADY_VOIDED")
     assert first.call("VoidRedemption", void, partner.key).redemption.state == pb.REDEMPTION_STATE_VOIDED
     balance = first.call("GetMemberBalance", pb.GetMemberBalanceRequest(member=member), partner.key)
     assert [(b.currency_code, b.available) for b in balance.balances] == [("PTS", 100)]
