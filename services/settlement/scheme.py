@@ -77,15 +77,23 @@ def local_time(micros: int, zone: ZoneInfo) -> datetime:
 
 
 def iso(micros: int, zone: ZoneInfo) -> str:
-    return local_time(micros, zone).isoformat()
+    """The moment in `zone`; in UTC where the zone's local time leaves years 0001..9999 (the
+    ends of the Timestamp range a caller may send: 9999-12-31 east of UTC is in year 10000)."""
+    try:
+        return local_time(micros, zone).isoformat()
+    except (OverflowError, ValueError):
+        return (EPOCH + timedelta(microseconds=micros)).isoformat()
 
 
 def month_id(start_us: int, end_us: int, zone: ZoneInfo) -> str | None:
     """YYYY-MM when [start, end) is exactly that calendar month in `zone`, else None."""
-    start = local_time(start_us, zone)
-    if (start.day, start.hour, start.minute, start.second, start.microsecond) != (1, 0, 0, 0, 0):
+    try:
+        start = local_time(start_us, zone)
+        if (start.day, start.hour, start.minute, start.second, start.microsecond) != (1, 0, 0, 0, 0):
+            return None
+        following = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=zone)
+    except (OverflowError, ValueError):  # a window at the ends of years 0001..9999: no month of its own
         return None
-    following = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=zone)
     if int(following.timestamp()) * 1_000_000 != end_us:
         return None
     return f"{start.year:04d}-{start.month:02d}"
