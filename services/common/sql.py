@@ -1,4 +1,4 @@
-"""Query shapes that both databases answer from an index."""
+"""Statement shapes the services share: lookups both databases answer from an index, batch writes."""
 
 from __future__ import annotations
 
