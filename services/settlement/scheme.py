@@ -79,10 +79,11 @@ def local_time(micros: int, zone: ZoneInfo) -> datetime:
 def iso(micros: int, zone: ZoneInfo) -> str:
     """The moment in `zone`; in UTC where the zone's local time leaves years 0001..9999 (the
     ends of the Timestamp range a caller may send: 9999-12-31 east of UTC is in year 10000)."""
+    moment = EPOCH + timedelta(microseconds=micros)
     try:
-        return local_time(micros, zone).isoformat()
+        return moment.astimezone(zone).isoformat()
     except (OverflowError, ValueError):
-        return (EPOCH + timedelta(microseconds=micros)).isoformat()
+        return moment.isoformat()
 
 
 def month_id(start_us: int, end_us: int, zone: ZoneInfo) -> str | None:
