@@ -56,7 +56,7 @@ def _cpu_by_part(servers) -> dict[str, float]:
     return parts
 
 
-async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on: bool) -> None:
+async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on: bool, rate: float) -> None:
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if spy_on and spy is None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
@@ -103,12 +103,18 @@ async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on
 
             cpu_before = _cpu_by_part(cluster.servers())
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            if rate:
+                row = await pos_bench.open_loop(workload, call, rate, seconds)
+                done = row["calls"]
+            else:
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
             cpu_after = _cpu_by_part(cluster.servers())
             for recorder in recorders:
                 recorder.wait()
             print(f"{workload}: {done / elapsed:,.0f} calls/s over {elapsed:.1f} s; profiles in {out}")
+            if rate:
+                print(f"  open loop at {rate:,.0f}/s: p50 {row['latency_ms_p50']} ms, p99 {row['latency_ms_p99']} ms")
             # CPU per call says where the work is, whatever else shares the machine.
             for part, before in cpu_before.items():
                 used = cpu_after[part] - before
@@ -127,12 +133,22 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/profile")
     parser.add_argument("--members", type=int, default=pos_bench.MEMBERS, help="members seeded (fewer: faster)")
     parser.add_argument("--no-spy", action="store_true", help="CPU per call only, no sampling")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many calls/s instead of closed")
     arguments = parser.parse_args()
     os.makedirs(arguments.out, exist_ok=True)
     pos_bench.MEMBERS = arguments.members
     require_postgres()
     tls.use_development_pki()
-    asyncio.run(_run(arguments.workload, arguments.seconds, arguments.concurrency, arguments.out, not arguments.no_spy))
+    asyncio.run(
+        _run(
+            arguments.workload,
+            arguments.seconds,
+            arguments.concurrency,
+            arguments.out,
+            not arguments.no_spy,
+            arguments.rate,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -207,6 +208,16 @@ async def run_until_signalled(running: Sequence[RunningServer]) -> None:
     await asyncio.gather(*(server.stop() for server in running))
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, protobuf descriptors, SQLAlchemy metadata,
+    the server itself) out of the collector's reach. A full collection walks every tracked object:
+    with the start-up heap in it, each one stalled a partners process 60-110 ms in the middle of
+    an open-loop Earn run (measured with gc.callbacks); without it, 5-11 ms. Those objects live
+    as long as the process, so nothing that could be garbage is frozen: collect first."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -> None:
     """Entry point of one service process: logging, GIL hand-over, IO threads, serve until signalled."""
     from concurrent.futures import ThreadPoolExecutor
@@ -221,6 +232,7 @@ def serve_main(start: Callable[[], Awaitable[RunningServer]], io_threads: int) -
         # Blocking database work runs on the default executor: one thread per connection.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
         running = await start()
+        _freeze_startup_heap()
         await run_until_signalled([running])
 
     try:
