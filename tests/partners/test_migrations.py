@@ -80,3 +80,32 @@ def test_the_latest_migrations_keep_existing_rows_and_go_down_and_up_again(datab
         # Earns from before tiers (0008) were priced without one and counted nothing.
         tier = text("SELECT tier_name, tier_multiplier, tier_bonus_points, tier_month FROM earns")
         assert tuple(connection.execute(tier).one()) == ("", "1", 0, 0)
+
+
+def test_the_recovery_pass_finds_each_kinds_due_rows_through_its_unfinished_rows_index(database):
+    """The partial index's predicate and the pass's query must agree, or the pass scans the table."""
+    from sqlalchemy import event
+
+    from services.partners.store import recovery
+
+    _migrate(database, "head")
+    postgres = database.writer.dialect.name == "postgresql"
+    for kind, unfinished in recovery.KINDS.items():
+        seen = []
+
+        def capture(_connection, _cursor, statement, parameters, _context, _executemany):
+            seen.append((statement, parameters))
+
+        with database.writer.begin() as connection:
+            event.listen(connection, "before_cursor_execute", capture)
+            recovery.due(connection, kind, since_before_us=5, now_us=10, limit=10)
+            event.remove(connection, "before_cursor_execute", capture)
+            ((statement, parameters),) = seen
+            if postgres:
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table this small would be scanned
+                plan = " ".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
+            else:
+                plan = " ".join(
+                    row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+                )
+        assert f"ix_{unfinished.table.name}_unfinished" in plan, (kind, plan)

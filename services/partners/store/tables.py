@@ -23,14 +23,31 @@ from sqlalchemy import (
 metadata = MetaData()
 
 
+# The states in which the recovery pass may still have to finish a row (store/recovery.py).
+UNFINISHED_STATES = {
+    "earns": ("pending",),
+    "returns": ("new", "pending"),
+    "conversions": ("pending",),
+    "redemptions": ("authorized",),
+}
+
+
+def unfinished_predicate(table: str):
+    """`state IN (...)` for a table's unfinished states, as its recovery index is declared."""
+    return text("state IN ({})".format(", ".join(f"'{state}'" for state in UNFINISHED_STATES[table])))
+
+
 def recovery_columns(table: str) -> tuple:
     """Every row the recovery pass may have to finish carries how often the pass tried it and
     when it may try again (services/partners/recovery.py), so one row that keeps failing
-    waits behind the others instead of stalling them."""
+    waits behind the others instead of stalling them. The pass's index holds unfinished rows
+    only: it stays as small as the backlog, and a row that is finished (an earn posted, a hold
+    captured) leaves it rather than being written to it again under its new state."""
+    unfinished = unfinished_predicate(table)
     return (
         Column("recovery_attempts", Integer, nullable=False, server_default="0"),
         Column("next_recovery_us", BigInteger, nullable=False, server_default="0"),
-        Index(f"ix_{table}_recovery", "state", "next_recovery_us"),
+        Index(f"ix_{table}_unfinished", "next_recovery_us", sqlite_where=unfinished, postgresql_where=unfinished),
     )
 
 
