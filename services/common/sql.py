@@ -35,11 +35,47 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[dict]) -> N
     connection.exec_driver_sql(statement, {"rows": orjson.dumps(rows).decode()})
 
 
+def json_insert(table: Table, rows: Sequence[dict]) -> tuple[str, dict]:
+    """insert_many's PostgreSQL statement and its parameters, for a OneTrip."""
+    return _json_insert(table, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
+
+
+class OneTrip:
+    """Write statements of one PostgreSQL transaction sent together, in order, as one string:
+    one round trip where each would have been one. psycopg2 interpolates parameters on the
+    client and the simple query protocol runs a semicolon-separated string in the open
+    transaction, failing at the first statement that fails (the transaction is then aborted,
+    as after any failed statement). Only statements whose results nobody reads belong here."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._cursor = connection.connection.dbapi_connection.cursor()
+        self._statements: list[bytes] = []
+
+    def add(self, statement: str, parameters: dict) -> None:
+        self._statements.append(self._cursor.mogrify(statement, parameters))
+
+    def send(self) -> None:
+        statements, self._statements = self._statements, []
+        if statements:
+            # Already interpolated: the driver's own pass must leave every % as it is, and a
+            # non-empty mapping makes it take `%%` back to `%` rather than read the text as a tuple.
+            text = b";".join(statements).decode().replace("%", "%%")
+            self._connection.exec_driver_sql(text, {"interpolated": True})
+
+
 @lru_cache(maxsize=64)
-def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
+def _json_insert(table: Table, columns: tuple[str, ...], parameter: str = "rows") -> str:
     names = ", ".join(columns)
-    source = f"json_populate_recordset(NULL::{table.name}, %(rows)s::json)"
+    source = f"json_populate_recordset(NULL::{table.name}, %({parameter})s::json)"
     return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source}"
+
+
+@lru_cache(maxsize=16)
+def _json_inserts_at_once(shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    inserts = [_json_insert(table, columns, f"rows_{number}") for number, (table, columns) in enumerate(shapes)]
+    clauses = ", ".join(f"inserted_{number} AS ({insert})" for number, insert in enumerate(inserts[:-1]))
+    return f"WITH {clauses} {inserts[-1]}"
 
 
 def rows_as_written(row_type, values: Sequence[dict]) -> list:

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from services.common.db import Database, DatabaseOptions
-from services.common.sql import insert_many, update_many, upsert_many
+from services.common.sql import OneTrip, insert_many, json_insert, update_many, upsert_many
 from tests.support.databases import new_database_url
 
 _metadata = MetaData()
@@ -17,6 +17,13 @@ _holds = Table(
     Column("state", String(16), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("note", String(32), nullable=True),
+)
+_notes = Table(
+    "sql_shape_notes",
+    _metadata,
+    Column("hold_id", String(32), primary_key=True),
+    Column("line", BigInteger, primary_key=True),
+    Column("text", String(64), nullable=True),
 )
 
 
@@ -71,3 +78,31 @@ def test_upsert_many_inserts_new_keys_and_sets_the_other_columns_of_existing_one
         ("a", "held", 10, "x"),
         ("b", "pending", 2, None),
     ]
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # OneTrip is PostgreSQL's
+def test_one_trip_sends_its_statements_in_order_and_a_failure_undoes_them_all(database):
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import select
+
+    holds = [{"hold_id": "a", "state": "pending", "amount": 1, "note": "50% off; it's %(x)s"}]
+    notes = [{"hold_id": "a", "line": 1, "text": "tab\there"}, {"hold_id": "a", "line": 2, "text": None}]
+
+    def write(connection, *batches, then=None):
+        trip = OneTrip(connection)
+        for table, rows in batches:
+            trip.add(*json_insert(table, rows))
+        if then:
+            trip.add(*then)
+        trip.send()
+
+    database.write(
+        lambda c: write(
+            c, (_holds, holds), (_notes, notes), then=("DELETE FROM sql_shape_notes WHERE line = %(line)s", {"line": 2})
+        )
+    )
+    with pytest.raises(sa_exc.IntegrityError):  # the last statement's conflict undoes the first one's row
+        database.write(lambda c: write(c, (_holds, [{**holds[0], "hold_id": "c"}]), (_notes, notes[:1])))
+    read = database.read(lambda c: (c.execute(select(_holds)).all(), c.execute(select(_notes)).all()))
+    assert [tuple(row) for row in read[0]] == [("a", "pending", 1, "50% off; it's %(x)s")]
+    assert [tuple(row) for row in read[1]] == [("a", 1, "tab\there")]
