@@ -31,8 +31,7 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[dict]) -> N
     if connection.dialect.name != "postgresql":
         connection.execute(insert(table), list(rows))
         return
-    statement = _json_insert(table, tuple(rows[0]))
-    connection.exec_driver_sql(statement, {"rows": orjson.dumps(rows).decode()})
+    connection.exec_driver_sql(*json_insert(table, rows))
 
 
 def json_insert(table: Table, rows: Sequence[dict]) -> tuple[str, dict]:
@@ -65,17 +64,10 @@ class OneTrip:
 
 
 @lru_cache(maxsize=64)
-def _json_insert(table: Table, columns: tuple[str, ...], parameter: str = "rows") -> str:
+def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
     names = ", ".join(columns)
-    source = f"json_populate_recordset(NULL::{table.name}, %({parameter})s::json)"
+    source = f"json_populate_recordset(NULL::{table.name}, %(rows)s::json)"
     return f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source}"
-
-
-@lru_cache(maxsize=16)
-def _json_inserts_at_once(shapes: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
-    inserts = [_json_insert(table, columns, f"rows_{number}") for number, (table, columns) in enumerate(shapes)]
-    clauses = ", ".join(f"inserted_{number} AS ({insert})" for number, insert in enumerate(inserts[:-1]))
-    return f"WITH {clauses} {inserts[-1]}"
 
 
 def rows_as_written(row_type, values: Sequence[dict]) -> list:
@@ -96,7 +88,12 @@ def upsert_many(connection: Connection, table: Table, keys: tuple[str, ...], row
         changes = {column: statement.excluded[column] for column in columns if column not in keys}
         connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
         return
-    connection.exec_driver_sql(_json_upsert(table, keys, columns), {"rows": orjson.dumps(rows).decode()})
+    connection.exec_driver_sql(*json_upsert(table, keys, rows))
+
+
+def json_upsert(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[str, dict]:
+    """upsert_many's PostgreSQL statement and its parameters, for a OneTrip."""
+    return _json_upsert(table, keys, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
 
 
 @lru_cache(maxsize=64)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy import Connection
 
+from services.common.sql import OneTrip
 from services.ledger import limits, lot_store, lots, notice_store, notices, store
 from services.ledger.model import SYSTEM_ID_PREFIX, Account, Balance, Kind, Posting, TransferCommand
 
@@ -147,8 +148,11 @@ def follow_lots(
     postings: list[Posting],
     rules: lots.LotRules,
     run: ExpiryRun | None,
+    trip: OneTrip | None = None,
 ) -> None:
-    """Bring the lots of every tracked wallet the batch posted to in step with it, in the same transaction."""
+    """Bring the lots of every tracked wallet the batch posted to in step with it, in the same
+    transaction. With `trip`, the batch's writes wait in it: the lots' writes join them, and
+    whatever reads a table the batch wrote sends them first."""
     moved = [p for p in postings if p.posted_amount > 0 and p.transfer.kind in (Kind.POSTED, Kind.POST_PENDING)]
     tracked = {
         account_id
@@ -162,6 +166,8 @@ def follow_lots(
     reversed_ids = {p.transfer.reverses_transfer_id for p in moved if p.transfer.reverses_transfer_id}
     draws = lot_store.draws_of(connection, reversed_ids)
     named = {(d.account_id, d.lot_id) for items in draws.values() for d in items}
+    if reversed_ids and trip is not None:
+        trip.send()  # a reversed transfer may be one this batch wrote
     originals = store.get_transfers(connection, reversed_ids) if reversed_ids else {}
     state = lots.LotState(
         zone=rules.zone,
@@ -179,6 +185,7 @@ def follow_lots(
         raise
     lot_store.write_changes(
         connection,
+        trip,
         state.new_lots,
         (state.lots[key] for key in state.changed - {(lot.account_id, lot.lot_id) for lot in state.new_lots}),
         state.new_draws,

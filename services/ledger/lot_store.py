@@ -32,10 +32,19 @@ from sqlalchemy import (
     update,
 )
 
-from services.common.sql import insert_many, pairs_in, upsert_many
+from services.common.sql import OneTrip, json_upsert, pairs_in, upsert_many
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
 from services.ledger.model import Side
-from services.ledger.store import ID, account_balances, accounts, entries, index_expression, metadata, transfers
+from services.ledger.store import (
+    ID,
+    account_balances,
+    accounts,
+    entries,
+    index_expression,
+    insert_rows,
+    metadata,
+    transfers,
+)
 
 expiry_policies = Table(
     "expiry_policies",
@@ -219,13 +228,15 @@ def last_activity(connection: Connection, account_ids: Iterable[str]) -> dict[st
 
 def write_changes(
     connection: Connection,
+    trip: OneTrip | None,
     new_lots: Sequence[Lot],
     changed: Iterable[Lot],
     new_draws: Sequence[Draw],
     active_wallets: dict[str, int],
 ) -> None:
-    insert_many(
+    insert_rows(
         connection,
+        trip,
         lots,
         [
             {
@@ -276,8 +287,9 @@ def write_changes(
                 for lot in changed
             ],
         )
-    insert_many(
+    insert_rows(
         connection,
+        trip,
         lot_draws,
         [
             {
@@ -291,13 +303,16 @@ def write_changes(
         ],
     )
     if active_wallets:
-        set_last_activity(connection, active_wallets)
+        set_last_activity(connection, active_wallets, trip)
 
 
-def set_last_activity(connection: Connection, active_wallets: dict[str, int]) -> None:
+def set_last_activity(connection: Connection, active_wallets: dict[str, int], trip: OneTrip | None = None) -> None:
     """Each wallet's last qualifying activity, in one upsert (no read to tell new rows from old)."""
     rows = [{"account_id": account_id, "last_activity_us": at} for account_id, at in sorted(active_wallets.items())]
-    upsert_many(connection, wallet_activity, ("account_id",), rows)
+    if trip is not None:
+        trip.add(*json_upsert(wallet_activity, ("account_id",), rows))
+    else:
+        upsert_many(connection, wallet_activity, ("account_id",), rows)
 
 
 def _bind(name: str):

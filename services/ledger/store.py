@@ -756,7 +756,9 @@ def write_batch(
     touched: Iterable[str],
     first_sequence: int,
     committed_at_us: int,
+    trip: OneTrip | None = None,
 ) -> list[Transfer]:
+    """Write a decided batch: through `trip` (one_trip_for), or statement by statement."""
     committed: list[Transfer] = []
     transfer_rows: list[tuple] = []
     entry_rows: list[tuple] = []
@@ -828,27 +830,25 @@ def write_batch(
         t.sequence = sequence
         t.committed_at_us = committed_at_us
         committed.append(t)
-    # A small batch (a till's) sends its writes in one round trip; a big one copies its rows.
-    trip = OneTrip(connection) if is_postgres(connection) and len(transfer_rows) < COPY_TRANSFERS_MIN else None
     if trip is not None:
         for table, columns, rows in (
             (transfers, _TRANSFER_INSERT_COLUMNS, transfer_rows),
             (entries, _ENTRY_INSERT_COLUMNS, entry_rows),
         ):
-            _insert(connection, trip, table, [dict(zip(columns, row, strict=True)) for row in rows])
+            insert_rows(connection, trip, table, [dict(zip(columns, row, strict=True)) for row in rows])
     else:
         _insert_rows(connection, transfers, _TRANSFER_INSERT_COLUMNS, transfer_rows)
         _insert_rows(connection, entries, _ENTRY_INSERT_COLUMNS, entry_rows)
-    _insert(connection, trip, open_holds, new_holds)
+    insert_rows(connection, trip, open_holds, new_holds)
     if resolved_holds:
-        _insert(connection, trip, hold_resolutions, resolved_holds)
+        insert_rows(connection, trip, hold_resolutions, resolved_holds)
         pending_ids = [h["pending_id"] for h in resolved_holds]
         if trip is not None:
             trip.add("DELETE FROM open_holds WHERE pending_id = ANY(%(ids)s::varchar[])", {"ids": pending_ids})
         else:
             connection.execute(_DELETE_OPEN_HOLDS, {"pending_ids": pending_ids})
     if failures:
-        _insert(
+        insert_rows(
             connection,
             trip,
             transfer_failures,
@@ -865,12 +865,19 @@ def write_batch(
             ],
         )
     _update_balances(connection, trip, balances, sorted(touched))
-    if trip is not None:
-        trip.send()
     return committed
 
 
-def _insert(connection: Connection, trip: OneTrip | None, table: Table, rows: list[dict]) -> None:
+def one_trip_for(connection: Connection, transfer_count: int) -> OneTrip | None:
+    """Where a batch's writes go: a small batch (a till's) gathers them and sends them in one
+    round trip once the batch's last read is made; a big one copies its rows (COPY_TRANSFERS_MIN)."""
+    if is_postgres(connection) and transfer_count < COPY_TRANSFERS_MIN:
+        return OneTrip(connection)
+    return None
+
+
+def insert_rows(connection: Connection, trip: OneTrip | None, table: Table, rows: list[dict]) -> None:
+    """insert_many, or its statement added to `trip`."""
     if not rows:
         return
     if trip is not None:

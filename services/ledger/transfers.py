@@ -159,6 +159,7 @@ def _apply(
     if not state.postings and not state.new_failures:
         return [[outcome for request in expiry_outcomes for outcome in request]] if sweep else outcomes
     first_sequence, committed_at_us = store.advance_clock(connection, len(state.postings))
+    trip = store.one_trip_for(connection, len(state.postings))
     committed = store.write_batch(
         connection,
         state.postings,
@@ -167,9 +168,12 @@ def _apply(
         state.touched_accounts,
         first_sequence,
         committed_at_us,
+        trip,
     )
     del committed  # the outcomes hold the same Transfer objects, now stamped with sequence and time
-    expiry.follow_lots(connection, accounts, state.postings, rules, lot_expiry)
+    expiry.follow_lots(connection, accounts, state.postings, rules, lot_expiry, trip)
+    if trip is not None:
+        trip.send()
     if sweep:
         return [[outcome for request in expiry_outcomes for outcome in request]]
     return outcomes
