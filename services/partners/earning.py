@@ -152,8 +152,7 @@ async def _record_batch(app: App, items: list[_Earning], marks: list[str]) -> li
     only when another process recorded one of them meanwhile."""
 
     def merged(connection: Connection) -> list[EarnRecord | BaseException]:
-        earn_store.mark_earns_posted(connection, marks)
-        return _record_all(connection, app, items)
+        return _record_all(connection, app, items, posted_marks=marks)
 
     def each(connection: Connection) -> list[EarnRecord | BaseException]:
         earn_store.mark_earns_posted(connection, marks)
@@ -254,27 +253,37 @@ def _record(connection: Connection, app: App, item: _Earning) -> EarnRecord:
 
 
 def _record_all(
-    connection: Connection, app: App, items: list[_Earning], raise_refusals: bool = False
+    connection: Connection,
+    app: App,
+    items: list[_Earning],
+    raise_refusals: bool = False,
+    posted_marks: list[str] | None = None,
 ) -> list[EarnRecord | BaseException]:
-    """Record a batch of earns with two reads and two inserts, whatever its size. Each earn is
-    the one recorded before under its request id (a retry), which comes back with `lines=None`
-    (read once the batch is posted), or a new one, priced, with its lines. An earn's refusal
-    is its answer and writes nothing; earns later in the batch see the ones before them."""
+    """Record a batch of earns with two reads and one write, whatever its size; the write also
+    carries `posted_marks`. Each earn is the one recorded before under its request id (a
+    retry), which comes back with `lines=None` (read once the batch is posted), or a new one,
+    priced, with its lines. An earn's refusal is its answer and writes nothing; earns later in
+    the batch see the ones before them."""
     known = _Known.load(connection, app, items)
 
     new_lines: dict[str, list[Row]] = {}
+    marks = list(posted_marks or ())
 
     def insert(new: list[_NewEarn]) -> list[Row]:
         known.tiers.flush(max(item.now for item in items))
-        rows = earn_store.insert_earns(connection, [earn.values for earn in new])
+        rows, lines = earn_store.insert_earns(
+            connection, [earn.values for earn in new], [line for earn in new for line in earn.lines], marks
+        )
+        marks.clear()
         # The lines come back from the insert, so answering a new earn needs no read afterwards.
-        for line in earn_store.insert_earn_lines(connection, [line for earn in new for line in earn.lines]):
+        for line in lines:
             new_lines.setdefault(line.earn_id, []).append(line)
         return rows
 
     decided = recording.record_batch(
         items, lambda item: _decide(connection, app, item, known), _is_new, insert, raise_refusals
     )
+    earn_store.mark_earns_posted(connection, marks)  # no new earn to carry them
     return [
         decision if isinstance(decision, BaseException) else EarnRecord(decision, new_lines.get(decision.earn_id))
         for decision in decided

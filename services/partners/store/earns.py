@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
-from services.common.sql import insert_many, rows_as_written
+from services.common.sql import OneTrip, insert_many, json_insert, rows_as_written
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -26,12 +26,24 @@ EarnRow = namedtuple("EarnRow", [column.name for column in earns.c])
 EarnLineRow = namedtuple("EarnLineRow", [column.name for column in earn_lines.c])
 
 
-def insert_earns(connection: Connection, values: list[dict]) -> list[EarnRow]:
-    """Insert earns in one statement; their rows, in the order given."""
-    if not values:
-        return []
-    insert_many(connection, earns, values)
-    return rows_as_written(EarnRow, values)
+def insert_earns(
+    connection: Connection, values: list[dict], lines: list[dict], posted_marks: Sequence[str] = ()
+) -> tuple[list[EarnRow], list[EarnLineRow]]:
+    """Insert earns and their basket lines, with the posted marks an earlier batch left
+    (deferred_marks.py): one round trip on PostgreSQL. Their rows, in the order given."""
+    if connection.dialect.name == "postgresql":
+        trip = OneTrip(connection)
+        if posted_marks:
+            trip.add(_MARK_EARNS_POSTED_SQL, {"earn_ids": list(posted_marks)})
+        trip.add(*json_insert(earns, values))
+        if lines:
+            trip.add(*json_insert(earn_lines, lines))
+        trip.send()
+    else:
+        mark_earns_posted(connection, posted_marks)
+        insert_many(connection, earns, values)
+        insert_many(connection, earn_lines, lines)
+    return rows_as_written(EarnRow, values), rows_as_written(EarnLineRow, lines) if lines else []
 
 
 # Built once: a batch's statements differ only in their lists, so SQLAlchemy need not build,
@@ -52,6 +64,7 @@ _EARNS_BY_REQUESTS_OR_RECEIPTS = select(earns).where(
 _MARK_EARNS_POSTED = (
     update(earns).where(earns.c.earn_id.in_(bindparam("earn_ids", expanding=True))).values(state="posted")
 )
+_MARK_EARNS_POSTED_SQL = "UPDATE earns SET state = 'posted' WHERE earn_id = ANY(%(earn_ids)s::varchar[])"
 
 
 def earns_by_requests_or_receipts(
@@ -109,11 +122,3 @@ def mark_earn_failed(connection: Connection, earn_id: str, reason: str) -> bool:
         .values(state="failed", failure_reason=reason)
     )
     return result.rowcount == 1
-
-
-def insert_earn_lines(connection: Connection, lines: list[dict]) -> list[EarnLineRow]:
-    """Insert basket lines in one statement; their rows, in the order given."""
-    if not lines:
-        return []
-    insert_many(connection, earn_lines, lines)
-    return rows_as_written(EarnLineRow, lines)
