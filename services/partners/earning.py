@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row
@@ -237,12 +238,12 @@ class _Known:
     tiers: tier_book.TierBook  # the batch's members' tiers, read once when the first earn needs one
 
     @classmethod
-    def load(cls, connection: Connection, app: App, items: list[_Earning]) -> _Known:
+    def load(cls, connection: Connection, app: App, items: list[_Earning], posted: Collection[str] = ()) -> _Known:
         requests = {(item.caller.partner_id, item.command.request_id) for item in items}
         receipts = {(item.caller.partner_id, item.command.receipt_id) for item in items}
         calls = [(item.caller.partner_id, item.command.member, item.at) for item in items]
         # A refused earn uses up nothing: its receipt may be earned again under a new request id.
-        by_request, by_receipt = earn_store.earns_by_requests_or_receipts(connection, requests, receipts)
+        by_request, by_receipt = earn_store.earns_by_requests_or_receipts(connection, requests, receipts, posted)
         tiers = tier_book.TierBook(connection, app, lambda: tier_book.batch_hint(app, calls))
         return cls(by_request, by_receipt, tiers)
 
@@ -264,10 +265,12 @@ def _record_all(
     retry), which comes back with `lines=None` (read once the batch is posted), or a new one,
     priced, with its lines. An earn's refusal is its answer and writes nothing; earns later in
     the batch see the ones before them."""
-    known = _Known.load(connection, app, items)
+    marks = list(posted_marks or ())
+    # The marks are written after this read (with the new earns, one round trip): an earn
+    # among them reads as posted, as it is once they are.
+    known = _Known.load(connection, app, items, set(marks))
 
     new_lines: dict[str, list[Row]] = {}
-    marks = list(posted_marks or ())
 
     def insert(new: list[_NewEarn]) -> list[Row]:
         known.tiers.flush(max(item.now for item in items))

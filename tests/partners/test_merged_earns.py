@@ -240,3 +240,58 @@ def test_a_merged_batch_of_earns_is_one_partners_transaction_with_the_posted_mar
     )
     assert pending == 0
     assert [client.balance(member_id).posted for member_id in members[:3]] == [16, 16, 16]
+
+
+def test_an_earn_whose_posted_mark_this_batch_carries_reads_as_posted(tmp_path):
+    """The marks are written after the batch's read, in its one write: the read must still see
+    the earns they name as posted, or a retry among them would be sent to the ledger again
+    (and answered UNAVAILABLE if the ledger were away) instead of getting its first answer."""
+    from services.common.db import DatabaseOptions, open_migrated
+    from services.partners.server import MIGRATIONS
+    from services.partners.store import earns as earn_store
+    from services.partners.store.tables import earns
+
+    database = open_migrated(DatabaseOptions(f"sqlite:///{tmp_path}/marks.db"), MIGRATIONS, "alembic_version_partners")
+    values = dict(
+        partner_id="shop",
+        request_id="r1",
+        fingerprint="f",
+        receipt_id="receipt-1",
+        store_id="s",
+        terminal_id="t",
+        member_id="m-1",
+        currency_code="PTS",
+        points=5,
+        exact_points="5",
+        bonus_points=0,
+        promotion_applied=False,
+        capped=False,
+        rule_version=1,
+        state="pending",
+        occur_time_us=1,
+        create_time_us=1,
+    )
+    from sqlalchemy import text
+
+    def seed(connection):
+        connection.execute(
+            text(
+                "INSERT INTO partners (partner_id, kind, display_name, status, create_time_us, update_time_us)"
+                " VALUES ('shop', 'retailer', 'Shop', 'active', 1, 1)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO members (member_id, enroll_caller_id, enroll_request_id, create_time_us)"
+                " VALUES ('m-1', 'operator', 'e-1', 1)"
+            )
+        )
+        connection.execute(earns.insert(), [{**values, "earn_id": "earn:shop:r1"}])
+
+    database.write(seed)
+    requests, receipts = {("shop", "r1")}, {("shop", "receipt-1")}
+    read = database.read(lambda c: earn_store.earns_by_requests_or_receipts(c, requests, receipts, {"earn:shop:r1"}))
+    assert read[0][("shop", "r1")].state == "posted" and read[1][("shop", "receipt-1")].state == "posted"
+    unmarked = database.read(lambda c: earn_store.earns_by_requests_or_receipts(c, requests, receipts))
+    assert unmarked[0][("shop", "r1")].state == "pending"
+    database.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
@@ -68,12 +68,16 @@ _MARK_EARNS_POSTED_SQL = "UPDATE earns SET state = 'posted' WHERE earn_id = ANY(
 
 
 def earns_by_requests_or_receipts(
-    connection: Connection, requests: set[tuple[str, str]], receipts: set[tuple[str, str]]
+    connection: Connection,
+    requests: set[tuple[str, str]],
+    receipts: set[tuple[str, str]],
+    posted: Collection[str] = (),
 ) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Row]]:
     """The earns recorded under these (partner_id, request_id), and the live (not refused) earns
     of these (partner_id, receipt_id), at most one each: a batch's one read. Each pair's two
     columns are matched separately, the shape both databases look up in their composite
-    indexes (services/common/sql.pairs_in); the exact pairs are kept here."""
+    indexes (services/common/sql.pairs_in); the exact pairs are kept here. An earn in `posted`
+    (marks this transaction writes after the read) comes back posted, as it will be."""
     parameters = {
         "request_partners": sorted({partner for partner, _ in requests}),
         "request_ids": sorted({request for _, request in requests}),
@@ -83,6 +87,8 @@ def earns_by_requests_or_receipts(
     by_request: dict[tuple[str, str], Row] = {}
     by_receipt: dict[tuple[str, str], Row] = {}
     for row in connection.execute(_EARNS_BY_REQUESTS_OR_RECEIPTS, parameters):
+        if row.state == "pending" and row.earn_id in posted:
+            row = EarnRow(**row._mapping)._replace(state="posted")
         if (row.partner_id, row.request_id) in requests:
             by_request[(row.partner_id, row.request_id)] = row
         if (row.partner_id, row.receipt_id) in receipts and row.state != "failed":
