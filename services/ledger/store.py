@@ -35,6 +35,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.common.sql import OneTrip, insert_many, json_insert
@@ -703,9 +704,16 @@ def _insert_rows(connection: Connection, table: Table, columns: Sequence[str], r
         return
     if is_postgres(connection):
         buffer = io.StringIO(_copy_lines(table, rows))
-        cursor = connection.connection.dbapi_connection.cursor()
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        dbapi_connection = connection.connection.dbapi_connection
+        cursor = dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", buffer)
+            cursor.copy_expert(statement, buffer)
+        except dbapi_connection.Error as error:
+            # The driver's own error, as SQLAlchemy would have wrapped it (IntegrityError,
+            # OperationalError, ...): the transaction's retry and the batcher's fallbacks tell
+            # failures apart by those classes.
+            raise sa_exc.DBAPIError.instance(statement, None, error, dbapi_connection.Error) from error
         finally:
             cursor.close()
         return
