@@ -11,6 +11,7 @@ import io
 import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
@@ -590,50 +591,61 @@ def lock_clock(connection: Connection, shared: bool) -> None:
         connection.execute(text(f"SELECT 1 FROM ledger_clock WHERE id = 1 FOR {'SHARE' if shared else 'UPDATE'}"))
 
 
-def lock_clock_and_read_now(connection: Connection) -> int:
-    """`lock_clock(shared=False)` then `clock_now_us`, in one round trip on PostgreSQL.
+@dataclass(frozen=True, slots=True)
+class LockedClock:
+    """The clock row as a batch found it under its lock, with the time read after the lock."""
+
+    now_us: int
+    last_sequence: int
+    last_committed_at_us: int
+
+
+def lock_clock_and_read_now(connection: Connection) -> LockedClock:
+    """`lock_clock(shared=False)`, then the time and the row, in one round trip on PostgreSQL.
 
     An UPDATE computes RETURNING from the row it has locked, so the time is read after any wait
     for the lock (a SELECT ... FOR UPDATE may evaluate its target list before it waits). The
-    update changes nothing: `advance_clock` writes the row later in the same transaction.
+    update changes nothing: `advance_clock` writes the row later in the same transaction, and
+    as the lock is held until commit, nobody else changes it in between.
     """
     if not is_postgres(connection):
-        lock_clock(connection, shared=False)
-        return clock_now_us(connection)
-    return connection.execute(_LOCK_CLOCK_AND_READ_NOW, {"offset": clock_offset_us}).scalar_one()
+        lock_clock(connection, shared=False)  # on SQLite the batch's BEGIN IMMEDIATE holds the lock
+        row = connection.execute(_READ_CLOCK_ROW).one()
+        return LockedClock(clock_now_us(connection), row[0], row[1])
+    row = connection.execute(_LOCK_CLOCK_AND_READ_NOW, {"offset": clock_offset_us}).one()
+    return LockedClock(row[0], row[1], row[2])
 
 
 # Statements of every batch, built once (a text() parses its SQL for binds when made).
 _LOCK_CLOCK_AND_READ_NOW = text(
     "UPDATE ledger_clock SET last_sequence = last_sequence WHERE id = 1 "
-    "RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset"
+    "RETURNING (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset, "
+    "last_sequence, last_committed_at_us"
 )
-_ADVANCE_CLOCK_POSTGRES = text(
-    "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
-    "last_committed_at_us = GREATEST(last_committed_at_us, "
-    "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint + :offset) "
-    "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
+_READ_CLOCK_ROW = text("SELECT last_sequence, last_committed_at_us FROM ledger_clock WHERE id = 1")
+_ADVANCE_CLOCK = "UPDATE ledger_clock SET last_sequence = %(last)s, last_committed_at_us = %(at)s WHERE id = 1"
+_ADVANCE_CLOCK_STATEMENT = text(
+    "UPDATE ledger_clock SET last_sequence = :last, last_committed_at_us = :at WHERE id = 1"
 )
 
 
-def advance_clock(connection: Connection, count: int) -> tuple[int, int]:
-    """Reserve `count` commit sequence numbers and the commit time, in commit order.
+def advance_clock(
+    connection: Connection, clock: LockedClock, count: int, trip: OneTrip | None = None
+) -> tuple[int, int]:
+    """Reserve `count` commit sequence numbers and the commit time, in commit order: the first
+    sequence and the time. The write goes with `trip` when there is one.
 
-    The single clock row is locked until this transaction commits, so sequences become
-    visible in order with no gap (a follower never skips a later-committing smaller number).
+    The single clock row is locked from `lock_clock_and_read_now` until this transaction
+    commits, so sequences become visible in order with no gap (a follower never skips a
+    later-committing smaller number), and the time never goes back.
     """
-    if is_postgres(connection):
-        row = connection.execute(_ADVANCE_CLOCK_POSTGRES, {"count": count, "offset": clock_offset_us}).one()
+    last = clock.last_sequence + count
+    at = max(clock.last_committed_at_us, clock.now_us)
+    if trip is not None:
+        trip.add(_ADVANCE_CLOCK, {"last": last, "at": at})
     else:
-        row = connection.execute(
-            text(
-                "UPDATE ledger_clock SET last_sequence = last_sequence + :count, "
-                "last_committed_at_us = MAX(last_committed_at_us, :now) "
-                "WHERE id = 1 RETURNING last_sequence, last_committed_at_us"
-            ),
-            {"count": count, "now": time.time_ns() // 1000 + clock_offset_us},
-        ).one()
-    return row[0] - count + 1, row[1]
+        connection.execute(_ADVANCE_CLOCK_STATEMENT, {"last": last, "at": at})
+    return clock.last_sequence + 1, at
 
 
 _TRANSFER_INSERT_COLUMNS = (

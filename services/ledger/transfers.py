@@ -122,7 +122,8 @@ def _apply(
     accounts, balances = store.lock_balances(connection, account_ids)
     # The clock is read after the locks, the clock row's included (always taken after the
     # account rows): expiry is then decided in commit order, never against a read made meanwhile.
-    now_us = store.lock_clock_and_read_now(connection)
+    clock = store.lock_clock_and_read_now(connection)
+    now_us = clock.now_us
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)
     if lot_expiry is not None:  # decided under the wallets' locks, so a capture cannot race it
@@ -158,8 +159,8 @@ def _apply(
     outcomes = [outcome if refused is None else refused for refused, outcome in zip(refusals, decided, strict=True)]
     if not state.postings and not state.new_failures:
         return [[outcome for request in expiry_outcomes for outcome in request]] if sweep else outcomes
-    first_sequence, committed_at_us = store.advance_clock(connection, len(state.postings))
     trip = store.one_trip_for(connection, len(state.postings))
+    first_sequence, committed_at_us = store.advance_clock(connection, clock, len(state.postings), trip)
     committed = store.write_batch(
         connection,
         state.postings,
