@@ -271,21 +271,10 @@ def test_an_earn_whose_posted_mark_this_batch_carries_reads_as_posted(tmp_path):
         occur_time_us=1,
         create_time_us=1,
     )
-    from sqlalchemy import text
+    from tests.support.migrations import insert_partner_and_member
 
     def seed(connection):
-        connection.execute(
-            text(
-                "INSERT INTO partners (partner_id, kind, display_name, status, create_time_us, update_time_us)"
-                " VALUES ('shop', 'retailer', 'Shop', 'active', 1, 1)"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO members (member_id, enroll_caller_id, enroll_request_id, create_time_us)"
-                " VALUES ('m-1', 'operator', 'e-1', 1)"
-            )
-        )
+        insert_partner_and_member(connection)
         connection.execute(earns.insert(), [{**values, "earn_id": "earn:shop:r1"}])
 
     database.write(seed)

@@ -10,7 +10,7 @@ from services.common.db import Database, DatabaseOptions
 from services.partners.server import MIGRATIONS
 from services.partners.store.tables import metadata
 from tests.support.databases import new_database_url
-from tests.support.migrations import differences_from, migrate
+from tests.support.migrations import differences_from, insert_partner_and_member, migrate
 
 VERSION_TABLE = "alembic_version_partners"
 
@@ -36,18 +36,7 @@ def test_the_migrations_build_the_tables_the_code_declares(database):
 def test_the_latest_migrations_keep_existing_rows_and_go_down_and_up_again(database):
     _migrate(database, "0005")
     with database.writer.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO partners (partner_id, kind, display_name, status, create_time_us, update_time_us)"
-                " VALUES ('shop', 'retailer', 'Shop', 'active', 1, 1)"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO members (member_id, enroll_caller_id, enroll_request_id, create_time_us)"
-                " VALUES ('m-1', 'operator', 'e-1', 1)"
-            )
-        )
+        insert_partner_and_member(connection)
         connection.execute(
             text(
                 "INSERT INTO earns (earn_id, partner_id, request_id, fingerprint, receipt_id, store_id, terminal_id,"
@@ -90,12 +79,13 @@ def test_the_recovery_pass_finds_each_kinds_due_rows_through_its_unfinished_rows
 
     _migrate(database, "head")
     postgres = database.writer.dialect.name == "postgresql"
+    seen = []
+
+    def capture(_connection, _cursor, statement, parameters, _context, _executemany):
+        seen.append((statement, parameters))
+
     for kind, unfinished in recovery.KINDS.items():
-        seen = []
-
-        def capture(_connection, _cursor, statement, parameters, _context, _executemany):
-            seen.append((statement, parameters))
-
+        seen.clear()
         with database.writer.begin() as connection:
             event.listen(connection, "before_cursor_execute", capture)
             recovery.due(connection, kind, since_before_us=5, now_us=10, limit=10)

@@ -6,7 +6,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData
+from sqlalchemy import Connection, MetaData, text
 
 from services.common.db import Database
 
@@ -29,3 +29,20 @@ def differences_from(database: Database, metadata: MetaData, version_table: str)
             for difference in compare_metadata(context, metadata)
             if not (difference[0] == "remove_table" and difference[1].name == version_table)
         ]
+
+
+def insert_partner_and_member(connection: Connection) -> None:
+    """Partner `shop` and member `m-1` as bare rows (columns every partners schema version has),
+    for tests that write earns straight into the tables."""
+    connection.execute(
+        text(
+            "INSERT INTO partners (partner_id, kind, display_name, status, create_time_us, update_time_us)"
+            " VALUES ('shop', 'retailer', 'Shop', 'active', 1, 1)"
+        )
+    )
+    connection.execute(
+        text(
+            "INSERT INTO members (member_id, enroll_caller_id, enroll_request_id, create_time_us)"
+            " VALUES ('m-1', 'operator', 'e-1', 1)"
+        )
+    )
