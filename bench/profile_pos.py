@@ -56,7 +56,9 @@ def _cpu_by_part(servers) -> dict[str, float]:
     return parts
 
 
-async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on: bool, rate: float) -> None:
+async def _run(
+    workload: str, seconds: float, concurrency: int, out: str, spy_on: bool, rate: float, native: bool
+) -> None:
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if spy_on and spy is None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
@@ -84,8 +86,10 @@ async def _run(workload: str, seconds: float, concurrency: int, out: str, spy_on
                         "200",
                         "--output",
                         os.path.join(out, f"{server.name}.txt"),
-                        "--nonblocking",
+                        # --native unwinds C stacks, which needs the process paused for each sample
+                        *([] if native else ["--nonblocking"]),
                         "--gil",  # only the thread holding the GIL: Python's CPU, not threads waiting on I/O
+                        *(["--native"] if native else []),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -133,6 +137,7 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/profile")
     parser.add_argument("--members", type=int, default=pos_bench.MEMBERS, help="members seeded (fewer: faster)")
     parser.add_argument("--no-spy", action="store_true", help="CPU per call only, no sampling")
+    parser.add_argument("--native", action="store_true", help="sample C frames too (gRPC core, uvloop)")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many calls/s instead of closed")
     arguments = parser.parse_args()
     os.makedirs(arguments.out, exist_ok=True)
@@ -147,6 +152,7 @@ def main() -> None:
             arguments.out,
             not arguments.no_spy,
             arguments.rate,
+            arguments.native,
         )
     )
 

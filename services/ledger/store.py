@@ -616,6 +616,67 @@ def lock_clock_and_read_now(connection: Connection) -> LockedClock:
     return LockedClock(row[0], row[1], row[2])
 
 
+@dataclass(frozen=True, slots=True)
+class LockedBatch:
+    """What a batch reads under its locks: its accounts and their balances, the clock, and
+    which of its item ids are already committed transfers or remembered failures."""
+
+    accounts: dict[str, Account]
+    balances: dict[str, Balance]
+    clock: LockedClock
+    committed_ids: set[str]
+    failed_ids: set[str]
+
+
+# Locks first (balance rows in id order, then the clock row, as everywhere), and only then the
+# read: each statement of one simple query takes its own snapshot under READ COMMITTED, so the
+# read sees whatever the batches it waited for committed, and its clock_timestamp() is read
+# after the waits. psycopg2 returns the last statement's rows only: the read is that one.
+_LOCK_AND_READ_BATCH_SQL = (
+    "SELECT 1 FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[]) ORDER BY account_id FOR UPDATE;"
+    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE;"
+    " SELECT 0, a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us,"
+    " b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending"
+    " FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id"
+    " WHERE b.account_id = ANY(%(ids)s::varchar[])"
+    " UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s,"
+    " last_sequence, last_committed_at_us, NULL, NULL FROM ledger_clock WHERE id = 1"
+    " UNION ALL SELECT 2, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    " FROM transfers WHERE id = ANY(%(items)s::varchar[])"
+    " UNION ALL SELECT 3, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    " FROM transfer_failures WHERE id = ANY(%(items)s::varchar[])"
+)
+
+
+def lock_and_read_batch(connection: Connection, account_ids: Iterable[str], item_ids: set[str]) -> LockedBatch:
+    """`lock_balances`, `lock_clock_and_read_now` and `known_ids`, in that order: one round
+    trip on PostgreSQL, where a batch holds its locks from here to commit."""
+    if not is_postgres(connection):
+        accounts, balances = lock_balances(connection, account_ids)
+        clock = lock_clock_and_read_now(connection)
+        committed_ids, failed_ids = known_ids(connection, item_ids)
+        return LockedBatch(accounts, balances, clock, committed_ids, failed_ids)
+    parameters = {"ids": sorted(set(account_ids)), "items": list(item_ids), "offset": clock_offset_us}
+    found_accounts: dict[str, Account] = {}
+    found_balances: dict[str, Balance] = {}
+    committed_ids: set[str] = set()
+    failed_ids: set[str] = set()
+    clock = None
+    for row in connection.exec_driver_sql(_LOCK_AND_READ_BATCH_SQL, parameters):
+        source = row[0]
+        if source == 0:
+            found_accounts[row[1]] = Account(row[1], row[2], Side(row[3]), row[4], row[5], row[6], row[7])
+            found_balances[row[1]] = Balance(row[8], row[9], row[10], row[11])
+        elif source == 1:
+            clock = LockedClock(row[7], row[8], row[9])
+        else:
+            (committed_ids if source == 2 else failed_ids).add(row[1])
+    if clock is None:
+        raise RuntimeError("the ledger_clock row is missing: the first migration creates it")
+    return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids)
+
+
 # Statements of every batch, built once (a text() parses its SQL for binds when made).
 _LOCK_CLOCK_AND_READ_NOW = text(
     "UPDATE ledger_clock SET last_sequence = last_sequence WHERE id = 1 "

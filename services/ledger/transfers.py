@@ -119,10 +119,13 @@ def _apply(
     if lot_expiry is not None:
         account_ids.update(expiry.accounts_to_lock(connection, lot_expiry))
 
-    accounts, balances = store.lock_balances(connection, account_ids)
     # The clock is read after the locks, the clock row's included (always taken after the
     # account rows): expiry is then decided in commit order, never against a read made meanwhile.
-    clock = store.lock_clock_and_read_now(connection)
+    # Which ids are known is read under the locks too: whatever resolves or creates these ids
+    # must hold the same locks first.
+    locked = store.lock_and_read_batch(connection, account_ids, item_ids)
+    accounts, balances, clock = locked.accounts, locked.balances, locked.clock
+    committed_ids, failed_ids = locked.committed_ids, locked.failed_ids
     now_us = clock.now_us
     expired = {pid: t for pid, t in candidates.items() if t.expires_at_us is not None and t.expires_at_us <= now_us}
     expired_ids = sorted(expired)
@@ -130,9 +133,9 @@ def _apply(
         request = expiry.expiry_request(connection, lot_expiry, accounts, balances, now_us, rules.zone)
         expiry.record_notices(connection, lot_expiry)
         requests = [*requests, TransferRequest(request, GRANTS[OPERATOR])]
-        item_ids.update(command.id for command in request)
-    # Under the locks: whatever resolves or creates these ids must hold the same locks first.
-    committed_ids, failed_ids = store.known_ids(connection, item_ids)
+        expiry_committed, expiry_failed = store.known_ids(connection, {command.id for command in request})
+        committed_ids |= expiry_committed
+        failed_ids |= expiry_failed
     existing = store.get_transfers(connection, committed_ids)
     failures = store.remembered_failures(connection, failed_ids - committed_ids) if failed_ids else {}
     states = store.hold_states(connection, pending_ids | set(expired_ids))

@@ -1,0 +1,70 @@
+"""A batch's read under its locks (store.lock_and_read_batch): on PostgreSQL the locks and the
+read go in one round trip, and the read must still see what the batch it waited for committed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from services.common.db import DatabaseOptions, open_migrated
+from services.ledger import store
+from services.ledger.server import MIGRATIONS
+from tests.support.databases import new_database_url
+
+ACCOUNT = "acct-1"
+
+
+def _seed(connection) -> None:
+    connection.execute(text("INSERT INTO currencies VALUES ('PTS', 0, 'op', 0)"))
+    connection.execute(text(f"INSERT INTO accounts VALUES ('{ACCOUNT}', 'PTS', 1, true, 'op', 'member', 0)"))
+    connection.execute(text(f"INSERT INTO account_balances VALUES ('{ACCOUNT}', 1, true, 0, 0, 0, 0)"))
+
+
+def _commit_a_batch(connection) -> None:
+    """What a batch holding the locks writes: a balance, the clock, a remembered failure."""
+    connection.execute(text(f"UPDATE account_balances SET debits_posted = 5 WHERE account_id = '{ACCOUNT}'"))
+    connection.execute(text("UPDATE ledger_clock SET last_sequence = last_sequence + 3 WHERE id = 1"))
+    connection.execute(text("INSERT INTO transfer_failures VALUES ('failed-1', '{}', 1, 'amount', 'refused', 0)"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend):
+    url, cleanup = new_database_url(backend, tmp_path, "locks")
+    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
+    try:
+        database.write(_seed)
+        before = database.read(store.last_sequence)
+        holder_has_locks = threading.Event()
+        release = threading.Event()
+
+        def holder(connection) -> None:
+            store.lock_and_read_batch(connection, [ACCOUNT], set())
+            holder_has_locks.set()
+            assert release.wait(10)
+            _commit_a_batch(connection)
+
+        thread = threading.Thread(target=database.write, args=(holder,))
+        thread.start()
+        assert holder_has_locks.wait(10)
+
+        def waiter(connection) -> store.LockedBatch:
+            return store.lock_and_read_batch(connection, [ACCOUNT, "no-such-account"], {"failed-1", "new-1"})
+
+        threading.Timer(0.3, release.set).start()  # the holder commits while the waiter waits
+        started = time.monotonic()
+        locked = database.write(waiter)  # SQLite waits at BEGIN IMMEDIATE, PostgreSQL at the row locks
+        waited = time.monotonic() - started
+        thread.join(10)
+
+        assert waited >= 0.25  # it did wait for the holder
+        assert locked.balances[ACCOUNT].debits_posted == 5
+        assert set(locked.accounts) == {ACCOUNT}
+        assert locked.clock.last_sequence == before + 3
+        assert locked.failed_ids == {"failed-1"}
+        assert locked.committed_ids == set()
+    finally:
+        database.dispose()
+        cleanup()
