@@ -31,7 +31,7 @@ def _cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rpartition(")")[2].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # a PostgreSQL backend that just ended
         return 0.0
     return sum(int(value) for value in fields[11:15]) / TICKS_PER_SECOND
 

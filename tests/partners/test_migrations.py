@@ -99,3 +99,48 @@ def test_the_recovery_pass_finds_each_kinds_due_rows_through_its_unfinished_rows
                     row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
                 )
         assert f"ix_{unfinished.table.name}_unfinished" in plan, (kind, plan)
+
+
+def test_an_earn_batchs_read_finds_its_earns_through_the_request_and_receipt_indexes(database):
+    """The batch's one read (by request ids or receipts) must stay two index lookups as a
+    partner's earns grow, on each database's own statistics."""
+    from sqlalchemy import event
+
+    from services.partners.store import earns
+
+    _migrate(database, "head")
+    with database.writer.begin() as connection:
+        insert_partner_and_member(connection)
+        connection.execute(
+            text(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 4000)"
+                " INSERT INTO earns (earn_id, partner_id, request_id, fingerprint, receipt_id, store_id,"
+                " terminal_id, member_id, currency_code, points, exact_points, bonus_points, promotion_applied,"
+                " capped, rule_version, state, occur_time_us, create_time_us)"
+                " SELECT 'e' || n, 'shop', 'r' || n, 'f', 'rc' || n, 's', 't', 'm-1', 'PTS', 1, '1', 0,"
+                " false, false, 1, 'posted', 1, 1 FROM g"
+            )
+        )
+        connection.execute(text("ANALYZE"))
+    seen = []
+
+    def capture(_connection, _cursor, statement, parameters, _context, _executemany):
+        seen.append((statement, parameters))
+
+    requests = {("shop", f"r{n}") for n in range(1, 60, 7)} | {("shop", "new-request")}
+    receipts = {("shop", f"rc{n}") for n in range(1, 60, 7)} | {("shop", "new-receipt")}
+    with database.writer.begin() as connection:
+        event.listen(connection, "before_cursor_execute", capture)
+        by_request, by_receipt = earns.earns_by_requests_or_receipts(connection, requests, receipts)
+        event.remove(connection, "before_cursor_execute", capture)
+        ((statement, parameters),) = seen
+        if database.writer.dialect.name == "postgresql":
+            plan = " ".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
+            used = "uq_earns_request" in plan and "uq_earns_receipt" in plan
+        else:
+            plan = " ".join(
+                row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+            used = "uq_earns_receipt" in plan and "sqlite_autoindex_earns" in plan and "SCAN earns" not in plan
+    assert used, plan
+    assert len(by_request) == len(by_receipt) == 9

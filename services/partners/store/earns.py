@@ -61,6 +61,12 @@ _EARNS_BY_REQUESTS_OR_RECEIPTS = select(earns).where(
         ),
     )
 )
+_EARNS_BY_REQUESTS_OR_RECEIPTS_SQL = (
+    f"SELECT {', '.join(column.name for column in earns.c)} FROM earns"
+    " WHERE (partner_id = ANY(%(request_partners)s::varchar[]) AND request_id = ANY(%(request_ids)s::varchar[]))"
+    " OR (partner_id = ANY(%(receipt_partners)s::varchar[]) AND receipt_id = ANY(%(receipt_ids)s::varchar[])"
+    " AND state <> 'failed')"
+)
 _MARK_EARNS_POSTED = (
     update(earns).where(earns.c.earn_id.in_(bindparam("earn_ids", expanding=True))).values(state="posted")
 )
@@ -72,7 +78,7 @@ def earns_by_requests_or_receipts(
     requests: set[tuple[str, str]],
     receipts: set[tuple[str, str]],
     posted: Collection[str] = (),
-) -> tuple[dict[tuple[str, str], Row], dict[tuple[str, str], Row]]:
+) -> tuple[dict[tuple[str, str], EarnRow], dict[tuple[str, str], EarnRow]]:
     """The earns recorded under these (partner_id, request_id), and the live (not refused) earns
     of these (partner_id, receipt_id), at most one each: a batch's one read. Each pair's two
     columns are matched separately, the shape both databases look up in their composite
@@ -84,11 +90,17 @@ def earns_by_requests_or_receipts(
         "receipt_partners": sorted({partner for partner, _ in receipts}),
         "receipt_ids": sorted({receipt for _, receipt in receipts}),
     }
-    by_request: dict[tuple[str, str], Row] = {}
-    by_receipt: dict[tuple[str, str], Row] = {}
-    for row in connection.execute(_EARNS_BY_REQUESTS_OR_RECEIPTS, parameters):
+    by_request: dict[tuple[str, str], EarnRow] = {}
+    by_receipt: dict[tuple[str, str], EarnRow] = {}
+    if connection.dialect.name == "postgresql":  # every earn batch reads this: plain SQL, plain rows
+        found = [
+            EarnRow._make(row) for row in connection.exec_driver_sql(_EARNS_BY_REQUESTS_OR_RECEIPTS_SQL, parameters)
+        ]
+    else:
+        found = [EarnRow._make(row) for row in connection.execute(_EARNS_BY_REQUESTS_OR_RECEIPTS, parameters)]
+    for row in found:
         if row.state == "pending" and row.earn_id in posted:
-            row = EarnRow(**row._mapping)._replace(state="posted")
+            row = row._replace(state="posted")
         if (row.partner_id, row.request_id) in requests:
             by_request[(row.partner_id, row.request_id)] = row
         if (row.partner_id, row.receipt_id) in receipts and row.state != "failed":
