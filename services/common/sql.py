@@ -96,6 +96,20 @@ def json_upsert(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tu
     return _json_upsert(table, keys, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
 
 
+def json_update(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[str, dict]:
+    """For a OneTrip: set each row's other columns on the row with its `keys` (dicts with the
+    same keys, JSON values), one statement whatever the number of rows."""
+    return _json_update_keyed(table, keys, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
+
+
+@lru_cache(maxsize=64)
+def _json_update_keyed(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{column} = v.{column}" for column in columns if column not in keys)
+    match = " AND ".join(f"t.{key} = v.{key}" for key in keys)
+    source = f"json_populate_recordset(NULL::{table.name}, %(rows)s::json)"
+    return f"UPDATE {table.name} AS t SET {assignments} FROM {source} AS v WHERE {match}"
+
+
 @lru_cache(maxsize=64)
 def _json_upsert(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> str:
     changes = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in keys)

@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from services.common.sql import OneTrip, json_upsert, pairs_in, upsert_many
+from services.common.sql import OneTrip, json_update, json_upsert, pairs_in, upsert_many
 from services.ledger.lots import Draw, ExpiryPolicy, Lot, PolicyKind
 from services.ledger.model import Side
 from services.ledger.store import (
@@ -256,7 +256,9 @@ def write_changes(
         ],
     )
     changed = list(changed)
-    if changed:
+    if changed and trip is not None:
+        trip.add(*json_update(lots, ("account_id", "lot_id"), [_changes(lot) for lot in changed]))
+    elif changed:
         statement = (
             update(lots)
             .where(and_(lots.c.account_id == _bind("b_account"), lots.c.lot_id == _bind("b_lot")))
@@ -313,6 +315,21 @@ def set_last_activity(connection: Connection, active_wallets: dict[str, int], tr
         trip.add(*json_upsert(wallet_activity, ("account_id",), rows))
     else:
         upsert_many(connection, wallet_activity, ("account_id",), rows)
+
+
+def _changes(lot: Lot) -> dict:
+    """A changed lot's row: what a draw, a restore or an expiry round may change, by its key."""
+    return {
+        "account_id": lot.account_id,
+        "lot_id": lot.lot_id,
+        "open_amount": lot.open_amount,
+        "expiry_round": lot.expiry_round,
+        "expires_at_us": lot.expires_at_us,
+        "policy_kind": int(lot.policy_kind),
+        "months": lot.months,
+        "notice_days": lot.notice_days,
+        "credited_at_us": lot.credited_at_us,
+    }
 
 
 def _bind(name: str):

@@ -626,6 +626,7 @@ class LockedBatch:
     clock: LockedClock
     committed_ids: set[str]
     failed_ids: set[str]
+    hold_states: dict[str, HoldState]  # of the holds asked about: PENDING unless resolved
 
 
 # Locks first (balance rows in id order, then the clock row, as everywhere), and only then the
@@ -646,22 +647,32 @@ _LOCK_AND_READ_BATCH_SQL = (
     " FROM transfers WHERE id = ANY(%(items)s::varchar[])"
     " UNION ALL SELECT 3, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
     " FROM transfer_failures WHERE id = ANY(%(items)s::varchar[])"
+    " UNION ALL SELECT 4, pending_id, NULL, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    " FROM hold_resolutions WHERE pending_id = ANY(%(holds)s::varchar[])"
 )
 
 
-def lock_and_read_batch(connection: Connection, account_ids: Iterable[str], item_ids: set[str]) -> LockedBatch:
-    """`lock_balances`, `lock_clock_and_read_now` and `known_ids`, in that order: one round
-    trip on PostgreSQL, where a batch holds its locks from here to commit."""
+def lock_and_read_batch(
+    connection: Connection, account_ids: Iterable[str], item_ids: set[str], hold_ids: set[str]
+) -> LockedBatch:
+    """`lock_balances`, `lock_clock_and_read_now`, `known_ids` and `hold_states(hold_ids)`, in
+    that order: one round trip on PostgreSQL, where a batch holds its locks from here to commit."""
     if not is_postgres(connection):
         accounts, balances = lock_balances(connection, account_ids)
         clock = lock_clock_and_read_now(connection)
         committed_ids, failed_ids = known_ids(connection, item_ids)
-        return LockedBatch(accounts, balances, clock, committed_ids, failed_ids)
-    parameters = {"ids": sorted(set(account_ids)), "items": list(item_ids), "offset": clock_offset_us}
+        return LockedBatch(accounts, balances, clock, committed_ids, failed_ids, hold_states(connection, hold_ids))
+    parameters = {
+        "ids": sorted(set(account_ids)),
+        "items": list(item_ids),
+        "holds": list(hold_ids),
+        "offset": clock_offset_us,
+    }
     found_accounts: dict[str, Account] = {}
     found_balances: dict[str, Balance] = {}
     committed_ids: set[str] = set()
     failed_ids: set[str] = set()
+    states = dict.fromkeys(hold_ids, HoldState.PENDING)
     clock = None
     for row in connection.exec_driver_sql(_LOCK_AND_READ_BATCH_SQL, parameters):
         source = row[0]
@@ -670,11 +681,13 @@ def lock_and_read_batch(connection: Connection, account_ids: Iterable[str], item
             found_balances[row[1]] = Balance(row[8], row[9], row[10], row[11])
         elif source == 1:
             clock = LockedClock(row[7], row[8], row[9])
+        elif source == 4:
+            states[row[1]] = HoldState(row[3])
         else:
             (committed_ids if source == 2 else failed_ids).add(row[1])
     if clock is None:
         raise RuntimeError("the ledger_clock row is missing: the first migration creates it")
-    return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids)
+    return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids, states)
 
 
 # Statements of every batch, built once (a text() parses its SQL for binds when made).

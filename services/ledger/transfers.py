@@ -103,7 +103,7 @@ def _apply(
         command.credit_account_id for command in commands
     }
     # Referenced transfers are immutable, so reading them before taking locks is safe. Their
-    # holds' states are not: those are read under the locks (hold_states below), not here.
+    # holds' states are not: those are read under the locks (lock_and_read_batch), not here.
     related = store.get_transfers(connection, pending_ids | reversed_ids, with_hold_states=False)
     for transfer in related.values():
         account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
@@ -121,9 +121,10 @@ def _apply(
 
     # The clock is read after the locks, the clock row's included (always taken after the
     # account rows): expiry is then decided in commit order, never against a read made meanwhile.
-    # Which ids are known is read under the locks too: whatever resolves or creates these ids
-    # must hold the same locks first.
-    locked = store.lock_and_read_batch(connection, account_ids, item_ids)
+    # Which ids are known, and the holds' states, are read under the locks too: whatever
+    # resolves or creates them must hold the same locks first. Every hold that can expire in
+    # this batch is a candidate, so the candidates' states cover the expired ones'.
+    locked = store.lock_and_read_batch(connection, account_ids, item_ids, pending_ids | set(candidates))
     accounts, balances, clock = locked.accounts, locked.balances, locked.clock
     committed_ids, failed_ids = locked.committed_ids, locked.failed_ids
     now_us = clock.now_us
@@ -138,7 +139,7 @@ def _apply(
         failed_ids |= expiry_failed
     existing = store.get_transfers(connection, committed_ids)
     failures = store.remembered_failures(connection, failed_ids - committed_ids) if failed_ids else {}
-    states = store.hold_states(connection, pending_ids | set(expired_ids))
+    states = {pid: locked.hold_states[pid] for pid in pending_ids | set(expired_ids)}
     state = BatchState(
         now_us=now_us,
         accounts=accounts,

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from services.common.db import Database, DatabaseOptions
-from services.common.sql import OneTrip, insert_many, json_insert, update_many, upsert_many
+from services.common.sql import OneTrip, insert_many, json_insert, json_update, update_many, upsert_many
 from tests.support.databases import new_database_url
 
 _metadata = MetaData()
@@ -106,3 +106,21 @@ def test_one_trip_sends_its_statements_in_order_and_a_failure_undoes_them_all(da
     read = database.read(lambda c: (c.execute(select(_holds)).all(), c.execute(select(_notes)).all()))
     assert [tuple(row) for row in read[0]] == [("a", "pending", 1, "50% off; it's %(x)s")]
     assert [tuple(row) for row in read[1]] == [("a", 1, "tab\there")]
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # json_update goes in a OneTrip
+def test_json_update_sets_each_row_by_its_whole_key_and_leaves_the_other_columns(database):
+    from sqlalchemy import select
+
+    notes = [{"hold_id": hold, "line": line, "text": f"{hold}{line}"} for hold in "ab" for line in (1, 2)]
+    database.write(lambda c: insert_many(c, _notes, notes))
+
+    def update(connection):
+        trip = OneTrip(connection)
+        changes = [{"hold_id": "a", "line": 2, "text": "50% it's"}, {"hold_id": "b", "line": 1, "text": None}]
+        trip.add(*json_update(_notes, ("hold_id", "line"), changes))
+        trip.send()
+
+    database.write(update)
+    rows = database.read(lambda c: c.execute(select(_notes).order_by(_notes.c.hold_id, _notes.c.line)).all())
+    assert [tuple(row) for row in rows] == [("a", 1, "a1"), ("a", 2, "50% it's"), ("b", 1, None), ("b", 2, "b2")]

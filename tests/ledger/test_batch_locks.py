@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from services.common.db import DatabaseOptions, open_migrated
 from services.ledger import store
+from services.ledger.model import HoldState
 from services.ledger.server import MIGRATIONS
 from tests.support.databases import new_database_url
 
@@ -21,13 +22,24 @@ def _seed(connection) -> None:
     connection.execute(text("INSERT INTO currencies VALUES ('PTS', 0, 'op', 0)"))
     connection.execute(text(f"INSERT INTO accounts VALUES ('{ACCOUNT}', 'PTS', 1, true, 'op', 'member', 0)"))
     connection.execute(text(f"INSERT INTO account_balances VALUES ('{ACCOUNT}', 1, true, 0, 0, 0, 0)"))
+    connection.execute(text("INSERT INTO accounts VALUES ('acct-2', 'PTS', 2, false, 'op', 'issuer', 0)"))
+    for sequence, transfer_id, kind in ((1, "hold-1", 1), (2, "void-1", 3), (3, "hold-2", 1)):
+        connection.execute(
+            text(
+                "INSERT INTO transfers (sequence, id, debit_account_id, credit_account_id, amount, currency_code,"
+                " kind, code, timeout_seconds, partner_id, store_id, terminal_id, receipt_id, member_id,"
+                f" committed_at_us) VALUES ({sequence}, '{transfer_id}', 'acct-2', '{ACCOUNT}', 1, 'PTS', {kind},"
+                " 1, 0, '', '', '', '', '', 0)"
+            )
+        )
 
 
 def _commit_a_batch(connection) -> None:
-    """What a batch holding the locks writes: a balance, the clock, a remembered failure."""
+    """What a batch holding the locks writes: a balance, the clock, a remembered failure, a void."""
     connection.execute(text(f"UPDATE account_balances SET debits_posted = 5 WHERE account_id = '{ACCOUNT}'"))
     connection.execute(text("UPDATE ledger_clock SET last_sequence = last_sequence + 3 WHERE id = 1"))
     connection.execute(text("INSERT INTO transfer_failures VALUES ('failed-1', '{}', 1, 'amount', 'refused', 0)"))
+    connection.execute(text("INSERT INTO hold_resolutions VALUES ('hold-1', 3, 'void-1', 0)"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -41,7 +53,7 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
         release = threading.Event()
 
         def holder(connection) -> None:
-            store.lock_and_read_batch(connection, [ACCOUNT], set())
+            store.lock_and_read_batch(connection, [ACCOUNT], set(), set())
             holder_has_locks.set()
             assert release.wait(10)
             _commit_a_batch(connection)
@@ -51,7 +63,9 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
         assert holder_has_locks.wait(10)
 
         def waiter(connection) -> store.LockedBatch:
-            return store.lock_and_read_batch(connection, [ACCOUNT, "no-such-account"], {"failed-1", "new-1"})
+            return store.lock_and_read_batch(
+                connection, [ACCOUNT, "no-such-account"], {"failed-1", "new-1"}, {"hold-1", "hold-2"}
+            )
 
         threading.Timer(0.3, release.set).start()  # the holder commits while the waiter waits
         started = time.monotonic()
@@ -65,6 +79,7 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
         assert locked.clock.last_sequence == before + 3
         assert locked.failed_ids == {"failed-1"}
         assert locked.committed_ids == set()
+        assert locked.hold_states == {"hold-1": HoldState.VOIDED, "hold-2": HoldState.PENDING}
     finally:
         database.dispose()
         cleanup()
