@@ -19,6 +19,10 @@ def set_policy(database: Database, policy: lots.ExpiryPolicy, effective_given: b
             raise NotFound(
                 "CURRENCY_NOT_FOUND", f"currency {policy.currency_code} is not registered", code=policy.currency_code
             )
+        # In commit order with the batches (store.lock_clock): every batch that credits after
+        # `now` waits for this policy and then reads it, and none that read the policies before
+        # it commits credits at or after its effective time.
+        store.lock_clock(connection, shared=True)
         now_us = store.clock_now_us(connection)
         version = policy if effective_given else replace(policy, effective_from_us=now_us)
         existing = lot_store.get_policy(connection, version.currency_code, version.effective_from_us)

@@ -1,5 +1,6 @@
-"""A batch's read under its locks (store.lock_and_read_batch): on PostgreSQL the locks and the
-read go in one round trip, and the read must still see what the batch it waited for committed."""
+"""Commit order under the ledger's locks: a batch's read under its locks (store.lock_and_read_batch,
+on PostgreSQL one round trip with the locks) sees what the batch it waited for committed, and a
+new expiry policy takes its effective time after the batches holding the clock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from services.common.db import DatabaseOptions, open_migrated
-from services.ledger import store
+from services.ledger import expiry_policies, store
+from services.ledger.lots import ExpiryPolicy, PolicyKind
 from services.ledger.model import HoldState
 from services.ledger.server import MIGRATIONS
 from tests.support.databases import new_database_url
@@ -80,6 +82,40 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
         assert locked.failed_ids == {"failed-1"}
         assert locked.committed_ids == set()
         assert locked.hold_states == {"hold-1": HoldState.VOIDED, "hold-2": HoldState.PENDING}
+    finally:
+        database.dispose()
+        cleanup()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_new_expiry_policy_waits_for_the_batch_holding_the_clock(tmp_path, backend):
+    """A policy effective now takes its time in commit order: a batch that read the policies
+    before the new one committed has finished by then, so none credits after its effective time
+    under the policy before it."""
+    url, cleanup = new_database_url(backend, tmp_path, "policy")
+    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
+    try:
+        database.write(_seed)
+        batch_holds_clock = threading.Event()
+        release = threading.Event()
+        ended = {}
+
+        def batch(connection) -> None:
+            store.lock_clock(connection, shared=False)  # as a batch does, to its commit
+            batch_holds_clock.set()
+            assert release.wait(10)
+            ended["at_us"] = store.clock_now_us(connection)
+
+        thread = threading.Thread(target=database.write, args=(batch,))
+        thread.start()
+        assert batch_holds_clock.wait(10)
+        threading.Timer(0.3, release.set).start()
+        started = time.monotonic()
+        recorded, created = expiry_policies.set_policy(database, ExpiryPolicy("PTS", 0, PolicyKind.FIXED, 12), False)
+        waited = time.monotonic() - started
+        thread.join(10)
+        assert created and waited >= 0.25
+        assert recorded.effective_from_us >= ended["at_us"]
     finally:
         database.dispose()
         cleanup()
