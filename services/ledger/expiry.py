@@ -148,11 +148,13 @@ def follow_lots(
     postings: list[Posting],
     rules: lots.LotRules,
     run: ExpiryRun | None,
+    policies: dict[str, list[lots.ExpiryPolicy]],
     trip: OneTrip | None = None,
 ) -> None:
     """Bring the lots of every tracked wallet the batch posted to in step with it, in the same
-    transaction. With `trip`, the batch's writes wait in it: the lots' writes join them, and
-    whatever reads a table the batch wrote sends them first."""
+    transaction, under `policies` (each currency's versions, read under the batch's locks).
+    With `trip`, the batch's writes wait in it: the lots' writes join them, and whatever reads
+    a table the batch wrote sends them first."""
     moved = [p for p in postings if p.posted_amount > 0 and p.transfer.kind in (Kind.POSTED, Kind.POST_PENDING)]
     tracked = {
         account_id
@@ -171,7 +173,7 @@ def follow_lots(
     originals = store.get_transfers(connection, reversed_ids) if reversed_ids else {}
     state = lots.LotState(
         zone=rules.zone,
-        policies=lot_store.policies_of(connection, {accounts[a].currency_code for a in tracked}),
+        policies={accounts[a].currency_code: policies.get(accounts[a].currency_code, []) for a in tracked},
         # Only debits draw from open lots: a credit opens one (or gives back lots its draws name).
         lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, debited)},
         draws=draws,

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from services.common.sql import OneTrip, insert_many, json_insert
 from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
+from services.ledger.lots import ExpiryPolicy, PolicyKind
 from services.ledger.model import (
     Account,
     Balance,
@@ -627,41 +628,57 @@ class LockedBatch:
     committed_ids: set[str]
     failed_ids: set[str]
     hold_states: dict[str, HoldState]  # of the holds asked about: PENDING unless resolved
+    # Each currency's expiry policy versions, oldest first: of every currency of `accounts`.
+    policies: dict[str, list[ExpiryPolicy]]
 
 
 # Locks first (balance rows in id order, then the clock row, as everywhere), and only then the
 # read: each statement of one simple query takes its own snapshot under READ COMMITTED, so the
 # read sees whatever the batches it waited for committed, and its clock_timestamp() is read
 # after the waits. psycopg2 returns the last statement's rows only: the read is that one.
+_NULLS = "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+# One row shape for every kind of row the read returns, told apart by its first column.
+_READ_UNDER_LOCKS = " UNION ALL ".join(
+    (
+        "SELECT 0, a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us,"
+        " b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending, NULL::bigint"
+        " FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id"
+        " WHERE b.account_id = ANY(%(ids)s::varchar[])",
+        "SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL,"
+        " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s,"
+        " last_sequence, last_committed_at_us, NULL, NULL, NULL FROM ledger_clock WHERE id = 1",
+        f"SELECT 2, id, {_NULLS} FROM transfers WHERE id = ANY(%(items)s::varchar[])",
+        f"SELECT 3, id, {_NULLS} FROM transfer_failures WHERE id = ANY(%(items)s::varchar[])",
+        "SELECT 4, pending_id, NULL, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+        " FROM hold_resolutions WHERE pending_id = ANY(%(holds)s::varchar[])",
+        # The expiry policies of the batch's currencies, read under the clock's lock as a new
+        # policy is written under it (expiry_policies.set_policy): lots follow the one in force.
+        "SELECT 5, currency_code, NULL, kind, NULL, NULL, NULL, effective_from_us, months, sweep_month,"
+        " sweep_day, notice_days, created_at_us FROM expiry_policies"
+        " WHERE currency_code IN (SELECT currency_code FROM accounts WHERE id = ANY(%(ids)s::varchar[]))",
+    )
+)
 _LOCK_AND_READ_BATCH_SQL = (
     "SELECT 1 FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[]) ORDER BY account_id FOR UPDATE;"
-    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE;"
-    " SELECT 0, a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us,"
-    " b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending"
-    " FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id"
-    " WHERE b.account_id = ANY(%(ids)s::varchar[])"
-    " UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL,"
-    " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s,"
-    " last_sequence, last_committed_at_us, NULL, NULL FROM ledger_clock WHERE id = 1"
-    " UNION ALL SELECT 2, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM transfers WHERE id = ANY(%(items)s::varchar[])"
-    " UNION ALL SELECT 3, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM transfer_failures WHERE id = ANY(%(items)s::varchar[])"
-    " UNION ALL SELECT 4, pending_id, NULL, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-    " FROM hold_resolutions WHERE pending_id = ANY(%(holds)s::varchar[])"
+    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE; " + _READ_UNDER_LOCKS
 )
 
 
 def lock_and_read_batch(
     connection: Connection, account_ids: Iterable[str], item_ids: set[str], hold_ids: set[str]
 ) -> LockedBatch:
-    """`lock_balances`, `lock_clock_and_read_now`, `known_ids` and `hold_states(hold_ids)`, in
-    that order: one round trip on PostgreSQL, where a batch holds its locks from here to commit."""
+    """`lock_balances`, `lock_clock_and_read_now`, `known_ids`, `hold_states(hold_ids)` and the
+    accounts' currencies' expiry policies, in that order: one round trip on PostgreSQL, where a
+    batch holds its locks from here to commit."""
     if not is_postgres(connection):
         accounts, balances = lock_balances(connection, account_ids)
         clock = lock_clock_and_read_now(connection)
         committed_ids, failed_ids = known_ids(connection, item_ids)
-        return LockedBatch(accounts, balances, clock, committed_ids, failed_ids, hold_states(connection, hold_ids))
+        states = hold_states(connection, hold_ids)
+        from services.ledger.lot_store import policies_of  # lot_store builds on this module
+
+        policies = policies_of(connection, {account.currency_code for account in accounts.values()})
+        return LockedBatch(accounts, balances, clock, committed_ids, failed_ids, states, policies)
     parameters = {
         "ids": sorted(set(account_ids)),
         "items": list(item_ids),
@@ -673,6 +690,7 @@ def lock_and_read_batch(
     committed_ids: set[str] = set()
     failed_ids: set[str] = set()
     states = dict.fromkeys(hold_ids, HoldState.PENDING)
+    policies: dict[str, list[ExpiryPolicy]] = {}
     clock = None
     for row in connection.exec_driver_sql(_LOCK_AND_READ_BATCH_SQL, parameters):
         source = row[0]
@@ -683,11 +701,17 @@ def lock_and_read_batch(
             clock = LockedClock(row[7], row[8], row[9])
         elif source == 4:
             states[row[1]] = HoldState(row[3])
+        elif source == 5:
+            policies.setdefault(row[1], []).append(
+                ExpiryPolicy(row[1], row[7], PolicyKind(row[3]), row[8], row[9], row[10], row[11], row[12])
+            )
         else:
             (committed_ids if source == 2 else failed_ids).add(row[1])
     if clock is None:
         raise RuntimeError("the ledger_clock row is missing: the first migration creates it")
-    return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids, states)
+    for versions in policies.values():
+        versions.sort(key=lambda policy: policy.effective_from_us)
+    return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids, states, policies)
 
 
 # Statements of every batch, built once (a text() parses its SQL for binds when made).

@@ -176,7 +176,7 @@ def _apply(
         trip,
     )
     del committed  # the outcomes hold the same Transfer objects, now stamped with sequence and time
-    expiry.follow_lots(connection, accounts, state.postings, rules, lot_expiry, trip)
+    expiry.follow_lots(connection, accounts, state.postings, rules, lot_expiry, locked.policies, trip)
     if trip is not None:
         trip.send()
     if sweep:

@@ -25,6 +25,7 @@ def _seed(connection) -> None:
     connection.execute(text(f"INSERT INTO accounts VALUES ('{ACCOUNT}', 'PTS', 1, true, 'op', 'member', 0)"))
     connection.execute(text(f"INSERT INTO account_balances VALUES ('{ACCOUNT}', 1, true, 0, 0, 0, 0)"))
     connection.execute(text("INSERT INTO accounts VALUES ('acct-2', 'PTS', 2, false, 'op', 'issuer', 0)"))
+    connection.execute(text("INSERT INTO expiry_policies VALUES ('PTS', 9, 3, 24, 0, 0, 60, 0)"))
     for sequence, transfer_id, kind in ((1, "hold-1", 1), (2, "void-1", 3), (3, "hold-2", 1)):
         connection.execute(
             text(
@@ -37,11 +38,12 @@ def _seed(connection) -> None:
 
 
 def _commit_a_batch(connection) -> None:
-    """What a batch holding the locks writes: a balance, the clock, a remembered failure, a void."""
+    """What a batch holding the locks writes: a balance, the clock, a remembered failure, a void, a policy."""
     connection.execute(text(f"UPDATE account_balances SET debits_posted = 5 WHERE account_id = '{ACCOUNT}'"))
     connection.execute(text("UPDATE ledger_clock SET last_sequence = last_sequence + 3 WHERE id = 1"))
     connection.execute(text("INSERT INTO transfer_failures VALUES ('failed-1', '{}', 1, 'amount', 'refused', 0)"))
     connection.execute(text("INSERT INTO hold_resolutions VALUES ('hold-1', 3, 'void-1', 0)"))
+    connection.execute(text("INSERT INTO expiry_policies VALUES ('PTS', 5, 2, 12, 0, 0, 30, 5)"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -82,6 +84,12 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
         assert locked.failed_ids == {"failed-1"}
         assert locked.committed_ids == set()
         assert locked.hold_states == {"hold-1": HoldState.VOIDED, "hold-2": HoldState.PENDING}
+        assert locked.policies == {  # oldest first, the one committed while it waited included
+            "PTS": [
+                ExpiryPolicy("PTS", 5, PolicyKind.FIXED, 12, 0, 0, 30, 5),
+                ExpiryPolicy("PTS", 9, PolicyKind.INACTIVITY, 24, 0, 0, 60, 0),
+            ]
+        }
     finally:
         database.dispose()
         cleanup()
