@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
@@ -32,13 +31,12 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[dict]) -> N
     if connection.dialect.name != "postgresql":
         connection.execute(insert(table), list(rows))
         return
-    statement, parameters = json_insert(table, rows)
-    connection.exec_driver_sql(statement.statement(connection), parameters)
+    connection.exec_driver_sql(*json_insert(table, rows))
 
 
-def json_insert(table: Table, rows: Sequence[dict]) -> tuple[Prepared, dict]:
+def json_insert(table: Table, rows: Sequence[dict]) -> tuple[str, dict]:
     """insert_many's PostgreSQL statement and its parameters, for a OneTrip."""
-    return _rows_statement(_json_insert(table, tuple(rows[0]))), {"rows": orjson.dumps(rows).decode()}
+    return _json_insert(table, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
 
 
 class OneTrip:
@@ -53,9 +51,7 @@ class OneTrip:
         self._cursor = connection.connection.dbapi_connection.cursor()
         self._statements: list[bytes] = []
 
-    def add(self, statement: str | Prepared, parameters: dict) -> None:
-        if isinstance(statement, Prepared):
-            statement = statement.statement(self._connection)
+    def add(self, statement: str, parameters: dict) -> None:
         self._statements.append(self._cursor.mogrify(statement, parameters))
 
     def send(self) -> None:
@@ -122,25 +118,18 @@ def upsert_many(connection: Connection, table: Table, keys: tuple[str, ...], row
         changes = {column: statement.excluded[column] for column in columns if column not in keys}
         connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
         return
-    statement, parameters = json_upsert(table, keys, rows)
-    connection.exec_driver_sql(statement.statement(connection), parameters)
+    connection.exec_driver_sql(*json_upsert(table, keys, rows))
 
 
-def json_upsert(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[Prepared, dict]:
+def json_upsert(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[str, dict]:
     """upsert_many's PostgreSQL statement and its parameters, for a OneTrip."""
-    return _rows_statement(_json_upsert(table, keys, tuple(rows[0]))), {"rows": orjson.dumps(rows).decode()}
+    return _json_upsert(table, keys, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
 
 
-def json_update(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[Prepared, dict]:
+def json_update(table: Table, keys: tuple[str, ...], rows: Sequence[dict]) -> tuple[str, dict]:
     """For a OneTrip: set each row's other columns on the row with its `keys` (dicts with the
     same keys, JSON values), one statement whatever the number of rows."""
-    return _rows_statement(_json_update_keyed(table, keys, tuple(rows[0]))), {"rows": orjson.dumps(rows).decode()}
-
-
-@lru_cache(maxsize=256)
-def _rows_statement(sql: str) -> Prepared:
-    """A statement whose one parameter is its rows as JSON, prepared under a name its text gives."""
-    return Prepared(f"rows_{hashlib.sha1(sql.encode()).hexdigest()[:16]}", sql, {"rows": "json"})
+    return _json_update_keyed(table, keys, tuple(rows[0])), {"rows": orjson.dumps(rows).decode()}
 
 
 @lru_cache(maxsize=64)

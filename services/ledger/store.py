@@ -734,11 +734,7 @@ _LOCK_CLOCK_AND_READ_NOW = text(
     "last_sequence, last_committed_at_us"
 )
 _READ_CLOCK_ROW = text("SELECT last_sequence, last_committed_at_us FROM ledger_clock WHERE id = 1")
-_ADVANCE_CLOCK_PREPARED = Prepared(
-    "ledger_advance_clock",
-    "UPDATE ledger_clock SET last_sequence = %(last)s, last_committed_at_us = %(at)s WHERE id = 1",
-    {"last": "bigint", "at": "bigint"},
-)
+_ADVANCE_CLOCK = "UPDATE ledger_clock SET last_sequence = %(last)s, last_committed_at_us = %(at)s WHERE id = 1"
 _ADVANCE_CLOCK_STATEMENT = text(
     "UPDATE ledger_clock SET last_sequence = :last, last_committed_at_us = :at WHERE id = 1"
 )
@@ -757,7 +753,7 @@ def advance_clock(
     last = clock.last_sequence + count
     at = max(clock.last_committed_at_us, clock.now_us)
     if trip is not None:
-        trip.add(_ADVANCE_CLOCK_PREPARED, {"last": last, "at": at})
+        trip.add(_ADVANCE_CLOCK, {"last": last, "at": at})
     else:
         connection.execute(_ADVANCE_CLOCK_STATEMENT, {"last": last, "at": at})
     return clock.last_sequence + 1, at
@@ -847,21 +843,6 @@ def _insert_rows(connection: Connection, table: Table, columns: Sequence[str], r
     connection.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
 
 
-_UPDATE_BALANCES = Prepared(
-    "ledger_update_balances",
-    "UPDATE account_balances AS b SET debits_posted = v.dp, credits_posted = v.cp, "
-    "debits_pending = v.dpe, credits_pending = v.cpe "
-    "FROM unnest(%(ids)s::varchar[], %(dp)s::bigint[], %(cp)s::bigint[], %(dpe)s::bigint[], "
-    "%(cpe)s::bigint[]) AS v(id, dp, cp, dpe, cpe) WHERE b.account_id = v.id",
-    {"ids": "varchar[]", "dp": "bigint[]", "cp": "bigint[]", "dpe": "bigint[]", "cpe": "bigint[]"},
-)
-_DELETE_OPEN_HOLDS_PREPARED = Prepared(
-    "ledger_delete_open_holds",
-    "DELETE FROM open_holds WHERE pending_id = ANY(%(ids)s::varchar[])",
-    {"ids": "varchar[]"},
-)
-
-
 def _update_balances(
     connection: Connection, trip: OneTrip | None, balances: dict[str, Balance], account_ids: list[str]
 ) -> None:
@@ -870,7 +851,10 @@ def _update_balances(
     if is_postgres(connection):
         # One statement for the whole batch: every touched balance row is written exactly once.
         (connection.exec_driver_sql if trip is None else trip.add)(
-            _UPDATE_BALANCES.statement(connection) if trip is None else _UPDATE_BALANCES,
+            "UPDATE account_balances AS b SET debits_posted = v.dp, credits_posted = v.cp, "
+            "debits_pending = v.dpe, credits_pending = v.cpe "
+            "FROM unnest(%(ids)s::varchar[], %(dp)s::bigint[], %(cp)s::bigint[], %(dpe)s::bigint[], "
+            "%(cpe)s::bigint[]) AS v(id, dp, cp, dpe, cpe) WHERE b.account_id = v.id",
             {
                 "ids": account_ids,
                 "dp": [balances[a].debits_posted for a in account_ids],
@@ -991,7 +975,7 @@ def write_batch(
         insert_rows(connection, trip, hold_resolutions, resolved_holds)
         pending_ids = [h["pending_id"] for h in resolved_holds]
         if trip is not None:
-            trip.add(_DELETE_OPEN_HOLDS_PREPARED, {"ids": pending_ids})
+            trip.add("DELETE FROM open_holds WHERE pending_id = ANY(%(ids)s::varchar[])", {"ids": pending_ids})
         else:
             connection.execute(_DELETE_OPEN_HOLDS, {"pending_ids": pending_ids})
     if failures:

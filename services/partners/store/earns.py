@@ -34,7 +34,7 @@ def insert_earns(
     if connection.dialect.name == "postgresql":
         trip = OneTrip(connection)
         if posted_marks:
-            trip.add(_MARK_EARNS_POSTED_PREPARED, {"earn_ids": list(posted_marks)})
+            trip.add(_MARK_EARNS_POSTED_SQL, {"earn_ids": list(posted_marks)})
         trip.add(*json_insert(earns, values))
         if lines:
             trip.add(*json_insert(earn_lines, lines))
@@ -76,7 +76,6 @@ _MARK_EARNS_POSTED = (
     update(earns).where(earns.c.earn_id.in_(bindparam("earn_ids", expanding=True))).values(state="posted")
 )
 _MARK_EARNS_POSTED_SQL = "UPDATE earns SET state = 'posted' WHERE earn_id = ANY(%(earn_ids)s::varchar[])"
-_MARK_EARNS_POSTED_PREPARED = Prepared("partners_mark_earns_posted", _MARK_EARNS_POSTED_SQL, {"earn_ids": "varchar[]"})
 
 
 def earns_by_requests_or_receipts(
