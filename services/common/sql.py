@@ -63,36 +63,6 @@ class OneTrip:
             self._connection.exec_driver_sql(text, {"interpolated": True})
 
 
-class Prepared:
-    """A PostgreSQL statement planned once per connection: PREPARE on a connection's first use,
-    then EXECUTE. The hottest reads (a batch's locks and reads) spent as long in the planner as
-    in execution. `sql` is written as for `exec_driver_sql` with parameters (a literal % as %%)
-    and names its parameters `%(name)s`; `types` gives each one's PostgreSQL type,
-    in the order of the statement's parameters. A prepared statement outlives the transaction
-    that made it (even a rolled-back one), so a connection records it as made only once PREPARE
-    has succeeded; a new connection starts with none."""
-
-    def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
-        self.name = name
-        numbered = sql
-        for number, parameter in enumerate(types, start=1):
-            numbered = numbered.replace(f"%({parameter})s", f"${number}")
-        if "%(" in numbered:
-            raise ValueError(f"{name}: a parameter without a type in {numbered!r}")
-        signature = f"({', '.join(types.values())})" if types else ""
-        self.prepare = f"PREPARE {name}{signature} AS {numbered}"
-        arguments = f"({', '.join(f'%({parameter})s' for parameter in types)})" if types else ""
-        self.execute = f"EXECUTE {name}{arguments}"
-
-    def statement(self, connection: Connection) -> str:
-        """EXECUTE text for this connection (its parameters as in `sql`), preparing it first if new."""
-        made = connection.info.setdefault("prepared_statements", set())
-        if self.name not in made:
-            connection.exec_driver_sql(self.prepare, {"prepare": True})  # a mapping: %% reads as %
-            made.add(self.name)
-        return self.execute
-
-
 @lru_cache(maxsize=64)
 def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
     names = ", ".join(columns)

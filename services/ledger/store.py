@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from services.common.sql import OneTrip, Prepared, insert_many, json_insert
+from services.common.sql import OneTrip, insert_many, json_insert
 from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.lots import ExpiryPolicy, PolicyKind
 from services.ledger.model import (
@@ -485,9 +485,6 @@ _CLOCK_AND_EXPIRED_SQL = (
     "LEFT JOIN LATERAL (SELECT pending_id, debit_account_id, credit_account_id FROM open_holds "
     "WHERE expires_at_us <= n.now_us + %(horizon)s ORDER BY expires_at_us LIMIT %(limit)s) AS h ON true"
 )
-_CLOCK_AND_EXPIRED = Prepared(
-    "ledger_clock_and_expired", _CLOCK_AND_EXPIRED_SQL, {"offset": "bigint", "horizon": "bigint", "limit": "bigint"}
-)
 
 
 def clock_and_expired_holds(
@@ -504,7 +501,7 @@ def clock_and_expired_holds(
         precise_limit = limit if account_ids is None else EXPIRED_HOLDS_PER_BATCH_MAX
         return now_us, expired_open_holds(connection, now_us + horizon_us, account_ids, precise_limit)
     rows = connection.exec_driver_sql(
-        _CLOCK_AND_EXPIRED.statement(connection), {"limit": limit, "horizon": horizon_us, "offset": clock_offset_us}
+        _CLOCK_AND_EXPIRED_SQL, {"limit": limit, "horizon": horizon_us, "offset": clock_offset_us}
     ).all()
     now_us = rows[0][0]
     holds = [row for row in rows if row[1] is not None]
@@ -661,18 +658,9 @@ _READ_UNDER_LOCKS = " UNION ALL ".join(
         " WHERE currency_code IN (SELECT currency_code FROM accounts WHERE id = ANY(%(ids)s::varchar[]))",
     )
 )
-_LOCK_AND_READ_BATCH = (
-    Prepared(
-        "ledger_lock_balances",
-        "SELECT 1 FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[]) ORDER BY account_id FOR UPDATE",
-        {"ids": "varchar[]"},
-    ),
-    Prepared("ledger_lock_clock", "SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE", {}),
-    Prepared(
-        "ledger_read_under_locks",
-        _READ_UNDER_LOCKS,
-        {"ids": "varchar[]", "offset": "bigint", "items": "varchar[]", "holds": "varchar[]"},
-    ),
+_LOCK_AND_READ_BATCH_SQL = (
+    "SELECT 1 FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[]) ORDER BY account_id FOR UPDATE;"
+    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE; " + _READ_UNDER_LOCKS
 )
 
 
@@ -704,8 +692,7 @@ def lock_and_read_batch(
     states = dict.fromkeys(hold_ids, HoldState.PENDING)
     policies: dict[str, list[ExpiryPolicy]] = {}
     clock = None
-    statements = "; ".join(prepared.statement(connection) for prepared in _LOCK_AND_READ_BATCH)
-    for row in connection.exec_driver_sql(statements, parameters):
+    for row in connection.exec_driver_sql(_LOCK_AND_READ_BATCH_SQL, parameters):
         source = row[0]
         if source == 0:
             found_accounts[row[1]] = Account(row[1], row[2], Side(row[3]), row[4], row[5], row[6], row[7])

@@ -124,34 +124,3 @@ def test_json_update_sets_each_row_by_its_whole_key_and_leaves_the_other_columns
     database.write(update)
     rows = database.read(lambda c: c.execute(select(_notes).order_by(_notes.c.hold_id, _notes.c.line)).all())
     assert [tuple(row) for row in rows] == [("a", 1, "a1"), ("a", 2, "50% it's"), ("b", 1, None), ("b", 2, "b2")]
-
-
-@pytest.mark.parametrize("database", ["postgres"], indirect=True)
-def test_a_prepared_statement_is_made_once_per_connection_and_survives_a_rollback(database):
-    from sqlalchemy import event
-
-    from services.common.sql import Prepared
-
-    prepared = Prepared(
-        "sql_shape_holds_like",
-        "SELECT hold_id FROM sql_shape_holds"
-        " WHERE hold_id = ANY(%(ids)s::varchar[]) AND note = '50%% off' AND amount >= %(min)s",
-        {"ids": "varchar[]", "min": "bigint"},
-    )
-    rows = [{"hold_id": h, "state": "pending", "amount": n, "note": "50% off"} for n, h in enumerate("abc")]
-    database.write(lambda c: insert_many(c, _holds, rows))
-    sent = []
-    with database.writer.connect() as connection:
-        event.listen(connection, "before_cursor_execute", lambda *args: sent.append(args[2].split(" ")[0]))
-
-        def read():
-            statement = prepared.statement(connection)
-            found = connection.exec_driver_sql(statement, {"ids": ["a", "b", "c"], "min": 1}).all()
-            return sorted(row[0] for row in found)
-
-        with connection.begin() as transaction:
-            assert read() == ["b", "c"]
-            transaction.rollback()  # PREPARE is not undone by a rollback: the mark stays true
-        with connection.begin():
-            assert read() == ["b", "c"]
-    assert sent == ["PREPARE", "EXECUTE", "EXECUTE"]

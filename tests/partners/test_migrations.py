@@ -133,7 +133,7 @@ def test_an_earn_batchs_read_finds_its_earns_through_the_request_and_receipt_ind
         event.listen(connection, "before_cursor_execute", capture)
         by_request, by_receipt = earns.earns_by_requests_or_receipts(connection, requests, receipts)
         event.remove(connection, "before_cursor_execute", capture)
-        statement, parameters = seen[-1]  # on PostgreSQL the EXECUTE of the statement prepared just before
+        ((statement, parameters),) = seen
         if database.writer.dialect.name == "postgresql":
             plan = " ".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters))
             used = "uq_earns_request" in plan and "uq_earns_receipt" in plan

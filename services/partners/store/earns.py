@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 
 from sqlalchemy import Connection, Row, and_, bindparam, or_, select, update
 
-from services.common.sql import OneTrip, Prepared, insert_many, json_insert, rows_as_written
+from services.common.sql import OneTrip, insert_many, json_insert, rows_as_written
 from services.partners.store.tables import earn_lines, earns
 
 
@@ -67,11 +67,6 @@ _EARNS_BY_REQUESTS_OR_RECEIPTS_SQL = (
     " OR (partner_id = ANY(%(receipt_partners)s::varchar[]) AND receipt_id = ANY(%(receipt_ids)s::varchar[])"
     " AND state <> 'failed')"
 )
-_EARNS_BY_REQUESTS_OR_RECEIPTS_PREPARED = Prepared(
-    "partners_earns_by_requests_or_receipts",
-    _EARNS_BY_REQUESTS_OR_RECEIPTS_SQL,
-    dict.fromkeys(("request_partners", "request_ids", "receipt_partners", "receipt_ids"), "varchar[]"),
-)
 _MARK_EARNS_POSTED = (
     update(earns).where(earns.c.earn_id.in_(bindparam("earn_ids", expanding=True))).values(state="posted")
 )
@@ -98,8 +93,9 @@ def earns_by_requests_or_receipts(
     by_request: dict[tuple[str, str], EarnRow] = {}
     by_receipt: dict[tuple[str, str], EarnRow] = {}
     if connection.dialect.name == "postgresql":  # every earn batch reads this: plain SQL, plain rows
-        statement = _EARNS_BY_REQUESTS_OR_RECEIPTS_PREPARED.statement(connection)
-        found = [EarnRow._make(row) for row in connection.exec_driver_sql(statement, parameters)]
+        found = [
+            EarnRow._make(row) for row in connection.exec_driver_sql(_EARNS_BY_REQUESTS_OR_RECEIPTS_SQL, parameters)
+        ]
     else:
         found = [EarnRow._make(row) for row in connection.execute(_EARNS_BY_REQUESTS_OR_RECEIPTS, parameters)]
     for row in found:
