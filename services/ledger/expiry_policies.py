@@ -23,7 +23,7 @@ def set_policy(database: Database, policy: lots.ExpiryPolicy, effective_given: b
         # `now` waits for this policy and then reads it, and none that read the policies before
         # it commits credits at or after its effective time.
         store.lock_clock(connection, shared=True)
-        now_us = store.clock_now_us(connection)
+        now_us = store.clock_after_last_commit_us(connection)
         version = policy if effective_given else replace(policy, effective_from_us=now_us)
         existing = lot_store.get_policy(connection, version.currency_code, version.effective_from_us)
         if existing is not None:

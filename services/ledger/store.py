@@ -635,7 +635,10 @@ class LockedBatch:
 # Locks first (balance rows in id order, then the clock row, as everywhere), and only then the
 # read: each statement of one simple query takes its own snapshot under READ COMMITTED, so the
 # read sees whatever the batches it waited for committed, and its clock_timestamp() is read
-# after the waits. psycopg2 returns the last statement's rows only: the read is that one.
+# after the waits. psycopg2 returns the last statement's rows only: the read is that one. The
+# read's snapshot is newer than the locking statement's: a balance row committed while the
+# lock waited is visible to the read but was not locked, so the read takes only the rows the
+# lock named (kept in a transaction-local setting); any other is not found, as it was to the lock.
 _NULLS = "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 # One row shape for every kind of row the read returns, told apart by its first column.
 _READ_UNDER_LOCKS = " UNION ALL ".join(
@@ -643,7 +646,8 @@ _READ_UNDER_LOCKS = " UNION ALL ".join(
         "SELECT 0, a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us,"
         " b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending, NULL::bigint"
         " FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id"
-        " WHERE b.account_id = ANY(%(ids)s::varchar[])",
+        " WHERE b.account_id = ANY(%(ids)s::varchar[]) AND b.account_id IN"
+        " (SELECT json_array_elements_text(current_setting('coalition.locked_accounts')::json))",
         "SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL,"
         " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %(offset)s,"
         " last_sequence, last_committed_at_us, NULL, NULL, NULL FROM ledger_clock WHERE id = 1",
@@ -659,7 +663,9 @@ _READ_UNDER_LOCKS = " UNION ALL ".join(
     )
 )
 _LOCK_AND_READ_BATCH_SQL = (
-    "SELECT 1 FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[]) ORDER BY account_id FOR UPDATE;"
+    "SELECT set_config('coalition.locked_accounts', coalesce(json_agg(l.account_id)::text, '[]'), true)"
+    " FROM (SELECT account_id FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[])"
+    " ORDER BY account_id FOR UPDATE) AS l;"
     " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE; " + _READ_UNDER_LOCKS
 )
 
@@ -712,6 +718,14 @@ def lock_and_read_batch(
     for versions in policies.values():
         versions.sort(key=lambda policy: policy.effective_from_us)
     return LockedBatch(found_accounts, found_balances, clock, committed_ids, failed_ids, states, policies)
+
+
+def clock_after_last_commit_us(connection: Connection) -> int:
+    """The clock, but never at or before the last batch's commit time: a commit time never goes
+    back (advance_clock) when the clock does. Read under the clock row's lock, it is a time no
+    batch has committed at yet."""
+    last_committed_at_us = connection.execute(_READ_CLOCK_ROW).one()[1]
+    return max(clock_now_us(connection), last_committed_at_us + 1)
 
 
 # Statements of every batch, built once (a text() parses its SQL for binds when made).

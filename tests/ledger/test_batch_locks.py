@@ -127,3 +127,57 @@ def test_a_new_expiry_policy_waits_for_the_batch_holding_the_clock(tmp_path, bac
     finally:
         database.dispose()
         cleanup()
+
+
+def test_a_balance_row_committed_while_the_batch_waited_for_its_locks_is_not_read_unlocked(tmp_path):
+    """On PostgreSQL the read runs on a newer snapshot than the lock: an account created while
+    the lock waited is visible to the read but unlocked, so the batch must not take it (to the
+    lock it did not exist; the batch refuses it, as before)."""
+    url, cleanup = new_database_url("postgres", tmp_path, "locks")
+    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
+    try:
+        database.write(_seed)
+        holder_has_locks = threading.Event()
+        release = threading.Event()
+
+        def holder(connection) -> None:
+            store.lock_and_read_batch(connection, [ACCOUNT], set(), set())
+            holder_has_locks.set()
+            assert release.wait(10)
+
+        def create_account_then_release() -> None:
+            time.sleep(0.3)  # the waiter is now waiting for ACCOUNT's lock, its statement begun
+            database.write(
+                lambda c: (
+                    c.execute(text("INSERT INTO accounts VALUES ('acct-new', 'PTS', 1, true, 'op', 'member', 0)")),
+                    c.execute(text("INSERT INTO account_balances VALUES ('acct-new', 1, true, 0, 0, 0, 0)")),
+                )
+            )
+            release.set()
+
+        thread = threading.Thread(target=database.write, args=(holder,))
+        thread.start()
+        assert holder_has_locks.wait(10)
+        threading.Thread(target=create_account_then_release).start()
+        locked = database.write(lambda c: store.lock_and_read_batch(c, [ACCOUNT, "acct-new"], set(), set()))
+        thread.join(10)
+        assert release.is_set()
+        assert set(locked.accounts) == set(locked.balances) == {ACCOUNT}
+    finally:
+        database.dispose()
+        cleanup()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_policy_effective_now_starts_after_the_last_commit_even_when_the_clock_went_back(tmp_path, backend):
+    url, cleanup = new_database_url(backend, tmp_path, "policy")
+    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
+    try:
+        database.write(_seed)
+        later_us = database.read(store.clock_now_us) + 3_600 * 1_000_000  # a batch committed an hour "ahead"
+        database.write(lambda c: c.execute(text(f"UPDATE ledger_clock SET last_committed_at_us = {later_us}")))
+        recorded, created = expiry_policies.set_policy(database, ExpiryPolicy("PTS", 0, PolicyKind.FIXED, 12), False)
+        assert created and recorded.effective_from_us == later_us + 1
+    finally:
+        database.dispose()
+        cleanup()
