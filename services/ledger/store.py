@@ -290,27 +290,12 @@ def _balance_from_row(row) -> Balance:
     return Balance(row.debits_posted, row.credits_posted, row.debits_pending, row.credits_pending)
 
 
-_LOCK_BALANCES_SQL = (
-    "SELECT a.id, a.currency_code, a.normal_side, a.no_overdraft, a.owner_id, a.kind, a.created_at_us, "
-    "b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending "
-    "FROM account_balances AS b JOIN accounts AS a ON a.id = b.account_id "
-    "WHERE b.account_id = ANY(%(ids)s::varchar[]) ORDER BY b.account_id FOR UPDATE OF b"
-)
-
-
 def lock_balances(connection: Connection, account_ids: Iterable[str]) -> tuple[dict[str, Account], dict[str, Balance]]:
-    """Lock the accounts' balance rows in id order (so concurrent batches cannot deadlock)."""
+    """Lock the accounts' balance rows in id order (so concurrent batches cannot deadlock). A
+    batch on PostgreSQL locks them in `lock_and_read_batch`'s one round trip instead."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}, {}
-    if is_postgres(connection):
-        # The hottest statement of the write path: plain SQL and tuples, no ORM-level row processing.
-        found_accounts = {}
-        found_balances = {}
-        for row in connection.exec_driver_sql(_LOCK_BALANCES_SQL, {"ids": ids}):
-            found_accounts[row[0]] = Account(row[0], row[1], Side(row[2]), row[3], row[4], row[5], row[6])
-            found_balances[row[0]] = Balance(row[7], row[8], row[9], row[10])
-        return found_accounts, found_balances
     query = (
         select(accounts, account_balances)
         .join(account_balances, account_balances.c.account_id == accounts.c.id)
