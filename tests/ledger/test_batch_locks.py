@@ -4,6 +4,7 @@ new expiry policy takes its effective time after the batches holding the clock."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -46,25 +47,45 @@ def _commit_a_batch(connection) -> None:
     connection.execute(text("INSERT INTO expiry_policies VALUES ('PTS', 5, 2, 12, 0, 0, 30, 5)"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend):
+@contextlib.contextmanager
+def _seeded(tmp_path, backend: str):
     url, cleanup = new_database_url(backend, tmp_path, "locks")
     database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
     try:
         database.write(_seed)
+        yield database
+    finally:
+        database.dispose()
+        cleanup()
+
+
+def _hold(database, take, then=lambda connection: None) -> tuple[threading.Event, threading.Thread]:
+    """Run `take` in a transaction on another thread and keep it open, its locks held, until the
+    returned event is set; then run `then` and commit."""
+    holds = threading.Event()
+    release = threading.Event()
+
+    def work(connection) -> None:
+        take(connection)
+        holds.set()
+        assert release.wait(10)
+        then(connection)
+
+    thread = threading.Thread(target=database.write, args=(work,))
+    thread.start()
+    assert holds.wait(10)
+    return release, thread
+
+
+def _lock_account(connection) -> None:
+    store.lock_and_read_batch(connection, [ACCOUNT], set(), set())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend):
+    with _seeded(tmp_path, backend) as database:
         before = database.read(store.last_sequence)
-        holder_has_locks = threading.Event()
-        release = threading.Event()
-
-        def holder(connection) -> None:
-            store.lock_and_read_batch(connection, [ACCOUNT], set(), set())
-            holder_has_locks.set()
-            assert release.wait(10)
-            _commit_a_batch(connection)
-
-        thread = threading.Thread(target=database.write, args=(holder,))
-        thread.start()
-        assert holder_has_locks.wait(10)
+        release, thread = _hold(database, _lock_account, _commit_a_batch)
 
         def waiter(connection) -> store.LockedBatch:
             return store.lock_and_read_batch(
@@ -90,9 +111,6 @@ def test_the_read_under_the_locks_sees_the_batch_it_waited_for(tmp_path, backend
                 ExpiryPolicy("PTS", 9, PolicyKind.INACTIVITY, 24, 0, 0, 60, 0),
             ]
         }
-    finally:
-        database.dispose()
-        cleanup()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -100,23 +118,14 @@ def test_a_new_expiry_policy_waits_for_the_batch_holding_the_clock(tmp_path, bac
     """A policy effective now takes its time in commit order: a batch that read the policies
     before the new one committed has finished by then, so none credits after its effective time
     under the policy before it."""
-    url, cleanup = new_database_url(backend, tmp_path, "policy")
-    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
-    try:
-        database.write(_seed)
-        batch_holds_clock = threading.Event()
-        release = threading.Event()
+    with _seeded(tmp_path, backend) as database:
         ended = {}
 
-        def batch(connection) -> None:
-            store.lock_clock(connection, shared=False)  # as a batch does, to its commit
-            batch_holds_clock.set()
-            assert release.wait(10)
+        def end(connection) -> None:
             ended["at_us"] = store.clock_now_us(connection)
 
-        thread = threading.Thread(target=database.write, args=(batch,))
-        thread.start()
-        assert batch_holds_clock.wait(10)
+        # As a batch does: the clock row locked to its commit.
+        release, thread = _hold(database, lambda connection: store.lock_clock(connection, shared=False), end)
         threading.Timer(0.3, release.set).start()
         started = time.monotonic()
         recorded, created = expiry_policies.set_policy(database, ExpiryPolicy("PTS", 0, PolicyKind.FIXED, 12), False)
@@ -124,26 +133,14 @@ def test_a_new_expiry_policy_waits_for_the_batch_holding_the_clock(tmp_path, bac
         thread.join(10)
         assert created and waited >= 0.25
         assert recorded.effective_from_us >= ended["at_us"]
-    finally:
-        database.dispose()
-        cleanup()
 
 
 def test_a_balance_row_committed_while_the_batch_waited_for_its_locks_is_not_read_unlocked(tmp_path):
     """On PostgreSQL the read runs on a newer snapshot than the lock: an account created while
     the lock waited is visible to the read but unlocked, so the batch must not take it (to the
     lock it did not exist; the batch refuses it, as before)."""
-    url, cleanup = new_database_url("postgres", tmp_path, "locks")
-    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
-    try:
-        database.write(_seed)
-        holder_has_locks = threading.Event()
-        release = threading.Event()
-
-        def holder(connection) -> None:
-            store.lock_and_read_batch(connection, [ACCOUNT], set(), set())
-            holder_has_locks.set()
-            assert release.wait(10)
+    with _seeded(tmp_path, "postgres") as database:
+        release, thread = _hold(database, _lock_account)
 
         def create_account_then_release() -> None:
             time.sleep(0.3)  # the waiter is now waiting for ACCOUNT's lock, its statement begun
@@ -155,29 +152,17 @@ def test_a_balance_row_committed_while_the_batch_waited_for_its_locks_is_not_rea
             )
             release.set()
 
-        thread = threading.Thread(target=database.write, args=(holder,))
-        thread.start()
-        assert holder_has_locks.wait(10)
         threading.Thread(target=create_account_then_release).start()
         locked = database.write(lambda c: store.lock_and_read_batch(c, [ACCOUNT, "acct-new"], set(), set()))
         thread.join(10)
         assert release.is_set()
         assert set(locked.accounts) == set(locked.balances) == {ACCOUNT}
-    finally:
-        database.dispose()
-        cleanup()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_policy_effective_now_starts_after_the_last_commit_even_when_the_clock_went_back(tmp_path, backend):
-    url, cleanup = new_database_url(backend, tmp_path, "policy")
-    database = open_migrated(DatabaseOptions(url), MIGRATIONS, "alembic_version_ledger")
-    try:
-        database.write(_seed)
+    with _seeded(tmp_path, backend) as database:
         later_us = database.read(store.clock_now_us) + 3_600 * 1_000_000  # a batch committed an hour "ahead"
         database.write(lambda c: c.execute(text(f"UPDATE ledger_clock SET last_committed_at_us = {later_us}")))
         recorded, created = expiry_policies.set_policy(database, ExpiryPolicy("PTS", 0, PolicyKind.FIXED, 12), False)
         assert created and recorded.effective_from_us == later_us + 1
-    finally:
-        database.dispose()
-        cleanup()
