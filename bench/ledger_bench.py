@@ -236,10 +236,12 @@ def _check_created(response: pb.CreateTransfersResponse) -> None:
 
 def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
     """One row per workload: `x baseline` divides by the empty handler on our stack (the ledger's
-    own targets), `x bare` by the raw grpc.aio empty handler (the POS targets)."""
+    own targets), `x bare` by the raw grpc.aio empty handler measured at the start of the run, and
+    `x near` (rows with targets of issue 8) by the bare rate measured just before and after the row
+    (BareProbe), whose two measurements follow in `bare near`."""
     print(
         f"\n{'workload':52} {'items/s':>10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'x baseline':>10}"
-        f" {'x bare':>7} {'errors':>7}"
+        f" {'x bare':>7} {'errors':>7} {'x near':>7}  bare near (before, after)"
     )
     for result in results:
         if "section" in result:
@@ -247,10 +249,16 @@ def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
             continue
         ratio = result["calls_per_second"] / baseline["calls_per_second"]
         ratio_bare = result["calls_per_second"] / bare["calls_per_second"]
+        near = ""
+        if "bare_near" in result:
+            near = (
+                f" {result['calls_per_second'] / result['bare_near']:>7.3f}"
+                f"  {result['bare_before']:,.0f}, {result['bare_after']:,.0f}"
+            )
         print(
             f"{result['workload']:52} {result['items_per_second']:>10,.0f} {result['calls_per_second']:>9,.0f} "
             f"{result['latency_ms_p50']:>8.2f} {result['latency_ms_p99']:>8.2f} {ratio:>10.2f} {ratio_bare:>7.2f}"
-            f" {sum(result.get('errors', {}).values()):>7,}"
+            f" {sum(result.get('errors', {}).values()):>7,}{near}"
         )
 
 
@@ -283,6 +291,42 @@ def verdict_lines(checks: list[tuple[str, float, float, str]]) -> list[str]:
         met = value >= target if op == ">=" else value <= target
         lines.append(f"{'MET ' if met else 'MISS'} {label}: {value:,.2f} (target {op} {target:,})")
     return lines
+
+
+class BareProbe:
+    """The raw grpc.aio empty handler (`bare`) kept serving while other rows run, so a row's ratio
+    can divide by the bare rate measured right next to it. This machine's speed drifts: a fixed
+    pure-Python loop, timed in 10 s windows on an idle machine, ranged 131-190 ms within three
+    minutes, so a rate measured minutes before a row measures the drift as much as the code."""
+
+    def __init__(self) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        arguments = ["-m", "bench.empty_server", "--bare", "--loop", "asyncio", "--address", self.address]
+        self._process = _start(arguments, {})
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __aenter__(self) -> BareProbe:
+        try:  # the raw handler serves no health service: its first ping waits for it instead
+            self._channel = tls.aio_channel(self.address)
+            self._ping = self._channel.unary_unary(f"/{METHOD_SERVICE}/Ping")
+            await self._ping(b"", timeout=30, wait_for_ready=True)
+            await closed_loop("warm-up", self._call, 1.0)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        _stop(self._process)
+
+    async def _call(self) -> None:
+        await self._ping(b"", timeout=10)
+
+    async def rate(self, seconds: float) -> float:
+        """Bare calls/s over `seconds`, from the same client at the same concurrency as every row."""
+        return (await closed_loop("bare", self._call, seconds))["calls_per_second"]
 
 
 async def measure_baselines(seconds: float) -> tuple[dict, dict, dict]:
