@@ -21,6 +21,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from services.common.pg_connection import OneTripBeginConnection
+
 _log = structlog.get_logger("db")
 T = TypeVar("T")
 
@@ -148,7 +150,10 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # one round trip per row (inserts already go as one multi-row VALUES).
         executemany_mode="values_plus_batch",
         executemany_batch_page_size=500,
-        connect_args={"options": server_options, "connect_timeout": 5},
+        # BEGIN travels with each transaction's first statement, not in a round trip of its own.
+        connect_args={"options": server_options, "connect_timeout": 5, "connection_factory": OneTripBeginConnection},
+        # No hstore here; finding its type would take a cursor that runs outside the transaction.
+        use_native_hstore=False,
     )
 
 
