@@ -152,7 +152,7 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         executemany_batch_page_size=500,
         # BEGIN travels with each transaction's first statement, not in a round trip of its own.
         connect_args={"options": server_options, "connect_timeout": 5, "connection_factory": OneTripBeginConnection},
-        # No hstore here; finding its type would take a cursor that runs outside the transaction.
+        # No hstore here; finding its type needs a plain psycopg2 cursor, which pg_connection refuses.
         use_native_hstore=False,
     )
 

@@ -21,6 +21,7 @@ server has one open, as psycopg2 does.
 from __future__ import annotations
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions as ext
 
 _LEVELS = {
@@ -35,15 +36,23 @@ _REAL_AUTOCOMMIT = ext.connection.autocommit  # psycopg2's own setting, kept on:
 
 class OneTripBeginCursor(ext.cursor):
     def execute(self, query, vars=None):
-        begin = self.connection.begin_statement()
-        if begin is not None:
-            if isinstance(query, str):
-                query = f"{begin}; {query}"
-            elif isinstance(query, bytes):
-                query = f"{begin}; ".encode() + query
-            else:  # a psycopg2.sql object: its own message
-                super().execute(begin)
-        return super().execute(query, vars)
+        connection = self.connection
+        begin = connection.begin_statement()
+        if begin is None or (isinstance(query, str | bytes) and not query.strip()):
+            return super().execute(query, vars)  # (an empty query: psycopg2's own refusal)
+        if not isinstance(query, str | bytes):  # a psycopg2.sql object: BEGIN in its own message
+            super().execute(begin)
+            return super().execute(query, vars)
+        query = f"{begin}; {query}" if isinstance(query, str) else f"{begin}; ".encode() + query
+        try:
+            return super().execute(query, vars)
+        except psycopg2.Error:
+            # PostgreSQL parses a whole message before running any of it: a statement that does
+            # not parse ran nothing, BEGIN included. psycopg2 would be in a failed transaction
+            # now, refusing everything until rollback: so is this connection.
+            if not connection.in_transaction():
+                connection.failed_before_begin = True
+            raise
 
     def _begin_alone(self) -> None:
         begin = self.connection.begin_statement()
@@ -83,14 +92,30 @@ class OneTripBeginConnection(ext.connection):
         self._isolation: int | None = None  # None: the server's default_transaction_isolation
         self._readonly: bool | None = None
         self._deferrable: bool | None = None
+        # The first statement of a transaction failed to parse (OneTripBeginCursor.execute).
+        self.failed_before_begin = False
 
     # ---- when a statement must carry BEGIN ----
 
+    def _require_open(self) -> None:
+        if self.closed:
+            raise psycopg2.InterfaceError("connection already closed")
+
     def in_transaction(self) -> bool:
+        """True while the server has a transaction open (or the connection is broken: unknown)."""
         return self.info.transaction_status != ext.TRANSACTION_STATUS_IDLE
+
+    @property
+    def status(self) -> int:
+        """psycopg2's `status`, as the server reports it (psycopg2's own would always say READY)."""
+        return ext.STATUS_IN_TRANSACTION if self.in_transaction() or self.failed_before_begin else ext.STATUS_READY
 
     def begin_statement(self) -> str | None:
         """The BEGIN the next statement must carry, or None (autocommit, or a transaction is open)."""
+        if self.failed_before_begin:
+            raise psycopg2.errors.InFailedSqlTransaction(
+                "current transaction is aborted, commands ignored until end of transaction block"
+            )
         if self._autocommit or self.in_transaction():
             return None
         parts = ["BEGIN"]
@@ -106,28 +131,42 @@ class OneTripBeginConnection(ext.connection):
         if args or kwargs.get("name"):
             # A named (server-side) cursor needs psycopg2's own transactions: not offered here.
             raise psycopg2.NotSupportedError("named cursors are not supported on this connection")
-        factory = kwargs.get("cursor_factory")
-        if factory is not None and not issubclass(factory, OneTripBeginCursor):
+        cursor = super().cursor(*args, **kwargs)
+        if not isinstance(cursor, OneTripBeginCursor):
             # Its statements would not start the transaction: they would run outside it.
+            cursor.close()
             raise psycopg2.NotSupportedError("cursor factories must derive from OneTripBeginCursor")
-        return super().cursor(*args, **kwargs)
+        return cursor
 
     # ---- ending a transaction: only while the server has one open ----
 
     def commit(self) -> None:
+        self._require_open()
+        if self.failed_before_begin:  # psycopg2's COMMIT of a failed transaction: it rolls back
+            self.failed_before_begin = False
+            return
         if self.in_transaction():
             with ext.cursor(self) as cursor:
                 cursor.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._require_open()
+        self.failed_before_begin = False
         if self.in_transaction():
             with ext.cursor(self) as cursor:
                 cursor.execute("ROLLBACK")
 
+    def reset(self) -> None:
+        raise psycopg2.NotSupportedError("reset() is not supported on this connection")
+
+    def set_client_encoding(self, encoding) -> None:
+        raise psycopg2.NotSupportedError("set the client encoding in the connection options instead")
+
     # ---- psycopg2's session settings, kept here instead of in psycopg2 ----
 
     def _check_idle(self) -> None:
-        if self.in_transaction():
+        self._require_open()
+        if self.in_transaction() or self.failed_before_begin:
             raise psycopg2.ProgrammingError("set_session cannot be used inside a transaction")
 
     @property
@@ -139,46 +178,43 @@ class OneTripBeginConnection(ext.connection):
         self._check_idle()
         self._autocommit = bool(value)
 
+    # The properties take None as psycopg2 does: back to the server's default.
     @property
     def isolation_level(self) -> int | None:
         return self._isolation
 
     @isolation_level.setter
     def isolation_level(self, value) -> None:
-        self.set_session(isolation_level=value)
+        self._check_idle()
+        self._isolation = _isolation(value)
 
     @property
     def readonly(self) -> bool | None:
         return self._readonly
 
     @readonly.setter
-    def readonly(self, value: bool | None) -> None:
-        self.set_session(readonly=value)
+    def readonly(self, value) -> None:
+        self._check_idle()
+        self._readonly = _tristate(value)
 
     @property
     def deferrable(self) -> bool | None:
         return self._deferrable
 
     @deferrable.setter
-    def deferrable(self, value: bool | None) -> None:
-        self.set_session(deferrable=value)
+    def deferrable(self, value) -> None:
+        self._check_idle()
+        self._deferrable = _tristate(value)
 
     def set_session(self, isolation_level=None, readonly=None, deferrable=None, autocommit=None) -> None:
+        """psycopg2's: an argument left None leaves its setting as it is; "default" resets it."""
         self._check_idle()
         if isolation_level is not None:
-            if isinstance(isolation_level, str):
-                level = _BY_NAME.get(isolation_level.upper().replace("_", " "))
-                if level is None and isolation_level.upper() != "DEFAULT":
-                    raise ValueError(f"bad value for isolation_level: {isolation_level!r}")
-                self._isolation = level
-            elif isolation_level in _LEVELS:
-                self._isolation = isolation_level
-            else:
-                raise ValueError(f"bad value for isolation_level: {isolation_level!r}")
+            self._isolation = _isolation(isolation_level)
         if readonly is not None:
-            self._readonly = None if readonly == "default" else bool(readonly)
+            self._readonly = _tristate(readonly)
         if deferrable is not None:
-            self._deferrable = None if deferrable == "default" else bool(deferrable)
+            self._deferrable = _tristate(deferrable)
         if autocommit is not None:
             self._autocommit = bool(autocommit)
 
@@ -192,3 +228,22 @@ class OneTripBeginConnection(ext.connection):
             raise ValueError(f"isolation level must be between 0 and 4, not {level!r}")
         self._autocommit = False
         self._isolation = None if level == ext.ISOLATION_LEVEL_DEFAULT else level
+
+
+def _isolation(value) -> int | None:
+    if value is None or (isinstance(value, str) and value.upper() == "DEFAULT"):
+        return None
+    if isinstance(value, str):
+        level = _BY_NAME.get(value.upper().replace("_", " "))
+        if level is None:
+            raise ValueError(f"bad value for isolation_level: {value!r}")
+        return level
+    if value in _LEVELS:
+        return value
+    raise ValueError(f"bad value for isolation_level: {value!r}")
+
+
+def _tristate(value) -> bool | None:
+    if value is None or (isinstance(value, str) and value.upper() == "DEFAULT"):
+        return None
+    return bool(value)

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 
 from services.common.db import Database, DatabaseOptions
-from services.common.pg_connection import OneTripBeginConnection
+from services.common.pg_connection import OneTripBeginConnection, OneTripBeginCursor
 from tests.support.databases import PostgresSchema, postgres_url, require_postgres
 
 
@@ -109,16 +109,33 @@ def test_a_row_lock_is_held_until_commit(database):
     thread = threading.Thread(target=lambda: database.write(holder))
     thread.start()
     assert locked.wait(10)
-
-    def waits(connection):
-        connection.execute(text("SET LOCAL lock_timeout = '200ms'"))
-        connection.execute(text("UPDATE notes SET body = 'other' WHERE id = 1"))
-
-    with pytest.raises(sa_exc.OperationalError, match="lock timeout"):
-        database.write(waits)
-    release.set()
-    thread.join(10)
+    try:
+        with (
+            database.writer.connect() as other,
+            pytest.raises(sa_exc.OperationalError, match="lock timeout"),
+            other.begin(),
+        ):
+            other.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            other.execute(text("UPDATE notes SET body = 'other' WHERE id = 1"))
+    finally:
+        release.set()
+        thread.join(10)
     assert database.read(lambda c: c.execute(text("SELECT body FROM notes WHERE id = 1")).scalar_one()) == "holder"
+
+
+def test_a_first_statement_that_does_not_parse_fails_the_transaction_as_psycopg2_would(database):
+    """PostgreSQL ran nothing of that message, BEGIN included: the statements after it must not
+    run and commit on their own, but be refused until the rollback, as in a failed transaction."""
+
+    def swallows_the_error(connection):
+        with pytest.raises(sa_exc.ProgrammingError):
+            connection.execute(text("SELEC 1"))
+        connection.execute(text("INSERT INTO notes VALUES (1, 'must not commit')"))
+
+    with pytest.raises(sa_exc.InternalError, match="current transaction is aborted"):
+        database.write(swallows_the_error)
+    assert database.read(lambda c: c.execute(text("SELECT count(*) FROM notes")).scalar_one()) == 0
+    assert database.write(_first_statement_shares_begins_message)  # the pooled connection recovered
 
 
 def test_a_copy_that_opens_a_transaction_is_inside_it(database):
@@ -143,26 +160,36 @@ def test_cursors_that_could_run_outside_the_transaction_are_refused(database):
             connection.cursor("named")
         with pytest.raises(psycopg2.NotSupportedError):
             connection.cursor(cursor_factory=psycopg2.extensions.cursor)
+        connection.cursor_factory = psycopg2.extensions.cursor
+        try:
+            with pytest.raises(psycopg2.NotSupportedError):
+                connection.cursor()
+        finally:
+            connection.cursor_factory = OneTripBeginCursor
     finally:
         raw.close()
 
 
 def test_session_settings_cannot_change_inside_a_transaction(database):
     raw = database.writer.raw_connection()
+    connection = raw.dbapi_connection
     try:
-        connection = raw.dbapi_connection
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         assert connection.in_transaction()
+        assert connection.status == psycopg2.extensions.STATUS_IN_TRANSACTION
         with pytest.raises(psycopg2.ProgrammingError):
             connection.autocommit = True
         connection.rollback()
-        assert not connection.in_transaction()
+        assert connection.status == psycopg2.extensions.STATUS_READY
         connection.set_session(readonly=True)
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_setting('transaction_read_only')")
             assert cursor.fetchone()[0] == "on"
         connection.rollback()
-        connection.set_session(readonly="default")
+        connection.readonly = None
+        assert connection.readonly is None
     finally:
+        connection.rollback()
+        connection.readonly = None
         raw.close()
