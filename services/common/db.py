@@ -21,8 +21,6 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from services.common.pg_connection import OneTripBeginConnection
-
 _log = structlog.get_logger("db")
 T = TypeVar("T")
 
@@ -150,10 +148,7 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # one round trip per row (inserts already go as one multi-row VALUES).
         executemany_mode="values_plus_batch",
         executemany_batch_page_size=500,
-        # BEGIN travels with each transaction's first statement, not in a round trip of its own.
-        connect_args={"options": server_options, "connect_timeout": 5, "connection_factory": OneTripBeginConnection},
-        # No hstore here; finding its type needs a plain psycopg2 cursor, which pg_connection refuses.
-        use_native_hstore=False,
+        connect_args={"options": server_options, "connect_timeout": 5},
     )
 
 
