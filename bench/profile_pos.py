@@ -3,8 +3,9 @@ the same way, with py-spy recording both servers while the workload runs.
 
     .venv/bin/python -m bench.profile_pos --workload earn --seconds 20 --out /tmp/profile
 
-writes `partners.txt` and `ledger.txt` (py-spy's collapsed stacks, `--format raw`) and prints the
-calls/s of the run. py-spy is not a project dependency: `pip install py-spy` into the venv first.
+writes `partners-1.txt` and `ledger-1.txt` (py-spy's collapsed stacks, `--format raw`) and the
+servers' logs (`logs/`) into `--out`, and prints the calls/s of the run. py-spy is not a project
+dependency: `pip install py-spy` into the venv first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from bench import pos_bench, tls
@@ -62,7 +62,11 @@ async def _run(
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if spy_on and spy is None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
-    cluster = Cluster(tempfile.mkdtemp(prefix="profile-pos-"))
+    # The servers' logs go next to the profiles (each run overwrites them): their rpc_finished
+    # lines hold every call's server-side duration.
+    log_directory = os.path.join(out, "logs")
+    os.makedirs(log_directory, exist_ok=True)
+    cluster = Cluster(log_directory)
     try:
         cluster.add_pair()
         client = PosClient([server.address for server in cluster.partners])
@@ -116,7 +120,7 @@ async def _run(
             cpu_after = _cpu_by_part(cluster.servers())
             for recorder in recorders:
                 recorder.wait()
-            print(f"{workload}: {done / elapsed:,.0f} calls/s over {elapsed:.1f} s; profiles in {out}")
+            print(f"{workload}: {done / elapsed:,.0f} calls/s over {elapsed:.1f} s; profiles and logs in {out}")
             if rate:
                 print(f"  open loop at {rate:,.0f}/s: p50 {row['latency_ms_p50']} ms, p99 {row['latency_ms_p99']} ms")
             # CPU per call says where the work is, whatever else shares the machine.
