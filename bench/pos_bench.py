@@ -630,7 +630,8 @@ def pos_targets(label: str, rows: list[dict]) -> list[str]:
     by_key = {row["key"]: row for row in rows}
 
     def near(key: str) -> float:
-        return by_key[key]["calls_per_second"] / by_key[key]["bare_near"]
+        bare = by_key[key]["bare_near"]
+        return by_key[key]["calls_per_second"] / bare if bare > 0 else 0.0  # no bare calls: a MISS
 
     # No open-loop rows when no closed-loop Earn succeeded: no rate to take a share of, so a MISS.
     open_p99 = by_key["open_50"]["latency_ms_p99"] if "open_50" in by_key else float("inf")
