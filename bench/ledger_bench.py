@@ -250,11 +250,8 @@ def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
         ratio = result["calls_per_second"] / baseline["calls_per_second"]
         ratio_bare = result["calls_per_second"] / bare["calls_per_second"]
         near = ""
-        if "bare_near" in result:
-            near = (
-                f" {result['calls_per_second'] / result['bare_near']:>7.3f}"
-                f"  {result['bare_before']:,.0f}, {result['bare_after']:,.0f}"
-            )
+        if "x_near" in result:
+            near = f" {result['x_near']:>7.3f}  {result['bare_before']:,.0f}, {result['bare_after']:,.0f}"
         print(
             f"{result['workload']:52} {result['items_per_second']:>10,.0f} {result['calls_per_second']:>9,.0f} "
             f"{result['latency_ms_p50']:>8.2f} {result['latency_ms_p99']:>8.2f} {ratio:>10.2f} {ratio_bare:>7.2f}"
@@ -293,6 +290,10 @@ def verdict_lines(checks: list[tuple[str, float, float, str]]) -> list[str]:
     return lines
 
 
+# The raw grpc.aio empty handler on the standard event loop: what every `x bare` ratio divides by.
+BARE_SERVER = ["-m", "bench.empty_server", "--bare", "--loop", "asyncio"]
+
+
 class BareProbe:
     """The raw grpc.aio empty handler (`bare`) kept serving while other rows run, so a row's ratio
     can divide by the bare rate measured right next to it. This machine's speed drifts: a fixed
@@ -301,8 +302,7 @@ class BareProbe:
 
     def __init__(self) -> None:
         self.address = f"127.0.0.1:{free_port()}"
-        arguments = ["-m", "bench.empty_server", "--bare", "--loop", "asyncio", "--address", self.address]
-        self._process = _start(arguments, {})
+        self._process = _start([*BARE_SERVER, "--address", self.address], {})
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> BareProbe:
@@ -339,9 +339,7 @@ async def measure_baselines(seconds: float) -> tuple[dict, dict, dict]:
         bare_address = f"127.0.0.1:{free_port()}"
         uvloop_address = f"127.0.0.1:{free_port()}"
         processes.append(_start(["-m", "bench.empty_server", "--address", empty_address], {}))
-        processes.append(
-            _start(["-m", "bench.empty_server", "--bare", "--loop", "asyncio", "--address", bare_address], {})
-        )
+        processes.append(_start([*BARE_SERVER, "--address", bare_address], {}))
         processes.append(_start(["-m", "bench.empty_server", "--bare", "--address", uvloop_address], {}))
         wait_until_serving(empty_address)
         bare = await _baseline(bare_address, seconds)

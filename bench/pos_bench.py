@@ -547,7 +547,9 @@ async def _bracketed(probe: BareProbe, name: str, call, seconds: float, key: str
     before = await probe.rate(seconds / 2)
     row = await closed_loop(name, call, seconds, key=key)
     after = await probe.rate(seconds / 2)
-    return {**row, "bare_near": round((before + after) / 2, 1), "bare_before": before, "bare_after": after}
+    near = (before + after) / 2
+    x_near = row["calls_per_second"] / near if near > 0 else 0.0  # no bare calls: a MISS
+    return {**row, "bare_near": round(near, 1), "bare_before": before, "bare_after": after, "x_near": x_near}
 
 
 async def pos_rows(till: Till, seconds: float, probe: BareProbe) -> list[dict]:
@@ -629,16 +631,12 @@ def pos_targets(label: str, rows: list[dict]) -> list[str]:
     """The issue's targets, as ratios to the raw grpc.aio empty handler measured around each row."""
     by_key = {row["key"]: row for row in rows}
 
-    def near(key: str) -> float:
-        bare = by_key[key]["bare_near"]
-        return by_key[key]["calls_per_second"] / bare if bare > 0 else 0.0  # no bare calls: a MISS
-
     # No open-loop rows when no closed-loop Earn succeeded: no rate to take a share of, so a MISS.
     open_p99 = by_key["open_50"]["latency_ms_p99"] if "open_50" in by_key else float("inf")
     checks = [
-        (f"{label}: Earn >= 0.25 x bare near", near("earn"), 0.25, ">="),
-        (f"{label}: GetMemberBalance >= 0.4 x bare near", near("balance"), 0.4, ">="),
-        (f"{label}: Authorize+Capture pairs >= 0.12 x bare near", near("redeem"), 0.12, ">="),
+        (f"{label}: Earn >= 0.25 x bare near", by_key["earn"]["x_near"], 0.25, ">="),
+        (f"{label}: GetMemberBalance >= 0.4 x bare near", by_key["balance"]["x_near"], 0.4, ">="),
+        (f"{label}: Authorize+Capture pairs >= 0.12 x bare near", by_key["redeem"]["x_near"], 0.12, ">="),
         (f"{label}: open-loop Earn at 50% p99 ms <= 50", open_p99, 50, "<="),
         (f"{label}: failed POS calls == 0", sum(sum(row["errors"].values()) for row in rows), 0, "<="),
     ]
