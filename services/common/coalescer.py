@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from services.common import logs
 from services.common.errors import Unavailable
 
 C = TypeVar("C")
@@ -59,7 +60,8 @@ class Coalescer(Generic[C, R]):
         self._queue.append((item, future))
         if self._batches_in_flight < self._batches_in_flight_max:
             self._batches_in_flight += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            # The batch's lines name the batch, not the request that happened to start its task.
+            asyncio.get_running_loop().create_task(self._drain(), context=logs.work_context(batch=self._name))
         # A caller that goes away (deadline, cancel) leaves its item in the batch: what it
         # started still completes, and its retry with the same request_id gets the answer.
         return await asyncio.shield(future)

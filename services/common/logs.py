@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from contextvars import ContextVar
@@ -10,7 +11,8 @@ import orjson
 import structlog
 
 # The request's log context: one variable holding a dict, replaced (never mutated) on each bind,
-# so a task started during a request (a merged batch) keeps what was bound when it started.
+# so a task started during a request keeps what was bound when it started (a merged batch's
+# task starts in `work_context` instead: its lines are no one request's).
 # structlog.contextvars keeps a variable per key and walks the whole context on every line.
 _request_context: ContextVar[dict | None] = ContextVar("coalition_log_context", default=None)
 
@@ -23,6 +25,15 @@ def start_request(**values: object) -> None:
 def bind(**values: object) -> None:
     """Every later log line of this request (in this task) carries these values too."""
     _request_context.set({**(_request_context.get() or {}), **values})
+
+
+def work_context(**values: object) -> contextvars.Context:
+    """A copy of the current context whose log context is these values alone: for a task that
+    does the work of many requests (a merged batch), whose lines belong to none of them. Started
+    in the request's own context, it would stamp every line with that one request's id."""
+    context = contextvars.copy_context()
+    context.run(_request_context.set, values)
+    return context
 
 
 def merge_request_context(_logger, _method_name: str, event_dict: dict) -> dict:

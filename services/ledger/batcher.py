@@ -148,8 +148,14 @@ class TransferBatcher:
                 self._apply_merged([waiting])
             return
         _wake(taken, results, None)
+        elapsed = time.perf_counter() - started
         if self._metrics is not None:
-            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            self._metrics.commit_seconds.observe(elapsed)
             self._metrics.batch_calls.observe(len(taken))
             self._metrics.batch_transfers.observe(sum(len(w.commands) for w in taken))
-        _log.debug("transfer_batch_applied", calls=len(taken), items=sum(len(w.commands) for w in taken))
+        _log.debug(
+            "transfer_batch_applied",
+            calls=len(taken),
+            items=sum(len(w.commands) for w in taken),
+            duration_ms=round(elapsed * 1000, 3),
+        )

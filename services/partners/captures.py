@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Connection, Row
 
+from services.common import logs
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -172,7 +173,7 @@ async def capture(app: App, caller: Caller, request_id: str, redemption_id: str,
     captured = result.transfer.amount
     done = await _record(app, _Resolution(row.redemption_id, (captured, result.transfer.id)))
     app.facts.holds.put(row.redemption_id, done)  # resolved: a retry here is answered without the ledger
-    _log.info("points_redeemed", redemption_id=row.redemption_id, amount=captured)
+    logs.bind(redemption_id=row.redemption_id, captured_amount=captured)  # on the request's own line
     return done
 
 
@@ -191,7 +192,7 @@ async def void(app: App, caller: Caller, request_id: str, redemption_id: str) ->
     await _resolve(app, row, transfer)
     done = await _record(app, _Resolution(row.redemption_id, None))
     app.facts.holds.put(row.redemption_id, done)
-    _log.info("hold_voided", redemption_id=row.redemption_id)
+    logs.bind(redemption_id=row.redemption_id)  # on the request's own line
     return done
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import structlog
 from sqlalchemy import Connection, Row
 from sqlalchemy import exc as sa_exc
 
+from services.common import logs
 from services.common.coalescer import outcome
 from services.common.errors import (
     FailedPrecondition,
@@ -31,8 +31,6 @@ from services.partners.app import App
 from services.partners.members import MemberRef, ensure_wallet
 from services.partners.shortfall import InsufficientPoints, with_available
 from services.partners.store import redemptions as redemption_store
-
-_log = structlog.get_logger("partners")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +82,12 @@ async def authorize(app: App, caller: Caller, command: AuthorizeCommand) -> Row:
         )
     merger = app.merger("authorize", lambda items: _authorize_batch(app, items), HOLD_BATCH_MAX, HOLDS_QUEUED_MAX)
     try:
-        return await merger.submit(_Authorizing(caller, command, timeout, app.clock()))
+        held = await merger.submit(_Authorizing(caller, command, timeout, app.clock()))
     except InsufficientPoints as error:
         raise await with_available(app, error) from None
+    # On the request's own log line (the batch runs in another task, whose lines are no one request's).
+    logs.bind(redemption_id=held.redemption_id, amount=held.held_amount, currency=held.currency_code)
+    return held
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,6 @@ async def _authorize_batch(app: App, items: list[_Authorizing]) -> list[Row | Ba
     )
     for redemption_id in authorized:
         app.facts.holds.put(redemption_id, rows[redemption_id])  # the capture at this till reads it from here
-        _log.info("points_held", redemption_id=redemption_id, amount=pending[redemption_id].held_amount)
     return [_hold_answer(one, placed, unplaced, rows) for one in recorded]
 
 
