@@ -59,7 +59,7 @@ $(BUF):
 	mkdir -p .tools
 	cd .tools && npm install --silent --no-save --no-package-lock @bufbuild/buf@$(BUF_VERSION)
 
-# Ledger and POS (partners -> ledger) figures against one baseline in one run: about 6 minutes (bench/README.md).
+# Ledger and POS (partners -> ledger) figures against one baseline in one run: about 10 minutes (bench/README.md).
 bench: setup
 	$(PY) -m bench.pos_bench
 

@@ -114,9 +114,12 @@ class Tally:
         }
 
 
-async def closed_loop(name: str, call, seconds: float, concurrency: int = CONCURRENCY, **extra) -> dict:
-    """`concurrency` workers, each sending its next call as soon as its last one answered."""
-    tally = Tally()
+async def closed_loop(
+    name: str, call, seconds: float, concurrency: int = CONCURRENCY, tally: Tally | None = None, **extra
+) -> dict:
+    """`concurrency` workers, each sending its next call as soon as its last one answered. With
+    `tally`, the calls add to it (a row measured in several runs) and the row covers all of them."""
+    tally = Tally() if tally is None else tally
     stop_at = time.perf_counter() + seconds
     exhausted_after: list[float] = []
 
@@ -237,11 +240,12 @@ def _check_created(response: pb.CreateTransfersResponse) -> None:
 def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
     """One row per workload: `x baseline` divides by the empty handler on our stack (the ledger's
     own targets), `x bare` by the raw grpc.aio empty handler measured at the start of the run, and
-    `x near` (rows with targets of issue 8) by the bare rate measured just before and after the row
-    (BareProbe), whose two measurements follow in `bare near`."""
+    `x near` (rows with targets of issue 8) by the bare rate measured just before and after each of
+    the row's runs (BareProbe): the median of the runs' ratios, followed by the bare measurements
+    in order (before the first run, between runs, after the last) and each run's ratio."""
     print(
         f"\n{'workload':52} {'items/s':>10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'x baseline':>10}"
-        f" {'x bare':>7} {'errors':>7} {'x near':>7}  bare near (before, after)"
+        f" {'x bare':>7} {'errors':>7} {'x near':>7}  bare around the runs (each run's x near)"
     )
     for result in results:
         if "section" in result:
@@ -251,7 +255,9 @@ def print_table(results: list[dict], baseline: dict, bare: dict) -> None:
         ratio_bare = result["calls_per_second"] / bare["calls_per_second"]
         near = ""
         if "x_near" in result:
-            near = f" {result['x_near']:>7.3f}  {result['bare_before']:,.0f}, {result['bare_after']:,.0f}"
+            runs = result["x_near_runs"]
+            each = f" (runs {', '.join(f'{ratio:.3f}' for ratio in runs)})" if len(runs) > 1 else ""
+            near = f" {result['x_near']:>7.3f}  {', '.join(f'{rate:,.0f}' for rate in result['bare_near_runs'])}{each}"
         print(
             f"{result['workload']:52} {result['items_per_second']:>10,.0f} {result['calls_per_second']:>9,.0f} "
             f"{result['latency_ms_p50']:>8.2f} {result['latency_ms_p99']:>8.2f} {ratio:>10.2f} {ratio_bare:>7.2f}"
