@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from services.common import logs
+from services.common import logs, tracing
 from services.common.errors import Unavailable
 
 C = TypeVar("C")
@@ -34,6 +34,7 @@ class Coalescer(Generic[C, R]):
         queued_items_max: int,
         batches_in_flight_max: int = 2,
         size: Callable[[C], int] = lambda _item: 1,
+        tracer=None,
     ) -> None:
         self._name = name
         self._handle = handle
@@ -43,7 +44,10 @@ class Coalescer(Generic[C, R]):
         self._batches_in_flight_max = batches_in_flight_max
         self._batches_in_flight = 0
         self._size = size  # what an item counts against batch_items_max (e.g. its transfers)
-        self._queue: deque[tuple[C, asyncio.Future]] = deque()
+        # Tracing on (services/common/tracing.py): each batch is a span linked to its calls' spans.
+        self._tracer = tracer
+        # (item, its caller's future, the caller's span context when tracing is on)
+        self._queue: deque[tuple[C, asyncio.Future, object]] = deque()
         # How many batches of each size ran (bounded: sizes go up to batch_items_max), so tests
         # and operators can see that calls are merged.
         self.batch_sizes: Counter[int] = Counter()
@@ -57,7 +61,8 @@ class Coalescer(Generic[C, R]):
             )
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)  # a caller that went away must not leave it unread
-        self._queue.append((item, future))
+        span_context = tracing.current_span_context() if self._tracer is not None else None
+        self._queue.append((item, future, span_context))
         if self._batches_in_flight < self._batches_in_flight_max:
             self._batches_in_flight += 1
             # The batch's lines name the batch, not the request that happened to start its task.
@@ -74,14 +79,20 @@ class Coalescer(Generic[C, R]):
                 while self._queue and items + self._size(self._queue[0][0]) <= self._batch_items_max:
                     items += self._size(self._queue[0][0])
                     taken.append(self._queue.popleft())
-                await self._run([item for item, _ in taken], [future for _, future in taken])
+                await self._run(
+                    [item for item, _, _ in taken], [future for _, future, _ in taken], [span for _, _, span in taken]
+                )
         finally:
             self._batches_in_flight -= 1
 
-    async def _run(self, items: list[C], futures: list[asyncio.Future]) -> None:
+    async def _run(self, items: list[C], futures: list[asyncio.Future], span_contexts: list) -> None:
         self.batch_sizes[len(items)] += 1
         try:
-            results = await self._handle(items)
+            if self._tracer is None:
+                results = await self._handle(items)
+            else:
+                with tracing.batch_span(self._tracer, self._name, span_contexts, len(items)):
+                    results = await self._handle(items)
         except Exception as error:  # the batch as a whole: every caller gets the same answer
             _log.warning("batch_failed", kind=self._name, items=len(items), error=repr(error))
             results = [error] * len(items)

@@ -50,10 +50,15 @@ _ALONE = _Alone()
 
 
 class GroupCommit:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, tracer=None) -> None:
         self._database = database
         self._writes = Coalescer(
-            "write transaction", self._commit, GROUP_WRITES_MAX, QUEUED_WRITES_MAX, GROUPS_IN_FLIGHT_MAX
+            "write transaction",
+            self._commit,
+            GROUP_WRITES_MAX,
+            QUEUED_WRITES_MAX,
+            GROUPS_IN_FLIGHT_MAX,
+            tracer=tracer,
         )
 
     @property

@@ -190,6 +190,7 @@ class LedgerClient:
                 MERGED_TRANSFERS_MAX,
                 MERGED_TRANSFERS_QUEUED_MAX,
                 size=len,
+                tracer=tracing.batch_tracer(tracer_provider),
             )
             if merge_transfers
             else None
@@ -206,6 +207,7 @@ class LedgerClient:
                 # 780 -> 900 calls/s with one, and 0.6 -> 0.4 ms of ledger CPU per call).
                 batches_in_flight_max=1,
                 size=len,
+                tracer=tracing.batch_tracer(tracer_provider),
             )
             if merge_transfers
             else None

@@ -8,9 +8,10 @@ When on, each server gets its own tracer provider (one per server, not the proce
 `make run` runs three services in one process) and opentelemetry-instrumentation-grpc's aio
 interceptors: the server interceptor opens a server span per call, taking the caller's
 `traceparent` from the request metadata; the ledger client's interceptor opens a client span
-and sends its `traceparent`. Merged ledger calls (services/common/coalescer.py) run in the
-context of the call that started the batch, so a merged CreateTransfers is traced under that
-call's span.
+and sends its `traceparent`. A merged batch (services/common/coalescer.py) is a span of its own,
+`merged <kind>`, linked to the span of every call it carries: its ledger call and transaction
+are traced under it, so each call's trace leads to them. The batch span's parent is the span
+current where the batch's task started (the first call's, or the enclosing batch's).
 """
 
 from __future__ import annotations
@@ -76,3 +77,23 @@ def client_interceptors(provider) -> list:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     return list(aio_client_interceptors(tracer_provider=provider))
+
+
+def batch_tracer(provider):
+    """The tracer of merged batches (services/common/coalescer.py), or None when tracing is off."""
+    return None if provider is None else provider.get_tracer("coalition.batches")
+
+
+def current_span_context():
+    """The span context of the call being handled here, for a batch span's link to it."""
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context()
+
+
+def batch_span(tracer, kind: str, span_contexts: list, items: int):
+    """A span for one merged batch, linked to each call's span (invalid contexts are skipped)."""
+    from opentelemetry.trace import Link
+
+    links = [Link(context) for context in span_contexts if context is not None and context.is_valid]
+    return tracer.start_as_current_span(f"merged {kind}", links=links, attributes={"coalition.batch.items": items})

@@ -53,6 +53,8 @@ class App:
     mergers: dict[str, object] = field(default_factory=dict)
     # The server's Prometheus series (services/common/metrics.py); None when metrics are off.
     metrics: Metrics | None = None
+    # Tracing on: the tracer of merged batches (services/common/tracing.py); None when off.
+    tracer: object | None = None
 
     def __post_init__(self) -> None:
         self.posted_earns = DeferredMarks(self._mark_earns_posted)
@@ -65,14 +67,14 @@ class App:
         driver blocks). Concurrent units share one transaction, each in its own savepoint."""
         group = self.mergers.get("write")
         if group is None:
-            group = self.mergers["write"] = GroupCommit(self.database)
+            group = self.mergers["write"] = GroupCommit(self.database, self.tracer)
         return await group.write(work, retry_unique_violation=retry_unique_violation)
 
     def merger(self, kind: str, handle: Callable, batch_items_max: int, queued_items_max: int) -> Coalescer:
         """The merged path of one kind of call (services/common/coalescer.py), made on first use."""
         merger = self.mergers.get(kind)
         if merger is None:
-            merger = self.mergers[kind] = Coalescer(kind, handle, batch_items_max, queued_items_max)
+            merger = self.mergers[kind] = Coalescer(kind, handle, batch_items_max, queued_items_max, tracer=self.tracer)
         return merger
 
     async def read(self, work: Callable[[Connection], T]) -> T:

@@ -23,7 +23,7 @@ from services.common.metrics import Metrics, metrics_address_setting
 from services.common.mode import is_development, secret_setting
 from services.common.tls import Transport
 from services.common.token_buckets import Rate
-from services.common.tracing import TracingSettings, tracer_provider
+from services.common.tracing import TracingSettings, batch_tracer, tracer_provider
 from services.partners import model, partners_admin, rate_limits, recovery
 from services.partners.api import PartnersApi
 from services.partners.app import DEFAULT_TIME_ZONE, App, Clock, system_clock
@@ -209,6 +209,7 @@ async def start(
         time_zone=zone_of(settings.time_zone),
         rate_limits=_rate_limits(settings, rate_limit_clock),
         metrics=metrics,
+        tracer=batch_tracer(tracing),
     )
     await _bootstrap_ledger(app)
 
