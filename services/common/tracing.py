@@ -10,8 +10,8 @@ interceptors: the server interceptor opens a server span per call, taking the ca
 `traceparent` from the request metadata; the ledger client's interceptor opens a client span
 and sends its `traceparent`. A merged batch (services/common/coalescer.py) is a span of its own,
 `merged <kind>`, linked to the span of every call it carries: its ledger call and transaction
-are traced under it, so each call's trace leads to them. The batch span's parent is the span
-current where the batch's task started (the first call's, or the enclosing batch's).
+are traced under it, so each call's trace leads to them. The batch span is the child of its
+first call's span (for a batch inside a batch, the enclosing batch's span).
 """
 
 from __future__ import annotations
@@ -92,8 +92,17 @@ def current_span_context():
 
 
 def batch_span(tracer, kind: str, span_contexts: list, items: int):
-    """A span for one merged batch, linked to each call's span (invalid contexts are skipped)."""
-    from opentelemetry.trace import Link
+    """A span for one merged batch: the child of its first call's span, linked to each call's
+    (calls without a valid span context are skipped)."""
+    from opentelemetry import trace
 
-    links = [Link(context) for context in span_contexts if context is not None and context.is_valid]
-    return tracer.start_as_current_span(f"merged {kind}", links=links, attributes={"coalition.batch.items": items})
+    valid = [context for context in span_contexts if context is not None and context.is_valid]
+    # Not the span current in the batch's task: that task drains batch after batch, and every
+    # later one would land in the trace of the call that happened to start it.
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(valid[0])) if valid else None
+    return tracer.start_as_current_span(
+        f"merged {kind}",
+        context=parent,
+        links=[trace.Link(context) for context in valid],
+        attributes={"coalition.batch.items": items},
+    )

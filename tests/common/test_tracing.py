@@ -101,6 +101,8 @@ def test_merged_earns_are_each_linked_from_their_batch_span_and_the_ledger_call_
         assert len(batches) < len(earns)  # merged: some batch carried more than one earn
         linked = [link.context.span_id for batch in batches for link in batch.links]
         assert sorted(linked) == sorted(earn.context.span_id for earn in earns)  # each earn in exactly one batch
+        for batch in batches:  # in the trace of one of its own earns, not of whichever started its task
+            assert batch.parent.span_id in {link.context.span_id for link in batch.links}
         ledger_batches = {s.context.span_id: s for s in spans if s.name == "merged ledger CreateTransfers"}
         calls = [s for s in spans if s.kind == SpanKind.CLIENT and s.name == CREATE_TRANSFERS]
         for batch in batches:
