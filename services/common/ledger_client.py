@@ -183,6 +183,7 @@ class LedgerClient:
         span whose W3C trace context goes to the ledger in the call's metadata."""
         self.address = address
         self.deadline_seconds = deadline_seconds
+        batches_tracer = tracing.batch_tracer(tracer_provider)  # None: tracing off
         self._transfer_calls = (
             Coalescer(
                 "ledger CreateTransfers",
@@ -190,7 +191,7 @@ class LedgerClient:
                 MERGED_TRANSFERS_MAX,
                 MERGED_TRANSFERS_QUEUED_MAX,
                 size=len,
-                tracer=tracing.batch_tracer(tracer_provider),
+                tracer=batches_tracer,
             )
             if merge_transfers
             else None
@@ -207,7 +208,7 @@ class LedgerClient:
                 # 780 -> 900 calls/s with one, and 0.6 -> 0.4 ms of ledger CPU per call).
                 batches_in_flight_max=1,
                 size=len,
-                tracer=tracing.batch_tracer(tracer_provider),
+                tracer=batches_tracer,
             )
             if merge_transfers
             else None
