@@ -126,6 +126,9 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # (0.4 ms, on every batch). 1.1 is the usual figure for data in RAM or on SSD. A URL's
         # own options come after this one and win.
         " -c random_page_cost=1.1"
+        # Only statements prepared on purpose (sql.Prepared) are affected: the driver prepares
+        # none. Their plan is made once, not again with each run's values, which is their point.
+        " -c plan_cache_mode=force_generic_plan"
     )
     # A schema can come with the URL (?options=-csearch_path%3Dname) or from the environment.
     extra = url.query.get("options", "")

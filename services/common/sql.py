@@ -63,6 +63,41 @@ class OneTrip:
             self._connection.exec_driver_sql(text, {"interpolated": True})
 
 
+class Prepared:
+    """A PostgreSQL statement planned once per connection, not on every run.
+
+    psycopg2 sends every statement as text, which PostgreSQL parses and plans each time. For a
+    statement that is cheap to run but costly to plan (a UNION of several lookups), planning is
+    most of its cost: the ledger's read under a batch's locks took 0.8 ms to plan (1.6 to 2.7 ms
+    under load) and 0.2 ms to run. `text()` gives an `EXECUTE` of the statement, to send like any
+    other (alone or in a multi-statement string), and prepares it first on a connection that has
+    not got it. A prepared statement outlives the transaction that prepared it, even a rolled back
+    one, and lives as long as the connection. Its generic plan is used from the first run
+    (plan_cache_mode in db.py): only statements whose every parameter is an array of ids or a
+    number, looked up by index whatever the values, belong here."""
+
+    def __init__(self, name: str, statement: str, parameters: dict[str, str]) -> None:
+        """`statement` names its parameters as psycopg2 does (`%(ids)s`); `parameters` gives each
+        one's SQL type, in the order EXECUTE passes them."""
+        self.name = name
+        body = statement
+        for position, parameter in enumerate(parameters, start=1):
+            body = body.replace(f"%({parameter})s", f"${position}")
+        if "%(" in body:
+            raise ValueError(f"{name}: a parameter of the statement has no type: {body}")
+        types = ", ".join(parameters.values())
+        self._prepare = f"PREPARE {name} ({types}) AS {body}"
+        arguments = ", ".join(f"%({parameter})s::{kind}" for parameter, kind in parameters.items())
+        self._execute = f"EXECUTE {name} ({arguments})"
+
+    def text(self, connection: Connection) -> str:
+        prepared = connection.info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self._prepare)
+            prepared.add(self.name)
+        return self._execute
+
+
 @lru_cache(maxsize=64)
 def _json_insert(table: Table, columns: tuple[str, ...]) -> str:
     names = ", ".join(columns)

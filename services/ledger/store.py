@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from services.common.sql import OneTrip, insert_many, json_insert
+from services.common.sql import OneTrip, Prepared, insert_many, json_insert
 from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.lots import ExpiryPolicy, PolicyKind
 from services.ledger.model import (
@@ -647,11 +647,17 @@ _READ_UNDER_LOCKS = " UNION ALL ".join(
         " WHERE currency_code IN (SELECT currency_code FROM accounts WHERE id = ANY(%(ids)s::varchar[]))",
     )
 )
-_LOCK_AND_READ_BATCH_SQL = (
+_LOCK_BATCH_SQL = (
     "SELECT set_config('coalition.locked_accounts', coalesce(json_agg(l.account_id)::text, '[]'), true)"
     " FROM (SELECT account_id FROM account_balances WHERE account_id = ANY(%(ids)s::varchar[])"
     " ORDER BY account_id FOR UPDATE) AS l;"
-    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE; " + _READ_UNDER_LOCKS
+    " SELECT 1 FROM ledger_clock WHERE id = 1 FOR UPDATE; "
+)
+# Planning the read cost four times running it, on every batch: it is planned once per connection.
+_READ_UNDER_LOCKS_PREPARED = Prepared(
+    "ledger_read_under_locks",
+    _READ_UNDER_LOCKS.replace("::varchar[]", ""),
+    {"ids": "varchar[]", "items": "varchar[]", "holds": "varchar[]", "offset": "bigint"},
 )
 
 
@@ -683,7 +689,8 @@ def lock_and_read_batch(
     states = dict.fromkeys(hold_ids, HoldState.PENDING)
     policies: dict[str, list[ExpiryPolicy]] = {}
     clock = None
-    for row in connection.exec_driver_sql(_LOCK_AND_READ_BATCH_SQL, parameters):
+    statement = _LOCK_BATCH_SQL + _READ_UNDER_LOCKS_PREPARED.text(connection)
+    for row in connection.exec_driver_sql(statement, parameters):
         source = row[0]
         if source == 0:
             found_accounts[row[1]] = Account(row[1], row[2], Side(row[3]), row[4], row[5], row[6], row[7])

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from services.common.db import Database, DatabaseOptions
-from services.common.sql import OneTrip, insert_many, json_insert, json_update, update_many, upsert_many
+from services.common.sql import OneTrip, Prepared, insert_many, json_insert, json_update, update_many, upsert_many
 from tests.support.databases import new_database_url
 
 _metadata = MetaData()
@@ -218,3 +218,47 @@ def test_the_services_sessions_price_an_index_probe_as_the_cached_read_it_is(dat
     assert default_plan.startswith("Seq Scan"), default_plan  # what this test guards against
     (plan,) = _plan_of_each_statement(database, lock)
     assert "Index Scan" in plan and "Seq Scan" not in plan, plan  # a plain or a bitmap index scan
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    url, cleanup = new_database_url("postgres", tmp_path, "sqlprep")
+    database = Database(DatabaseOptions(url))
+    _metadata.create_all(database.writer)
+    yield database
+    database.dispose()
+    cleanup()
+
+
+def test_a_prepared_statement_is_planned_once_per_connection_and_outlives_a_failed_transaction(postgres):
+    from sqlalchemy import event
+
+    insert_many_rows = [{"hold_id": f"h{n}", "state": "open", "amount": n, "note": None} for n in range(1, 6)]
+    postgres.write(lambda c: insert_many(c, _holds, insert_many_rows))
+    amounts = Prepared(
+        "sql_shape_amounts",
+        "SELECT hold_id, amount + %(extra)s FROM sql_shape_holds WHERE hold_id = ANY(%(ids)s) ORDER BY hold_id",
+        {"ids": "varchar[]", "extra": "bigint"},
+    )
+    sent: list[str] = []
+    event.listen(postgres.writer, "before_cursor_execute", lambda *args: sent.append(args[2]))
+
+    def run(connection, ids, extra):
+        return connection.exec_driver_sql(amounts.text(connection), {"ids": ids, "extra": extra}).all()
+
+    with postgres.writer.connect() as connection:
+        with connection.begin():
+            assert run(connection, ["h1", "h3"], 10) == [("h1", 11), ("h3", 13)]
+        # A transaction that fails after using it (rolled back) leaves it prepared.
+        with pytest.raises(Exception, match="division by zero"), connection.begin():
+            run(connection, ["h2"], 0)
+            connection.exec_driver_sql("SELECT 1 / 0")
+        with connection.begin():
+            assert run(connection, ["h2", "h4", "h5", "none"], 0) == [("h2", 2), ("h4", 4), ("h5", 5)]
+            # Planned once, for any values: the services' sessions use the generic plan at once.
+            plan = connection.exec_driver_sql("EXPLAIN EXECUTE sql_shape_amounts(ARRAY['h1'], 0)").all()
+            assert "$1" in "\n".join(row[0] for row in plan), plan
+    assert sum(statement.startswith("PREPARE ") for statement in sent) == 1, sent
+    assert sum(statement.startswith("EXECUTE ") for statement in sent) == 3, sent
+    with pytest.raises(ValueError, match="no type"):
+        Prepared("untyped", "SELECT %(a)s + %(b)s", {"a": "bigint"})
