@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Sequence
 from decimal import Context, Decimal, InvalidOperation
 from typing import Protocol, TypeVar
+
+import orjson
 
 # ---- Limits (one place; the proto documents the same numbers) ----
 BASKET_LINES_MAX = 200
@@ -234,8 +237,28 @@ RuleT = TypeVar("RuleT", bound=_Versioned)
 
 
 def fingerprint(**content: object) -> str:
-    """Digest of a request's content: a repeated request_id must carry the same content."""
-    import json
+    """Digest of a request's content (str, int, bool, None, and lists and tuples of them): a
+    repeated request_id must carry the same content.
 
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    What is digested is the content's JSON as `json.dumps(sort_keys=True, separators=(",", ":"),
+    default=str)` writes it, which digests stored by earlier versions were made of. orjson
+    writes the very same text, ten times faster, whenever no character needs escaping: json.dumps
+    escapes every character outside printable ASCII, orjson fewer. Anything else (an escape, an
+    integer beyond 64 bits, a type orjson would write otherwise) is written by json.dumps."""
+    try:
+        canonical = orjson.dumps(content, option=_FINGERPRINT_ORJSON)
+    except TypeError:
+        canonical = b"\\"
+    if b"\\" in canonical or b"\x7f" in canonical or not canonical.isascii():
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+# Types orjson would write its own way (dates, dataclasses, subclasses of str and int) raise
+# instead, and fingerprint uses json.dumps for them.
+_FINGERPRINT_ORJSON = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)

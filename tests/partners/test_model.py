@@ -336,3 +336,42 @@ def test_an_earn_rule_that_could_price_beyond_the_ledger_maximum_is_refused():
     with pytest.raises(model.DomainError) as raised:
         earn_pricing.price_basket(rule, lines, 0)
     assert (raised.value.reason, raised.value.precondition) == ("EARN_TOO_LARGE", True)
+
+
+def _fingerprint_as_before(**content: object) -> str:
+    """The digest as every earlier version made it (stored with each request): only json.dumps."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_leaf = st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.text(max_size=12)
+_content = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner), max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abcdefghij_", min_size=1, max_size=8), _content, max_size=6))
+def test_a_fingerprint_is_the_digest_earlier_versions_stored_for_the_same_content(content):
+    """A retry whose first call was recorded before this version must still match its content."""
+    assert model.fingerprint(**content) == _fingerprint_as_before(**content)
+
+
+def test_a_fingerprint_is_the_earlier_digest_for_the_contents_that_need_json_dumps():
+    import datetime
+    import enum
+
+    class Tier(enum.IntEnum):
+        GOLD = 3
+
+    for content in (
+        {"sku": 'a "quoted" \\ sku', "n": 1},
+        {"sku": "caf\u00e9 \u2603", "line": [(1, "x")]},
+        {"sku": "tab\there\x00"},
+        {"sku": "delete\x7f"},  # printable ASCII to orjson, escaped by json.dumps
+        {"amount": 2**70, "flag": True, "none": None},
+        {"tier": Tier.GOLD, "at": datetime.datetime(2026, 12, 4, 18, 0)},
+        {"nested": {"b": 1, "a": [True, False]}},
+    ):
+        assert model.fingerprint(**content) == _fingerprint_as_before(**content), content
