@@ -39,12 +39,12 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bench import tls
+from bench import machine, tls
 from bench.ledger_bench import (
     CONCURRENCY,
     BareProbe,
@@ -74,6 +74,8 @@ SEED_BACKOFF_SECONDS = 0.1
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 SERVER_STOP_SECONDS = 30.0
 WARM_UP_SECONDS_MAX = 1.0
+# The idle stall probe before and after the bench (bench/machine.py).
+MACHINE_PROBE_SECONDS = 5.0
 OPEN_LOOP_FRACTIONS = (0.25, 0.5, 0.75)
 RULE_VALID_FROM_AGE_SECONDS = 86_400
 SEED_BASKET_CENTS = 1_000_000  # EUR 10,000: 10,000 PTS at the retailer, 100,000 HOTELPTS at the hotel
@@ -674,6 +676,9 @@ async def bench(arguments) -> None:
     require_postgres()
     started = time.perf_counter()
     seconds = arguments.seconds
+    steal = machine.Steal()
+    _progress("the machine's own stalls, idle")
+    stalls_before = await asyncio.to_thread(machine.idle_stalls, MACHINE_PROBE_SECONDS)
     _progress("baselines")
     bare, baseline, bare_uvloop = await measure_baselines(seconds)
     _progress("ledger")
@@ -699,6 +704,11 @@ async def bench(arguments) -> None:
         lines += pos_targets(label, rows)
     print("\n".join(lines))
     _finish_logs(pos.log_problems, log_directory, arguments.keep_logs)
+    stalls_after = await asyncio.to_thread(machine.idle_stalls, MACHINE_PROBE_SECONDS)
+    print("\nthe machine, with none of our processes running (an open-loop p99 counts each stall):")
+    print(f"  before the bench: {stalls_before.line()}")
+    print(f"  after the bench:  {stalls_after.line()}")
+    print(f"  {machine.steal_line(steal)} over the whole bench (time the hypervisor ran other guests)")
     print(f"\nbench took {time.perf_counter() - started:,.0f} s")
     if arguments.json:
         with open(arguments.json, "w") as out:
@@ -710,6 +720,10 @@ async def bench(arguments) -> None:
                 "pos": pos.sections,
             }
             document |= {"seed_retries": pos.seed_retries, "server_log_problems": pos.log_problems}
+            document |= {
+                "machine_stalls": [asdict(stalls_before), asdict(stalls_after)],
+                "steal_percent": steal.percent(),
+            }
             json.dump({**document, "targets": lines}, out, indent=2)
 
 
