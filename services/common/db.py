@@ -21,14 +21,17 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from services.common import sql
+
 _log = structlog.get_logger("db")
 T = TypeVar("T")
 
 TRANSACTION_ATTEMPTS_MAX = 8
 RETRY_BACKOFF_SECONDS_BASE = 0.002
 RETRY_BACKOFF_SECONDS_MAX = 0.2
-# Serialization failure, deadlock, lock timeout: safe to run the whole unit of work again.
-_RETRYABLE_PGCODES = {"40001", "40P01", "55P03"}
+# Serialization failure, deadlock, lock timeout, a prepared statement gone (sql.Prepared): safe
+# to run the whole unit of work again.
+_RETRYABLE_PGCODES = {"40001", "40P01", "55P03", "26000"}
 _UNIQUE_VIOLATION_PGCODE = "23505"
 
 
@@ -179,7 +182,12 @@ def run_transaction(
     for attempt in range(1, TRANSACTION_ATTEMPTS_MAX + 1):
         try:
             with engine.begin() as connection:
-                return work(connection)
+                try:
+                    return work(connection)
+                except sa_exc.DBAPIError as error:
+                    if getattr(error.orig, "pgcode", None) == sql.PREPARED_STATEMENT_MISSING_PGCODE:
+                        sql.forget_prepared(connection)  # and the whole unit goes again, below
+                    raise
         except sa_exc.DBAPIError as error:
             retryable = error.connection_invalidated or _is_retryable(error, retry_unique_violation)
             if not retryable:

@@ -72,9 +72,10 @@ class Prepared:
     under load) and 0.2 ms to run. `text()` gives an `EXECUTE` of the statement, to send like any
     other (alone or in a multi-statement string), and prepares it first on a connection that has
     not got it. A prepared statement outlives the transaction that prepared it, even a rolled back
-    one, and lives as long as the connection. Its generic plan is used from the first run
-    (plan_cache_mode in db.py): only statements whose every parameter is an array of ids or a
-    number, looked up by index whatever the values, belong here."""
+    one, and lives as long as the connection; a session that lost it (a pooler's DEALLOCATE ALL)
+    fails the unit of work, which db.run_transaction runs again, preparing anew. Its generic plan
+    is used from the first run (plan_cache_mode in db.py): only statements whose every parameter
+    is an array of ids or a number, looked up by index whatever the values, belong here."""
 
     def __init__(self, name: str, statement: str, parameters: dict[str, str]) -> None:
         """`statement` names its parameters as psycopg2 does (`%(ids)s`); `parameters` gives each
@@ -91,11 +92,23 @@ class Prepared:
         self._execute = f"EXECUTE {name} ({arguments})"
 
     def text(self, connection: Connection) -> str:
-        prepared = connection.info.setdefault("prepared_statements", set())
+        prepared = connection.info.setdefault(_PREPARED_KEY, set())
         if self.name not in prepared:
             connection.exec_driver_sql(self._prepare)
             prepared.add(self.name)
         return self._execute
+
+
+# Where a connection keeps the names it prepared (its `info` lives as long as the DBAPI connection).
+_PREPARED_KEY = "prepared_statements"
+# PostgreSQL's code for an EXECUTE of a name the session does not know: something ran DEALLOCATE
+# (a pooler such as PgBouncer resetting the server connection between clients).
+PREPARED_STATEMENT_MISSING_PGCODE = "26000"
+
+
+def forget_prepared(connection: Connection) -> None:
+    """The session lost its prepared statements: the next `text()` prepares them again."""
+    connection.info.pop(_PREPARED_KEY, None)
 
 
 @lru_cache(maxsize=64)

@@ -262,3 +262,23 @@ def test_a_prepared_statement_is_planned_once_per_connection_and_outlives_a_fail
     assert sum(statement.startswith("EXECUTE ") for statement in sent) == 3, sent
     with pytest.raises(ValueError, match="no type"):
         Prepared("untyped", "SELECT %(a)s + %(b)s", {"a": "bigint"})
+
+
+def test_a_session_that_lost_its_prepared_statements_prepares_them_again_and_the_work_goes_on(postgres):
+    """A pooler resetting the server session (DEALLOCATE ALL) makes the next EXECUTE fail: the
+    unit of work runs again and prepares anew, instead of failing on that connection for ever."""
+    postgres.write(lambda c: insert_many(c, _holds, [{"hold_id": "h1", "state": "open", "amount": 7, "note": None}]))
+    amount = Prepared(
+        "sql_shape_amount", "SELECT amount FROM sql_shape_holds WHERE hold_id = ANY(%(ids)s)", {"ids": "varchar[]"}
+    )
+    attempts = []
+
+    def work(connection):
+        attempts.append(connection)
+        statement = amount.text(connection)
+        if len(attempts) == 1:
+            connection.exec_driver_sql("DEALLOCATE ALL")
+        return connection.exec_driver_sql(statement, {"ids": ["h1"]}).scalar_one()
+
+    assert postgres.write(work) == 7
+    assert len(attempts) == 2, attempts
