@@ -71,8 +71,7 @@ class Steal:
         return 100 * (now[0] - self._start[0]) / (now[1] - self._start[1])
 
 
-def steal_line(steal: Steal) -> str:
-    percent = steal.percent()
+def steal_line(percent: float | None) -> str:
     return "steal: not measured (no /proc/stat)" if percent is None else f"steal: {percent:.1f} % of CPU time"
 
 
@@ -80,4 +79,4 @@ if __name__ == "__main__":
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
     steal = Steal()
     print(idle_stalls(seconds).line())
-    print(steal_line(steal))
+    print(steal_line(steal.percent()))

@@ -708,7 +708,8 @@ async def bench(arguments) -> None:
     print("\nthe machine, with none of our processes running (an open-loop p99 counts each stall):")
     print(f"  before the bench: {stalls_before.line()}")
     print(f"  after the bench:  {stalls_after.line()}")
-    print(f"  {machine.steal_line(steal)} over the whole bench (time the hypervisor ran other guests)")
+    steal_percent = steal.percent()
+    print(f"  {machine.steal_line(steal_percent)} over the whole bench (time the hypervisor ran other guests)")
     print(f"\nbench took {time.perf_counter() - started:,.0f} s")
     if arguments.json:
         with open(arguments.json, "w") as out:
@@ -722,7 +723,7 @@ async def bench(arguments) -> None:
             document |= {"seed_retries": pos.seed_retries, "server_log_problems": pos.log_problems}
             document |= {
                 "machine_stalls": [asdict(stalls_before), asdict(stalls_after)],
-                "steal_percent": steal.percent(),
+                "steal_percent": steal_percent,
             }
             json.dump({**document, "targets": lines}, out, indent=2)
 

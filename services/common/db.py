@@ -29,9 +29,8 @@ T = TypeVar("T")
 TRANSACTION_ATTEMPTS_MAX = 8
 RETRY_BACKOFF_SECONDS_BASE = 0.002
 RETRY_BACKOFF_SECONDS_MAX = 0.2
-# Serialization failure, deadlock, lock timeout, a prepared statement gone (sql.Prepared): safe
-# to run the whole unit of work again.
-_RETRYABLE_PGCODES = {"40001", "40P01", "55P03", "26000"}
+# Serialization failure, deadlock, lock timeout: safe to run the whole unit of work again.
+_RETRYABLE_PGCODES = {"40001", "40P01", "55P03"}
 _UNIQUE_VIOLATION_PGCODE = "23505"
 
 
@@ -129,9 +128,6 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # (0.4 ms, on every batch). 1.1 is the usual figure for data in RAM or on SSD. A URL's
         # own options come after this one and win.
         " -c random_page_cost=1.1"
-        # Only statements prepared on purpose (sql.Prepared) are affected: the driver prepares
-        # none. Their plan is made once, not again with each run's values, which is their point.
-        " -c plan_cache_mode=force_generic_plan"
     )
     # A schema can come with the URL (?options=-csearch_path%3Dname) or from the environment.
     extra = url.query.get("options", "")
@@ -185,11 +181,15 @@ def run_transaction(
                 try:
                     return work(connection)
                 except sa_exc.DBAPIError as error:
-                    if getattr(error.orig, "pgcode", None) == sql.PREPARED_STATEMENT_MISSING_PGCODE:
-                        sql.forget_prepared(connection)  # and the whole unit goes again, below
+                    if sql.lost_prepared_statement(error.orig):
+                        connection.invalidate()  # a new session, which prepares anew; the unit goes again
                     raise
         except sa_exc.DBAPIError as error:
-            retryable = error.connection_invalidated or _is_retryable(error, retry_unique_violation)
+            retryable = (
+                error.connection_invalidated
+                or sql.lost_prepared_statement(error.orig)
+                or _is_retryable(error, retry_unique_violation)
+            )
             if not retryable:
                 raise
             if attempt == TRANSACTION_ATTEMPTS_MAX:

@@ -70,12 +70,12 @@ class Prepared:
     statement that is cheap to run but costly to plan (a UNION of several lookups), planning is
     most of its cost: the ledger's read under a batch's locks took 0.8 ms to plan (1.6 to 2.7 ms
     under load) and 0.2 ms to run. `text()` gives an `EXECUTE` of the statement, to send like any
-    other (alone or in a multi-statement string), and prepares it first on a connection that has
-    not got it. A prepared statement outlives the transaction that prepared it, even a rolled back
-    one, and lives as long as the connection; a session that lost it (a pooler's DEALLOCATE ALL)
-    fails the unit of work, which db.run_transaction runs again, preparing anew. Its generic plan
-    is used from the first run (plan_cache_mode in db.py): only statements whose every parameter
-    is an array of ids or a number, looked up by index whatever the values, belong here."""
+    other (alone or last in a multi-statement string), and prepares it first on a connection that
+    has not got it. A prepared statement outlives the transaction that prepared it, even a rolled
+    back one, and lives as long as the connection; a session that lost it (a pooler's DEALLOCATE
+    ALL) fails the unit of work, which db.run_transaction runs again on a new connection. Its
+    generic plan is used from the first run: only statements whose every parameter is an array of
+    ids or a number, looked up by index whatever the values, belong here."""
 
     def __init__(self, name: str, statement: str, parameters: dict[str, str]) -> None:
         """`statement` names its parameters as psycopg2 does (`%(ids)s`); `parameters` gives each
@@ -89,26 +89,27 @@ class Prepared:
         types = ", ".join(parameters.values())
         self._prepare = f"PREPARE {name} ({types}) AS {body}"
         arguments = ", ".join(f"%({parameter})s::{kind}" for parameter, kind in parameters.items())
-        self._execute = f"EXECUTE {name} ({arguments})"
+        self._execute = f"{_GENERIC_PLAN}EXECUTE {name} ({arguments})"
 
     def text(self, connection: Connection) -> str:
-        prepared = connection.info.setdefault(_PREPARED_KEY, set())
+        prepared = connection.info.setdefault("prepared_statements", set())
         if self.name not in prepared:
             connection.exec_driver_sql(self._prepare)
             prepared.add(self.name)
         return self._execute
 
 
-# Where a connection keeps the names it prepared (its `info` lives as long as the DBAPI connection).
-_PREPARED_KEY = "prepared_statements"
-# PostgreSQL's code for an EXECUTE of a name the session does not know: something ran DEALLOCATE
-# (a pooler such as PgBouncer resetting the server connection between clients).
-PREPARED_STATEMENT_MISSING_PGCODE = "26000"
+# For the rest of the transaction only, and only prepared statements heed it (the driver prepares
+# none): the plan made once is used from the first run, not replanned for each run's values.
+_GENERIC_PLAN = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true); "
 
 
-def forget_prepared(connection: Connection) -> None:
-    """The session lost its prepared statements: the next `text()` prepares them again."""
-    connection.info.pop(_PREPARED_KEY, None)
+def lost_prepared_statement(error: BaseException) -> bool:
+    """The session no longer has, or can no longer use, what it prepared: a pooler's DEALLOCATE
+    ALL (26000), or a migration that changed a column type under a cached plan (0A000). The
+    connection must be replaced (its `info`, which names what it prepared, goes with it)."""
+    code = getattr(error, "pgcode", None)
+    return code == "26000" or (code == "0A000" and "cached plan must not change result type" in str(error))
 
 
 @lru_cache(maxsize=64)

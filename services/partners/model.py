@@ -237,14 +237,14 @@ RuleT = TypeVar("RuleT", bound=_Versioned)
 
 
 def fingerprint(**content: object) -> str:
-    """Digest of a request's content (str, int, bool, None, and lists and tuples of them): a
-    repeated request_id must carry the same content.
+    """Digest of a request's content: a repeated request_id must carry the same content.
 
     What is digested is the content's JSON as `json.dumps(sort_keys=True, separators=(",", ":"),
     default=str)` writes it, which digests stored by earlier versions were made of. orjson
-    writes the very same text, ten times faster, whenever no character needs escaping: json.dumps
-    escapes every character outside printable ASCII, orjson fewer. Anything else (an escape, an
-    integer beyond 64 bits, a type orjson would write otherwise) is written by json.dumps."""
+    writes the very same text, ten times faster, for str, int, bool and None, in lists, tuples
+    and dicts, whenever no character needs escaping (json.dumps escapes every character outside
+    printable ASCII, orjson fewer); otherwise json.dumps writes it. The content must be of those
+    types only: orjson writes a float or a plain Enum its own way, and the digest would change."""
     try:
         canonical = orjson.dumps(content, option=_FINGERPRINT_ORJSON)
     except TypeError:

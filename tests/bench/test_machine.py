@@ -30,4 +30,4 @@ def test_steal_is_a_share_of_the_cpu_time_since_it_started():
         pass
     percent = steal.percent()
     assert percent is not None and 0 <= percent <= 100
-    assert machine.steal_line(steal).startswith("steal: ")
+    assert machine.steal_line(percent) == f"steal: {percent:.1f} % of CPU time"
