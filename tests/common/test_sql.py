@@ -220,33 +220,24 @@ def test_the_services_sessions_price_an_index_probe_as_the_cached_read_it_is(dat
     assert "Index Scan" in plan and "Seq Scan" not in plan, plan  # a plain or a bitmap index scan
 
 
-@pytest.fixture
-def postgres(tmp_path):
-    url, cleanup = new_database_url("postgres", tmp_path, "sqlprep")
-    database = Database(DatabaseOptions(url))
-    _metadata.create_all(database.writer)
-    yield database
-    database.dispose()
-    cleanup()
-
-
-def test_a_prepared_statement_is_planned_once_per_connection_and_outlives_a_failed_transaction(postgres):
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # PREPARE is PostgreSQL's
+def test_a_prepared_statement_is_planned_once_per_connection_and_outlives_a_failed_transaction(database):
     from sqlalchemy import event
 
     insert_many_rows = [{"hold_id": f"h{n}", "state": "open", "amount": n, "note": None} for n in range(1, 6)]
-    postgres.write(lambda c: insert_many(c, _holds, insert_many_rows))
+    database.write(lambda c: insert_many(c, _holds, insert_many_rows))
     amounts = Prepared(
         "sql_shape_amounts",
         "SELECT hold_id, amount + %(extra)s FROM sql_shape_holds WHERE hold_id = ANY(%(ids)s) ORDER BY hold_id",
         {"ids": "varchar[]", "extra": "bigint"},
     )
     sent: list[str] = []
-    event.listen(postgres.writer, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    event.listen(database.writer, "before_cursor_execute", lambda *args: sent.append(args[2]))
 
     def run(connection, ids, extra):
         return connection.exec_driver_sql(amounts.text(connection), {"ids": ids, "extra": extra}).all()
 
-    with postgres.writer.connect() as connection:
+    with database.writer.connect() as connection:
         with connection.begin():
             assert run(connection, ["h1", "h3"], 10) == [("h1", 11), ("h3", 13)]
         # A transaction that fails after using it (rolled back) leaves it prepared.
@@ -264,10 +255,11 @@ def test_a_prepared_statement_is_planned_once_per_connection_and_outlives_a_fail
         Prepared("untyped", "SELECT %(a)s + %(b)s", {"a": "bigint"})
 
 
-def test_a_session_that_lost_its_prepared_statements_prepares_them_again_and_the_work_goes_on(postgres):
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # PREPARE is PostgreSQL's
+def test_a_session_that_lost_its_prepared_statements_prepares_them_again_and_the_work_goes_on(database):
     """A pooler resetting the server session (DEALLOCATE ALL) makes the next EXECUTE fail: the
     unit of work runs again and prepares anew, instead of failing on that connection for ever."""
-    postgres.write(lambda c: insert_many(c, _holds, [{"hold_id": "h1", "state": "open", "amount": 7, "note": None}]))
+    database.write(lambda c: insert_many(c, _holds, [{"hold_id": "h1", "state": "open", "amount": 7, "note": None}]))
     amount = Prepared(
         "sql_shape_amount", "SELECT amount FROM sql_shape_holds WHERE hold_id = ANY(%(ids)s)", {"ids": "varchar[]"}
     )
@@ -280,5 +272,5 @@ def test_a_session_that_lost_its_prepared_statements_prepares_them_again_and_the
             connection.exec_driver_sql("DEALLOCATE ALL")
         return connection.exec_driver_sql(statement, {"ids": ["h1"]}).scalar_one()
 
-    assert postgres.write(work) == 7
+    assert database.write(work) == 7
     assert len(attempts) == 2, attempts
