@@ -70,11 +70,20 @@ class App:
             group = self.mergers["write"] = GroupCommit(self.database, self.tracer)
         return await group.write(work, retry_unique_violation=retry_unique_violation)
 
-    def merger(self, kind: str, handle: Callable, batch_items_max: int, queued_items_max: int) -> Coalescer:
+    def merger(
+        self,
+        kind: str,
+        handle: Callable,
+        batch_items_max: int,
+        queued_items_max: int,
+        batches_in_flight_max: int = 2,
+    ) -> Coalescer:
         """The merged path of one kind of call (services/common/coalescer.py), made on first use."""
         merger = self.mergers.get(kind)
         if merger is None:
-            merger = self.mergers[kind] = Coalescer(kind, handle, batch_items_max, queued_items_max, tracer=self.tracer)
+            merger = self.mergers[kind] = Coalescer(
+                kind, handle, batch_items_max, queued_items_max, batches_in_flight_max, tracer=self.tracer
+            )
         return merger
 
     async def read(self, work: Callable[[Connection], T]) -> T:
