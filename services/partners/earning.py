@@ -103,9 +103,7 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
     at = now if command.occur_time_us is None else command.occur_time_us
     if command.occur_time_us is not None:
         _check_occur_time(at, now)
-    merger = app.merger(
-        "earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX, EARN_BATCHES_IN_FLIGHT_MAX
-    )
+    merger = app.merger("earn", lambda items: _earn_batch(app, items), EARN_BATCH_MAX, EARNS_QUEUED_MAX)
     record = await merger.submit(_Earning(caller, command, now, at))
     # On the request's own log line (the batch runs in another task, under another request's context).
     earned = record.earn
@@ -116,13 +114,6 @@ async def earn(app: App, caller: Caller, command: EarnCommand) -> EarnRecord:
 # Earns merged into one transaction and one ledger call at most, and waiting at most.
 EARN_BATCH_MAX = 256
 EARNS_QUEUED_MAX = 10_000
-# One batch of earns at a time: the earns that arrive while it records and posts make the next.
-# A second batch in flight split them into more, smaller batches, each paying a transaction and
-# a ledger call: open-loop Earn at 530/s (1 partners + 1 ledger, 2 cores) took 1.00-1.06 ms of
-# partners and 0.40 ms of ledger CPU per earn with one, 1.15-1.26 and 0.52 with two, and its
-# p50/p99 went from 23-29/49-94 ms to 18-23/33-53 ms (6 interleaved runs each). Closed-loop
-# Earn (64 in flight) did not change: 949-1,109/s with one, 1,066-1,088/s with two.
-EARN_BATCHES_IN_FLIGHT_MAX = 1
 
 
 async def _earn_batch(app: App, items: list[_Earning]) -> list[EarnRecord | BaseException]:
