@@ -248,8 +248,8 @@ def fingerprint(**content: object) -> str:
     try:
         canonical = orjson.dumps(content, option=_FINGERPRINT_ORJSON)
     except TypeError:
-        canonical = b"\\"
-    if b"\\" in canonical or b"\x7f" in canonical or not canonical.isascii():
+        canonical = None
+    if canonical is None or b"\\" in canonical or b"\x7f" in canonical or not canonical.isascii():
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(canonical).hexdigest()
 
