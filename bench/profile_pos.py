@@ -1,4 +1,4 @@
-"""Profile one POS workload: the bench's cluster (1 partners + 1 ledger on PostgreSQL), seeded
+"""Profile one POS workload: the bench's cluster (1 partners + 1 ledger on PostgreSQL, or `--pairs 2`), seeded
 the same way, with py-spy recording both servers while the workload runs.
 
     .venv/bin/python -m bench.profile_pos --workload earn --seconds 20 --out /tmp/profile
@@ -123,7 +123,15 @@ def _cpu_by_part(servers) -> dict[str, float]:
 
 
 async def _run(
-    workload: str, seconds: float, concurrency: int, out: str, spy_on: bool, rate: float, native: bool, split: bool
+    workload: str,
+    seconds: float,
+    concurrency: int,
+    out: str,
+    spy_on: bool,
+    rate: float,
+    native: bool,
+    split: bool,
+    pairs: int,
 ) -> None:
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if spy_on and spy is None:
@@ -135,7 +143,8 @@ async def _run(
     times: dict[str, tuple[float, float]] | None = None
     cluster = Cluster(log_directory)
     try:
-        cluster.add_pair()
+        for _ in range(pairs):
+            cluster.add_pair()
         client = PosClient([server.address for server in cluster.partners])
         try:
             coalition = await seed(client, cluster.admin_api_key)
@@ -214,6 +223,9 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="sample C frames too (gRPC core, uvloop)")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many calls/s instead of closed")
     parser.add_argument("--split", action="store_true", help="split each call's wait: before, in, after the handler")
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="(partners, ledger) pairs, calls spread over them as in the bench"
+    )
     arguments = parser.parse_args()
     os.makedirs(arguments.out, exist_ok=True)
     pos_bench.MEMBERS = arguments.members
@@ -229,6 +241,7 @@ def main() -> None:
             arguments.rate,
             arguments.native,
             arguments.split,
+            arguments.pairs,
         )
     )
 

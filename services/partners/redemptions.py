@@ -184,9 +184,13 @@ def _record_holds(connection: Connection, app: App, items: list[_Authorizing]) -
     """Record a batch of holds with one read and one insert. Each is the one recorded before
     under its request id (a retry) or a new pending one; a refusal is its answer and writes
     nothing; holds later in the batch see the ones before them."""
-    keys = {(item.caller.partner_id, item.command.request_id) for item in items}
+    # By primary key: a hold's id is made from (partner_id, request_id) (model.hold_transfer_id).
+    # Looked up by the pair, PostgreSQL planned from statistics taken while the table was small
+    # and read all of the partner's redemptions through the receipt index: 9 ms per batch at
+    # 6,500 rows, growing with the table.
+    ids = {model.hold_transfer_id(item.caller.partner_id, item.command.request_id) for item in items}
     known: dict[tuple[str, str], Row | dict] = {
-        (row.partner_id, row.request_id): row for row in redemption_store.redemptions_by_requests(connection, keys)
+        (row.partner_id, row.request_id): row for row in redemption_store.redemptions_by_id(connection, ids).values()
     }
     return recording.record_batch(
         items,

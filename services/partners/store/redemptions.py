@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Sequence
 
 from sqlalchemy import Connection, Row, and_, select, update
 
-from services.common.sql import insert_many, pairs_in, rows_as_written, update_many
+from services.common.sql import insert_many, rows_as_written, update_many
 from services.partners.store.tables import redemptions
 
 
@@ -46,12 +45,6 @@ def update_redemption(connection: Connection, redemption_id: str, **values: obje
     """Change a redemption; the row as it is now (None if there is none)."""
     query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
     return connection.execute(query.returning(*redemptions.c)).first()
-
-
-def redemptions_by_requests(connection: Connection, keys: set[tuple[str, str]]) -> Sequence[Row]:
-    """The redemptions recorded under these (partner_id, request_id)."""
-    query = select(redemptions).where(pairs_in(redemptions.c.partner_id, redemptions.c.request_id, keys))
-    return [row for row in connection.execute(query) if (row.partner_id, row.request_id) in keys]
 
 
 RedemptionRow = namedtuple("RedemptionRow", [column.name for column in redemptions.c])
