@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from services.common import sql
+from services.common import pg_dialect, sql
 
 _log = structlog.get_logger("db")
 T = TypeVar("T")
@@ -129,6 +129,8 @@ def _postgres_engine(options: DatabaseOptions, isolation_level: str) -> Engine:
         # own options come after this one and win.
         " -c random_page_cost=1.1"
     )
+    if url.drivername in ("postgresql", "postgresql+psycopg2"):  # psycopg2 is the driver installed
+        url = url.set(drivername=f"postgresql+{pg_dialect.DRIVER_NAME}")
     # A schema can come with the URL (?options=-csearch_path%3Dname) or from the environment.
     extra = url.query.get("options", "")
     if extra:

@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from services.common import pg_dialect
 from services.common.sql import OneTrip, Prepared, insert_many, json_insert
 from services.ledger.limits import EXPIRED_HOLDS_PER_BATCH_MAX
 from services.ledger.lots import ExpiryPolicy, PolicyKind
@@ -824,6 +825,7 @@ def _insert_rows(connection: Connection, table: Table, columns: Sequence[str], r
         dbapi_connection = connection.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         try:
+            pg_dialect.send_due_begin(dbapi_connection)  # COPY goes on the driver's own cursor, past the dialect
             cursor.copy_expert(statement, buffer)
         except dbapi_connection.Error as error:
             # The driver's own error, as SQLAlchemy would have wrapped it (IntegrityError,

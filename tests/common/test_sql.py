@@ -147,13 +147,12 @@ def _plan_of_each_statement(database: Database, work) -> list[str]:
         event.remove(database.writer, "before_cursor_execute", capture)
     plans = []
     with database.writer.begin() as connection:
-        cursor = connection.connection.dbapi_connection.cursor()
         for statement, parameters in sent:
             if statement.startswith("SET "):
-                cursor.execute(statement, parameters)
+                connection.exec_driver_sql(statement, parameters)
                 continue
-            cursor.execute("EXPLAIN " + statement, parameters)
-            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+            rows = connection.exec_driver_sql("EXPLAIN " + statement, parameters)
+            plans.append("\n".join(row[0] for row in rows))
         connection.rollback()
     return plans
 
