@@ -16,17 +16,21 @@ where SQLAlchemy wraps driver errors, so callers see SQLAlchemy's exceptions as 
 
 A connection whose isolation level is set to AUTOCOMMIT (`Database.read_statement`) gets no
 BEGIN at all: each statement is its own transaction. Code that sends statements on the driver's
-own cursor (COPY) calls `send_due_begin` first.
+own cursor (COPY) calls `send_due_begin` first. One difference from psycopg2's own BEGIN: a
+first statement PostgreSQL cannot parse fails the whole string, BEGIN included, so the
+transaction has not started and the next statement opens it (with psycopg2's, the next
+statement would find the transaction aborted). Either way the failed statement did nothing.
 """
 
 from __future__ import annotations
 
+import psycopg2
 from psycopg2 import extensions
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
 DRIVER_NAME = "coalition_psycopg2"
-_ISOLATION_LEVELS = {"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE", "AUTOCOMMIT"}
+_ISOLATION_LEVELS = {"READ UNCOMMITTED", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE", "AUTOCOMMIT"}
 
 
 class _Connection(extensions.connection):
@@ -45,14 +49,22 @@ def _raw(connection) -> _Connection:
 
 
 def _in_transaction(raw: _Connection) -> bool:
-    return not raw.closed and raw.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE
+    if raw.closed:
+        # As psycopg2's own commit and rollback do: InterfaceError, which SQLAlchemy takes for a
+        # disconnect, so the connection is invalidated (not pooled again) and the unit retried.
+        raise psycopg2.InterfaceError("connection already closed")
+    return raw.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE
+
+
+def _still_idle(raw: _Connection) -> bool:
+    return not raw.closed and raw.info.transaction_status == extensions.TRANSACTION_STATUS_IDLE
 
 
 def send_due_begin(connection) -> None:
     """Open the transaction now if its BEGIN is still due: before sending anything on the
     driver's own cursor (COPY), which does not go through the dialect."""
     raw = _raw(connection)
-    if raw.begin_due:
+    if getattr(raw, "begin_due", False):
         with raw.cursor() as cursor:
             cursor.execute(raw.begin_sql)
         raw.begin_due = False
@@ -60,6 +72,8 @@ def send_due_begin(connection) -> None:
 
 class OneTripBeginDialect(PGDialect_psycopg2):
     supports_statement_cache = True
+    # psycopg2 refuses named (server-side) cursors in autocommit mode; nothing here streams.
+    supports_server_side_cursors = False
 
     def connect(self, *cargs, **cparams):
         cparams["connection_factory"] = _Connection
@@ -93,8 +107,9 @@ class OneTripBeginDialect(PGDialect_psycopg2):
         try:
             cursor.execute(raw.begin_sql + statement, parameters)
         except BaseException:
-            # Refused before it was sent (a parameter the driver cannot adapt): still due.
-            raw.begin_due = not _in_transaction(raw)
+            # Refused before the BEGIN ran (a parameter the driver cannot adapt, a statement
+            # PostgreSQL cannot parse, which fails the whole string): still due.
+            raw.begin_due = _still_idle(raw)
             raise
 
     def do_execute_no_params(self, cursor, statement, context=None) -> None:
@@ -106,7 +121,7 @@ class OneTripBeginDialect(PGDialect_psycopg2):
         try:
             cursor.execute(raw.begin_sql + statement)
         except BaseException:
-            raw.begin_due = not _in_transaction(raw)
+            raw.begin_due = _still_idle(raw)
             raise
 
     def do_executemany(self, cursor, statement, parameters, context=None) -> None:

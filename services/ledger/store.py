@@ -830,8 +830,14 @@ def _insert_rows(connection: Connection, table: Table, columns: Sequence[str], r
         except dbapi_connection.Error as error:
             # The driver's own error, as SQLAlchemy would have wrapped it (IntegrityError,
             # OperationalError, ...): the transaction's retry and the batcher's fallbacks tell
-            # failures apart by those classes.
-            raise sa_exc.DBAPIError.instance(statement, None, error, dbapi_connection.Error) from error
+            # failures apart by those classes. A lost connection is invalidated, as SQLAlchemy
+            # does for its own statements, so it never goes back to the pool and the unit is retried.
+            lost = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+            if lost:
+                connection.invalidate()
+            raise sa_exc.DBAPIError.instance(
+                statement, None, error, dbapi_connection.Error, connection_invalidated=lost
+            ) from error
         finally:
             cursor.close()
         return

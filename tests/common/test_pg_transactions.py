@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 
 from services.common import pg_dialect
 from services.common.db import Database, DatabaseOptions
@@ -105,9 +104,8 @@ def test_a_copy_on_the_drivers_own_cursor_runs_in_the_transaction_after_send_due
 def test_savepoints_roll_back_their_own_part_only(database):
     def work(connection):
         connection.exec_driver_sql("INSERT INTO pgtxn_notes VALUES (5, 'outer')")
-        with pytest.raises(sa_exc.IntegrityError):
-            with connection.begin_nested():
-                connection.exec_driver_sql("INSERT INTO pgtxn_notes VALUES (5, 'again')")
+        with pytest.raises(sa_exc.IntegrityError), connection.begin_nested():
+            connection.exec_driver_sql("INSERT INTO pgtxn_notes VALUES (5, 'again')")
         connection.exec_driver_sql("INSERT INTO pgtxn_notes VALUES (6, 'after')")
 
     database.write(work)
