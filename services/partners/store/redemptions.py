@@ -4,19 +4,35 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from sqlalchemy import Connection, Row, and_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, select, update
 
 from services.common.sql import insert_many, rows_as_written, update_many
 from services.partners.store.tables import redemptions
+
+RedemptionRow = namedtuple("RedemptionRow", [column.name for column in redemptions.c])
 
 
 def get_redemption(connection: Connection, redemption_id: str) -> Row | None:
     return connection.execute(select(redemptions).where(redemptions.c.redemption_id == redemption_id)).first()
 
 
-def redemptions_by_id(connection: Connection, redemption_ids: set[str]) -> dict[str, Row]:
-    query = select(redemptions).where(redemptions.c.redemption_id.in_(sorted(redemption_ids)))
-    return {row.redemption_id: row for row in connection.execute(query)}
+# Built once: every batch of holds and of redemption reads runs this, and SQLAlchemy would
+# otherwise build, cache-key and compile a statement each time (with 2 partners processes the
+# read took 5 % of partners' CPU during AuthorizeRedemption+CaptureRedemption).
+_REDEMPTIONS_BY_ID = select(redemptions).where(redemptions.c.redemption_id.in_(bindparam("ids", expanding=True)))
+_REDEMPTIONS_BY_ID_SQL = (
+    f"SELECT {', '.join(column.name for column in redemptions.c)} FROM redemptions"
+    " WHERE redemption_id = ANY(%(ids)s::varchar[])"
+)
+
+
+def redemptions_by_id(connection: Connection, redemption_ids: set[str]) -> dict[str, RedemptionRow]:
+    parameters = {"ids": sorted(redemption_ids)}
+    if connection.dialect.name == "postgresql":  # plain SQL, plain rows
+        found = connection.exec_driver_sql(_REDEMPTIONS_BY_ID_SQL, parameters)
+    else:
+        found = connection.execute(_REDEMPTIONS_BY_ID, parameters)
+    return {row.redemption_id: row for row in map(RedemptionRow._make, found)}
 
 
 def record_resolutions(
@@ -45,9 +61,6 @@ def update_redemption(connection: Connection, redemption_id: str, **values: obje
     """Change a redemption; the row as it is now (None if there is none)."""
     query = update(redemptions).where(redemptions.c.redemption_id == redemption_id).values(**values)
     return connection.execute(query.returning(*redemptions.c)).first()
-
-
-RedemptionRow = namedtuple("RedemptionRow", [column.name for column in redemptions.c])
 
 
 def insert_redemptions(connection: Connection, values: list[dict]) -> list[RedemptionRow]:
