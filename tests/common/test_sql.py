@@ -273,3 +273,32 @@ def test_a_session_that_lost_its_prepared_statements_prepares_them_again_and_the
 
     assert database.write(work) == 7
     assert len(attempts) == 2, attempts
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # PREPARE is PostgreSQL's
+def test_a_prepared_statement_first_run_on_an_empty_table_still_looks_up_by_index_as_the_table_grows(database):
+    """Its plan lives as long as the connection: made while the table was empty, it scanned the
+    table whole on every run as it grew (the ledger's hold_resolutions, 1.2 ms at 5,000 rows)."""
+    amounts = Prepared(
+        "sql_shape_grown", "SELECT amount FROM sql_shape_holds WHERE hold_id = ANY(%(ids)s)", {"ids": "varchar[]"}
+    )
+    engine = Database(DatabaseOptions(database.options.url, pool_size=1))  # one session: one cached plan
+
+    def run(connection):
+        return connection.exec_driver_sql(amounts.text(connection), {"ids": ["h000007"]}).all()
+
+    def cached_plan(connection):
+        connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        return "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN EXECUTE sql_shape_grown ('{h000007}')"))
+
+    try:
+        with engine.writer.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("ANALYZE sql_shape_holds")  # known empty, as a fresh schema's tables
+        assert engine.write(run) == []  # planned now, on the empty table
+        rows = [{"hold_id": f"h{n:06}", "state": "pending", "amount": n, "note": "n" * 32} for n in range(5_000)]
+        engine.write(lambda c: insert_many(c, _holds, rows))  # no ANALYZE: nothing replans
+        assert engine.write(run) == [(7,)]
+        plan = engine.write(cached_plan)
+        assert "Index" in plan and "Seq Scan" not in plan, plan
+    finally:
+        engine.dispose()
