@@ -70,6 +70,30 @@ def send_due_begin(connection) -> None:
         raw.begin_due = False
 
 
+def _execute_opening(cursor, statement: str, *parameters) -> None:
+    """Run a statement, with the transaction's BEGIN in front of it when one is due."""
+    raw = cursor.connection
+    if not raw.begin_due:
+        cursor.execute(statement, *parameters)
+        return
+    raw.begin_due = False
+    try:
+        cursor.execute(raw.begin_sql + statement, *parameters)
+    except BaseException:
+        # Refused before the BEGIN ran (a parameter the driver cannot adapt, a statement
+        # PostgreSQL cannot parse, which fails the whole string): still due.
+        raw.begin_due = _still_idle(raw)
+        raise
+
+
+def _end(raw: _Connection, statement: str) -> None:
+    """COMMIT or ROLLBACK, sent only if a transaction is open (a due BEGIN was never sent)."""
+    raw.begin_due = False
+    if _in_transaction(raw):
+        with raw.cursor() as cursor:
+            cursor.execute(statement)
+
+
 class OneTripBeginDialect(PGDialect_psycopg2):
     supports_statement_cache = True
     # psycopg2 refuses named (server-side) cursors in autocommit mode; nothing here streams.
@@ -93,54 +117,24 @@ class OneTripBeginDialect(PGDialect_psycopg2):
 
     def do_begin(self, dbapi_connection) -> None:
         raw = _raw(dbapi_connection)
-        if _in_transaction(raw):  # never expected: a transaction left open must not absorb the next
-            with raw.cursor() as cursor:
-                cursor.execute("ROLLBACK")
+        _end(raw, "ROLLBACK")  # never expected: a transaction left open must not absorb the next
         raw.begin_due = bool(raw.begin_sql)
 
     def do_execute(self, cursor, statement, parameters, context=None) -> None:
-        raw = cursor.connection
-        if not raw.begin_due:
-            cursor.execute(statement, parameters)
-            return
-        raw.begin_due = False
-        try:
-            cursor.execute(raw.begin_sql + statement, parameters)
-        except BaseException:
-            # Refused before the BEGIN ran (a parameter the driver cannot adapt, a statement
-            # PostgreSQL cannot parse, which fails the whole string): still due.
-            raw.begin_due = _still_idle(raw)
-            raise
+        _execute_opening(cursor, statement, parameters)
 
     def do_execute_no_params(self, cursor, statement, context=None) -> None:
-        raw = cursor.connection
-        if not raw.begin_due:
-            cursor.execute(statement)
-            return
-        raw.begin_due = False
-        try:
-            cursor.execute(raw.begin_sql + statement)
-        except BaseException:
-            raw.begin_due = _still_idle(raw)
-            raise
+        _execute_opening(cursor, statement)
 
     def do_executemany(self, cursor, statement, parameters, context=None) -> None:
         send_due_begin(cursor.connection)  # rare as a transaction's first statement: its own trip
         super().do_executemany(cursor, statement, parameters, context)
 
     def do_commit(self, dbapi_connection) -> None:
-        raw = _raw(dbapi_connection)
-        raw.begin_due = False  # nothing was sent: nothing to commit
-        if _in_transaction(raw):
-            with raw.cursor() as cursor:
-                cursor.execute("COMMIT")
+        _end(_raw(dbapi_connection), "COMMIT")
 
     def do_rollback(self, dbapi_connection) -> None:
-        raw = _raw(dbapi_connection)
-        raw.begin_due = False
-        if _in_transaction(raw):
-            with raw.cursor() as cursor:
-                cursor.execute("ROLLBACK")
+        _end(_raw(dbapi_connection), "ROLLBACK")
 
 
 registry.register(f"postgresql.{DRIVER_NAME}", __name__, "OneTripBeginDialect")
