@@ -164,10 +164,18 @@ def follow_lots(
     }
     if not tracked:
         return
-    debited = {p.transfer.debit_account_id for p in moved} & tracked
+    # What the batch can draw from each tracked wallet it debits: its lots are read that far.
+    needs: dict[str, int] = {}
+    for posting in moved:
+        if posting.transfer.debit_account_id in tracked:
+            account_id = posting.transfer.debit_account_id
+            needs[account_id] = needs.get(account_id, 0) + posting.posted_amount
     reversed_ids = {p.transfer.reverses_transfer_id for p in moved if p.transfer.reverses_transfer_id}
     draws = lot_store.draws_of(connection, reversed_ids)
     named = {(d.account_id, d.lot_id) for items in draws.values() for d in items}
+    if run is not None:  # an expiry draws from the lot it names, wherever that lot is in the order
+        targets = run.targets
+        named |= {(p.transfer.debit_account_id, targets[p.transfer.id]) for p in moved if p.transfer.id in targets}
     if reversed_ids and trip is not None:
         trip.send()  # a reversed transfer may be one this batch wrote
     originals = store.get_transfers(connection, reversed_ids) if reversed_ids else {}
@@ -175,7 +183,7 @@ def follow_lots(
         zone=rules.zone,
         policies={accounts[a].currency_code: policies.get(accounts[a].currency_code, []) for a in tracked},
         # Only debits draw from open lots: a credit opens one (or gives back lots its draws name).
-        lots={**lot_store.lots_by_key(connection, named), **lot_store.open_lots(connection, debited)},
+        lots={**lot_store.lots_by_key(connection, named), **lot_store.lots_to_draw(connection, needs)},
         draws=draws,
         currencies={account_id: accounts[account_id].currency_code for account_id in tracked},
         reinstated={t.id for t in originals.values() if t.code == EXPIRY_CODE},

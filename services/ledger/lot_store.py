@@ -77,6 +77,16 @@ lots = Table(
     PrimaryKeyConstraint("account_id", "lot_id"),
     CheckConstraint("open_amount >= 0 AND open_amount <= amount", name="ck_lots_open_amount"),
     Index("ix_lots_due", "expires_at_us", postgresql_where="open_amount > 0", sqlite_where="open_amount > 0"),
+    # A wallet's open lots in the order debits draw them (lots.Lot.order_key; NULL, never, sorts
+    # last), so a debit reads the few lots it draws from, not every lot the wallet still holds.
+    Index(
+        "ix_lots_draw_order",
+        "account_id",
+        "expires_at_us",
+        "credited_at_us",
+        postgresql_where="open_amount > 0",
+        sqlite_where="open_amount > 0",
+    ),
 )
 
 lot_draws = Table(
@@ -189,8 +199,50 @@ def open_lots(connection: Connection, account_ids: Iterable[str]) -> dict[tuple[
     return {(row.account_id, row.lot_id): _lot(row) for row in rows}
 
 
-# Read by every batch that debits a tracked wallet: built once.
 _OPEN_LOTS = select(lots).where(and_(lots.c.account_id.in_(bindparam("ids", expanding=True)), lots.c.open_amount > 0))
+
+# Lots read per debited wallet first; a wallet whose first lots do not cover its debits is read whole.
+DRAW_LOTS_FIRST = 16
+_COLUMNS = ", ".join(column.name for column in lots.c)
+# Each wallet's first open lots in draw order, through ix_lots_draw_order (ascending puts NULL,
+# never expiring, last, as Lot.order_key does; lot_id in code point order, as Python compares).
+_FIRST_LOTS_SQL = (
+    f"SELECT l.* FROM unnest(%(ids)s::varchar[]) AS w(account_id) CROSS JOIN LATERAL"
+    f" (SELECT {_COLUMNS} FROM lots WHERE lots.account_id = w.account_id AND lots.open_amount > 0"
+    ' ORDER BY lots.expires_at_us, lots.credited_at_us, lots.lot_id COLLATE "C" LIMIT %(first)s) AS l'
+)
+
+
+def lots_to_draw(connection: Connection, needs: dict[str, int]) -> dict[tuple[str, str], Lot]:
+    """For each wallet (account id -> the most the batch can draw from it: the sum of its debits),
+    its open lots in draw order up to the first at which they cover that amount, or all of them.
+
+    A wallet holds a lot per credit, and keeps the ones no debit reached: reading them all made
+    every redemption cost more the longer a member had been earning. No draw of the batch can
+    reach past these lots: before it could, it would have drawn all of them, more than the sum
+    of the wallet's debits (credits in the batch only open lots or give back to drawn ones)."""
+    if not needs:
+        return {}
+    if connection.dialect.name != "postgresql":  # no LATERAL: every open lot (the same draws)
+        return open_lots(connection, needs)
+    ids = sorted(needs)
+    found: dict[str, list[Lot]] = {account_id: [] for account_id in ids}
+    for row in connection.exec_driver_sql(_FIRST_LOTS_SQL, {"ids": ids, "first": DRAW_LOTS_FIRST}):
+        found[row.account_id].append(_lot(row))
+    chosen: dict[tuple[str, str], Lot] = {}
+    short = []
+    for account_id, first in found.items():
+        first.sort(key=Lot.order_key)
+        covered = 0
+        for lot in first:
+            chosen[(lot.account_id, lot.lot_id)] = lot
+            covered += lot.open_amount
+            if covered >= needs[account_id]:
+                break
+        else:
+            if len(first) == DRAW_LOTS_FIRST:  # more lots than read, and these fall short
+                short.append(account_id)
+    return {**chosen, **open_lots(connection, short)}
 
 
 def lots_by_key(connection: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Lot]:

@@ -462,3 +462,84 @@ def test_wallets_that_cannot_expire_yet_never_keep_the_others_from_their_turn(op
     assert (run.transfers_posted, run.amount_expired) == (1, 3)
     assert books.balance(ordinary) == 0
     assert all(books.balance(wallet) == 3 for wallet in exempt_wallets)
+
+
+def _draw_order_expected(lots: dict[str, tuple[int, int, int]], amount: int) -> dict[str, int]:
+    """The open amounts after drawing `amount` soonest-expiring first (then earliest credited, then
+    lot id in code point order), from {lot id: (expires, credited, open)}: the rule stated once more."""
+    left = {lot_id: open_amount for lot_id, (_, _, open_amount) in lots.items()}
+    for lot_id in sorted(lots, key=lambda key: (lots[key][0], lots[key][1], key)):
+        taken = min(left[lot_id], amount)
+        left[lot_id] -= taken
+        amount -= taken
+    return {lot_id: open_amount for lot_id, open_amount in left.items() if open_amount}
+
+
+def test_debits_draw_in_order_across_more_lots_than_a_batch_first_reads(operator, clock):
+    """A batch reads a debited wallet's first lots only (lot_store.DRAW_LOTS_FIRST), and all of them
+    when those fall short: draws across both, and lots credited together (equal times), land as
+    if every lot had been read."""
+    from services.ledger import lot_store
+
+    books = Books(operator, FIXED, 24)
+    wallet = books.wallet()
+    count = 3 * lot_store.DRAW_LOTS_FIRST
+    # Credited together in threes (one batch, one commit time): ties broken by lot id, one across
+    # the first read's end.
+    for start in range(0, count, 3):
+        books.post(
+            *(
+                posted(f"earn-{index:03d}-{unique('t')}", books.issuance, wallet, 10 + index, currency=books.currency)
+                for index in range(start, start + 3)
+            )
+        )
+        clock.advance(DAY_US)
+    books.set_policy(FIXED, 6)  # later lots expire first
+    for _ in range(2):
+        books.earn(wallet, 5)
+    books.set_policy(INACTIVITY, 24)  # no expiry date of their own: drawn last
+    for _ in range(2):
+        books.earn(wallet, 6)
+    never = 2**62
+    for amount in (3, 40, 10 * lot_store.DRAW_LOTS_FIRST + 150, 1, 500, None):
+        before = {
+            lot.lot_id: (
+                lot.expire_time.ToMicroseconds() if lot.HasField("expire_time") else never,
+                lot.credit_time.ToMicroseconds(),
+                lot.open_amount,
+            )
+            for lot in books.lots(wallet).lots
+        }
+        if amount is None:  # all but 4: only the last lot credited without a date keeps any
+            amount = books.balance(wallet) - 4
+        books.redeem(wallet, amount)
+        assert books.open_by_lot(wallet) == _draw_order_expected(before, amount)
+    books.check_lots_equal_balance(wallet)
+
+
+def test_a_batch_reads_only_the_lots_its_debits_can_reach(ledger_database_url, operator, clock):
+    from services.common.db import Database, DatabaseOptions
+    from services.ledger import lot_store
+
+    books = Books(operator, FIXED, 24)
+    wallet = books.wallet()
+    for _ in range(40):
+        books.earn(wallet, 10)
+        clock.advance(DAY_US)
+    other = books.wallet()
+    books.earn(other, 7)
+    database = Database(DatabaseOptions(url=ledger_database_url, pool_size=1))
+    try:
+        with database.reader.connect() as connection:
+            read = lot_store.lots_to_draw
+            everything = set(lot_store.open_lots(connection, [wallet]))
+            postgres = connection.dialect.name == "postgresql"
+            one = read(connection, {wallet: 1})
+            assert len(one) == (1 if postgres else 40)  # SQLite reads the wallet whole
+            assert len(read(connection, {wallet: 30, other: 7})) == (3 + 1 if postgres else 41)
+            # Beyond the first lots read: the whole wallet, as before.
+            assert set(read(connection, {wallet: 10 * lot_store.DRAW_LOTS_FIRST + 1})) == everything
+            assert set(read(connection, {wallet: 10_000})) == everything
+            assert read(connection, {}) == {}
+    finally:
+        database.dispose()
