@@ -60,6 +60,9 @@ class App:
     key_loads: dict[str, tuple[float, asyncio.Future]] = field(default_factory=dict)
     # Earns the ledger took, marked posted by the next earn batch's transaction (deferred_marks.py).
     posted_earns: DeferredMarks = field(init=False)
+    # Earn batches still to read for earlier earns before inserting, after one met a retry
+    # (services/partners/earning.py, READ_FIRST_BATCHES_AFTER_CONFLICT).
+    earn_batches_reading_first: int = 0
     # Merged write paths by kind (services/common/coalescer.py), made on first use.
     mergers: dict[str, object] = field(default_factory=dict)
     # The server's Prometheus series (services/common/metrics.py); None when metrics are off.

@@ -284,3 +284,47 @@ def test_an_earn_whose_posted_mark_this_batch_carries_reads_as_posted(tmp_path):
     unmarked = database.read(lambda c: earn_store.earns_by_requests_or_receipts(c, requests, receipts))
     assert unmarked[0][("shop", "r1")].state == "pending"
     database.dispose()
+
+
+def test_a_batch_of_new_earns_does_not_read_for_earlier_ones_and_a_retry_among_them_still_answers_first(merged):
+    """New requests are inserted without first reading for earns recorded under their ids (the
+    unique keys refuse a batch that holds one); a batch that meets a retry or a used receipt
+    runs again, reading, so every answer is as before, and the batches after it read first."""
+    from sqlalchemy import event
+
+    from services.partners import earning
+
+    client, _refuse, _call_sizes = merged
+    app = server._current
+    shop = client.register_partner(base_rate="0.5")
+    members = [client.enroll()[0] for _ in range(4)]
+    for member_id in members:
+        client.earn(shop, member_id, [1000])
+    reads: list[str] = []
+
+    def count_reads(_connection, _cursor, statement, _parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "BEGIN ISOLATION LEVEL READ COMMITTED;SELECT")) and (
+            "FROM earns" in statement
+        ):
+            reads.append(statement)
+
+    event.listen(app.database.writer, "before_cursor_execute", count_reads)
+    try:
+        app.earn_batches_reading_first = 0
+        new = [_request(shop, members[n % 4], unique("r")) for n in range(CALLERS)]
+        assert _send_all_at_once(client, new, shop.key) == [("ok", 10)] * CALLERS
+        assert reads == [], "a batch of new earns read for earlier ones"
+        assert app.earn_batches_reading_first == 0
+
+        used = new[0].receipt_id
+        again = [*new[:8], *[_request(shop, members[n % 4], unique("r")) for n in range(8)]]
+        again.append(_request(shop, members[0], used))  # a new request for a receipt already earned
+        answers = _send_all_at_once(client, again, shop.key)
+        assert answers == [("ok", 10)] * 16 + [("ALREADY_EXISTS", "RECEIPT_ALREADY_EARNED")]
+        assert reads, "the batch that met earlier earns did not read them"
+        assert app.earn_batches_reading_first > 0
+    finally:
+        event.remove(app.database.writer, "before_cursor_execute", count_reads)
+    balances = {member_id: client.balance(member_id).posted for member_id in members}
+    assert sum(balances.values()) == 4 * 5 + (CALLERS + 8) * 10  # each retry earned once
+    assert earning.READ_FIRST_BATCHES_AFTER_CONFLICT > 0
