@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -39,11 +40,17 @@ REQUEST_ID_LENGTH_MAX = 128
 _log = structlog.get_logger("rpc")
 
 
+# A call without x-request-id gets this process's random prefix and a count: unique like a
+# UUID, without uuid4's read of the system's random source on every call.
+_GENERATED_ID_PREFIX = os.urandom(8).hex()
+_generated_ids = itertools.count(1)
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= REQUEST_ID_LENGTH_MAX:
             return value
-    return uuid.uuid4().hex
+    return f"{_GENERATED_ID_PREFIX}{next(_generated_ids):016x}"
 
 
 def as_service_error(error: Exception) -> ServiceError | None:
@@ -138,8 +145,10 @@ class Admission:
         self.streams = 0
         self.streams_by_peer_host: collections.Counter[str] = collections.Counter()
 
-    @contextlib.contextmanager
-    def unary(self) -> Iterator[None]:
+    def enter_unary(self) -> None:
+        """Count a unary call in, or refuse it; the caller runs `leave_unary` once it is done.
+        (Not a context manager: every call of every service passes here, and a generator-based
+        one costs several times the counting.)"""
         if self.unary_calls >= self.limits.unary_calls_max:
             raise ResourceExhausted(
                 "TOO_MANY_CONCURRENT_CALLS",
@@ -147,10 +156,9 @@ class Admission:
                 limit=self.limits.unary_calls_max,
             )
         self.unary_calls += 1
-        try:
-            yield
-        finally:
-            self.unary_calls -= 1
+
+    def leave_unary(self) -> None:
+        self.unary_calls -= 1
 
     @contextlib.contextmanager
     def stream(self, peer_host: str) -> Iterator[None]:
@@ -215,10 +223,11 @@ class _Decoder:
 def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admission, series: RpcSeries | None):
     async def handle(raw, context):
         call = _Call(method, context, series)
+        admitted = False
         try:
-            with admission.unary():
-                request = decode(raw)
-                return await behavior(request, context)
+            admission.enter_unary()
+            admitted = True
+            return await behavior(decode(raw), context)
         except asyncio.CancelledError:
             call.status = "CANCELLED"
             raise
@@ -227,6 +236,8 @@ def _wrap_unary_unary(method: str, behavior, decode: _Decoder, admission: Admiss
         except Exception as error:  # every error becomes a status on purpose
             await call.fail(error, context)
         finally:
+            if admitted:
+                admission.leave_unary()
             call.finish()
 
     return handle

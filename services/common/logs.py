@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 from contextvars import ContextVar
 
 import orjson
@@ -45,6 +46,26 @@ def merge_request_context(_logger, _method_name: str, event_dict: dict) -> dict:
     return event_dict
 
 
+class _UtcTimestamp:
+    """`timestamp` as structlog's TimeStamper(fmt="iso", utc=True) writes it
+    (2026-12-05T03:03:11.656579Z), with the text up to the second made once per second: every
+    request logs a line, and formatting a datetime was a tenth of what a line cost."""
+
+    __slots__ = ("_second",)
+
+    def __init__(self) -> None:
+        self._second = (-1, "")  # (epoch second, its text), replaced whole: safe across threads
+
+    def __call__(self, _logger, _method_name: str, event_dict: dict) -> dict:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        cached_second, text = self._second
+        if second != cached_second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        event_dict["timestamp"] = f"{text}.{micros:06d}Z"
+        return event_dict
+
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -61,7 +82,7 @@ def configure_logging(log_format: str = "console", level: str = "info") -> None:
     processors: list = [
         merge_request_context,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcTimestamp(),
         structlog.processors.format_exc_info,
     ]
     if log_format == "json":
