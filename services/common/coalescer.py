@@ -35,6 +35,7 @@ class Coalescer(Generic[C, R]):
         batches_in_flight_max: int = 1,
         size: Callable[[C], int] = lambda _item: 1,
         tracer=None,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._name = name
         self._handle = handle
@@ -45,6 +46,11 @@ class Coalescer(Generic[C, R]):
         self._batches_in_flight_max = batches_in_flight_max
         self._batches_in_flight = 0
         self._size = size  # what an item counts against batch_items_max (e.g. its transfers)
+        # Under load (the last batch merged calls), a batch waits this long for more calls
+        # before it starts; a lone call never waits. For paths whose batch costs far more than
+        # an item (a read: one downstream call whatever its size).
+        self._linger_seconds = linger_seconds
+        self._last_batch_items = 0
         # Tracing on (services/common/tracing.py): each batch is a span linked to its calls' spans.
         self._tracer = tracer
         # (item, its caller's future, the caller's span context when tracing is on)
@@ -75,6 +81,8 @@ class Coalescer(Generic[C, R]):
     async def _drain(self) -> None:
         try:
             while self._queue:
+                if self._linger_seconds and self._last_batch_items > 1 and len(self._queue) < self._batch_items_max:
+                    await asyncio.sleep(self._linger_seconds)
                 taken = [self._queue.popleft()]
                 items = self._size(taken[0][0])
                 while self._queue and items + self._size(self._queue[0][0]) <= self._batch_items_max:
@@ -88,6 +96,7 @@ class Coalescer(Generic[C, R]):
 
     async def _run(self, items: list[C], futures: list[asyncio.Future], span_contexts: list) -> None:
         self.batch_sizes[len(items)] += 1
+        self._last_batch_items = len(items)
         try:
             if self._tracer is None:
                 results = await self._handle(items)
