@@ -47,7 +47,8 @@ class Coalescer(Generic[C, R]):
         self._batches_in_flight = 0
         self._size = size  # what an item counts against batch_items_max (e.g. its transfers)
         # Under load (the last batch merged calls), a batch waits this long for more calls
-        # before it starts; a lone call never waits. For paths whose batch costs far more than
+        # before it starts; a call after a lone call never waits (the first after a burst may,
+        # once). For paths whose batch costs far more than
         # an item (a read: one downstream call whatever its size).
         self._linger_seconds = linger_seconds
         self._last_batch_items = 0

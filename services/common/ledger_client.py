@@ -175,8 +175,8 @@ MERGED_TRANSFERS_QUEUED_MAX = 20_000
 MERGED_TRANSFER_CALLS_IN_FLIGHT_MAX = 1
 
 
-# Under load, a merged GetBalances waits this long for more reads before it is sent (a lone read
-# never waits). A ledger read costs partners and the ledger about the same whatever it carries,
+# Under load, a merged GetBalances waits this long for more reads before it is sent (a read after
+# a lone read never waits). A ledger read costs partners and the ledger about the same whatever it carries,
 # and at 64 in flight reads arrived a few per millisecond, so each call carried about 6 of them.
 # GetMemberBalance on 1 partners + 1 ledger (bench/profile_pos.py, interleaved 15 s runs):
 # 2,362-2,440 calls/s with none, 2,880-3,089 with 1 ms, 3,103-3,358 with 2 ms; partners CPU per

@@ -62,7 +62,8 @@ class _UtcTimestamp:
         if second != cached_second:
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = (second, text)
-        event_dict["timestamp"] = f"{text}.{micros:06d}Z"
+        # As datetime.isoformat, which structlog's stamper uses: no fraction at a whole second.
+        event_dict["timestamp"] = f"{text}.{micros:06d}Z" if micros else f"{text}Z"
         return event_dict
 
 

@@ -178,7 +178,7 @@ async def _record_batch(app: App, items: list[_Earning], marks: list[str]) -> li
     else:
         try:
             return await app.write(optimistic)
-        except sa_exc.IntegrityError:
+        except (sa_exc.IntegrityError, _ReadFirst):
             app.earn_batches_reading_first = READ_FIRST_BATCHES_AFTER_CONFLICT
     try:
         return await app.write(merged)
@@ -206,6 +206,12 @@ def _answer(
     if earn_id in rows:
         return EarnRecord(rows[earn_id], lines[earn_id])
     return outcome
+
+
+class _ReadFirst(Exception):
+    """An earn of a batch recorded without the read was refused: it may be a retry of an earn
+    recorded before (whose answer is that earn, whatever a new one would meet now: a rule
+    ended since, a receipt the batch itself used), so the batch runs again, reading."""
 
 
 class _Conflict(Exception):
@@ -287,12 +293,13 @@ def _record_all(
     posted_marks: list[str] | None = None,
     read_first: bool = True,
 ) -> list[EarnRecord | BaseException]:
-    """Record a batch of earns with two reads and one write, whatever its size; the write also
+    """Record a batch of earns with one read and one write, whatever its size; the write also
     carries `posted_marks`. Each earn is the one recorded before under its request id (a
     retry), which comes back with `lines=None` (read once the batch is posted), or a new one,
     priced, with its lines. An earn's refusal is its answer and writes nothing; earns later in
-    the batch see the ones before them. Without `read_first`, every earn is taken as new, and an
-    earn recorded before makes the insert fail (IntegrityError): the caller runs it again, reading."""
+    the batch see the ones before them. Without `read_first`, every earn is taken as new: an
+    earn recorded before makes the insert fail (IntegrityError), and any refusal raises
+    _ReadFirst before the insert; either way the caller runs the batch again, reading."""
     marks = list(posted_marks or ())
     # The marks are written after this read (with the new earns, one round trip): an earn
     # among them reads as posted, as it is once they are.
@@ -311,9 +318,15 @@ def _record_all(
             new_lines.setdefault(line.earn_id, []).append(line)
         return rows
 
-    decided = recording.record_batch(
-        items, lambda item: _decide(connection, app, item, known), _is_new, insert, raise_refusals
-    )
+    def decide(item: _Earning) -> Row | _NewEarn:
+        if read_first:
+            return _decide(connection, app, item, known)
+        try:
+            return _decide(connection, app, item, known)
+        except (ServiceError, model.DomainError) as error:
+            raise _ReadFirst() from error
+
+    decided = recording.record_batch(items, decide, _is_new, insert, raise_refusals)
     earn_store.mark_earns_posted(connection, marks)  # no new earn to carry them
     return [
         decision if isinstance(decision, BaseException) else EarnRecord(decision, new_lines.get(decision.earn_id))

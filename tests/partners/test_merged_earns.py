@@ -328,3 +328,24 @@ def test_a_batch_of_new_earns_does_not_read_for_earlier_ones_and_a_retry_among_t
     balances = {member_id: client.balance(member_id).posted for member_id in members}
     assert sum(balances.values()) == 4 * 5 + (CALLERS + 8) * 10  # each retry earned once
     assert earning.READ_FIRST_BATCHES_AFTER_CONFLICT > 0
+
+
+def test_a_retry_a_new_earn_would_be_refused_for_still_answers_with_its_recorded_earn(merged):
+    """Inserted without the read, a retry is priced as a new earn would be; a refusal there (here:
+    the partner's earn rule ended since the first send) must not be its answer. The batch runs
+    again, reading, and the retry gets the earn recorded the first time."""
+    from services.common.timeconv import timestamp_from_micros
+
+    client, _refuse, _call_sizes = merged
+    app = server._current
+    shop = client.register_partner(base_rate="0.5", valid_to_time=timestamp_from_micros(client.clock() + 60_000_000))
+    member_id = client.enroll()[0]
+    first, request = client.earn(shop, member_id, [2000])
+    client.clock.advance(120)  # the rule has ended: a new earn now is NO_EARN_RULE
+    with pytest.raises(grpc.RpcError) as refused:
+        client.earn(shop, member_id, [2000])
+    assert error_info_of(refused.value).reason == "NO_EARN_RULE"
+    app.earn_batches_reading_first = 0
+    again = client.call("Earn", request, shop.key)
+    assert again.earn_id == first.earn_id and again.pricing.points == first.pricing.points == 10
+    assert client.balance(member_id).posted == 10
