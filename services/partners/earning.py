@@ -320,11 +320,11 @@ def _record_all(
         return rows
 
     def decide(item: _Earning) -> Row | _NewEarn:
-        if read_first:
-            return _decide(connection, app, item, known)
         try:
             return _decide(connection, app, item, known)
         except (ServiceError, model.DomainError) as error:
+            if read_first:
+                raise
             raise _ReadFirst() from error
 
     decided = recording.record_batch(items, decide, _is_new, insert, raise_refusals)
